@@ -1,0 +1,297 @@
+// The byte-level half of multiproc's serialization layer (Python's pickle, as reduction.py uses
+// it). It defines two cereal archives, OutputArchive (appends to a std::string, no std::ostream
+// in between) and InputArchive (reads a bounds-checked [begin, end) range), and the notion of a
+// "plain bytes" type: one that is copied with memcpy because its object representation is its
+// value in any process running the same executable (arithmetic types, enums, trivially copyable
+// structs without serialize functions). The archives speak cereal's binary dialect, so cereal's
+// own std-type support (included below) and any user type with a cereal-style serialize or
+// save/load work unchanged; plain-bytes types get save/load overloads found by ADL, so they also
+// work nested in containers and user types, and a std::vector of them is one memcpy.
+//
+// Decoding never trusts its input: every read is checked against the bytes left, a container's
+// element count is refused when it exceeds the bytes left (so a corrupt length never drives a
+// huge allocation), a bool must be 0 or 1, and every failure is a MalformedInput (a
+// ProcessError). The public face of this layer (is_transferable_v, Transferable, dump, load) is
+// in <multiproc/serialization.hpp>; include that, not this file.
+#pragma once
+
+#include <cereal/cereal.hpp>
+#include <cereal/types/array.hpp>
+#include <cereal/types/chrono.hpp>
+#include <cereal/types/complex.hpp>
+#include <cereal/types/deque.hpp>
+#include <cereal/types/list.hpp>
+#include <cereal/types/map.hpp>
+#include <cereal/types/optional.hpp>
+#include <cereal/types/set.hpp>
+#include <cereal/types/string.hpp>
+#include <cereal/types/tuple.hpp>
+#include <cereal/types/unordered_map.hpp>
+#include <cereal/types/unordered_set.hpp>
+#include <cereal/types/utility.hpp>
+#include <cereal/types/variant.hpp>
+#include <cereal/types/vector.hpp>
+
+#include <array>
+#include <chrono>
+#include <complex>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <initializer_list>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <multiproc/errors.hpp>
+
+namespace multiproc::detail {
+
+// Thrown by InputArchive on truncated or malformed input. load<T>() rethrows it as a
+// ProcessError that also names T; catch ProcessError.
+class MalformedInput : public ProcessError {
+ public:
+  using ProcessError::ProcessError;
+};
+
+// --- the archives ---------------------------------------------------------------------------------
+
+// A cereal output archive that appends the encoding of what it is given to a caller-owned
+// std::string. Same layout as cereal's BinaryOutputArchive: native-endian arithmetic values,
+// container sizes as cereal::size_type (64 bits), no names, no padding between values.
+class OutputArchive : public cereal::OutputArchive<OutputArchive, cereal::AllowEmptyClassElision> {
+ public:
+  explicit OutputArchive(std::string& out)
+      : cereal::OutputArchive<OutputArchive, cereal::AllowEmptyClassElision>(this), out_(out) {}
+
+  // Appends size raw bytes.
+  void save_binary(const void* data, std::size_t size) {
+    if (size != 0) out_.append(static_cast<const char*>(data), size);
+  }
+
+ private:
+  std::string& out_;
+};
+
+// A cereal input archive reading what OutputArchive wrote from [begin, end). Never reads outside
+// that range: a read that does not fit throws MalformedInput. position() is where the next read
+// starts, so several values can be decoded from one buffer in turn.
+class InputArchive : public cereal::InputArchive<InputArchive, cereal::AllowEmptyClassElision> {
+ public:
+  InputArchive(const char* begin, const char* end)
+      : cereal::InputArchive<InputArchive, cereal::AllowEmptyClassElision>(this),
+        pos_(begin),
+        end_(end) {}
+
+  // Copies the next size bytes into data; throws MalformedInput when fewer are left.
+  void load_binary(void* data, std::size_t size) {
+    if (size > remaining()) {
+      throw MalformedInput("truncated input: " + std::to_string(size) + " bytes needed, " +
+                           std::to_string(remaining()) + " left");
+    }
+    if (size != 0) std::memcpy(data, pos_, size);
+    pos_ += size;
+  }
+
+  std::size_t remaining() const noexcept { return static_cast<std::size_t>(end_ - pos_); }
+  const char* position() const noexcept { return pos_; }
+
+ private:
+  const char* pos_;
+  const char* end_;
+};
+
+// Stand-ins used only to ask "does T have cereal functions of its own?" without finding the
+// plain-bytes overloads below (which would make the question depend on its own answer). They
+// derive from cereal's archive bases so that cereal's namespace is searched by ADL, exactly as for
+// the real archives. Never constructed.
+namespace probe {
+class Out : public cereal::OutputArchive<Out, cereal::AllowEmptyClassElision> {
+ public:
+  Out() = delete;
+};
+class In : public cereal::InputArchive<In, cereal::AllowEmptyClassElision> {
+ public:
+  In() = delete;
+};
+}  // namespace probe
+
+}  // namespace multiproc::detail
+
+CEREAL_REGISTER_ARCHIVE(multiproc::detail::OutputArchive)
+CEREAL_REGISTER_ARCHIVE(multiproc::detail::InputArchive)
+CEREAL_SETUP_ARCHIVE_TRAITS(multiproc::detail::InputArchive, multiproc::detail::OutputArchive)
+CEREAL_SETUP_ARCHIVE_TRAITS(multiproc::detail::probe::In, multiproc::detail::probe::Out)
+
+namespace multiproc::detail {
+
+// --- which types are plain bytes -----------------------------------------------------------------
+
+template <class T, template <class...> class Template>
+struct is_specialization_of : std::false_type {};
+template <template <class...> class Template, class... Args>
+struct is_specialization_of<Template<Args...>, Template> : std::true_type {};
+
+// Trivially copyable, but their bytes are addresses in this process: views and references.
+template <class T>
+struct is_view_type : std::false_type {};
+template <class C, class Tr>
+struct is_view_type<std::basic_string_view<C, Tr>> : std::true_type {};
+template <class T, std::size_t N>
+struct is_view_type<std::span<T, N>> : std::true_type {};
+template <class T>
+struct is_view_type<std::initializer_list<T>> : std::true_type {};
+template <class T>
+struct is_view_type<std::reference_wrapper<T>> : std::true_type {};
+
+// Standard types that cereal encodes itself (some are trivially copyable): leaving them to cereal
+// keeps exactly one save/load candidate for each, whatever order headers come in.
+template <class T>
+struct is_cereal_std_type
+    : std::bool_constant<is_specialization_of<T, std::optional>::value ||
+                         is_specialization_of<T, std::variant>::value ||
+                         is_specialization_of<T, std::pair>::value ||
+                         is_specialization_of<T, std::tuple>::value ||
+                         is_specialization_of<T, std::complex>::value ||
+                         is_specialization_of<T, std::chrono::duration>::value ||
+                         is_specialization_of<T, std::chrono::time_point>::value ||
+                         std::is_same_v<T, std::monostate>> {};
+template <class T, std::size_t N>
+struct is_cereal_std_type<std::array<T, N>> : std::true_type {};
+
+// cereal's own wrappers, which the archives handle one by one below.
+template <class T>
+struct is_cereal_wrapper
+    : std::bool_constant<is_specialization_of<T, cereal::NameValuePair>::value ||
+                         is_specialization_of<T, cereal::BinaryData>::value ||
+                         is_specialization_of<T, cereal::SizeTag>::value ||
+                         is_specialization_of<T, cereal::MapItem>::value> {};
+
+// The shape of a plain-bytes type. Default-constructible because the receiver makes one and
+// copies the bytes in; that also turns away classes holding references and lambdas with captures.
+template <class T>
+concept plain_bytes_shape =
+    std::is_trivially_copyable_v<T> && std::is_default_constructible_v<T> &&
+    !std::is_pointer_v<T> && !std::is_member_pointer_v<T> && !std::is_null_pointer_v<T> &&
+    !std::is_array_v<T> && !is_view_type<T>::value && !is_cereal_std_type<T>::value &&
+    !is_cereal_wrapper<T>::value;
+
+// Whether T brings its own cereal serialize/save/load (member or free, versioned or not,
+// minimal or not), asked with the probe archives.
+template <class T>
+concept has_cereal_functions =
+    cereal::traits::detail::count_output_serializers<T, probe::Out>::value != 0 ||
+    cereal::traits::detail::count_input_serializers<T, probe::In>::value != 0;
+
+// Enums are plain bytes at the top level (dump copies them); nested, cereal's own enum support
+// (common.hpp, same bytes) encodes them. A class with serialize functions of its own is never
+// plain bytes: its functions win, e.g. to skip a cache or a pointer member.
+template <class T>
+concept plain_bytes = plain_bytes_shape<T> && (std::is_enum_v<T> || !has_cereal_functions<T>);
+
+// True when T is copied with memcpy: trivially copyable and default-constructible, not a pointer,
+// member pointer, nullptr_t, C array or view type (std::string_view, std::span,
+// std::reference_wrapper, std::initializer_list), not a std type cereal encodes itself
+// (std::array, optional, variant, pair, tuple, complex, chrono types), and without cereal
+// functions of its own. Note: a trivially copyable struct that holds a pointer is plain bytes by
+// this rule (C++20 cannot see inside it); give such a struct a serialize function.
+template <class T>
+inline constexpr bool is_plain_bytes_v = plain_bytes<std::remove_cv_t<T>>;
+
+// --- archive support functions, found by ADL ---------------------------------------------------
+
+template <class A>
+concept multiproc_archive = std::same_as<A, OutputArchive> || std::same_as<A, InputArchive>;
+
+// Plain-bytes values, arithmetic included, nested anywhere: their raw bytes. The archive is a
+// template parameter checked first, so that when the probes find these functions by ADL the
+// constraint fails at once instead of asking is_plain_bytes_v about itself.
+template <class A, class T>
+  requires(std::same_as<A, OutputArchive> && plain_bytes<T> && !std::is_enum_v<T>)
+void CEREAL_SAVE_FUNCTION_NAME(A& ar, const T& value) {
+  ar.save_binary(std::addressof(value), sizeof(T));
+}
+
+template <class A, class T>
+  requires(std::same_as<A, InputArchive> && plain_bytes<T> && !std::is_enum_v<T>)
+void CEREAL_LOAD_FUNCTION_NAME(A& ar, T& value) {
+  if constexpr (std::is_same_v<T, bool>) {
+    unsigned char byte = 0;
+    ar.load_binary(&byte, 1);
+    if (byte > 1) throw MalformedInput("malformed bool: byte " + std::to_string(byte));
+    value = byte != 0;
+  } else {
+    ar.load_binary(std::addressof(value), sizeof(T));
+  }
+}
+
+// A std::vector of plain bytes: its count, then all elements in one copy. More specialized than
+// cereal's vector functions (the archive is fixed), so it is the one chosen. The count is checked
+// against the bytes left before anything is allocated.
+template <class T, class Alloc>
+  requires(plain_bytes<T> && !std::is_same_v<T, bool>)
+void CEREAL_SAVE_FUNCTION_NAME(OutputArchive& ar, const std::vector<T, Alloc>& vec) {
+  ar(cereal::make_size_tag(static_cast<cereal::size_type>(vec.size())));
+  ar.save_binary(vec.data(), vec.size() * sizeof(T));
+}
+
+template <class T, class Alloc>
+  requires(plain_bytes<T> && !std::is_same_v<T, bool>)
+void CEREAL_LOAD_FUNCTION_NAME(InputArchive& ar, std::vector<T, Alloc>& vec) {
+  cereal::size_type count = 0;
+  ar(cereal::make_size_tag(count));
+  if (count > ar.remaining() / sizeof(T)) {
+    throw MalformedInput("corrupt length: " + std::to_string(count) + " elements of " +
+                         std::to_string(sizeof(T)) + " bytes, " + std::to_string(ar.remaining()) +
+                         " bytes left");
+  }
+  vec.resize(static_cast<std::size_t>(count));
+  ar.load_binary(vec.data(), vec.size() * sizeof(T));
+}
+
+// Binary data (cereal::binary_data; strings and arithmetic vectors use it): raw bytes.
+template <class T>
+void CEREAL_SAVE_FUNCTION_NAME(OutputArchive& ar, const cereal::BinaryData<T>& bd) {
+  ar.save_binary(bd.data, static_cast<std::size_t>(bd.size));
+}
+template <class T>
+void CEREAL_LOAD_FUNCTION_NAME(InputArchive& ar, cereal::BinaryData<T>& bd) {
+  ar.load_binary(bd.data, static_cast<std::size_t>(bd.size));
+}
+
+// Names are dropped, as in cereal's binary archives.
+template <class A, class T>
+  requires multiproc_archive<A>
+void CEREAL_SERIALIZE_FUNCTION_NAME(A& ar, cereal::NameValuePair<T>& nvp) {
+  ar(nvp.value);
+}
+
+// Container sizes: 64 bits. On load a count larger than the bytes left is refused before the
+// container allocates: every element takes at least one byte, except elements that encode to
+// nothing (std::monostate, std::tuple<>, empty classes with an empty serialize), so a container
+// of those cannot hold more elements than bytes follow its count.
+template <class T>
+void CEREAL_SAVE_FUNCTION_NAME(OutputArchive& ar, const cereal::SizeTag<T>& tag) {
+  const std::uint64_t size = tag.size;
+  ar.save_binary(&size, sizeof(size));
+}
+template <class T>
+void CEREAL_LOAD_FUNCTION_NAME(InputArchive& ar, cereal::SizeTag<T>& tag) {
+  std::uint64_t size = 0;
+  ar.load_binary(&size, sizeof(size));
+  if (size > ar.remaining()) {
+    throw MalformedInput("corrupt length: " + std::to_string(size) + " elements, " +
+                         std::to_string(ar.remaining()) + " bytes left");
+  }
+  tag.size = static_cast<std::remove_reference_t<decltype(tag.size)>>(size);
+}
+
+}  // namespace multiproc::detail

@@ -1,0 +1,68 @@
+// A mutex in shared memory that survives its owner's death.
+//
+// The futex word holds the owner's thread id (0 = free), so one CAS takes the lock and a waiter
+// always knows whom it waits for. A waiter that has slept a while checks that the owner still
+// exists (/proc/<tid>, not a zombie); if not, it takes the lock over and is told so
+// (LockStatus::owner_died). Code that holds this mutex must keep the protected state consistent
+// at every single store (commit by one final index store), so a takeover needs no repair.
+//
+// Limitation: owner liveness is judged by thread id; if the id is reused by a new thread before a
+// waiter looks (pid_max wraps), the waiter keeps waiting until that thread exits.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include <multiproc/detail/futex.hpp>
+#include <multiproc/timeout.hpp>
+
+namespace multiproc::detail {
+
+// This thread's kernel id, cached (and refreshed after fork()).
+uint32_t current_tid();
+// Whether thread `tid` still runs (exists and is not a zombie).
+bool thread_alive(uint32_t tid);
+
+enum class LockStatus { acquired, acquired_owner_died, timed_out };
+
+struct RobustMutexData {
+  std::atomic<uint32_t> owner{0};    // futex word: owner's tid, 0 when free
+  std::atomic<uint32_t> waiters{0};  // threads asleep (or about to sleep) on `owner`
+  std::atomic<uint32_t> owner_deaths{0};  // how many times an owner died holding it
+  uint32_t reserved{0};
+};
+static_assert(sizeof(RobustMutexData) == 16);
+
+LockStatus robust_lock_slow(RobustMutexData& m, uint32_t self, const Deadline& deadline);
+
+inline bool robust_try_lock(RobustMutexData& m, uint32_t self = current_tid()) {
+  uint32_t expected = 0;
+  return m.owner.compare_exchange_strong(expected, self, std::memory_order_acquire,
+                                         std::memory_order_relaxed);
+}
+
+inline LockStatus robust_lock(RobustMutexData& m, const Deadline& deadline = Deadline::never()) {
+  uint32_t self = current_tid();
+  if (robust_try_lock(m, self)) return LockStatus::acquired;
+  return robust_lock_slow(m, self, deadline);
+}
+
+inline void robust_unlock(RobustMutexData& m) {
+  // exchange is a full barrier on x86: it orders the release before the waiters check.
+  m.owner.exchange(0, std::memory_order_seq_cst);
+  if (m.waiters.load(std::memory_order_seq_cst) != 0) futex_wake(&m.owner, 1);
+}
+
+// RAII holder for code paths that cannot time out (queue internals).
+class RobustGuard {
+ public:
+  explicit RobustGuard(RobustMutexData& m) : m_(m) { robust_lock(m_); }
+  ~RobustGuard() { robust_unlock(m_); }
+  RobustGuard(const RobustGuard&) = delete;
+  RobustGuard& operator=(const RobustGuard&) = delete;
+
+ private:
+  RobustMutexData& m_;
+};
+
+}  // namespace multiproc::detail

@@ -1,0 +1,164 @@
+// How a task (a free function or a capture-free lambda, with its arguments) reaches another
+// process. The caller's side instantiates `invoke_task<F, Args>`; what travels is that
+// function's CodeAddress, the user function's CodeAddress (none for a lambda: its type is enough,
+// it is rebuilt with F{}), and the arguments serialized as the task's own parameter types, so
+// `Process p(greet, "world")` sends a std::string when greet takes one.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+
+#include <multiproc/detail/code_address.hpp>
+#include <multiproc/serialization.hpp>
+
+namespace multiproc::detail {
+
+// Parameter types of a function pointer or of a lambda with one non-template call operator.
+template <class F, class = void>
+struct callable_params {
+  static constexpr bool known = false;
+};
+template <class R, class... A>
+struct callable_params<R (*)(A...)> {
+  static constexpr bool known = true;
+  using type = std::tuple<std::decay_t<A>...>;
+};
+template <class R, class... A>
+struct callable_params<R (*)(A...) noexcept> : callable_params<R (*)(A...)> {};
+template <class C, class R, class... A>
+struct member_call_params {
+  static constexpr bool known = true;
+  using type = std::tuple<std::decay_t<A>...>;
+};
+template <class M>
+struct call_operator_params;
+template <class C, class R, class... A>
+struct call_operator_params<R (C::*)(A...) const> : member_call_params<C, R, A...> {};
+template <class C, class R, class... A>
+struct call_operator_params<R (C::*)(A...) const noexcept> : member_call_params<C, R, A...> {};
+template <class C, class R, class... A>
+struct call_operator_params<R (C::*)(A...)> : member_call_params<C, R, A...> {};
+template <class C, class R, class... A>
+struct call_operator_params<R (C::*)(A...) noexcept> : member_call_params<C, R, A...> {};
+template <class F>
+struct callable_params<F, std::void_t<decltype(&F::operator())>>
+    : call_operator_params<decltype(&F::operator())> {};
+
+// The tuple the arguments travel as: the task's parameter types where they can be read off,
+// the given arguments' decayed types otherwise (generic lambdas).
+template <class F, class... Args>
+struct task_args {
+  using type = std::tuple<std::decay_t<Args>...>;
+};
+template <class F, class... Args>
+  requires callable_params<F>::known
+struct task_args<F, Args...> {
+  using type = typename callable_params<F>::type;
+};
+template <class F, class... Args>
+using task_args_t = typename task_args<F, Args...>::type;
+
+template <class F>
+inline constexpr bool is_stateless_lambda_v =
+    std::is_class_v<F> && std::is_empty_v<F> && std::is_default_constructible_v<F>;
+
+template <class F>
+inline constexpr bool is_task_callable_v =
+    is_stateless_lambda_v<F> ||
+    (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>);
+
+template <class F, class ArgsTuple>
+struct task_result;
+template <class F, class... A>
+struct task_result<F, std::tuple<A...>> {
+  using type = std::invoke_result_t<F&, A&...>;
+};
+template <class F, class ArgsTuple>
+using task_result_t = typename task_result<F, ArgsTuple>::type;
+
+// Runs in the child. Decodes arguments from [p, end), calls the task, appends the encoded
+// result to *result (when non-null and the task returns something).
+using Invoker = void (*)(const void* fn, const char* p, const char* end, std::string* result);
+
+template <class F, class ArgsTuple>
+void invoke_task(const void* fn, const char* p, const char* end, std::string* result) {
+  ArgsTuple args = load<ArgsTuple>(p, end);
+  auto call = [&](auto&... a) -> decltype(auto) {
+    if constexpr (is_stateless_lambda_v<F>) {
+      (void)fn;
+      return F{}(a...);
+    } else {
+      return reinterpret_cast<F>(const_cast<void*>(fn))(a...);
+    }
+  };
+  using R = task_result_t<F, ArgsTuple>;
+  if constexpr (std::is_void_v<R>) {
+    std::apply(call, args);
+  } else {
+    decltype(auto) r = std::apply(call, args);
+    if (result) dump(*result, r);
+  }
+}
+
+// What crosses to the child: which invoker, which function, and the encoded arguments.
+struct TaskCode {
+  CodeAddress invoker;
+  CodeAddress fn;
+  bool has_fn = false;
+
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(invoker, fn, has_fn);
+  }
+};
+
+// Compile-time checks and encoding of one task, shared by Process and Pool.
+template <class F, class... Args>
+TaskCode make_task_code() {
+  static_assert(is_task_callable_v<F>,
+                "a multiproc task must be a free function or a capture-free lambda: its state "
+                "travels as arguments, not captures");
+  using ArgsTuple = task_args_t<F, Args...>;
+  static_assert(std::tuple_size_v<ArgsTuple> == sizeof...(Args),
+                "wrong number of arguments for this task");
+  TaskCode code;
+  Invoker inv = &invoke_task<F, ArgsTuple>;
+  code.invoker = encode_code_address(reinterpret_cast<const void*>(inv));
+  return code;
+}
+
+template <class F>
+void set_task_function(TaskCode& code, const F& f) {
+  if constexpr (!is_stateless_lambda_v<F>) {
+    code.fn = encode_code_address(reinterpret_cast<const void*>(f));
+    code.has_fn = true;
+  } else {
+    (void)f;
+  }
+}
+
+template <class Tuple, size_t... I>
+constexpr void require_all_transferable(std::index_sequence<I...>) {
+  (require_transferable<std::tuple_element_t<I, Tuple>>(), ...);
+}
+
+// Encodes the arguments as the task's parameter types.
+template <class F, class... Args>
+void encode_task_args(std::string& out, Args&&... args) {
+  using ArgsTuple = task_args_t<F, Args...>;
+  require_all_transferable<ArgsTuple>(std::make_index_sequence<std::tuple_size_v<ArgsTuple>>{});
+  static_assert(std::is_constructible_v<ArgsTuple, Args&&...>,
+                "the arguments do not convert to the task's parameter types");
+  dump(out, ArgsTuple(std::forward<Args>(args)...));
+}
+
+struct ResolvedTask {
+  Invoker invoker = nullptr;
+  const void* fn = nullptr;
+};
+ResolvedTask resolve_task(const TaskCode& code);
+
+}  // namespace multiproc::detail

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The project's front door: ./run.sh demo | test | bench [--quick] | format
+# Installs the Debian packages it needs when missing, builds, and runs.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+JOBS=${JOBS:-$(nproc)}
+
+PACKAGES=(g++ cmake ninja-build pkg-config libcereal-dev libgtest-dev libgmock-dev
+          libbenchmark-dev libboost-dev python3 python3-matplotlib clang-format)
+
+ensure_packages() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "run.sh: installing missing Debian packages: ${missing[*]}"
+  local sudo=()
+  [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# build DIR BUILD_TYPE [extra cmake args...]
+build() {
+  local dir=$1 type=$2; shift 2
+  cmake -S "$ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" -DMULTIPROC_WERROR=ON "$@" >/dev/null
+  cmake --build "$dir" -j "$JOBS"
+}
+
+cmd_demo() {
+  ensure_packages
+  build build/release Release
+  for prog in queue_as_argument inherited_global_fork manager_queue_spawn; do
+    local exe=build/release/examples/seed/$prog
+    [ -x "$exe" ] || { echo "== $prog: not built yet (see its issue)"; continue; }
+    echo "== examples/seed/$prog"
+    local start end
+    start=$(date +%s.%N)
+    "$exe"
+    end=$(date +%s.%N)
+    printf '== %s: wall time %.2f s\n\n' "$prog" "$(echo "$end - $start" | bc -l 2>/dev/null || python3 -c "print($end-$start)")"
+  done
+}
+
+cmd_test() {
+  ensure_packages
+  export MULTIPROC_SHM_PREFIX=${MULTIPROC_SHM_PREFIX:-mpt$$}
+  echo "== build (RelWithDebInfo, -Werror) and ctest"
+  build build/debug RelWithDebInfo
+  (cd build/debug && ctest --output-on-failure -j "$JOBS" --timeout 600)
+  echo "== build with AddressSanitizer + UndefinedBehaviorSanitizer and ctest"
+  build build/asan Debug -DMULTIPROC_SANITIZE=address,undefined -DMULTIPROC_BUILD_BENCH=OFF
+  (cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+     ctest --output-on-failure -j "$JOBS" --timeout 600 -LE no-sanitizer)
+}
+
+cmd_bench() {
+  ensure_packages
+  build build/release Release
+  python3 bench/run_all.py --build build/release "$@"
+}
+
+cmd_format() {
+  ensure_packages
+  git ls-files '*.hpp' '*.cpp' | xargs clang-format -i
+}
+
+case "${1:-}" in
+  demo) shift; cmd_demo "$@" ;;
+  test) shift; cmd_test "$@" ;;
+  bench) shift; cmd_bench "$@" ;;
+  format) shift; cmd_format "$@" ;;
+  *) echo "usage: ./run.sh demo | test | bench [--quick] | format"; exit 2 ;;
+esac

@@ -1,0 +1,131 @@
+// The child's side of every start method.
+#include <multiproc/detail/child.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <cxxabi.h>
+#include <exception>
+#include <iostream>
+#include <typeinfo>
+#include <unistd.h>
+
+#include <multiproc/detail/resource_tracker.hpp>
+#include <multiproc/detail/segment.hpp>
+#include <multiproc/errors.hpp>
+#include "current_process.hpp"
+#include "forkserver.hpp"
+#include "launch_env.hpp"
+
+namespace multiproc::detail {
+
+std::string current_exception_type() {
+  std::type_info* t = abi::__cxa_current_exception_type();
+  if (!t) return "unknown";
+  int status = 0;
+  char* demangled = abi::__cxa_demangle(t->name(), nullptr, nullptr, &status);
+  std::string name = (status == 0 && demangled) ? demangled : t->name();
+  std::free(demangled);
+  return name;
+}
+
+std::string current_exception_message() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (const std::string& s) {
+    return s;
+  } catch (const char* s) {
+    return s ? s : "";
+  } catch (...) {
+    return "(an exception that is not a std::exception)";
+  }
+}
+
+ResolvedTask resolve_task(const TaskCode& code) {
+  ResolvedTask r;
+  r.invoker = reinterpret_cast<Invoker>(const_cast<void*>(decode_code_address(code.invoker)));
+  if (code.has_fn) r.fn = decode_code_address(code.fn);
+  return r;
+}
+
+void exit_child(int code) {
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
+  release_all_segments();
+  _exit(code);
+}
+
+void run_child(const char* payload, size_t size) {
+  int code = 0;
+  std::string name = "Process";
+  try {
+    ChildPayload p = load<ChildPayload>(std::string_view(payload, size));
+    name = p.name;
+    set_current_process_name(p.name);
+    set_child_start_method(static_cast<StartMethod>(p.start_method), p.start_method_set != 0);
+    ResolvedTask task = resolve_task(p.code);
+    task.invoker(task.fn, p.args.data(), p.args.data() + p.args.size(), nullptr);
+  } catch (...) {
+    // Python prints the traceback and exits with 1.
+    std::string type = current_exception_type();
+    std::string msg = current_exception_message();
+    std::fprintf(stderr, "Process %s (pid %d):\n%s: %s\n", name.c_str(), static_cast<int>(getpid()),
+                 type.c_str(), msg.c_str());
+    code = 1;
+  }
+  exit_child(code);
+}
+
+LaunchEnv read_launch_env() {
+  LaunchEnv env;
+  const char* v = std::getenv(kLaunchVar);
+  if (!v) return env;
+  char kind[16] = {};
+  int a = -1, b = -1, c = -1;
+  if (std::sscanf(v, "%15[a-z]:%d:%d:%d", kind, &a, &b, &c) == 4) {
+    if (std::strcmp(kind, "spawn") == 0) env.kind = LaunchKind::spawn;
+    if (std::strcmp(kind, "forkserver") == 0) env.kind = LaunchKind::forkserver;
+    env.fds[0] = a;
+    env.fds[1] = b;
+    env.fds[2] = c;
+  }
+  unsetenv(kLaunchVar);
+  return env;
+}
+
+namespace {
+bool read_all_fd(int fd, std::string& out) {
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    if (n == 0) return true;
+    out.append(buf, static_cast<size_t>(n));
+  }
+}
+}  // namespace
+
+void run_launched(const LaunchEnv& env) {
+  if (env.fds[2] >= 0) tracker_adopt(env.fds[2]);
+  if (env.kind == LaunchKind::forkserver) forkserver_main(env.fds[0], env.fds[1]);
+  // spawn: fds[0] is a memfd holding the payload, fds[1] the acknowledgement pipe.
+  std::string payload;
+  bool ok = read_all_fd(env.fds[0], payload);
+  ::close(env.fds[0]);
+  if (env.fds[1] >= 0) {
+    char ack = 'A';
+    (void)!::write(env.fds[1], &ack, 1);
+    ::close(env.fds[1]);
+  }
+  if (!ok) {
+    std::fprintf(stderr, "multiproc: spawned child could not read its task\n");
+    exit_child(1);
+  }
+  run_child(payload.data(), payload.size());
+}
+
+}  // namespace multiproc::detail

@@ -1,0 +1,16 @@
+// This process's record of the children it started (internal).
+#pragma once
+
+#include <memory>
+
+#include <multiproc/detail/popen.hpp>
+
+namespace multiproc::detail {
+void register_child(std::shared_ptr<Popen> p, bool daemon);
+void unregister_child_if_done(const std::shared_ptr<Popen>& p);
+void forget_children_after_fork();
+size_t count_live_children();
+// Counted out of the "is this process multi-threaded?" check before fork: threads multiproc
+// itself runs, which it keeps away from what a forked child touches.
+void note_internal_thread(int delta);
+}  // namespace multiproc::detail

@@ -1,0 +1,26 @@
+// How a process learns, before main(), that spawn or forkserver launched it: the parent puts
+// MULTIPROC_LAUNCH=<kind>:<fd>:<fd>:<fd> in its environment. Internal to src/.
+#pragma once
+
+#include <multiproc/context.hpp>
+
+namespace multiproc::detail {
+
+enum class LaunchKind { none, spawn, forkserver };
+
+struct LaunchEnv {
+  LaunchKind kind = LaunchKind::none;
+  int fds[3] = {-1, -1, -1};
+};
+
+inline constexpr const char* kLaunchVar = "MULTIPROC_LAUNCH";
+
+// Fixed descriptor numbers at which a launched process finds what its parent passed. High, so
+// that they rarely collide with descriptors the program opens before init().
+inline constexpr int kLaunchFdBase = 900;
+
+LaunchEnv read_launch_env();
+[[noreturn]] void run_launched(const LaunchEnv& env);
+void set_child_start_method(StartMethod m, bool explicitly_set);
+
+}  // namespace multiproc::detail

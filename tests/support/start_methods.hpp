@@ -1,0 +1,54 @@
+// One test body, every start method (CPython installs each test for fork, spawn and forkserver).
+//   class MyTest : public StartMethodTest {};
+//   TEST_P(MyTest, Works) { mp::Process p(ctx(), task); ... }
+//   MP_ALL_START_METHODS(MyTest);
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <dirent.h>
+#include <string>
+#include <thread>
+
+#include <multiproc/multiproc.hpp>
+
+namespace mp = multiproc;
+
+class StartMethodTest : public ::testing::TestWithParam<mp::StartMethod> {
+ protected:
+  mp::Context ctx() const { return mp::get_context(GetParam()); }
+  mp::StartMethod method() const { return GetParam(); }
+};
+
+inline std::string start_method_name(const ::testing::TestParamInfo<mp::StartMethod>& info) {
+  return std::string(mp::to_string(info.param));
+}
+
+#define MP_ALL_START_METHODS(Suite)                                                              \
+  INSTANTIATE_TEST_SUITE_P(, Suite,                                                            \
+                           ::testing::Values(mp::StartMethod::fork, mp::StartMethod::spawn,   \
+                                             mp::StartMethod::forkserver),                     \
+                           start_method_name)
+
+// Open descriptors of this process, to check that nothing leaks.
+inline int count_open_fds() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') ++n;
+    closedir(d);
+  }
+  return n - 1;  // the directory stream itself
+}
+
+// Polls `cond` until it holds or `limit` passes; for asserting eventual behaviour, not speed.
+template <class Cond>
+bool eventually(Cond&& cond, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return cond();
+}
