@@ -183,9 +183,11 @@ Segment::~Segment() {
   if (header_) munmap(header_, map_size_);
 }
 
-void Segment::unlink() {
-  if (shm_unlink(name_.c_str()) == 0 || errno == ENOENT) tracker_unregister(name_);
+void unlink_segment(const std::string& name) {
+  if (shm_unlink(name.c_str()) == 0 || errno == ENOENT) tracker_unregister(name);
 }
+
+void Segment::unlink() { unlink_segment(name_); }
 
 void register_segment_finalizer(SegmentKind kind, SegmentFinalizer f) {
   std::lock_guard lk(registry().mu);

@@ -188,8 +188,6 @@ static_assert(!mp::is_transferable_v<std::variant<int, const char*>>);
 static_assert(!mp::is_transferable_v<std::pair<int, NoSerialize>>);
 static_assert(!mp::is_transferable_v<std::tuple<int, std::unique_ptr<int>>>);
 static_assert(!mp::Transferable<int*&>);
-inline auto capturing_lambda = [n = 1](int x) { return x + n; };
-static_assert(!mp::is_transferable_v<decltype(capturing_lambda)>);
 
 // Plain bytes.
 static_assert(mp::detail::is_plain_bytes_v<int>);
@@ -226,6 +224,18 @@ T round_trip(const T& value) {
 template <class T>
 void expect_round_trip(const T& value) {
   EXPECT_EQ(round_trip(value), value);
+}
+
+// A lambda capturing local state by reference is trivially copyable, but it has no default
+// constructor, so it is not mistaken for plain bytes.
+TEST(Serialization, CapturingLambdaIsNotTransferable) {
+  int n = 1;
+  auto by_ref = [&n](int x) { return x + n; };
+  auto by_value = [n](int x) { return x + n; };
+  static_assert(std::is_trivially_copyable_v<decltype(by_ref)>);
+  static_assert(!mp::is_transferable_v<decltype(by_ref)>);
+  static_assert(!mp::is_transferable_v<decltype(by_value)>);
+  EXPECT_EQ(by_ref(1) + by_value(1), 4);
 }
 
 // --- round trips --------------------------------------------------------------------------------
@@ -277,6 +287,29 @@ TEST(Serialization, AssociativeContainers) {
   expect_round_trip(std::multiset<int>{1, 1, 2});
   expect_round_trip(std::unordered_set<int>{4, 5, 6});
   expect_round_trip(std::unordered_multiset<int>{4, 4});
+}
+
+// Equivalent keys keep the order they were inserted in (cereal 1.3.2 alone reverses them).
+TEST(Serialization, MultiContainersKeepOrderOfEquivalentKeys) {
+  const std::multimap<int, std::string> mm{{1, "a"}, {1, "b"}, {1, "c"}, {0, "z"}, {2, "x"}};
+  const auto mm_back = round_trip(mm);
+  EXPECT_EQ(std::vector(mm_back.begin(), mm_back.end()), std::vector(mm.begin(), mm.end()));
+
+  struct ByFirst {
+    bool operator()(const std::pair<int, int>& a, const std::pair<int, int>& b) const {
+      return a.first < b.first;
+    }
+  };
+  const std::multiset<std::pair<int, int>, ByFirst> ms{{1, 10}, {1, 11}, {0, 5}, {1, 12}};
+  const auto ms_back = round_trip(ms);
+  EXPECT_EQ(std::vector(ms_back.begin(), ms_back.end()), std::vector(ms.begin(), ms.end()));
+
+  std::unordered_multimap<int, int> umm;
+  for (int i = 0; i < 5; ++i) umm.emplace(7, i);
+  const auto umm_back = round_trip(umm);
+  const auto [b1, e1] = umm.equal_range(7);
+  const auto [b2, e2] = umm_back.equal_range(7);
+  EXPECT_EQ(std::vector(b2, e2), std::vector(b1, e1));
 }
 
 TEST(Serialization, EmptyContainers) {

@@ -231,14 +231,14 @@ inline bool read_stamp(std::span<const std::byte> item, std::uint64_t* seq) {
 // One measured figure. higher_is_better: throughput-like (true) or latency/time-like (false).
 // ok: the check passed. check: what was checked ("count=... checksum=..."). note: optional.
 struct Line {
-  std::string_view case_name;
-  std::string_view metric;
+  std::string_view case_name = {};
+  std::string_view metric = {};
   double value = 0;
-  std::string_view unit;
+  std::string_view unit = {};
   bool higher_is_better = true;
   bool ok = true;
-  std::string check;
-  std::string note;
+  std::string check = {};
+  std::string note = {};
 };
 
 inline std::string json_string(std::string_view s) {

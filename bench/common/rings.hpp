@@ -32,13 +32,13 @@ inline constexpr std::size_t kIndexAlign = 128;
 
 class SpscRingChannel {
  public:
-  // slots: a power of two >= kBatch (64); slot_bytes: the size of every item (8 for integers).
+  // slots: a power of two (>= the largest put_many batch); slot_bytes: every item's size.
   SpscRingChannel(std::size_t slot_bytes, std::size_t slots)
       : slot_bytes_(slot_bytes),
         cap_(slots),
         region_(sizeof(Header) + slot_bytes * slots),
         out_(slot_bytes) {
-    if (slots < 64 || (slots & (slots - 1)) != 0) throw std::invalid_argument("slots: power of 2");
+    if (slots < 2 || (slots & (slots - 1)) != 0) throw std::invalid_argument("slots: power of 2");
     hdr_ = new (region_.data()) Header{};
     data_ = static_cast<std::byte*>(region_.data()) + sizeof(Header);
   }
@@ -56,6 +56,7 @@ class SpscRingChannel {
     return v;
   }
   void put_many(std::span<const std::uint64_t> items) {
+    if (items.size() > cap_) throw std::invalid_argument("batch larger than the ring");
     wait_space(items.size());
     for (std::uint64_t v : items) std::memcpy(slot(head_++), &v, 8);
     hdr_->head.store(head_, std::memory_order_release);

@@ -81,10 +81,10 @@ struct is_cereal_serializable
 // would say yes whatever the elements are.
 template <class T>
 struct transferable
-    : std::conjunction<std::negation<is_refused_type<T>>,
-                       std::disjunction<std::is_arithmetic<T>, std::is_enum<T>,
-                                        std::bool_constant<is_plain_bytes_v<T>>,
-                                        is_cereal_serializable<T>>> {};
+    : std::conjunction<
+          std::negation<is_refused_type<T>>,
+          std::disjunction<std::is_arithmetic<T>, std::is_enum<T>,
+                           std::bool_constant<is_plain_bytes_v<T>>, is_cereal_serializable<T>>> {};
 template <class... Ts>
 struct all_transferable : std::conjunction<transferable<std::remove_cv_t<Ts>>...> {};
 
@@ -151,6 +151,9 @@ namespace detail {
 template <class T>
 struct this_type_cannot_cross_a_process_boundary;
 
+template <class T>
+inline constexpr bool dependent_false_v = false;
+
 // Compiles to nothing when Transferable<T>; otherwise fails with the type named (see above) and a
 // static_assert saying why and what is accepted. Call it first thing in every API template that
 // will send a T to another process; cv-qualifiers and references on T are ignored.
@@ -160,30 +163,30 @@ constexpr void require_transferable() {
   if constexpr (!Transferable<U>) {
     if constexpr (std::is_pointer_v<U> || std::is_member_pointer_v<U> ||
                   std::is_null_pointer_v<U>) {
-      static_assert(Transferable<U>,
+      static_assert(dependent_false_v<U>,
                     "multiproc: a raw pointer cannot cross a process boundary: it is an address "
                     "in this process's memory. Send the value it points to (or a std::vector / "
                     "std::string of the values).");
     } else if constexpr (is_view_type<U>::value || std::is_array_v<U>) {
-      static_assert(Transferable<U>,
+      static_assert(dependent_false_v<U>,
                     "multiproc: a view or reference (std::string_view, std::span, "
                     "std::reference_wrapper, C array) cannot cross a process boundary: it "
                     "refers to memory in this process. Send an owning std::string, std::vector "
                     "or std::array instead.");
     } else if constexpr (is_specialization_of<U, std::function>::value) {
-      static_assert(Transferable<U>,
+      static_assert(dependent_false_v<U>,
                     "multiproc: a function object cannot cross a process boundary. Pass a free "
                     "function or a capture-free lambda as the task, and its state as arguments.");
     } else if constexpr (is_specialization_of<U, std::unique_ptr>::value ||
                          is_specialization_of<U, std::shared_ptr>::value ||
                          is_specialization_of<U, std::weak_ptr>::value) {
-      static_assert(Transferable<U>,
+      static_assert(dependent_false_v<U>,
                     "multiproc: a smart pointer cannot cross a process boundary: the receiver "
                     "would get an unrelated copy. Send the value (std::optional for 'maybe a "
                     "value'), or share state through a multiproc handle (Value, Array, a manager "
                     "proxy).");
     } else {
-      static_assert(Transferable<U>,
+      static_assert(dependent_false_v<U>,
                     "multiproc: this type cannot cross a process boundary. Accepted: arithmetic "
                     "types, enums, trivially copyable default-constructible structs (copied as "
                     "bytes), std::string, std::vector/array/deque/list/map/unordered_map/set/"
@@ -197,7 +200,7 @@ constexpr void require_transferable() {
 
 // T's name for error messages, demangled where the compiler allows.
 template <class T>
-std::string type_name() {
+std::string demangled_type_name() {
   const char* mangled = typeid(T).name();
 #if defined(__GNUG__)
   int status = 0;
@@ -236,9 +239,9 @@ T load(const char*& p, const char* end) {
     // The fast path for queue items of arithmetic or struct type: no archive is built.
     const auto left = static_cast<std::size_t>(end - p);
     if (left < sizeof(T)) {
-      throw ProcessError("multiproc: cannot decode a " + type_name<T>() + ": truncated input: " +
-                         std::to_string(sizeof(T)) + " bytes needed, " + std::to_string(left) +
-                         " left");
+      throw ProcessError("multiproc: cannot decode a " + demangled_type_name<T>() +
+                         ": truncated input: " + std::to_string(sizeof(T)) + " bytes needed, " +
+                         std::to_string(left) + " left");
     }
     if constexpr (std::is_same_v<std::remove_cv_t<T>, bool>) {
       if (static_cast<unsigned char>(*p) > 1) {
@@ -258,9 +261,11 @@ T load(const char*& p, const char* end) {
       p = archive.position();
       return value;
     } catch (const MalformedInput& e) {
-      throw ProcessError("multiproc: cannot decode a " + type_name<T>() + ": " + e.what());
+      throw ProcessError("multiproc: cannot decode a " + demangled_type_name<T>() + ": " +
+                         e.what());
     } catch (const cereal::Exception& e) {
-      throw ProcessError("multiproc: cannot decode a " + type_name<T>() + ": " + e.what());
+      throw ProcessError("multiproc: cannot decode a " + demangled_type_name<T>() + ": " +
+                         e.what());
     }
   }
 }
@@ -273,7 +278,7 @@ T load(std::string_view bytes) {
   T value = load<T>(p, end);
   if (p != end) {
     throw ProcessError("multiproc: " + std::to_string(end - p) + " unexpected bytes after a " +
-                       type_name<T>());
+                       demangled_type_name<T>());
   }
   return value;
 }

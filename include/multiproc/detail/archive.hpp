@@ -41,7 +41,9 @@
 #include <cstring>
 #include <functional>
 #include <initializer_list>
+#include <map>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -62,7 +64,8 @@ class MalformedInput : public ProcessError {
   using ProcessError::ProcessError;
 };
 
-// --- the archives ---------------------------------------------------------------------------------
+// --- the archives
+// ---------------------------------------------------------------------------------
 
 // A cereal output archive that appends the encoding of what it is given to a caller-owned
 // std::string. Same layout as cereal's BinaryOutputArchive: native-endian arithmetic values,
@@ -180,9 +183,9 @@ struct is_cereal_wrapper
 template <class T>
 concept plain_bytes_shape =
     std::is_trivially_copyable_v<T> && std::is_default_constructible_v<T> &&
-    !std::is_pointer_v<T> && !std::is_member_pointer_v<T> && !std::is_null_pointer_v<T> &&
-    !std::is_array_v<T> && !is_view_type<T>::value && !is_cereal_std_type<T>::value &&
-    !is_cereal_wrapper<T>::value;
+    !std::is_pointer_v<T> &&
+    !std::is_member_pointer_v<T> && !std::is_null_pointer_v<T> && !std::is_array_v<T> &&
+    !is_view_type<T>::value && !is_cereal_std_type<T>::value && !is_cereal_wrapper<T>::value;
 
 // Whether T brings its own cereal serialize/save/load (member or free, versioned or not,
 // minimal or not), asked with the probe archives.
@@ -195,7 +198,7 @@ concept has_cereal_functions =
 // (common.hpp, same bytes) encodes them. A class with serialize functions of its own is never
 // plain bytes: its functions win, e.g. to skip a cache or a pointer member.
 template <class T>
-concept plain_bytes = plain_bytes_shape<T> && (std::is_enum_v<T> || !has_cereal_functions<T>);
+concept plain_bytes = plain_bytes_shape<T> &&(std::is_enum_v<T> || !has_cereal_functions<T>);
 
 // True when T is copied with memcpy: trivially copyable and default-constructible, not a pointer,
 // member pointer, nullptr_t, C array or view type (std::string_view, std::span,
@@ -215,14 +218,14 @@ concept multiproc_archive = std::same_as<A, OutputArchive> || std::same_as<A, In
 // template parameter checked first, so that when the probes find these functions by ADL the
 // constraint fails at once instead of asking is_plain_bytes_v about itself.
 template <class A, class T>
-  requires(std::same_as<A, OutputArchive> && plain_bytes<T> && !std::is_enum_v<T>)
-void CEREAL_SAVE_FUNCTION_NAME(A& ar, const T& value) {
+requires(std::same_as<A, OutputArchive>&& plain_bytes<T> &&
+         !std::is_enum_v<T>) void CEREAL_SAVE_FUNCTION_NAME(A& ar, const T& value) {
   ar.save_binary(std::addressof(value), sizeof(T));
 }
 
 template <class A, class T>
-  requires(std::same_as<A, InputArchive> && plain_bytes<T> && !std::is_enum_v<T>)
-void CEREAL_LOAD_FUNCTION_NAME(A& ar, T& value) {
+requires(std::same_as<A, InputArchive>&& plain_bytes<T> &&
+         !std::is_enum_v<T>) void CEREAL_LOAD_FUNCTION_NAME(A& ar, T& value) {
   if constexpr (std::is_same_v<T, bool>) {
     unsigned char byte = 0;
     ar.load_binary(&byte, 1);
@@ -237,15 +240,16 @@ void CEREAL_LOAD_FUNCTION_NAME(A& ar, T& value) {
 // cereal's vector functions (the archive is fixed), so it is the one chosen. The count is checked
 // against the bytes left before anything is allocated.
 template <class T, class Alloc>
-  requires(plain_bytes<T> && !std::is_same_v<T, bool>)
-void CEREAL_SAVE_FUNCTION_NAME(OutputArchive& ar, const std::vector<T, Alloc>& vec) {
+requires(plain_bytes<T> && !std::is_same_v<T, bool>) void CEREAL_SAVE_FUNCTION_NAME(
+    OutputArchive& ar, const std::vector<T, Alloc>& vec) {
   ar(cereal::make_size_tag(static_cast<cereal::size_type>(vec.size())));
   ar.save_binary(vec.data(), vec.size() * sizeof(T));
 }
 
 template <class T, class Alloc>
-  requires(plain_bytes<T> && !std::is_same_v<T, bool>)
-void CEREAL_LOAD_FUNCTION_NAME(InputArchive& ar, std::vector<T, Alloc>& vec) {
+requires(plain_bytes<T> &&
+         !std::is_same_v<T, bool>) void CEREAL_LOAD_FUNCTION_NAME(InputArchive& ar,
+                                                                  std::vector<T, Alloc>& vec) {
   cereal::size_type count = 0;
   ar(cereal::make_size_tag(count));
   if (count > ar.remaining() / sizeof(T)) {
@@ -255,6 +259,35 @@ void CEREAL_LOAD_FUNCTION_NAME(InputArchive& ar, std::vector<T, Alloc>& vec) {
   }
   vec.resize(static_cast<std::size_t>(count));
   ar.load_binary(vec.data(), vec.size() * sizeof(T));
+}
+
+// std::multimap and std::multiset must keep equivalent keys in the order they were sent; cereal
+// 1.3.2 reverses them (it inserts each element before the previous one: USCiLab/cereal#865).
+// Elements arrive sorted, so inserting at end() keeps the order and is amortized O(1). More
+// specialized than cereal's loads; cereal's saves are kept.
+template <class K, class V, class Cmp, class Alloc>
+void CEREAL_LOAD_FUNCTION_NAME(InputArchive& ar, std::multimap<K, V, Cmp, Alloc>& map) {
+  cereal::size_type count = 0;
+  ar(cereal::make_size_tag(count));
+  map.clear();
+  for (cereal::size_type i = 0; i < count; ++i) {
+    K key{};
+    V value{};
+    ar(cereal::make_map_item(key, value));
+    map.emplace_hint(map.end(), std::move(key), std::move(value));
+  }
+}
+
+template <class K, class Cmp, class Alloc>
+void CEREAL_LOAD_FUNCTION_NAME(InputArchive& ar, std::multiset<K, Cmp, Alloc>& set) {
+  cereal::size_type count = 0;
+  ar(cereal::make_size_tag(count));
+  set.clear();
+  for (cereal::size_type i = 0; i < count; ++i) {
+    K key{};
+    ar(key);
+    set.emplace_hint(set.end(), std::move(key));
+  }
 }
 
 // Binary data (cereal::binary_data; strings and arithmetic vectors use it): raw bytes.
@@ -269,7 +302,7 @@ void CEREAL_LOAD_FUNCTION_NAME(InputArchive& ar, cereal::BinaryData<T>& bd) {
 
 // Names are dropped, as in cereal's binary archives.
 template <class A, class T>
-  requires multiproc_archive<A>
+requires multiproc_archive<A>
 void CEREAL_SERIALIZE_FUNCTION_NAME(A& ar, cereal::NameValuePair<T>& nvp) {
   ar(nvp.value);
 }

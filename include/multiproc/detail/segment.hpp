@@ -97,6 +97,9 @@ void segments_before_fork();
 void segments_after_fork_child();
 void segments_after_fork_parent(bool fork_failed);
 
+// Removes a segment by name (and tells the tracker); a missing name is not an error.
+void unlink_segment(const std::string& name);
+
 // Drops this process's reference to every segment it maps (a child's orderly exit).
 void release_all_segments();
 

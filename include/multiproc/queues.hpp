@@ -1,0 +1,258 @@
+// Process-safe queues in shared memory (CPython's queues.py, without its pipe and feeder thread).
+//
+//   mp::Queue<int> q;          // unbounded: put() never blocks (storage grows with the backlog)
+//   mp::Queue<Job> q(100);     // bounded: put() waits while 100 items are queued
+//   q.put(x);  q.get();  q.put_many(xs);  q.get_many(64);
+//
+// A queue is a handle: copies share one queue, in this process and in any process the handle
+// reaches - inherited by fork, or passed as a Process/Pool argument under any start method, or
+// even sent through another queue. The queue lives while any process holds a handle.
+//
+// put() returns once the item is in shared memory: a process may exit right after putting and
+// nothing is lost, and a parent may join() a child before draining what it put (Python's classic
+// deadlock cannot happen). A process killed at any instant inside put() or get() leaves the queue
+// intact for the others; at most its own item in flight is lost.
+//
+// Items are encoded with serialization.hpp: plain-bytes types are copied straight into the ring,
+// others are serialized first (outside the queue's locks) and decoded after.
+#pragma once
+
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <queue>
+#include <ranges>
+#include <string>
+#include <vector>
+
+#include <multiproc/detail/handle.hpp>
+#include <multiproc/detail/queue_core.hpp>
+#include <multiproc/errors.hpp>
+#include <multiproc/serialization.hpp>
+#include <multiproc/timeout.hpp>
+
+namespace multiproc {
+
+namespace detail {
+
+// Encodes items for QueueCore::put and decodes what QueueCore::get delivers.
+template <class T>
+struct ItemCodec {
+  static constexpr bool plain = is_plain_bytes_v<T>;
+
+  // Put side: plain items are copied from the caller's objects; others are encoded first.
+  struct Encoded {
+    std::string bytes;
+    std::vector<size_t> sizes;
+    std::vector<size_t> offsets;
+  };
+  static void fill_plain(void* ctx, size_t i, char* dst) {
+    std::memcpy(dst, static_cast<const T* const*>(ctx)[0] + i, sizeof(T));
+  }
+  static void fill_plain_indirect(void* ctx, size_t i, char* dst) {
+    std::memcpy(dst, static_cast<const T* const*>(ctx)[i], sizeof(T));
+  }
+  static void fill_encoded(void* ctx, size_t i, char* dst) {
+    auto* e = static_cast<Encoded*>(ctx);
+    std::memcpy(dst, e->bytes.data() + e->offsets[i], e->sizes[i]);
+  }
+
+  // Get side.
+  static void deliver_plain_one(void* ctx, const char* src, size_t size) {
+    if (size != sizeof(T)) throw ProcessError("queue item has the wrong size for its type");
+    std::memcpy(static_cast<T*>(ctx), src, sizeof(T));
+  }
+  static void deliver_plain_many(void* ctx, const char* src, size_t size) {
+    if (size != sizeof(T)) throw ProcessError("queue item has the wrong size for its type");
+    auto* v = static_cast<std::vector<T>*>(ctx);
+    v->resize(v->size() + 1);
+    std::memcpy(&v->back(), src, sizeof(T));
+  }
+  static void deliver_bytes(void* ctx, const char* src, size_t size) {
+    auto* e = static_cast<Encoded*>(ctx);
+    e->offsets.push_back(e->bytes.size());
+    e->sizes.push_back(size);
+    e->bytes.append(src, size);
+  }
+  static T decode(const Encoded& e, size_t i) {
+    HandleLoadScope scope;
+    return load<T>(std::string_view(e.bytes.data() + e.offsets[i], e.sizes[i]));
+  }
+};
+
+}  // namespace detail
+
+template <class T>
+class Queue {
+  static_assert((detail::require_transferable<T>(), true));
+
+ public:
+  using value_type = T;
+
+  Queue() : Queue(0) {}
+  // maxsize 0 = unbounded; otherwise put() waits while maxsize items are queued.
+  explicit Queue(size_t maxsize) {
+    if (!detail::loading_handles()) core_ = detail::QueueCore::create(maxsize);
+  }
+
+  // Waits for room (bounded queue) at most `timeout`; throws Full if none came, QueueClosed if
+  // the queue is closed.
+  void put(const T& item, Timeout timeout = std::nullopt) {
+    if (put_range(&item, 1, detail::Deadline::after(timeout)) != 1) throw Full();
+  }
+  void put_nowait(const T& item) {
+    if (put_range(&item, 1, detail::Deadline::now()) != 1) throw Full();
+  }
+  // Waits for an item at most `timeout`; throws Empty if none came, QueueClosed if the queue is
+  // closed and drained.
+  T get(Timeout timeout = std::nullopt) { return get_one(detail::Deadline::after(timeout)); }
+  T get_nowait() { return get_one(detail::Deadline::now()); }
+
+  // Puts every item of the range, in order, taking the queue's lock once per batch. Throws Full
+  // if the timeout passes first (the items before that point are in the queue).
+  template <std::ranges::input_range R>
+  void put_many(R&& items, Timeout timeout = std::nullopt) {
+    auto deadline = detail::Deadline::after(timeout);
+    if constexpr (std::ranges::contiguous_range<R> &&
+                  std::is_same_v<std::ranges::range_value_t<R>, T>) {
+      size_t n = std::ranges::size(items);
+      if (put_range(std::ranges::data(items), n, deadline) != n) throw Full();
+    } else {
+      std::vector<T> tmp(std::ranges::begin(items), std::ranges::end(items));
+      if (put_range(tmp.data(), tmp.size(), deadline) != tmp.size()) throw Full();
+    }
+  }
+  // Waits at most `timeout` for the first item, then takes up to max_items that are there.
+  // Throws Empty if none came (QueueClosed if closed and drained).
+  std::vector<T> get_many(size_t max_items, Timeout timeout = std::nullopt) {
+    auto& c = core();
+    std::vector<T> out;
+    auto deadline = detail::Deadline::after(timeout);
+    if constexpr (Codec::plain) {
+      out.reserve(std::min<size_t>(max_items, std::max<size_t>(c.qsize(), 1)));
+      if (c.get(max_items, &Codec::deliver_plain_many, &out, deadline) == 0) throw Empty();
+    } else {
+      typename Codec::Encoded e;
+      size_t n = c.get(max_items, &Codec::deliver_bytes, &e, deadline);
+      if (n == 0) throw Empty();
+      out.reserve(n);
+      for (size_t i = 0; i < n; ++i) out.push_back(Codec::decode(e, i));
+    }
+    return out;
+  }
+
+  // Approximate, as in Python: other processes may change it at any moment.
+  size_t qsize() const { return core().qsize(); }
+  bool empty() const { return core().empty(); }
+  bool full() const { return core().full(); }
+  size_t maxsize() const { return core().maxsize(); }
+  // Closes the queue for everyone: later puts throw QueueClosed; gets drain what is left, then
+  // throw QueueClosed, and getters blocked on the empty queue wake up and throw.
+  void close() { core().close(); }
+  bool closed() const { return core().closed(); }
+
+  // The shared-memory name of the queue's control segment (diagnostics).
+  const std::string& name() const { return core().name(); }
+  bool operator==(const Queue& other) const { return core_ == other.core_ || name() == other.name(); }
+
+  // Handle protocol (serialization.hpp): what travels is the queue's name.
+  template <class Archive>
+  void save(Archive& ar) const {
+    core().add_flight_ref();
+    ar(core().name());
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    std::string name;
+    ar(name);
+    core_ = open_core(name);
+  }
+
+ protected:
+  using Codec = detail::ItemCodec<T>;
+  struct NoCreate {};
+  explicit Queue(NoCreate) {}
+  static std::shared_ptr<detail::QueueCore> open_core(const std::string& name) {
+    return detail::QueueCore::attach(name);
+  }
+
+  detail::QueueCore& core() const {
+    if (!core_) detail::throw_empty_handle("Queue");
+    return *core_;
+  }
+
+  size_t put_range(const T* items, size_t n, const detail::Deadline& deadline) {
+    auto& c = core();
+    if constexpr (Codec::plain) {
+      static const size_t kSize = sizeof(T);
+      const T* base = items;
+      return c.put(n, &kSize, 0, &Codec::fill_plain, &base, deadline);
+    } else {
+      typename Codec::Encoded e;
+      e.sizes.reserve(n);
+      e.offsets.reserve(n);
+      for (size_t i = 0; i < n; ++i) {
+        size_t before = e.bytes.size();
+        detail::dump(e.bytes, items[i]);
+        e.offsets.push_back(before);
+        e.sizes.push_back(e.bytes.size() - before);
+      }
+      return c.put(n, e.sizes.data(), 1, &Codec::fill_encoded, &e, deadline);
+    }
+  }
+
+  T get_one(const detail::Deadline& deadline) {
+    auto& c = core();
+    if constexpr (Codec::plain) {
+      T item;
+      if (c.get(1, &Codec::deliver_plain_one, &item, deadline) == 0) throw Empty();
+      return item;
+    } else {
+      typename Codec::Encoded e;
+      if (c.get(1, &Codec::deliver_bytes, &e, deadline) == 0) throw Empty();
+      return Codec::decode(e, 0);
+    }
+  }
+
+  std::shared_ptr<detail::QueueCore> core_;
+};
+
+// A Queue whose consumers report each item done (task_done) so that producers can join().
+template <class T>
+class JoinableQueue : public Queue<T> {
+ public:
+  JoinableQueue() : JoinableQueue(0) {}
+  explicit JoinableQueue(size_t maxsize) : Queue<T>(typename Queue<T>::NoCreate{}) {
+    if (!detail::loading_handles()) this->core_ = detail::QueueCore::create(maxsize, true);
+  }
+  // One item got earlier is finished. Throws ProcessError if called more often than put().
+  void task_done() { this->core().task_done(); }
+  // Waits until every item put has been marked done. Returns false if the timeout passed first.
+  bool join(Timeout timeout = std::nullopt) {
+    return this->core().join(detail::Deadline::after(timeout));
+  }
+};
+
+// Python's SimpleQueue: put, get, empty, close - an unbounded Queue without the rest.
+template <class T>
+class SimpleQueue {
+ public:
+  SimpleQueue() = default;
+  void put(const T& item) { q_.put(item); }
+  T get() { return q_.get(); }
+  bool empty() const { return q_.empty(); }
+  void close() { q_.close(); }
+  template <class Archive>
+  void save(Archive& ar) const {
+    q_.save(ar);
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    q_.load(ar);
+  }
+
+ private:
+  Queue<T> q_;
+};
+
+}  // namespace multiproc
