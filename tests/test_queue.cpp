@@ -215,7 +215,9 @@ TEST(Queue, MixOfTinyAndLargeKeepsOrder) {
   for (size_t i = 0; i < sizes.size(); ++i) {
     std::string s = q.get();
     ASSERT_EQ(s.size(), sizes[i]);
-    if (!s.empty()) EXPECT_EQ(s[s.size() / 2], static_cast<char>(i));
+    if (!s.empty()) {
+      EXPECT_EQ(s[s.size() / 2], static_cast<char>(i));
+    }
   }
 }
 

@@ -29,6 +29,17 @@
 #include <multiproc/errors.hpp>
 #include <multiproc/serialization.hpp>
 
+// A plain-bytes type in the archives' own namespace, as multiproc's internals will have: asking
+// whether it has cereal functions finds the plain-bytes overloads by ADL, which must not make the
+// question depend on its own answer.
+namespace multiproc::detail {
+struct SerializationTestHeader {
+  std::uint32_t kind;
+  std::uint64_t length;
+  bool operator==(const SerializationTestHeader&) const = default;
+};
+}  // namespace multiproc::detail
+
 namespace {
 
 namespace mp = multiproc;
@@ -415,6 +426,17 @@ TEST(Serialization, PlainBytesNested) {
   expect_round_trip(std::pair<Pod, std::vector<Pod>>({3, 3, "p"}, {{4, 4, "q"}}));
 }
 
+TEST(Serialization, PlainBytesInTheArchivesNamespace) {
+  using Header = mp::detail::SerializationTestHeader;
+  static_assert(mp::detail::is_plain_bytes_v<Header>);
+  static_assert(mp::is_transferable_v<std::vector<Header>>);
+  EXPECT_EQ(encode(Header{1, 2}).size(), sizeof(Header));
+  expect_round_trip(Header{1, 2});
+  expect_round_trip(std::vector<Header>{{1, 2}, {3, 4}});
+  expect_round_trip(std::optional<Header>(Header{5, 6}));
+  expect_round_trip(std::map<int, Header>{{7, {8, 9}}});
+}
+
 TEST(Serialization, SeveralValuesInOneBuffer) {
   std::string buf;
   dump(buf, 1);
@@ -514,6 +536,10 @@ TEST(SerializationMalformed, BadBool) {
   std::string vb = encode(std::vector<bool>{true, false});
   vb.back() = '\x05';
   EXPECT_THROW(load<std::vector<bool>>(vb), mp::ProcessError);
+  std::string ab = encode(std::array<bool, 3>{true, false, true});
+  ab[1] = '\x03';
+  EXPECT_THROW((load<std::array<bool, 3>>(ab)), mp::ProcessError);
+  expect_round_trip(std::array<bool, 3>{true, false, true});
 }
 
 TEST(SerializationMalformed, MessageNamesTheType) {

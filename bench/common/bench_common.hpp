@@ -183,8 +183,8 @@ struct Checksum {
   // "count=N checksum=0123456789abcdef", the text of the JSON "check" field.
   std::string str() const {
     char b[80];
-    std::snprintf(b, sizeof b, "count=%llu checksum=%016llx", static_cast<unsigned long long>(count),
-                  static_cast<unsigned long long>(value()));
+    std::snprintf(b, sizeof b, "count=%llu checksum=%016llx",
+                  static_cast<unsigned long long>(count), static_cast<unsigned long long>(value()));
     return b;
   }
   // The checksum of lo, lo+1, ..., hi-1 (hi < 2^40).
@@ -286,7 +286,9 @@ inline void print_line(const Options& o, const Line& l, bool na) {
 
 // Prints the figure as one JSON line on stdout (flushed at once, so a later crash loses nothing).
 // A non-finite value is printed as null with ok=false.
-inline void emit(const Options& o, const Line& l) { detail::print_line(o, l, false); }
+inline void emit(const Options& o, const Line& l) {
+  detail::print_line(o, l, false);
+}
 
 // Says that a case does not apply to this competitor: value null, ok true, check "n/a", and the
 // reason in note.

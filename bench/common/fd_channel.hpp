@@ -81,7 +81,8 @@ class FdChannel {
     while (k < out.size() && len_ - pos_ >= 16) {
       std::uint64_t frame[2];
       std::memcpy(frame, buf_.data() + pos_, 16);
-      if (frame[0] != 8) throw std::runtime_error("frame of " + std::to_string(frame[0]) + " bytes");
+      if (frame[0] != 8)
+        throw std::runtime_error("frame of " + std::to_string(frame[0]) + " bytes");
       out[k++] = frame[1];
       pos_ += 16;
     }

@@ -33,7 +33,8 @@
 
 namespace bench {
 
-// ---- the fixed cases of queue_throughput ---------------------------------------------------------
+// ---- the fixed cases of queue_throughput
+// ---------------------------------------------------------
 
 struct ThroughputCase {
   std::string_view name;
@@ -52,7 +53,9 @@ inline constexpr ThroughputCase kThroughputCases[] = {
 // Ends a producer's stream in the many-to-many case; never a real item (items are 0..n-1).
 inline constexpr std::uint64_t kStop = ~std::uint64_t{0};
 
-inline bool is_bytes_case(const ThroughputCase& c) { return c.item_bytes != 8; }
+inline bool is_bytes_case(const ThroughputCase& c) {
+  return c.item_bytes != 8;
+}
 
 // The optional parts of a Channel (see the top of this file).
 template <class C>
@@ -61,7 +64,9 @@ concept HasBatch = requires(C& ch, std::span<const std::uint64_t> s, std::span<s
   { ch.get_many(d) } -> std::convertible_to<std::size_t>;
 };
 template <class C>
-concept HasBytes = requires(C& ch, std::span<const std::byte> s) { ch.put_bytes(s); };
+concept HasBytes = requires(C& ch, std::span<const std::byte> s) {
+  ch.put_bytes(s);
+};
 
 // Prints n/a for every metric of the case (items_per_s, and bytes_per_s for byte items).
 inline void emit_throughput_na(const Options& o, const ThroughputCase& c, const std::string& why) {
@@ -69,7 +74,8 @@ inline void emit_throughput_na(const Options& o, const ThroughputCase& c, const 
   if (is_bytes_case(c)) emit_na(o, c.name, "bytes_per_s", "B/s", true, why);
 }
 
-// ---- Team: forked members that start together ----------------------------------------------------
+// ---- Team: forked members that start together
+// ----------------------------------------------------
 
 struct alignas(64) MemberSlot {
   std::int64_t start_ns;
@@ -137,6 +143,7 @@ class Team {
       if (shared_->slot[i].error[0]) failed += std::string(shared_->slot[i].error) + "; ";
     }
     pids_.clear();
+    while (!failed.empty() && (failed.back() == ' ' || failed.back() == ';')) failed.pop_back();
     return failed;
   }
 
@@ -154,7 +161,8 @@ class Team {
   std::vector<pid_t> pids_;
 };
 
-// ---- queue_throughput ----------------------------------------------------------------------------
+// ---- queue_throughput
+// ----------------------------------------------------------------------------
 
 template <class Channel>
 void produce(Channel& ch, const ThroughputCase& c, std::uint64_t lo, std::uint64_t hi,
@@ -298,7 +306,8 @@ bool run_throughput(const Options& o, const ThroughputCase& c, std::uint64_t n, 
   return ok;
 }
 
-// ---- queue_pingpong ------------------------------------------------------------------------------
+// ---- queue_pingpong
+// ------------------------------------------------------------------------------
 
 // Round trips between two processes over two channels: the ping side (producer role) puts i on
 // to_child and waits for i + 1 on to_parent; the pong side answers. warmup round trips first,

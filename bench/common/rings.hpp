@@ -63,7 +63,8 @@ class SpscRingChannel {
   }
   std::size_t get_many(std::span<std::uint64_t> out) {
     wait_items();
-    const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(head_cache_ - tail_, out.size()));
+    const auto k =
+        static_cast<std::size_t>(std::min<std::uint64_t>(head_cache_ - tail_, out.size()));
     for (std::size_t i = 0; i < k; ++i) std::memcpy(&out[i], slot(tail_++), 8);
     hdr_->tail.store(tail_, std::memory_order_release);
     return k;

@@ -43,7 +43,7 @@ def main():
             ok = clean == n * runs
             times.sort()
             value = times[len(times) // 2] if ok else float("nan")
-            check = f"count={clean} checksum=n/a"
+            check = f"count={n * runs} clean_exits={clean}"
             note = "" if ok else f"{n * runs - clean} of {n * runs} workers did not exit cleanly"
             bc.emit(opt, f"{method}_n{n}", "ms", value, "ms", False, ok, check, note)
             ok_all = ok_all and ok

@@ -44,6 +44,7 @@
 #include <vector>
 
 #include <multiproc/detail/archive.hpp>
+#include <multiproc/detail/handle.hpp>
 #include <multiproc/errors.hpp>
 
 #if defined(__GNUG__)
@@ -256,6 +257,8 @@ T load(const char*& p, const char* end) {
   } else {
     InputArchive archive(p, end);
     try {
+      // Handles default-constructed here are about to be loaded: they must not create objects.
+      HandleLoadScope handles_loading;
       T value{};
       archive(value);
       p = archive.position();

@@ -8,11 +8,12 @@
 // save/load work unchanged; plain-bytes types get save/load overloads found by ADL, so they also
 // work nested in containers and user types, and a std::vector of them is one memcpy.
 //
-// Decoding never trusts its input: every read is checked against the bytes left, a container's
-// element count is refused when it exceeds the bytes left (so a corrupt length never drives a
-// huge allocation), a bool must be 0 or 1, and every failure is a MalformedInput (a
-// ProcessError). The public face of this layer (is_transferable_v, Transferable, dump, load) is
-// in <multiproc/serialization.hpp>; include that, not this file.
+// Decoding never trusts its input: every read is checked against the bytes left; a container's
+// element count larger than the bytes left is refused before anything is allocated (so what a
+// corrupt length can make a container allocate is at most bytes-left times the element size); a
+// bool (alone, in a container or in an array) must be 0 or 1; every failure is a MalformedInput
+// (a ProcessError). The public face of this layer (is_transferable_v, Transferable, dump, load)
+// is <multiproc/serialization.hpp>; include that, not this file.
 #pragma once
 
 #include <cereal/cereal.hpp>
@@ -295,9 +296,19 @@ template <class T>
 void CEREAL_SAVE_FUNCTION_NAME(OutputArchive& ar, const cereal::BinaryData<T>& bd) {
   ar.save_binary(bd.data, static_cast<std::size_t>(bd.size));
 }
+// std::array<bool, N> and bool[N] come this way too: each byte must be 0 or 1.
 template <class T>
 void CEREAL_LOAD_FUNCTION_NAME(InputArchive& ar, cereal::BinaryData<T>& bd) {
-  ar.load_binary(bd.data, static_cast<std::size_t>(bd.size));
+  const auto size = static_cast<std::size_t>(bd.size);
+  using Element =
+      std::remove_cv_t<std::remove_all_extents_t<std::remove_pointer_t<std::decay_t<T>>>>;
+  if constexpr (std::is_same_v<Element, bool>) {
+    const auto* bytes = reinterpret_cast<const unsigned char*>(ar.position());
+    for (std::size_t i = 0; i < size && i < ar.remaining(); ++i) {
+      if (bytes[i] > 1) throw MalformedInput("malformed bool: byte " + std::to_string(bytes[i]));
+    }
+  }
+  ar.load_binary(bd.data, size);
 }
 
 // Names are dropped, as in cereal's binary archives.

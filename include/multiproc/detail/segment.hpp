@@ -28,6 +28,7 @@ enum class SegmentKind : uint32_t {
   sync = 4,    // Lock, RLock, Semaphore, Event, Condition, Barrier
   shared = 5,  // Value, Array
   pool = 6,
+  ordered_queue = 7,  // LifoQueue, PriorityQueue (their stores are owned `blob` segments)
   user = 100,
 };
 

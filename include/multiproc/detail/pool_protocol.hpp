@@ -1,0 +1,65 @@
+// The pool's messages and shared task table (internal).
+//
+// Task queue (parent -> workers): TaskHeader, encoded TaskCode, encoded chunk arguments.
+// Result queue (workers and the parent's monitor -> parent): ResultHeader, payload.
+//
+// The task table (in the pool's segment) makes worker deaths exact. Each task in flight owns a
+// slot whose word packs {generation, state, pid}. A worker moves QUEUED (or TAKEN by a worker that
+// died mid-dequeue) to TAKEN(its pid) while it still holds the task queue's lock, before the
+// dequeue commits; only the parent moves TAKEN to DONE (a result arrived) or FAILED (the worker
+// died), each with a CAS. So a task either runs once or is reported lost once.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace multiproc::detail {
+
+inline constexpr uint32_t kTaskSlots = 16384;
+
+enum class SlotState : uint32_t { free = 0, queued = 1, taken = 2, done = 3, failed = 4 };
+
+inline uint64_t slot_word(uint32_t gen, SlotState s, uint32_t pid) {
+  return (uint64_t{gen} << 40) | (uint64_t{static_cast<uint32_t>(s)} << 32) | pid;
+}
+inline uint32_t slot_gen(uint64_t w) { return static_cast<uint32_t>(w >> 40); }
+inline SlotState slot_state(uint64_t w) { return static_cast<SlotState>((w >> 32) & 0xff); }
+inline uint32_t slot_pid(uint64_t w) { return static_cast<uint32_t>(w); }
+
+enum class WorkerExit : uint32_t { running = 0, stopped = 1, recycled = 2, init_failed = 3 };
+
+struct WorkerSlot {
+  std::atomic<uint32_t> pid;
+  std::atomic<uint32_t> exit_reason;  // WorkerExit, written just before an orderly exit
+};
+
+struct PoolData {
+  uint32_t layout_version;
+  uint32_t processes;
+  alignas(64) std::atomic<uint64_t> slots[kTaskSlots];
+  WorkerSlot workers[1024];
+};
+
+enum class TaskKind : uint32_t { task = 0, stop = 1 };
+
+struct TaskHeader {
+  uint32_t slot;
+  uint32_t gen;
+  uint32_t kind;
+  uint32_t code_size;  // bytes of encoded TaskCode after the header; args follow
+};
+static_assert(sizeof(TaskHeader) == 16);
+
+enum class ResultKind : uint32_t { result = 0, worker_died = 1, init_failed = 2 };
+
+struct ResultHeader {
+  uint32_t slot;
+  uint32_t gen;
+  uint32_t kind;
+  int32_t pid;
+  int32_t exitcode;
+  uint32_t reserved;
+};
+static_assert(sizeof(ResultHeader) == 24);
+
+}  // namespace multiproc::detail
