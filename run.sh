@@ -59,7 +59,7 @@ cmd_test() {
 cmd_bench() {
   ensure_packages
   build build/release Release
-  python3 bench/run_all.py --build build/release "$@"
+  /usr/bin/python3 bench/run_all.py --build build/release "$@"
 }
 
 cmd_format() {

@@ -131,9 +131,24 @@ def run_program(cmd, placement, timeout):
         _killpg(proc.pid)
         out, err = proc.communicate()
         rc = None
-    if rc is not None and _killpg(proc.pid):
-        warnings.append("left processes running after it exited (killed)")
-    return rc, out, err, time.monotonic() - t0, warnings
+    secs = time.monotonic() - t0
+    if rc is not None:
+        # Helpers that leave when their parent does (Python's forkserver and resource tracker)
+        # get a moment to go; whatever is still there then is killed and reported.
+        deadline = time.monotonic() + 2.0
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _killpg(proc.pid):
+            warnings.append("left processes running after it exited (killed)")
+    return rc, out, err, secs, warnings
+
+
+def _group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 def _killpg(pgid):

@@ -1,6 +1,7 @@
 // Internal helpers shared by the start methods.
 #pragma once
 
+#include <cerrno>
 #include <optional>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -19,8 +20,12 @@ inline int exitcode_from_status(int status) {
 // Reaps `pid` if it has ended (WNOHANG).
 inline std::optional<int> reap_nohang(pid_t pid) {
   int status = 0;
-  pid_t r = ::waitpid(pid, &status, WNOHANG);
+  pid_t r;
+  do r = ::waitpid(pid, &status, WNOHANG);
+  while (r < 0 && errno == EINTR);
   if (r == pid) return exitcode_from_status(status);
+  // Someone else reaped it (a waitpid(-1) elsewhere in the program): it has ended, code unknown.
+  if (r < 0 && errno == ECHILD) return 255;
   return std::nullopt;
 }
 

@@ -2,6 +2,7 @@
 #include <atomic>
 #include <cstdio>
 #include <dirent.h>
+#include <iostream>
 #include <unistd.h>
 
 #include <multiproc/detail/child.hpp>
@@ -44,10 +45,7 @@ class PopenFork final : public Popen {
     pid_ = pid;
     sentinel_fd_ = open_pidfd(pid);
   }
-  std::optional<int> poll() override {
-    if (!exitcode_) exitcode_ = reap_nohang(pid_);
-    return exitcode_;
-  }
+  std::optional<int> poll_exit() override { return reap_nohang(pid_); }
 };
 
 }  // namespace
@@ -56,6 +54,10 @@ void note_internal_thread(int delta) { g_internal_threads.fetch_add(delta); }
 
 std::unique_ptr<Popen> launch_fork(const std::string& payload) {
   warn_if_threaded();
+  // Unwritten stdio buffers would be written twice, by parent and child (Python flushes too).
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
   segments_before_fork();
   pid_t pid = ::fork();
   if (pid == 0) {

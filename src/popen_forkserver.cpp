@@ -27,15 +27,12 @@ class PopenForkServer final : public Popen {
     pid_ = pid;
     sentinel_fd_ = status_fd;
   }
-  std::optional<int> poll() override {
-    if (exitcode_) return exitcode_;
+  std::optional<int> poll_exit() override {
     int32_t code = 0;
     ssize_t n = ::recv(sentinel_fd_, &code, sizeof code, MSG_DONTWAIT);
-    if (n == static_cast<ssize_t>(sizeof code))
-      exitcode_ = code;
-    else if (n == 0)
-      exitcode_ = 255;  // the server went away before it could report
-    return exitcode_;
+    if (n == static_cast<ssize_t>(sizeof code)) return code;
+    if (n == 0) return 255;  // the server went away before it could report
+    return std::nullopt;
   }
 };
 

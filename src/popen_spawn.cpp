@@ -31,10 +31,7 @@ class PopenSpawn final : public Popen {
     pid_ = pid;
     sentinel_fd_ = open_pidfd(pid);
   }
-  std::optional<int> poll() override {
-    if (!exitcode_) exitcode_ = reap_nohang(pid_);
-    return exitcode_;
-  }
+  std::optional<int> poll_exit() override { return reap_nohang(pid_); }
 };
 
 // The first spawned child proves that main() calls init(): it acknowledges once it has read its

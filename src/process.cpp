@@ -89,6 +89,12 @@ Popen::~Popen() {
   if (sentinel_fd_ >= 0) ::close(sentinel_fd_);
 }
 
+std::optional<int> Popen::poll() {
+  std::lock_guard lk(mu_);
+  if (!exitcode_) exitcode_ = poll_exit();
+  return exitcode_;
+}
+
 std::optional<int> Popen::wait(const Deadline& deadline) {
   for (;;) {
     if (auto code = poll()) return code;

@@ -88,7 +88,15 @@ std::shared_ptr<QueueCore> QueueCore::create(uint64_t maxsize, bool joinable) {
 }
 
 std::shared_ptr<QueueCore> QueueCore::attach(const std::string& name) {
-  auto seg = Segment::attach(name, SegmentKind::queue, true, true);
+  return open(name, true);
+}
+
+std::shared_ptr<QueueCore> QueueCore::attach_existing(const std::string& name) {
+  return open(name, false);
+}
+
+std::shared_ptr<QueueCore> QueueCore::open(const std::string& name, bool consume_flight_ref) {
+  auto seg = Segment::attach(name, SegmentKind::queue, true, consume_flight_ref);
   auto* q = static_cast<QueueData*>(seg->payload());
   if (seg->payload_size() < sizeof(QueueData) || q->layout_version != kQueueLayoutVersion)
     throw ProcessError("queue " + name + " was made by an incompatible multiproc version");
@@ -381,14 +389,18 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx) {
   return delivered;
 }
 
-size_t QueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline) {
+size_t QueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
+                      bool spin, const std::atomic<uint32_t>* interrupt) {
   if (max_items == 0) return 0;
-  auto available = [&] {
+  auto has_items = [&] {
     return static_cast<int64_t>(q_->put_count.load(std::memory_order_seq_cst) -
                                 q_->get_count.load(std::memory_order_seq_cst)) > 0 ||
            closed();
   };
+  auto interrupted = [&] { return interrupt && interrupt->load(std::memory_order_relaxed) != 0; };
+  auto available = [&] { return has_items() || interrupted(); };
   for (;;) {
+    if (interrupted() && !has_items()) return 0;
     if (available()) {
       lock_get();
       size_t n;
@@ -407,8 +419,13 @@ size_t QueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const Dead
         throw QueueClosed("get() on a closed queue with no items left");
     }
     if (deadline.expired() && !available()) return 0;
-    if (!wait_for(q_->not_empty, available, deadline)) return 0;
+    if (!wait_for(q_->not_empty, available, deadline, spin)) return 0;
   }
+}
+
+void QueueCore::destroy() {
+  finalize_queue(*seg_);
+  seg_->unlink();
 }
 
 uint64_t QueueCore::qsize() const {

@@ -127,6 +127,7 @@ std::shared_ptr<Segment> Segment::attach(const std::string& name, SegmentKind ki
     auto it = registry().by_name.find(name);
     if (it != registry().by_name.end()) {
       if (auto existing = it->second.lock()) {
+        lk.unlock();  // release_ref may run a finalizer, which takes the registry lock
         // Already mapped here: the in-flight reference is not needed.
         if (consume_flight_ref) release_ref(*existing);
         return existing;

@@ -357,6 +357,20 @@ pid_t fork_child(F&& fn) {
   _exit(rc);
 }
 
+// "" when a child's wait status means a clean exit (status 0), else what happened to it.
+inline std::string describe_exit(pid_t pid, int status) {
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return "";
+  char b[96];
+  if (WIFSIGNALED(status)) {
+    std::snprintf(b, sizeof b, "child %d killed by signal %d", static_cast<int>(pid),
+                  WTERMSIG(status));
+  } else {
+    std::snprintf(b, sizeof b, "child %d exited with status %d", static_cast<int>(pid),
+                  WEXITSTATUS(status));
+  }
+  return b;
+}
+
 // Waits for every child. When one exits non-zero or by a signal, the others are killed (a peer of
 // a dead process would block forever). Returns "" when all exited with status 0, else what failed.
 inline std::string wait_children(std::vector<pid_t> pids) {
@@ -372,20 +386,14 @@ inline std::string wait_children(std::vector<pid_t> pids) {
     auto it = std::find(pids.begin(), pids.end(), pid);
     if (it == pids.end()) continue;
     pids.erase(it);
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) continue;
-    char b[96];
-    if (WIFSIGNALED(st)) {
-      std::snprintf(b, sizeof b, "child %d killed by signal %d; ", static_cast<int>(pid),
-                    WTERMSIG(st));
-    } else {
-      std::snprintf(b, sizeof b, "child %d exited with status %d; ", static_cast<int>(pid),
-                    WEXITSTATUS(st));
-    }
+    const std::string what = describe_exit(pid, st);
+    if (what.empty()) continue;
     if (failed.empty()) {
       for (pid_t p : pids) kill(p, SIGKILL);
     }
-    failed += b;
+    failed += what + "; ";
   }
+  while (!failed.empty() && (failed.back() == ' ' || failed.back() == ';')) failed.pop_back();
   return failed;
 }
 

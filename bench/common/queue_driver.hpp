@@ -12,7 +12,10 @@
 // int64_1to1_batched, optionally
 //   void put_many(std::span<const std::uint64_t> items);
 //   std::size_t get_many(std::span<std::uint64_t> out);  blocks for >= 1 item; returns how many
-// (without them int64_1to1_batched is reported n/a).
+// (without them int64_1to1_batched is reported n/a). A channel may instead hand out process-local
+// ends, `producer()` and `consumer()`, offering these operations: a process calls it once and
+// works on the object it got, whose state the compiler can then keep in registers (the raw rings
+// do; at hundreds of millions of items per second reloading indices from memory shows).
 //
 // Team forks the members (producers, consumers), pins each by role, releases them together and
 // collects what each measured from a shared block. Timing: a producer stamps its start just
@@ -27,14 +30,15 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "bench_common.hpp"
 
 namespace bench {
 
-// ---- the fixed cases of queue_throughput
-// ---------------------------------------------------------
+// ---- the fixed cases of queue_throughput --------------------------------------------------------
 
 struct ThroughputCase {
   std::string_view name;
@@ -57,15 +61,39 @@ inline bool is_bytes_case(const ThroughputCase& c) {
   return c.item_bytes != 8;
 }
 
+// The end a producer or consumer process works on: the channel's producer()/consumer() when it
+// has them, else the channel itself.
+template <class C>
+decltype(auto) producer_end(C& ch) {
+  if constexpr (requires { ch.producer(); }) {
+    return ch.producer();
+  } else {
+    return (ch);
+  }
+}
+template <class C>
+decltype(auto) consumer_end(C& ch) {
+  if constexpr (requires { ch.consumer(); }) {
+    return ch.consumer();
+  } else {
+    return (ch);
+  }
+}
+template <class C>
+using ProducerEnd = std::remove_reference_t<decltype(producer_end(std::declval<C&>()))>;
+template <class C>
+using ConsumerEnd = std::remove_reference_t<decltype(consumer_end(std::declval<C&>()))>;
+
 // The optional parts of a Channel (see the top of this file).
 template <class C>
-concept HasBatch = requires(C& ch, std::span<const std::uint64_t> s, std::span<std::uint64_t> d) {
-  ch.put_many(s);
-  { ch.get_many(d) } -> std::convertible_to<std::size_t>;
+concept HasBatch = requires(ProducerEnd<C>& p, ConsumerEnd<C>& q, std::span<const std::uint64_t> s,
+                            std::span<std::uint64_t> d) {
+  p.put_many(s);
+  { q.get_many(d) } -> std::convertible_to<std::size_t>;
 };
 template <class C>
-concept HasBytes = requires(C& ch, std::span<const std::byte> s) {
-  ch.put_bytes(s);
+concept HasBytes = requires(ProducerEnd<C>& p, std::span<const std::byte> s) {
+  p.put_bytes(s);
 };
 
 // Prints n/a for every metric of the case (items_per_s, and bytes_per_s for byte items).
@@ -74,8 +102,7 @@ inline void emit_throughput_na(const Options& o, const ThroughputCase& c, const 
   if (is_bytes_case(c)) emit_na(o, c.name, "bytes_per_s", "B/s", true, why);
 }
 
-// ---- Team: forked members that start together
-// ----------------------------------------------------
+// ---- Team: forked members that start together ---------------------------------------------------
 
 struct alignas(64) MemberSlot {
   std::int64_t start_ns;
@@ -131,19 +158,35 @@ class Team {
   }
 
   // Waits until every member is pinned and ready, releases them and waits for them all. Returns ""
-  // or what went wrong (exit statuses and members' own error texts).
+  // or what went wrong (exit statuses and members' own error texts). A member that dies before it
+  // is ready (it could not pin itself, say) fails the run at once.
   std::string run() {
-    Backoff b;
+    std::string failed;
     while (shared_->ready.load(std::memory_order_acquire) < static_cast<int>(pids_.size())) {
-      b.wait();
+      int st = 0;
+      const pid_t dead = waitpid(-1, &st, WNOHANG);
+      auto it = std::find(pids_.begin(), pids_.end(), dead);
+      if (dead > 0 && it != pids_.end()) {
+        pids_.erase(it);
+        failed = describe_exit(dead, st);
+        if (failed.empty()) failed = "a member exited before it started";
+        for (pid_t p : pids_) kill(p, SIGKILL);
+        break;
+      }
+      usleep(50);
     }
-    shared_->go.store(1, std::memory_order_release);
-    std::string failed = wait_children(pids_);
-    for (std::size_t i = 0; i < pids_.size(); ++i) {
-      if (shared_->slot[i].error[0]) failed += std::string(shared_->slot[i].error) + "; ";
+    if (failed.empty()) {
+      shared_->go.store(1, std::memory_order_release);
+      failed = wait_children(pids_);
+    } else {
+      wait_children(pids_);
+    }
+    for (int i = 0; i < kMaxMembers; ++i) {
+      if (shared_->slot[i].error[0]) {
+        failed += (failed.empty() ? "" : "; ") + std::string(shared_->slot[i].error);
+      }
     }
     pids_.clear();
-    while (!failed.empty() && (failed.back() == ' ' || failed.back() == ';')) failed.pop_back();
     return failed;
   }
 
@@ -161,12 +204,13 @@ class Team {
   std::vector<pid_t> pids_;
 };
 
-// ---- queue_throughput
-// ----------------------------------------------------------------------------
+// ---- queue_throughput ---------------------------------------------------------------------------
 
+// One producer: items lo..hi-1, then (many-to-many) one kStop.
 template <class Channel>
 void produce(Channel& ch, const ThroughputCase& c, std::uint64_t lo, std::uint64_t hi,
              MemberSlot& slot) {
+  decltype(auto) p = producer_end(ch);
   std::vector<std::byte> item(c.item_bytes);
   for (std::size_t i = 0; i < item.size(); ++i) item[i] = static_cast<std::byte>(i * 31 + 7);
   slot.start_ns = now_ns();
@@ -174,9 +218,9 @@ void produce(Channel& ch, const ThroughputCase& c, std::uint64_t lo, std::uint64
     if constexpr (HasBatch<Channel>) {
       std::uint64_t batch[kBatch];
       for (std::uint64_t i = lo; i < hi;) {
-        const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, hi - i));
+        const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, hi - i));
         for (std::size_t j = 0; j < k; ++j) batch[j] = i + j;
-        ch.put_many(std::span<const std::uint64_t>(batch, k));
+        p.put_many(std::span<const std::uint64_t>(batch, k));
         i += k;
       }
     }
@@ -184,72 +228,72 @@ void produce(Channel& ch, const ThroughputCase& c, std::uint64_t lo, std::uint64
     if constexpr (HasBytes<Channel>) {
       for (std::uint64_t i = lo; i < hi; ++i) {
         stamp_item(item, i);
-        ch.put_bytes(item);
+        p.put_bytes(item);
       }
     }
   } else {
-    for (std::uint64_t i = lo; i < hi; ++i) ch.put(i);
+    for (std::uint64_t i = lo; i < hi; ++i) p.put(i);
   }
   // Many-to-many (producers == consumers): each producer ends with one kStop and each consumer
   // stops at the first it meets; the last kStop follows every item, so nothing is left behind.
-  if (c.consumers > 1) ch.put(kStop);
+  if (c.consumers > 1) p.put(kStop);
   slot.end_ns = now_ns();
 }
 
-// One consumer. With a single producer and consumer it also checks FIFO order; with several it
-// reads until it meets a kStop.
+// One consumer. With a single producer and consumer it checks that item i arrives i-th (n items);
+// with several it reads until it meets a kStop. The running sums are plain locals (a Checksum
+// whose address escapes would live in memory, costing a store per item at ring speeds).
 template <class Channel>
 void consume(Channel& ch, const ThroughputCase& c, std::uint64_t n, MemberSlot& slot) {
-  Checksum sum;
-  std::string error;
-  const bool ordered = c.producers == 1 && c.consumers == 1;
+  decltype(auto) q = consumer_end(ch);
+  constexpr std::uint64_t kNone = ~std::uint64_t{0};
+  std::uint64_t count = 0, sum = 0, sumsq = 0, bad_at = kNone, bad_value = 0;
+  auto take = [&](std::uint64_t v, bool good) {
+    if (!good && bad_at == kNone) {
+      bad_at = count;
+      bad_value = v;
+    }
+    ++count;
+    sum += v;
+    sumsq += v * v;
+  };
   slot.start_ns = now_ns();
-  if (!ordered) {
+  if (c.producers != 1 || c.consumers != 1) {
     for (;;) {
-      const std::uint64_t v = ch.get();
+      const std::uint64_t v = q.get();
       if (v == kStop) break;
-      sum.add(v);
+      take(v, true);
     }
   } else if (c.batched) {
     if constexpr (HasBatch<Channel>) {
       std::uint64_t batch[kBatch];
-      while (sum.count < n) {
-        const std::size_t k = ch.get_many(std::span<std::uint64_t>(batch, kBatch));
-        for (std::size_t j = 0; j < k; ++j) {
-          if (batch[j] != sum.count && error.empty()) {
-            error = "item " + std::to_string(sum.count) + " arrived as " + std::to_string(batch[j]);
-          }
-          sum.add(batch[j]);
-        }
+      while (count < n) {
+        const std::size_t k = q.get_many(std::span<std::uint64_t>(batch, kBatch));
+        for (std::size_t j = 0; j < k; ++j) take(batch[j], batch[j] == count);
       }
     }
   } else if (is_bytes_case(c)) {
     if constexpr (HasBytes<Channel>) {
-      while (sum.count < n) {
-        ch.get_bytes([&](std::span<const std::byte> item) {
+      while (count < n) {
+        q.get_bytes([&](std::span<const std::byte> item) {
           std::uint64_t seq = 0;
-          if (item.size() != c.item_bytes || !read_stamp(item, &seq) || seq != sum.count) {
-            if (error.empty()) {
-              error = "item " + std::to_string(sum.count) + ": size " +
-                      std::to_string(item.size()) + ", stamps bad or out of order";
-            }
-          }
-          sum.add(seq);
+          const bool good = item.size() == c.item_bytes && read_stamp(item, &seq);
+          take(seq, good && seq == count);
         });
       }
     }
   } else {
-    while (sum.count < n) {
-      const std::uint64_t v = ch.get();
-      if (v != sum.count && error.empty()) {
-        error = "item " + std::to_string(sum.count) + " arrived as " + std::to_string(v);
-      }
-      sum.add(v);
+    while (count < n) {
+      const std::uint64_t v = q.get();
+      take(v, v == count);
     }
   }
   slot.end_ns = now_ns();
-  slot.set_checksum(sum);
-  if (!error.empty()) slot.fail(error);
+  slot.set_checksum(Checksum{count, sum, sumsq});
+  if (bad_at != kNone) {
+    slot.fail("item " + std::to_string(bad_at) + " arrived as " + std::to_string(bad_value) +
+              (is_bytes_case(c) ? " (or its size or stamps were wrong)" : ""));
+  }
 }
 
 // Runs one case with n items over ch (items 0..n-1, split evenly between the producers), checks
@@ -306,8 +350,7 @@ bool run_throughput(const Options& o, const ThroughputCase& c, std::uint64_t n, 
   return ok;
 }
 
-// ---- queue_pingpong
-// ------------------------------------------------------------------------------
+// ---- queue_pingpong -----------------------------------------------------------------------------
 
 // Round trips between two processes over two channels: the ping side (producer role) puts i on
 // to_child and waits for i + 1 on to_parent; the pong side answers. warmup round trips first,
@@ -320,12 +363,14 @@ bool run_pingpong(const Options& o, std::string_view case_name, std::uint64_t wa
   const std::uint64_t total = warmup + samples;
   Team team(o);
   team.spawn(Role::kProducer, [&](MemberSlot& s) {
+    decltype(auto) out = producer_end(to_child);
+    decltype(auto) in = consumer_end(to_parent);
     Checksum sum;
     std::string error;
     for (std::uint64_t i = 0; i < total; ++i) {
       const std::int64_t t0 = now_ns();
-      to_child.put(i);
-      const std::uint64_t r = to_parent.get();
+      out.put(i);
+      const std::uint64_t r = in.get();
       const std::int64_t t1 = now_ns();
       if (i >= warmup) rtt[i - warmup] = static_cast<double>(t1 - t0) * 1e-3;
       if (r != i + 1 && error.empty()) {
@@ -333,15 +378,17 @@ bool run_pingpong(const Options& o, std::string_view case_name, std::uint64_t wa
       }
       sum.add(r);
     }
-    to_child.put(kStop);
+    out.put(kStop);
     s.set_checksum(sum);
     if (!error.empty()) s.fail(error);
   });
   team.spawn(Role::kConsumer, [&](MemberSlot&) {
+    decltype(auto) in = consumer_end(to_child);
+    decltype(auto) out = producer_end(to_parent);
     for (;;) {
-      const std::uint64_t v = to_child.get();
+      const std::uint64_t v = in.get();
       if (v == kStop) break;
-      to_parent.put(v + 1);
+      out.put(v + 1);
     }
   });
   const std::string failed = team.run();

@@ -2,15 +2,16 @@
 // queue_driver.hpp). Nothing here is a product: no timeouts, no crash recovery, blocked sides spin
 // and yield (Backoff) instead of sleeping. They show what two processes can do at best.
 //
-// SpscRingChannel: single producer, single consumer, fixed-size slots; each side keeps its own
-// index plus a cached copy of the other's (refreshed only when the ring looks full or empty), as in
-// rigtorp/SPSCQueue. put_many/get_many publish the index once per batch.
+// SpscRingChannel: single producer, single consumer, fixed-size slots; each side (Writer, Reader:
+// process-local objects) keeps its own index plus a cached copy of the other's, refreshed only when
+// the ring looks full or empty, as in rigtorp/SPSCQueue. The producer publishes its index per item
+// (once per batch with put_many); the consumer releases slots every 32 integers, per byte item, per
+// get_many, and always before it waits.
 // MpmcRingChannel: bounded multi-producer multi-consumer ring of sequence-numbered ("turn") slots
 // with ticket counters, as in rigtorp/MPMCQueue; 8-byte items only.
 //
 // Both are constructed in the parent before fork(): the shared part (indices, slots) lives in a
-// MAP_SHARED mapping; the cached indices are plain members, which fork() makes private to each
-// process.
+// MAP_SHARED mapping; the cached indices live in the process-local Writer/Reader.
 #pragma once
 
 #include <atomic>
@@ -34,56 +35,20 @@ class SpscRingChannel {
  public:
   // slots: a power of two (>= the largest put_many batch); slot_bytes: every item's size.
   SpscRingChannel(std::size_t slot_bytes, std::size_t slots)
-      : slot_bytes_(slot_bytes),
-        cap_(slots),
-        region_(sizeof(Header) + slot_bytes * slots),
-        out_(slot_bytes) {
+      : region_(sizeof(Header) + slot_bytes * slots) {
     if (slots < 2 || (slots & (slots - 1)) != 0) throw std::invalid_argument("slots: power of 2");
-    hdr_ = new (region_.data()) Header{};
-    data_ = static_cast<std::byte*>(region_.data()) + sizeof(Header);
+    ring_.hdr = new (region_.data()) Header{};
+    ring_.data = static_cast<std::byte*>(region_.data()) + sizeof(Header);
+    ring_.mask = slots - 1;
+    ring_.slot_bytes = slot_bytes;
   }
 
-  void put(std::uint64_t v) {
-    wait_space(1);
-    std::memcpy(slot(head_), &v, 8);
-    hdr_->head.store(++head_, std::memory_order_release);
-  }
-  std::uint64_t get() {
-    wait_items();
-    std::uint64_t v;
-    std::memcpy(&v, slot(tail_), 8);
-    hdr_->tail.store(++tail_, std::memory_order_release);
-    return v;
-  }
-  void put_many(std::span<const std::uint64_t> items) {
-    if (items.size() > cap_) throw std::invalid_argument("batch larger than the ring");
-    wait_space(items.size());
-    for (std::uint64_t v : items) std::memcpy(slot(head_++), &v, 8);
-    hdr_->head.store(head_, std::memory_order_release);
-  }
-  std::size_t get_many(std::span<std::uint64_t> out) {
-    wait_items();
-    const auto k =
-        static_cast<std::size_t>(std::min<std::uint64_t>(head_cache_ - tail_, out.size()));
-    for (std::size_t i = 0; i < k; ++i) std::memcpy(&out[i], slot(tail_++), 8);
-    hdr_->tail.store(tail_, std::memory_order_release);
-    return k;
-  }
-  // Byte items: memcpy into the slot, and out of it into a private buffer before the slot is
-  // released, as a real queue must.
-  void put_bytes(std::span<const std::byte> item) {
-    if (item.size() != slot_bytes_) throw std::invalid_argument("item size != slot size");
-    wait_space(1);
-    std::memcpy(slot(head_), item.data(), slot_bytes_);
-    hdr_->head.store(++head_, std::memory_order_release);
-  }
-  template <class F>
-  void get_bytes(F&& visit) {
-    wait_items();
-    std::memcpy(out_.data(), slot(tail_), slot_bytes_);
-    hdr_->tail.store(++tail_, std::memory_order_release);
-    visit(std::span<const std::byte>(out_));
-  }
+  class Writer;
+  class Reader;
+  // The process-local ends (one process each): plain objects on the caller's stack, so the
+  // compiler keeps their indices in registers. queue_driver.hpp takes them when a channel has them.
+  Writer producer() const { return Writer(ring_); }
+  Reader consumer() const { return Reader(ring_); }
 
  private:
   struct Header {
@@ -93,26 +58,116 @@ class SpscRingChannel {
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "indices live in shared memory");
   static_assert(sizeof(Header) % 64 == 0, "slots start on a cache line");
 
-  std::byte* slot(std::uint64_t i) const { return data_ + (i & (cap_ - 1)) * slot_bytes_; }
-  void wait_space(std::size_t k) {
-    if (head_ + k - tail_cache_ <= cap_) return;
-    Backoff b;
-    while (head_ + k - (tail_cache_ = hdr_->tail.load(std::memory_order_acquire)) > cap_) b.wait();
-  }
-  void wait_items() {
-    if (head_cache_ != tail_) return;
-    Backoff b;
-    while ((head_cache_ = hdr_->head.load(std::memory_order_acquire)) == tail_) b.wait();
-  }
+  struct Ring {
+    Header* hdr;
+    std::byte* data;
+    std::uint64_t mask;
+    std::uint64_t slot_bytes;
+    std::byte* slot(std::uint64_t i) const { return data + (i & mask) * slot_bytes; }
+    // 8-byte items go through typed pointers: a memcpy may alias anything, which would make the
+    // compiler reload every index from memory on every item.
+    std::uint64_t* int_slot(std::uint64_t i) const {
+      return reinterpret_cast<std::uint64_t*>(slot(i));
+    }
+  };
 
-  std::size_t slot_bytes_;
-  std::size_t cap_;
   SharedRegion region_;
-  Header* hdr_;
-  std::byte* data_;
-  std::uint64_t head_ = 0, tail_cache_ = 0;  // producer's
-  std::uint64_t tail_ = 0, head_cache_ = 0;  // consumer's
-  std::vector<std::byte> out_;
+  Ring ring_{};
+
+ public:
+  class Writer {
+   public:
+    explicit Writer(const Ring& r)
+        : r_(r),
+          head_(r.hdr->head.load(std::memory_order_relaxed)),
+          tail_cache_(r.hdr->tail.load(std::memory_order_acquire)) {}
+    void put(std::uint64_t v) {
+      wait_space(1);
+      *r_.int_slot(head_) = v;
+      r_.hdr->head.store(++head_, std::memory_order_release);
+    }
+    // Publishes the index once for the whole batch.
+    void put_many(std::span<const std::uint64_t> items) {
+      if (items.size() > r_.mask + 1) throw std::invalid_argument("batch larger than the ring");
+      wait_space(items.size());
+      for (std::uint64_t v : items) *r_.int_slot(head_++) = v;
+      r_.hdr->head.store(head_, std::memory_order_release);
+    }
+    // memcpy into the slot.
+    void put_bytes(std::span<const std::byte> item) {
+      if (item.size() != r_.slot_bytes) throw std::invalid_argument("item size != slot size");
+      wait_space(1);
+      std::memcpy(r_.slot(head_), item.data(), item.size());
+      r_.hdr->head.store(++head_, std::memory_order_release);
+    }
+
+   private:
+    void wait_space(std::uint64_t k) {
+      if (head_ + k - tail_cache_ <= r_.mask + 1) return;
+      Backoff b;
+      while (head_ + k - (tail_cache_ = r_.hdr->tail.load(std::memory_order_acquire)) >
+             r_.mask + 1) {
+        b.wait();
+      }
+    }
+    Ring r_;
+    std::uint64_t head_, tail_cache_;
+  };
+
+  class Reader {
+   public:
+    static constexpr std::uint64_t kReleaseEvery = 32;
+    explicit Reader(const Ring& r)
+        : r_(r),
+          tail_(r.hdr->tail.load(std::memory_order_relaxed)),
+          head_cache_(r.hdr->head.load(std::memory_order_acquire)),
+          out_(r.slot_bytes) {}
+    // Releases slots every kReleaseEvery items, and always before waiting: a tail store per item
+    // would bounce the index's cache line whenever the producer waits for room.
+    std::uint64_t get() {
+      if (head_cache_ == tail_) {
+        r_.hdr->tail.store(tail_, std::memory_order_release);
+        wait_items();
+      }
+      const std::uint64_t v = *r_.int_slot(tail_);
+      if (++tail_ % kReleaseEvery == 0) r_.hdr->tail.store(tail_, std::memory_order_release);
+      return v;
+    }
+    // Everything already published, up to out.size(); releases the slots once.
+    std::size_t get_many(std::span<std::uint64_t> out) {
+      if (head_cache_ == tail_) {
+        r_.hdr->tail.store(tail_, std::memory_order_release);
+        wait_items();
+      }
+      const auto k =
+          static_cast<std::size_t>(std::min<std::uint64_t>(head_cache_ - tail_, out.size()));
+      for (std::size_t i = 0; i < k; ++i) out[i] = *r_.int_slot(tail_++);
+      r_.hdr->tail.store(tail_, std::memory_order_release);
+      return k;
+    }
+    // memcpy out of the slot into a private buffer before the slot is released, as a real queue
+    // must, then visit the copy.
+    template <class F>
+    void get_bytes(F&& visit) {
+      if (head_cache_ == tail_) {
+        r_.hdr->tail.store(tail_, std::memory_order_release);
+        wait_items();
+      }
+      std::memcpy(out_.data(), r_.slot(tail_), out_.size());
+      r_.hdr->tail.store(++tail_, std::memory_order_release);
+      visit(std::span<const std::byte>(out_));
+    }
+
+   private:
+    void wait_items() {
+      if (head_cache_ != tail_) return;
+      Backoff b;
+      while ((head_cache_ = r_.hdr->head.load(std::memory_order_acquire)) == tail_) b.wait();
+    }
+    Ring r_;
+    std::uint64_t tail_, head_cache_;
+    std::vector<std::byte> out_;
+  };
 };
 
 class MpmcRingChannel {

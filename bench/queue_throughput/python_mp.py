@@ -96,7 +96,7 @@ def run_case(opt, name, size, producers, consumers, n):
     failed = []
     got = {}
     try:
-        barrier.wait(timeout=60)
+        barrier.wait(timeout=30)
         while len(got) < members:
             try:
                 r = results.get(timeout=0.5)

@@ -53,14 +53,15 @@ inline constexpr auto kSpinBudget = std::chrono::microseconds(50);
 inline constexpr int kPureSpins = 64;  // PAUSE-only iterations before we start yielding
 
 // Waits until ready() returns true or the deadline passes; returns ready()'s final answer.
+// `spin` false skips straight to sleeping (for background threads that must not compete for CPU).
 template <class Ready>
-bool wait_for(WaitWord& w, Ready&& ready, const Deadline& deadline) {
+bool wait_for(WaitWord& w, Ready&& ready, const Deadline& deadline, bool spin = true) {
   if (ready()) return true;
-  for (int i = 0; i < kPureSpins; ++i) {
+  for (int i = 0; spin && i < kPureSpins; ++i) {
     cpu_relax();
     if (ready()) return true;
   }
-  const auto spin_until = Deadline::Clock::now() + kSpinBudget;
+  const auto spin_until = spin ? Deadline::Clock::now() + kSpinBudget : Deadline::Clock::now();
   while (Deadline::Clock::now() < spin_until) {
     yield_cpu();
     for (int i = 0; i < 8; ++i) {

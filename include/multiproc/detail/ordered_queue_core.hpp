@@ -2,16 +2,17 @@
 //
 // Layout. A refcounted control segment (OrderedQueueData: the lock, the item count, the undo log,
 // the sleepers) names the current *store*: one owned segment holding a StoreHeader, an index of
-// Entry {offset, size} and an arena of item bytes. The index is a stack (LIFO: the top is the
-// last entry) or a binary heap (priority: the first entry comes out first). Arena space is
+// 32-byte entries and an arena of item bytes. An entry holds an item of up to 24 bytes itself,
+// or the {size, offset} of a larger one in the arena. The index is a stack (LIFO: the top is
+// the last entry) or a binary heap (priority: the first entry comes out first). Arena space is
 // handed out by a bump pointer (`used`); a LIFO pop gives back the space of the top item, an
 // empty queue gives back everything, and other holes are reclaimed when the store is rebuilt.
 //
 //   control: [lock | count | store_gen | store_name[2] | waits | undo log]
 //                                 |
 //                                 v
-//   store:   [StoreHeader | Entry index[index_capacity] | arena bytes ......... ]
-//                                   {offset,size} ------------^
+//   store:   [StoreHeader | StoreEntry index[index_capacity] | arena bytes ........... ]
+//                           {size, item bytes | offset} ------------^
 //
 // Concurrency. One robust lock serializes every producer and consumer (ordering needs a global
 // view anyway). It is held while bytes move and, for a priority queue, while the heap is sifted
@@ -21,11 +22,12 @@
 //
 // Crash safety. Every change of the index or of the store's counters is a transaction on an undo
 // log in the control segment: begin() snapshots count/used/live and sets `active`; each index
-// slot is appended to the log (entry first, then the log length) before it is overwritten; the
-// commit is the single store `active = 0`. Whoever takes the lock over from a dead owner
-// (LockStatus::acquired_owner_died) replays the log backwards and restores the snapshot, so the
-// structure is exactly as before the dead process's unfinished operation. Item bytes are written
-// into arena space beyond `used` before the transaction, where no entry refers to them. What the
+// slot below the count is appended to the log (record first, then the log length) before it is
+// overwritten; the commit is the single store `active = 0`. Whoever takes the lock over from a
+// dead owner (LockStatus::acquired_owner_died) finds `active` set, replays the log backwards and
+// restores the snapshot, so the structure is exactly as before the dead process's unfinished
+// operation (a repairer killed while repairing leaves the log for the next one). Arena item
+// bytes are written beyond `used` before the transaction, where no entry refers to them. What the
 // dying process relies on is program order at the instant it is killed (compiler fences between
 // the steps): stores already made become visible to the next owner, later ones never happen.
 //
@@ -40,8 +42,10 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 
 #include <multiproc/detail/futex.hpp>
 #include <multiproc/detail/queue_core.hpp>  // FillFn, DeliverFn
@@ -64,11 +68,25 @@ inline constexpr uint32_t kUndoCapacity = 130;
 
 enum class QueueOrder : uint32_t { lifo = 1, priority = 2 };
 
+// Items of up to kInlineItem bytes live in their index entry (no arena space, and a heap sift
+// finds them without touching the arena); larger ones in the arena.
+inline constexpr uint64_t kInlineItem = 24;
+
 struct StoreEntry {
-  uint64_t offset;  // from the start of the arena; a multiple of 8
-  uint64_t size;    // the item's bytes
+  uint64_t size;  // the item's bytes
+  // size <= kInlineItem: the item's bytes; otherwise a uint64_t, the item's offset from the start
+  // of the arena (a multiple of 8).
+  alignas(8) char data[kInlineItem];
+
+  bool is_inline() const { return size <= kInlineItem; }
+  uint64_t offset() const {
+    uint64_t off;
+    std::memcpy(&off, data, sizeof off);
+    return off;
+  }
+  void set_offset(uint64_t off) { std::memcpy(data, &off, sizeof off); }
 };
-static_assert(sizeof(StoreEntry) == 16);
+static_assert(sizeof(StoreEntry) == 32 && std::is_trivially_copyable_v<StoreEntry>);
 
 struct StoreHeader {
   uint64_t magic;
@@ -80,8 +98,9 @@ struct StoreHeader {
   // Changed only inside a transaction (snapshotted by the undo log), under the lock.
   uint64_t used;  // bump pointer: arena bytes handed out
   uint64_t live;  // arena bytes that entries refer to (aligned sizes)
+  uint64_t reserved2;
 };
-static_assert(sizeof(StoreHeader) % 16 == 0);
+static_assert(sizeof(StoreHeader) == 64);  // keeps the index and the arena 16-byte aligned
 
 struct UndoRecord {
   uint64_t slot;
@@ -97,7 +116,7 @@ struct UndoLog {
 
 struct OrderedQueueData {
   uint32_t layout_version;
-  uint32_t order;   // QueueOrder
+  uint32_t order;    // QueueOrder
   uint64_t maxsize;  // items; 0 = unbounded
   alignas(64) RobustMutexData lock;
   std::atomic<uint64_t> count;      // items in the queue (read without the lock: approximate)
@@ -167,7 +186,7 @@ class OrderedQueueCore {
   };
   explicit OrderedQueueCore(std::shared_ptr<Segment> seg);
 
-  void lock();    // takes the lock, repairs after a dead owner, maps the current store
+  void lock();  // takes the lock, repairs after a dead owner, maps the current store
   void unlock();
   void refresh_store();
   void rollback();
@@ -182,8 +201,13 @@ class OrderedQueueCore {
   size_t put_locked(size_t first, size_t count, const size_t* sizes, size_t stride, FillFn fill,
                     void* ctx, const OrderOps* ops);
   size_t get_locked(size_t max_items, DeliverFn deliver, void* ctx, const OrderOps* ops);
+  // Where an entry's item bytes are: inside the entry itself (valid while it does not move) or
+  // in the arena.
+  const char* item(const StoreEntry& e) const {
+    return e.is_inline() ? e.data : store_.arena + e.offset();
+  }
   void push(const StoreEntry& e, const OrderOps* ops);  // inside a transaction
-  void pop_top(const OrderOps* ops);                     // inside a transaction
+  void pop_top(const OrderOps* ops);                    // inside a transaction
 
   std::shared_ptr<Segment> seg_;
   OrderedQueueData* q_;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <sys/types.h>
@@ -24,13 +25,19 @@ class Popen {
   // Readable once the child has ended. Owned by the Popen.
   int sentinel() const { return sentinel_fd_; }
   // The exit code (negative: killed by that signal) once the child has ended; never blocks.
-  virtual std::optional<int> poll() = 0;
+  // Thread-safe: the pool's monitor and a terminating thread may poll one child together.
+  std::optional<int> poll();
   std::optional<int> wait(const Deadline& deadline);
   void send_signal(int sig);
 
  protected:
+  // The start method's way of learning the exit code; called under mu_ until it answers.
+  virtual std::optional<int> poll_exit() = 0;
   pid_t pid_ = -1;
   int sentinel_fd_ = -1;
+
+ private:
+  std::mutex mu_;
   std::optional<int> exitcode_;
 };
 

@@ -107,6 +107,8 @@ class QueueCore {
   static std::shared_ptr<QueueCore> create(uint64_t maxsize, bool joinable = false);
   // Opens a queue named by a serialized handle (consumes its in-flight reference).
   static std::shared_ptr<QueueCore> attach(const std::string& name);
+  // Opens a queue by name, taking a reference of its own (no handle in flight).
+  static std::shared_ptr<QueueCore> attach_existing(const std::string& name);
   ~QueueCore();
 
   const std::string& name() const { return seg_->name(); }
@@ -118,8 +120,13 @@ class QueueCore {
   size_t put(size_t count, const size_t* sizes, size_t size_stride, FillFn fill, void* ctx,
              const Deadline& deadline);
   // Gets up to `max_items`, waiting until the deadline for the first. Returns how many.
-  // Throws QueueClosed when the queue is closed and drained.
-  size_t get(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline);
+  // Throws QueueClosed when the queue is closed and drained. `spin` false sleeps at once; a
+  // non-zero *interrupt makes a waiting get() return 0 (wake it with wake_getters()).
+  size_t get(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
+             bool spin = true, const std::atomic<uint32_t>* interrupt = nullptr);
+  void wake_getters() { q_->not_empty.notify_all(); }
+  // Removes the queue's segments now, whoever still holds handles (owners of private queues).
+  void destroy();
 
   uint64_t qsize() const;
   bool empty() const { return qsize() == 0; }
@@ -140,6 +147,7 @@ class QueueCore {
     uint64_t id = 0;
   };
   explicit QueueCore(std::shared_ptr<Segment> seg);
+  static std::shared_ptr<QueueCore> open(const std::string& name, bool consume_flight_ref);
   void refresh_put_ring();
   void refresh_get_ring();
   // Under put_lock: room for one record of `payload` bytes, growing the chain if needed.

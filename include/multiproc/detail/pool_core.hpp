@@ -1,0 +1,156 @@
+// The pool's engine, independent of task types (CPython's pool.py, restructured).
+//
+// Workers pull tasks from one shared task queue and push results to one result queue (both
+// QueueCore, in shared memory). The parent runs two threads: a monitor that waits on the workers'
+// sentinels and replaces any worker that ends, and a result pump. Any thread waiting on a result
+// (AsyncResult::get, imap's next, join) takes the pump over while it waits, so a round trip costs
+// no thread hand-off. Jobs (pool_jobs.hpp) produce chunks on demand, so imap reads its input only
+// as slots free up, and consume their chunks' outcomes. See pool_protocol.hpp for how a worker's
+// death fails exactly the tasks it held.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <multiproc/context.hpp>
+#include <multiproc/detail/popen.hpp>
+#include <multiproc/detail/pool_protocol.hpp>
+#include <multiproc/detail/queue_core.hpp>
+#include <multiproc/detail/segment.hpp>
+#include <multiproc/detail/task.hpp>
+#include <multiproc/timeout.hpp>
+
+namespace multiproc::detail {
+
+// One submitted call (apply, map, imap...). Methods are called by the pool with no pool lock held
+// but never concurrently for one job (the pool serializes feeding and completion per job).
+class JobBase {
+ public:
+  virtual ~JobBase() = default;
+  // Encodes the next chunk's arguments into `args` (already holding the task code) and returns
+  // true, or returns false when the input is exhausted. An exception from the user's input
+  // range is caught by the pool and handed to input_failed().
+  virtual bool next_chunk(std::string& args, uint32_t& chunk) = 0;
+  // Whether the job wants more chunks in flight now (imap bounds its buffered results).
+  virtual bool wants_more() { return true; }
+  virtual void chunk_done(uint32_t chunk, const char* p, size_t n) = 0;
+  virtual void chunk_failed(uint32_t chunk, std::exception_ptr error) = 0;
+  virtual void input_failed(std::exception_ptr error) = 0;
+  // The pool ends: fail whatever has not completed.
+  virtual void abandon(std::exception_ptr error) = 0;
+
+  std::string code_bytes;  // the encoded TaskCode of the chunk invoker, prefixed to each task
+  bool exhausted = false;  // (pool-internal) no more chunks
+};
+
+struct PoolConfig {
+  unsigned processes = 0;
+  StartMethod method = StartMethod::fork;
+  uint64_t maxtasksperchild = 0;
+  bool has_initializer = false;
+  TaskCode initializer;
+  std::string initializer_args;
+};
+
+class PoolCore : public std::enable_shared_from_this<PoolCore> {
+ public:
+  explicit PoolCore(PoolConfig config);
+  ~PoolCore();
+  void start();
+
+  // Queues a job and dispatches what the free task slots allow. Throws if closed/terminated.
+  void submit(std::shared_ptr<JobBase> job);
+  // Waits until ready() or the deadline, processing results meanwhile. Returns ready().
+  bool wait_until(const std::function<bool()>& ready, const Deadline& deadline);
+  // A job whose wants_more() may have turned true (its consumer took results): dispatch.
+  void feed();
+
+  void close();
+  void terminate();
+  bool join(const Deadline& deadline);
+
+  unsigned processes() const { return config_.processes; }
+  std::vector<pid_t> worker_pids() const;
+  bool closed() const { return state_.load() != State::running; }
+
+ private:
+  enum class State { running, closed, terminated };
+  struct SlotInfo {
+    std::shared_ptr<JobBase> job;
+    uint32_t chunk = 0;
+    uint32_t gen = 0;
+  };
+  struct Worker {
+    std::shared_ptr<Popen> popen;
+    uint32_t index;
+  };
+
+  void start_worker_locked(uint32_t index);
+  void monitor_loop();
+  void pump_loop();
+  // Processes what the result queue holds (waiting until the deadline for the first message).
+  size_t pump_once(const Deadline& deadline, bool spin, const std::atomic<uint32_t>* interrupt);
+  void handle_result(const char* p, size_t n);
+  void handle_worker_died(pid_t pid, int exitcode);
+  void fail_everything(std::exception_ptr error);
+  void put_stop_sentinels_locked(unsigned count);
+
+  PoolConfig config_;
+  std::shared_ptr<Segment> seg_;
+  PoolData* data_ = nullptr;
+  std::shared_ptr<QueueCore> tasks_;
+  std::shared_ptr<QueueCore> results_;
+
+  std::recursive_mutex pump_mu_;  // held by whoever processes results
+  std::atomic<uint32_t> foreground_waiters_{0};
+  std::atomic<int64_t> last_foreground_ns_{0};
+
+  mutable std::mutex mu_;  // everything below
+  std::condition_variable workers_changed_;
+  std::atomic<State> state_{State::running};
+  std::vector<SlotInfo> slots_;
+  std::vector<uint32_t> free_slots_;
+  std::deque<std::shared_ptr<JobBase>> feeding_;
+  std::vector<Worker> workers_;
+  bool sentinels_sent_ = false;
+  unsigned init_failures_ = 0;
+  std::string init_failure_message_;
+  std::exception_ptr broken_;
+  std::mutex feed_mu_;  // one feeder at a time (it runs user input ranges)
+
+  int event_fd_ = -1;
+  std::thread monitor_;
+  std::thread pump_thread_;
+  std::atomic<bool> stopping_{false};
+};
+
+// The worker process's main loop (src/pool_worker.cpp), launched as an ordinary task.
+struct WorkerArgs {
+  std::string pool_segment;
+  std::string task_queue;
+  std::string result_queue;
+  uint32_t index = 0;
+  uint64_t maxtasks = 0;
+  bool has_initializer = false;
+  TaskCode initializer;
+  std::string initializer_args;
+
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(pool_segment, task_queue, result_queue, index, maxtasks, has_initializer, initializer,
+       initializer_args);
+  }
+};
+void pool_worker_main(WorkerArgs args);
+
+}  // namespace multiproc::detail

@@ -1,0 +1,415 @@
+// Pool: a fixed number of worker processes running tasks (CPython's pool.py, same API).
+//
+//   mp::Pool pool(4);
+//   auto r = pool.apply_async(task, x);         r.get();
+//   std::vector<int> ys = pool.map(square, xs);  // chunks chosen automatically
+//   for (int y : pool.imap(square, std::views::iota(0))) ...   // lazy input, bounded memory
+//
+// Tasks are free functions or capture-free lambdas; arguments and results cross as
+// serialization.hpp says - including queues, locks and values, so a queue created at any time
+// can be a task argument, under every start method.
+//
+// Failures stay local. A task that throws makes its result throw RemoteError (the exception's
+// type and message). A worker that dies inside a task (signal, abort, exit, out of memory) fails
+// that task only, with WorkerLost (pid, signal or exit code); the pool starts a replacement and
+// every other task completes. For a map in which some calls failed, get() throws the first
+// failure and MapResult::outcomes() gives every call's value or error.
+//
+// Lifetime. close() stops new submissions; join() (after close or terminate) waits for the
+// workers to finish what was submitted and exit. terminate() stops the workers at once; pending
+// results fail with BrokenPool. The destructor calls terminate(), as Python's `with Pool()` does:
+// wait for the results you need (or close() and join()) before a Pool goes out of scope.
+#pragma once
+
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <ranges>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include <multiproc/context.hpp>
+#include <multiproc/detail/pool_core.hpp>
+#include <multiproc/detail/pool_jobs.hpp>
+#include <multiproc/detail/task.hpp>
+#include <multiproc/errors.hpp>
+#include <multiproc/serialization.hpp>
+#include <multiproc/timeout.hpp>
+
+namespace multiproc {
+
+using detail::Outcome;
+
+// The function each worker runs once at start (Python's initializer + initargs):
+//   PoolOptions{.initializer = setup}  or  PoolOptions{.initializer = {setup, "config.ini", 3}}
+class Initializer {
+ public:
+  Initializer() = default;
+  template <class F, class... A>
+    requires detail::is_task_callable_v<F>
+  Initializer(F f, A&&... args) : set_(true) {  // NOLINT: implicit, for designated initializers
+    code_ = detail::make_task_code<F, A...>();
+    detail::set_task_function(code_, f);
+    detail::encode_task_args<F>(args_, std::forward<A>(args)...);
+  }
+  bool is_set() const { return set_; }
+  const detail::TaskCode& code() const { return code_; }
+  const std::string& args() const { return args_; }
+
+ private:
+  bool set_ = false;
+  detail::TaskCode code_;
+  std::string args_;
+};
+
+struct PoolOptions {
+  unsigned processes = 0;           // 0 = cpu_count()
+  Initializer initializer{};        // run by every worker when it starts
+  uint64_t maxtasksperchild = 0;    // 0 = workers live as long as the pool
+  std::optional<Context> context{}; // start method for the workers (default: the global one)
+};
+
+// Per-call options for map / imap / starmap.
+struct MapOptions {
+  size_t chunksize = 0;   // 0 = automatic for map (len / (4 * processes)), 1 for imap
+  bool progress = false;  // draw a progress bar on stderr
+};
+
+// callback / error_callback for apply_async, map_async, starmap_async:
+//   pool.apply_async(mp::callbacks(on_value, on_error), task, args...)
+// on_value gets the result (nothing for void tasks); on_error gets a std::exception_ptr. They run
+// in a thread of this process that processes the pool's results.
+template <class OnOk, class OnErr = std::nullptr_t>
+detail::Callbacks<OnOk, OnErr> callbacks(OnOk on_value, OnErr on_error = nullptr) {
+  return {std::move(on_value), std::move(on_error)};
+}
+
+template <class R>
+class AsyncResult {
+ public:
+  using value_type = detail::value_of<R>;
+  AsyncResult() = default;
+  explicit AsyncResult(std::shared_ptr<detail::ResultState<value_type>> st) : st_(std::move(st)) {}
+
+  // Waits at most `timeout`; throws TimeoutError if not ready by then, or the task's error
+  // (RemoteError, WorkerLost, BrokenPool).
+  R get(Timeout timeout = std::nullopt) const {
+    if (!st_->wait(detail::Deadline::after(timeout)))
+      throw TimeoutError("AsyncResult::get(): the result is not ready within the timeout");
+    if (!st_->success) std::rethrow_exception(st_->error);
+    if constexpr (!std::is_void_v<R>) return *st_->value;
+  }
+  // Waits at most `timeout`; returns whether the result is ready.
+  bool wait(Timeout timeout = std::nullopt) const {
+    return st_->wait(detail::Deadline::after(timeout));
+  }
+  bool ready() const { return st_->ready.load(std::memory_order_acquire); }
+  // Throws ProcessError if the result is not ready yet (Python's ValueError).
+  bool successful() const {
+    if (!ready()) throw ProcessError("AsyncResult::successful(): the result is not ready");
+    return st_->success;
+  }
+
+ protected:
+  std::shared_ptr<detail::ResultState<value_type>> st_;
+};
+
+// map_async's result: also every call's own outcome, so the good results of a map in which some
+// calls failed (a worker was killed, a task threw) can be used.
+template <class R>
+class MapResult : public AsyncResult<std::vector<detail::value_of<R>>> {
+ public:
+  using V = detail::value_of<R>;
+  explicit MapResult(std::shared_ptr<detail::MapState<V>> st)
+      : AsyncResult<std::vector<V>>(st), map_st_(std::move(st)) {}
+
+  // One Outcome per input item, in order. Waits like get(); never throws a task's error.
+  std::vector<Outcome<V>> outcomes(Timeout timeout = std::nullopt) const {
+    if (!this->wait(timeout)) throw TimeoutError("MapResult::outcomes(): not ready within the timeout");
+    std::vector<Outcome<V>> out;
+    const std::vector<V>& values = map_st_->success ? *map_st_->value : map_st_->values;
+    out.reserve(values.size());
+    for (size_t i = 0; i < values.size(); ++i) {
+      auto it = map_st_->errors.find(i);
+      out.push_back(it == map_st_->errors.end() ? Outcome<V>(values[i]) : Outcome<V>(it->second));
+    }
+    return out;
+  }
+  // How many calls failed (after the result is ready).
+  size_t failures() const { return map_st_->errors.size(); }
+
+ private:
+  std::shared_ptr<detail::MapState<V>> map_st_;
+};
+
+// imap / imap_unordered: results as they come (in input order for imap).
+template <class R>
+class IMapResult {
+ public:
+  using value_type = detail::value_of<R>;
+  IMapResult(std::shared_ptr<detail::IMapJob<R>> job, std::shared_ptr<detail::PoolCore> pool)
+      : job_(std::move(job)), pool_(std::move(pool)) {}
+
+  // The next result; std::nullopt once every input item has been answered. Throws the call's
+  // error at its position (the iteration may continue after it), the input range's exception
+  // where the input stopped, or TimeoutError.
+  std::optional<value_type> next(Timeout timeout = std::nullopt) {
+    auto deadline = detail::Deadline::after(timeout);
+    for (;;) {
+      Outcome<value_type> out;
+      switch (job_->try_next(out)) {
+        case detail::IMapJob<R>::Poll::item:
+          pool_->feed();  // a slot in the window freed up
+          return out.value();
+        case detail::IMapJob<R>::Poll::end:
+          return std::nullopt;
+        case detail::IMapJob<R>::Poll::waiting:
+          if (!pool_->wait_until([this] { return job_->has_something(); }, deadline))
+            throw TimeoutError("IMapResult::next(): no result within the timeout");
+      }
+    }
+  }
+
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = IMapResult::value_type;
+    using difference_type = std::ptrdiff_t;
+    iterator() = default;
+    explicit iterator(IMapResult* r) : r_(r) { ++*this; }
+    const value_type& operator*() const { return *cur_; }
+    iterator& operator++() {
+      cur_ = r_->next();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(std::default_sentinel_t) const { return !cur_.has_value(); }
+
+   private:
+    IMapResult* r_ = nullptr;
+    std::optional<value_type> cur_;
+  };
+  iterator begin() { return iterator(this); }
+  std::default_sentinel_t end() { return {}; }
+
+ private:
+  std::shared_ptr<detail::IMapJob<R>> job_;
+  std::shared_ptr<detail::PoolCore> pool_;
+};
+
+namespace detail {
+template <class F, class Elem, class = void>
+struct star_args {
+  using type = std::decay_t<Elem>;
+};
+template <class F, class Elem>
+struct star_args<F, Elem, std::enable_if_t<callable_params<F>::known>> {
+  using type = typename callable_params<F>::type;
+};
+}  // namespace detail
+
+class Pool {
+ public:
+  Pool() : Pool(PoolOptions{}) {}
+  explicit Pool(unsigned processes) : Pool(PoolOptions{.processes = processes}) {}
+  explicit Pool(PoolOptions options);
+  ~Pool();
+  Pool(Pool&&) noexcept = default;
+  Pool& operator=(Pool&&) = delete;
+
+  // ---- apply ----
+  template <class F, class... A>
+    requires detail::is_task_callable_v<F>
+  auto apply(F f, A&&... args) {
+    return apply_async(f, std::forward<A>(args)...).get();
+  }
+  template <class F, class... A>
+    requires detail::is_task_callable_v<F>
+  auto apply_async(F f, A&&... args) {
+    return apply_async(callbacks(nullptr, nullptr), f, std::forward<A>(args)...);
+  }
+  template <class OnOk, class OnErr, class F, class... A>
+    requires detail::is_task_callable_v<F>
+  auto apply_async(detail::Callbacks<OnOk, OnErr> cb, F f, A&&... args) {
+    (void)detail::make_task_code<F, A...>();  // compile-time checks with clear messages
+    using ArgsTuple = detail::task_args_t<F, A...>;
+    using R = detail::task_result_t<F, ArgsTuple>;
+    detail::require_all_transferable<ArgsTuple>(std::make_index_sequence<std::tuple_size_v<ArgsTuple>>{});
+    if constexpr (!std::is_void_v<R>) detail::require_transferable<R>();
+    std::string encoded;
+    detail::encode_chunk_items(encoded, std::vector<ArgsTuple>{ArgsTuple(std::forward<A>(args)...)});
+    auto st = std::make_shared<detail::ResultState<detail::value_of<R>>>();
+    st->pool = core_;
+    auto job = std::make_shared<detail::ApplyJob<R, OnOk, OnErr>>(st, std::move(encoded), std::move(cb));
+    job->code_bytes = detail::chunk_code_bytes<F, ArgsTuple, true>(f);
+    core_->submit(job);
+    return AsyncResult<R>(st);
+  }
+
+  // ---- map / starmap ----
+  template <class F, std::ranges::input_range Range>
+    requires detail::is_task_callable_v<F>
+  auto map(F f, Range&& items, size_t chunksize = 0) {
+    return map_async(f, std::forward<Range>(items), MapOptions{chunksize}).get();
+  }
+  template <class F, std::ranges::input_range Range>
+    requires detail::is_task_callable_v<F>
+  auto map(F f, Range&& items, MapOptions options) {
+    return map_async(f, std::forward<Range>(items), options).get();
+  }
+  template <class F, std::ranges::input_range Range>
+    requires detail::is_task_callable_v<F>
+  auto map_async(F f, Range&& items, size_t chunksize = 0) {
+    return map_async(callbacks(nullptr, nullptr), f, std::forward<Range>(items), MapOptions{chunksize});
+  }
+  template <class F, std::ranges::input_range Range>
+    requires detail::is_task_callable_v<F>
+  auto map_async(F f, Range&& items, MapOptions options) {
+    return map_async(callbacks(nullptr, nullptr), f, std::forward<Range>(items), options);
+  }
+  template <class OnOk, class OnErr, class F, std::ranges::input_range Range>
+    requires detail::is_task_callable_v<F>
+  auto map_async(detail::Callbacks<OnOk, OnErr> cb, F f, Range&& items, MapOptions options = {}) {
+    using Elem = std::ranges::range_reference_t<Range>;
+    using ArgsTuple = detail::task_args_t<F, Elem>;
+    static_assert(std::tuple_size_v<ArgsTuple> == 1,
+                  "map's task must take exactly one argument; use starmap for several");
+    using P = std::tuple_element_t<0, ArgsTuple>;
+    return submit_map<F, ArgsTuple, P, false>(cb, f, std::forward<Range>(items), options);
+  }
+
+  template <class F, std::ranges::input_range Range>
+    requires detail::is_task_callable_v<F>
+  auto starmap(F f, Range&& items, size_t chunksize = 0) {
+    return starmap_async(f, std::forward<Range>(items), chunksize).get();
+  }
+  template <class F, std::ranges::input_range Range>
+    requires detail::is_task_callable_v<F>
+  auto starmap_async(F f, Range&& items, size_t chunksize = 0) {
+    return starmap_async(callbacks(nullptr, nullptr), f, std::forward<Range>(items), MapOptions{chunksize});
+  }
+  template <class OnOk, class OnErr, class F, std::ranges::input_range Range>
+    requires detail::is_task_callable_v<F>
+  auto starmap_async(detail::Callbacks<OnOk, OnErr> cb, F f, Range&& items, MapOptions options = {}) {
+    using Elem = std::ranges::range_value_t<Range>;
+    using ArgsTuple = typename detail::star_args<F, Elem>::type;
+    return submit_map<F, ArgsTuple, ArgsTuple, true>(cb, f, std::forward<Range>(items), options);
+  }
+
+  // ---- imap ----
+  template <class F, std::ranges::input_range Range>
+    requires detail::is_task_callable_v<F>
+  auto imap(F f, Range&& items, size_t chunksize = 1) {
+    return submit_imap(f, std::forward<Range>(items), MapOptions{chunksize}, true);
+  }
+  template <class F, std::ranges::input_range Range>
+    requires detail::is_task_callable_v<F>
+  auto imap(F f, Range&& items, MapOptions options) {
+    return submit_imap(f, std::forward<Range>(items), options, true);
+  }
+  template <class F, std::ranges::input_range Range>
+    requires detail::is_task_callable_v<F>
+  auto imap_unordered(F f, Range&& items, size_t chunksize = 1) {
+    return submit_imap(f, std::forward<Range>(items), MapOptions{chunksize}, false);
+  }
+  template <class F, std::ranges::input_range Range>
+    requires detail::is_task_callable_v<F>
+  auto imap_unordered(F f, Range&& items, MapOptions options) {
+    return submit_imap(f, std::forward<Range>(items), options, false);
+  }
+
+  // ---- lifetime ----
+  void close();
+  // After close(): waits until every submitted task is done and the workers have exited.
+  // After terminate(): returns at once. Otherwise throws ProcessError.
+  void join();
+  void terminate();
+
+  unsigned processes() const;
+  // The current workers' pids (they change as workers are replaced or recycled).
+  std::vector<pid_t> worker_pids() const;
+
+ private:
+  template <class F, class ArgsTuple, class P, bool kStar, class OnOk, class OnErr, class Range>
+  auto submit_map(detail::Callbacks<OnOk, OnErr>& cb, F f, Range&& items, MapOptions options) {
+    using R = detail::task_result_t<F, ArgsTuple>;
+    using V = detail::value_of<R>;
+    detail::require_all_transferable<ArgsTuple>(std::make_index_sequence<std::tuple_size_v<ArgsTuple>>{});
+    if constexpr (!std::is_void_v<R>) detail::require_transferable<R>();
+    std::vector<P> all;
+    if constexpr (std::ranges::sized_range<Range>) all.reserve(std::ranges::size(items));
+    for (auto&& x : items) all.emplace_back(std::forward<decltype(x)>(x));
+    size_t n = all.size();
+    size_t cs = options.chunksize;
+    if (cs == 0) {  // Python's rule: about four chunks per worker
+      size_t per = static_cast<size_t>(processes()) * 4;
+      cs = n / per + (n % per ? 1 : 0);
+      if (cs == 0) cs = 1;
+    }
+    std::vector<std::string> chunks;
+    std::vector<size_t> starts;
+    for (size_t s = 0; s < n; s += cs) {
+      std::vector<P> chunk(std::make_move_iterator(all.begin() + s),
+                           std::make_move_iterator(all.begin() + std::min(n, s + cs)));
+      chunks.emplace_back();
+      detail::encode_chunk_items(chunks.back(), chunk);
+      starts.push_back(s);
+    }
+    auto st = std::make_shared<detail::MapState<V>>();
+    st->pool = core_;
+    auto job = std::make_shared<detail::MapJob<R, OnOk, OnErr>>(st, std::move(chunks), std::move(starts),
+                                                                n, std::move(cb), options.progress);
+    job->code_bytes = detail::chunk_code_bytes<F, ArgsTuple, kStar>(f);
+    if (n) core_->submit(job);
+    return MapResult<R>(st);
+  }
+
+  template <class F, class Range>
+  auto submit_imap(F f, Range&& items, MapOptions options, bool ordered) {
+    using Elem = std::ranges::range_reference_t<Range>;
+    using ArgsTuple = detail::task_args_t<F, Elem>;
+    static_assert(std::tuple_size_v<ArgsTuple> == 1,
+                  "imap's task must take exactly one argument; use starmap for several");
+    using P = std::tuple_element_t<0, ArgsTuple>;
+    using R = detail::task_result_t<F, ArgsTuple>;
+    detail::require_transferable<P>();
+    if constexpr (!std::is_void_v<R>) detail::require_transferable<R>();
+    std::optional<size_t> total;
+    if constexpr (std::ranges::sized_range<Range>) total = std::ranges::size(items);
+    // The range is kept (a reference to an lvalue range: keep it alive while iterating) and read
+    // only when the pool has room for another chunk.
+    using View = std::views::all_t<Range>;
+    struct Input {
+      View view;
+      std::ranges::iterator_t<View> it;
+      bool started = false;
+    };
+    auto input = std::make_shared<Input>(Input{std::views::all(std::forward<Range>(items)), {}, false});
+    size_t cs = options.chunksize ? options.chunksize : 1;
+    auto source = [input, cs](std::string& out) -> size_t {
+      if (!input->started) {
+        input->it = std::ranges::begin(input->view);
+        input->started = true;
+      }
+      std::vector<P> chunk;
+      while (chunk.size() < cs && input->it != std::ranges::end(input->view)) {
+        chunk.emplace_back(*input->it);
+        ++input->it;
+      }
+      if (!chunk.empty()) detail::encode_chunk_items(out, chunk);
+      return chunk.size();
+    };
+    size_t window = 2 * static_cast<size_t>(processes()) + 2;
+    auto job = std::make_shared<detail::IMapJob<R>>(std::move(source), ordered, cs, window, total,
+                                                    options.progress);
+    job->code_bytes = detail::chunk_code_bytes<F, ArgsTuple, false>(f);
+    core_->submit(job);
+    return IMapResult<R>(job, core_);
+  }
+
+  std::shared_ptr<detail::PoolCore> core_;
+};
+
+}  // namespace multiproc

@@ -1,0 +1,449 @@
+#include <multiproc/detail/ordered_queue_core.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+
+#include <multiproc/errors.hpp>
+
+namespace multiproc::detail {
+namespace {
+
+constexpr uint64_t align8(uint64_t n) {
+  return (n + 7) & ~uint64_t{7};
+}
+
+// Sizes beyond this are refused before any arithmetic can overflow.
+constexpr uint64_t kMaxStoreBytes = uint64_t{1} << 46;
+
+uint64_t next_pow2(uint64_t n) {
+  uint64_t p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+uint64_t round_up(uint64_t n, uint64_t to) {
+  return (n + to - 1) / to * to;
+}
+
+void copy_name(char* dst, const std::string& name) {
+  std::memset(dst, 0, kMaxSegmentName);
+  std::memcpy(dst, name.data(), std::min(name.size(), kMaxSegmentName - 1));
+}
+
+std::string read_name(const char* src) {
+  return std::string(src, strnlen(src, kMaxSegmentName));
+}
+
+// Keeps the compiler from moving memory accesses across a step of a transaction. A process can
+// be killed between any two instructions; what the next lock owner finds is exactly the stores
+// made before that instant, so program order is what the undo protocol relies on.
+inline void step() {
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+}
+
+// Called when the last handle anywhere goes: remove the stores (a crashed switch may have left
+// a second one behind).
+void finalize_ordered_queue(Segment& seg) {
+  auto* q = static_cast<OrderedQueueData*>(seg.payload());
+  for (auto& name : q->store_name)
+    if (name[0]) unlink_segment(read_name(name));
+}
+
+[[maybe_unused]] const bool g_finalizer_registered =
+    (register_segment_finalizer(SegmentKind::ordered_queue, finalize_ordered_queue), true);
+
+const char* order_name(uint32_t order) {
+  return order == static_cast<uint32_t>(QueueOrder::lifo)       ? "LifoQueue"
+         : order == static_cast<uint32_t>(QueueOrder::priority) ? "PriorityQueue"
+                                                                : "unknown queue";
+}
+
+}  // namespace
+
+// ---- creation -----------------------------------------------------------------------------------
+
+std::shared_ptr<OrderedQueueCore> OrderedQueueCore::create(QueueOrder order, uint64_t maxsize) {
+  auto seg = Segment::create(SegmentKind::ordered_queue, sizeof(OrderedQueueData), true);
+  auto* q = new (seg->payload()) OrderedQueueData{};
+  q->layout_version = kOrderedQueueLayoutVersion;
+  q->order = static_cast<uint32_t>(order);
+  q->maxsize = maxsize;
+  std::shared_ptr<OrderedQueueCore> core(new OrderedQueueCore(std::move(seg)));
+  // The first store: generation 0 names nothing, so this makes store 1. No other process can
+  // see the queue yet, so the lock is not needed.
+  core->rebuild(0, 0);
+  return core;
+}
+
+std::shared_ptr<OrderedQueueCore> OrderedQueueCore::attach(const std::string& name,
+                                                           QueueOrder order) {
+  auto seg = Segment::attach(name, SegmentKind::ordered_queue, true, true);
+  auto* q = static_cast<OrderedQueueData*>(seg->payload());
+  if (seg->payload_size() < sizeof(OrderedQueueData) ||
+      q->layout_version != kOrderedQueueLayoutVersion)
+    throw ProcessError("queue " + name + " was made by an incompatible multiproc version");
+  if (q->order != static_cast<uint32_t>(order))
+    throw ProcessError("queue " + name + " is a " + order_name(q->order) + ", not a " +
+                       order_name(static_cast<uint32_t>(order)));
+  return std::shared_ptr<OrderedQueueCore>(new OrderedQueueCore(std::move(seg)));
+}
+
+OrderedQueueCore::OrderedQueueCore(std::shared_ptr<Segment> seg)
+    : seg_(std::move(seg)),
+      q_(static_cast<OrderedQueueData*>(seg_->payload())),
+      order_(static_cast<QueueOrder>(q_->order)) {}
+
+OrderedQueueCore::~OrderedQueueCore() = default;
+
+// ---- the lock, and the repair a takeover needs --------------------------------------------------
+
+void OrderedQueueCore::lock() {
+  robust_lock(q_->lock);
+  try {
+    refresh_store();
+    // An open transaction means its owner died (robust_lock said acquired_owner_died, now or
+    // to a repairer that died too): undo it. The log is left intact until the undo is done, so
+    // a repair cut short is simply done again.
+    if (q_->undo.active.load(std::memory_order_acquire)) rollback();
+  } catch (...) {
+    robust_unlock(q_->lock);
+    throw;
+  }
+}
+
+void OrderedQueueCore::unlock() {
+  robust_unlock(q_->lock);  // a full barrier: orders our stores before the waiter checks
+}
+
+void OrderedQueueCore::refresh_store() {
+  uint64_t gen = q_->store_gen.load(std::memory_order_acquire);
+  if (gen == store_.gen && store_.h) return;
+  StoreView v;
+  v.seg = Segment::attach(read_name(q_->store_name[gen & 1]), SegmentKind::blob, false, false);
+  auto* base = static_cast<char*>(v.seg->payload());
+  v.h = reinterpret_cast<StoreHeader*>(base);
+  if (v.seg->payload_size() < sizeof(StoreHeader) || v.h->magic != kStoreMagic ||
+      v.h->layout_version != kOrderedQueueLayoutVersion ||
+      v.h->arena_offset + v.h->arena_capacity > v.seg->payload_size())
+    throw ProcessError("queue store " + v.seg->name() + " is damaged or of another version");
+  v.index = reinterpret_cast<StoreEntry*>(base + sizeof(StoreHeader));
+  v.arena = base + v.h->arena_offset;
+  v.gen = gen;
+  store_ = std::move(v);
+}
+
+// ---- transactions -------------------------------------------------------------------------------
+
+void OrderedQueueCore::begin() {
+  auto& u = q_->undo;
+  u.count = q_->count.load(std::memory_order_relaxed);
+  u.used = store_.h->used;
+  u.live = store_.h->live;
+  u.len.store(0, std::memory_order_relaxed);
+  step();
+  u.active.store(1, std::memory_order_release);
+  step();
+}
+
+void OrderedQueueCore::write_slot(uint64_t slot, const StoreEntry& e) {
+  auto& u = q_->undo;
+  uint32_t k = u.len.load(std::memory_order_relaxed);
+  if (k >= kUndoCapacity) throw ProcessError("queue undo log overflow (corrupted heap?)");
+  u.rec[k].slot = slot;
+  u.rec[k].old = store_.index[slot];
+  step();
+  u.len.store(k + 1, std::memory_order_release);  // the record counts from here
+  step();
+  store_.index[slot] = e;
+}
+
+void OrderedQueueCore::commit() {
+  step();
+  q_->undo.active.store(0, std::memory_order_release);  // the commit
+  step();
+}
+
+void OrderedQueueCore::rollback() {
+  auto& u = q_->undo;
+  uint32_t len = std::min(u.len.load(std::memory_order_acquire), kUndoCapacity);
+  for (uint32_t i = len; i-- > 0;)
+    if (u.rec[i].slot < store_.h->index_capacity) store_.index[u.rec[i].slot] = u.rec[i].old;
+  store_.h->used = u.used;
+  store_.h->live = u.live;
+  q_->count.store(u.count, std::memory_order_seq_cst);
+  step();
+  u.active.store(0, std::memory_order_release);
+  step();
+}
+
+// ---- storage ------------------------------------------------------------------------------------
+
+void OrderedQueueCore::ensure_room(uint64_t aligned_size) {
+  const uint64_t n = q_->count.load(std::memory_order_relaxed);
+  StoreHeader* h = store_.h;
+  if (n < h->index_capacity && h->arena_capacity - h->used >= aligned_size) return;
+  rebuild(n + 1, h->live + aligned_size);
+}
+
+void OrderedQueueCore::rebuild(uint64_t min_entries, uint64_t min_bytes) {
+  if (min_bytes > kMaxStoreBytes || min_entries > kMaxStoreBytes / sizeof(StoreEntry))
+    throw ProcessError("queue item too large: " + std::to_string(min_bytes) +
+                       " bytes of queue storage needed");
+  const uint64_t entries = std::max(kMinStoreEntries, next_pow2(2 * min_entries));
+  const uint64_t arena = std::max(kMinStoreArena, round_up(2 * min_bytes, 64 * 1024));
+  const uint64_t arena_offset = sizeof(StoreHeader) + entries * sizeof(StoreEntry);
+
+  // Whatever a crashed switch (or the store before last) left in the slot we reuse goes first.
+  const uint64_t gen = store_.h ? store_.gen : q_->store_gen.load(std::memory_order_relaxed);
+  char* slot = q_->store_name[(gen + 1) & 1];
+  if (slot[0]) {
+    unlink_segment(read_name(slot));
+    std::memset(slot, 0, kMaxSegmentName);
+  }
+  auto seg = Segment::create(SegmentKind::blob, arena_offset + arena, false);  // may throw
+  copy_name(slot, seg->name());
+
+  StoreView v;
+  v.seg = std::move(seg);
+  auto* base = static_cast<char*>(v.seg->payload());
+  v.h = new (base) StoreHeader{};
+  v.h->magic = kStoreMagic;
+  v.h->layout_version = kOrderedQueueLayoutVersion;
+  v.h->index_capacity = entries;
+  v.h->arena_capacity = arena;
+  v.h->arena_offset = arena_offset;
+  v.index = reinterpret_cast<StoreEntry*>(base + sizeof(StoreHeader));
+  v.arena = base + arena_offset;
+  v.gen = gen + 1;
+  // Copy the live items in index order (for a LIFO queue that keeps the top item last in the
+  // arena, so that pops keep giving space back).
+  uint64_t pos = 0;
+  const uint64_t n = store_.h ? q_->count.load(std::memory_order_relaxed) : 0;
+  for (uint64_t i = 0; i < n; ++i) {
+    StoreEntry e = store_.index[i];
+    if (!e.is_inline()) {
+      std::memcpy(v.arena + pos, store_.arena + e.offset(), e.size);
+      e.set_offset(pos);
+      pos += align8(e.size);
+    }
+    v.index[i] = e;
+  }
+  v.h->used = pos;
+  v.h->live = pos;
+  step();
+  q_->store_gen.store(gen + 1, std::memory_order_release);  // the commit
+  step();
+
+  StoreView old = std::move(store_);
+  store_ = std::move(v);
+  if (old.seg) {
+    old.seg->unlink();
+    std::memset(q_->store_name[gen & 1], 0, kMaxSegmentName);
+  }
+}
+
+// ---- the index: a stack or a binary heap --------------------------------------------------------
+
+void OrderedQueueCore::push(const StoreEntry& e, const OrderOps* ops) {
+  const uint64_t n = q_->count.load(std::memory_order_relaxed);
+  if (order_ == QueueOrder::lifo) {
+    store_.index[n] = e;  // beyond the count: no record needed
+  } else {
+    ops->decode(ops->ctx, 0, item(e), e.size);
+    uint64_t pos = n;
+    while (pos > 0) {
+      const uint64_t parent = (pos - 1) / 2;
+      const StoreEntry pe = store_.index[parent];
+      ops->decode(ops->ctx, 1, item(pe), pe.size);
+      if (!ops->before(ops->ctx, 0, 1)) break;
+      write_slot(pos, pe);
+      pos = parent;
+    }
+    write_slot(pos, e);
+  }
+  q_->count.store(n + 1, std::memory_order_seq_cst);
+}
+
+void OrderedQueueCore::pop_top(const OrderOps* ops) {
+  const uint64_t n = q_->count.load(std::memory_order_relaxed);
+  const uint64_t m = n - 1;
+  StoreEntry top;
+  if (order_ == QueueOrder::lifo) {
+    top = store_.index[m];
+  } else {
+    top = store_.index[0];
+    if (m > 0) {
+      const StoreEntry last = store_.index[m];
+      ops->decode(ops->ctx, 0, item(last), last.size);
+      uint64_t pos = 0;
+      for (;;) {
+        const uint64_t l = 2 * pos + 1;
+        if (l >= m) break;
+        uint64_t c = l;
+        int c_slot = 1;
+        ops->decode(ops->ctx, 1, item(store_.index[l]), store_.index[l].size);
+        if (l + 1 < m) {
+          ops->decode(ops->ctx, 2, item(store_.index[l + 1]), store_.index[l + 1].size);
+          if (ops->before(ops->ctx, 2, 1)) {
+            c = l + 1;
+            c_slot = 2;
+          }
+        }
+        if (!ops->before(ops->ctx, c_slot, 0)) break;
+        write_slot(pos, store_.index[c]);
+        pos = c;
+      }
+      write_slot(pos, last);
+    }
+  }
+  StoreHeader* h = store_.h;
+  if (m == 0) {
+    h->used = 0;
+    h->live = 0;
+  } else if (!top.is_inline()) {
+    const uint64_t asz = align8(top.size);
+    h->live -= asz;
+    if (top.offset() + asz == h->used) h->used = top.offset();  // the newest allocation
+  }
+  q_->count.store(m, std::memory_order_seq_cst);
+}
+
+// ---- producer side ------------------------------------------------------------------------------
+
+size_t OrderedQueueCore::put_locked(size_t first, size_t count, const size_t* sizes, size_t stride,
+                                    FillFn fill, void* ctx, const OrderOps* ops) {
+  size_t n = first;
+  for (; n < first + count; ++n) {
+    const uint64_t size = sizes[n * stride];
+    if (size > kMaxStoreBytes) throw ProcessError("queue item too large");
+    StoreEntry e{};
+    e.size = size;
+    const uint64_t asz = e.is_inline() ? 0 : align8(size);
+    ensure_room(asz);
+    StoreHeader* h = store_.h;
+    if (e.is_inline()) {
+      fill(ctx, n, e.data);
+    } else {
+      e.set_offset(h->used);
+      fill(ctx, n, store_.arena + h->used);  // free space: no entry refers to it yet
+    }
+    begin();
+    try {
+      h->used += asz;
+      h->live += asz;
+      push(e, ops);
+    } catch (...) {
+      rollback();
+      throw;
+    }
+    commit();
+  }
+  return n - first;
+}
+
+size_t OrderedQueueCore::put(size_t count, const size_t* sizes, size_t stride, FillFn fill,
+                             void* ctx, const OrderOps* ops, const Deadline& deadline) {
+  if (order_ == QueueOrder::priority && !ops)
+    throw ProcessError("PriorityQueue core used without an ordering");
+  size_t done = 0;
+  while (done < count) {
+    if (closed()) throw QueueClosed("put() on a closed queue");
+    const uint64_t maxsize = q_->maxsize;
+    if (maxsize) {
+      auto has_room = [&] {
+        return q_->count.load(std::memory_order_seq_cst) < maxsize || closed();
+      };
+      if (!has_room() && !wait_for(q_->not_full, has_room, deadline)) return done;
+      if (closed()) throw QueueClosed("put() on a closed queue");
+    }
+    lock();
+    size_t limit = std::min(count - done, kPutBatch);
+    if (maxsize) {
+      const uint64_t used = q_->count.load(std::memory_order_relaxed);
+      limit = used >= maxsize ? 0 : std::min<uint64_t>(limit, maxsize - used);
+    }
+    size_t n = 0;
+    try {
+      n = limit ? put_locked(done, limit, sizes, stride, fill, ctx, ops) : 0;
+    } catch (...) {
+      unlock();
+      q_->not_empty.notify_all();  // items before the failing one may be in
+      throw;
+    }
+    unlock();
+    if (n) q_->not_empty.notify(static_cast<int>(std::min<size_t>(n, 0x7fffffff)));
+    done += n;
+    if (done < count && n == 0 && deadline.expired()) return done;
+  }
+  return done;
+}
+
+// ---- consumer side ------------------------------------------------------------------------------
+
+size_t OrderedQueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx,
+                                    const OrderOps* ops) {
+  size_t delivered = 0;
+  while (delivered < max_items) {
+    const uint64_t n = q_->count.load(std::memory_order_relaxed);
+    if (n == 0) break;
+    const StoreEntry top = order_ == QueueOrder::lifo ? store_.index[n - 1] : store_.index[0];
+    // Copy first: if this process dies or deliver throws, nothing has changed yet.
+    deliver(ctx, item(top), top.size);
+    begin();
+    try {
+      pop_top(ops);
+    } catch (...) {
+      rollback();
+      throw;
+    }
+    commit();
+    ++delivered;
+  }
+  // An empty queue gives a store that a burst (or a huge item) made big back to the system.
+  if (q_->count.load(std::memory_order_relaxed) == 0 &&
+      store_.h->arena_offset + store_.h->arena_capacity > kShrinkStoreAbove) {
+    try {
+      rebuild(0, 0);
+    } catch (const ProcessError&) {
+      // No memory for the small store: keep the big one.
+    }
+  }
+  return delivered;
+}
+
+size_t OrderedQueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const OrderOps* ops,
+                             const Deadline& deadline) {
+  if (max_items == 0) return 0;
+  if (order_ == QueueOrder::priority && !ops)
+    throw ProcessError("PriorityQueue core used without an ordering");
+  auto available = [&] { return q_->count.load(std::memory_order_seq_cst) > 0 || closed(); };
+  for (;;) {
+    if (available()) {
+      lock();
+      size_t n;
+      try {
+        n = get_locked(max_items, deliver, ctx, ops);
+      } catch (...) {
+        unlock();
+        throw;
+      }
+      unlock();
+      if (n) {
+        q_->not_full.notify(static_cast<int>(std::min<size_t>(n, 0x7fffffff)));
+        return n;
+      }
+      if (closed() && qsize() == 0) throw QueueClosed("get() on a closed queue with no items left");
+    }
+    if (deadline.expired() && !available()) return 0;
+    if (!wait_for(q_->not_empty, available, deadline)) return 0;
+  }
+}
+
+void OrderedQueueCore::close() {
+  q_->closed.store(1, std::memory_order_seq_cst);
+  q_->not_empty.notify_all();
+  q_->not_full.notify_all();
+}
+
+}  // namespace multiproc::detail

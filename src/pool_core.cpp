@@ -1,0 +1,528 @@
+#include <multiproc/detail/pool_core.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <multiproc/detail/child.hpp>
+#include <multiproc/errors.hpp>
+#include <multiproc/serialization.hpp>
+#include "children.hpp"
+
+namespace multiproc::detail {
+namespace {
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string describe_exit(pid_t pid, int exitcode) {
+  std::string s = "pool worker " + std::to_string(pid);
+  if (exitcode < 0) {
+    const char* name = sigabbrev_np(-exitcode);
+    s += " was killed by signal " + std::to_string(-exitcode) + (name ? std::string(" (SIG") + name + ")" : "");
+  } else {
+    s += " exited with code " + std::to_string(exitcode);
+  }
+  return s + " while running this task; the pool started a replacement";
+}
+
+struct Message {
+  size_t offset, size;
+};
+struct MessageBuffer {
+  std::string bytes;
+  std::vector<Message> messages;
+};
+void collect_message(void* ctx, const char* src, size_t size) {
+  auto* b = static_cast<MessageBuffer*>(ctx);
+  b->messages.push_back({b->bytes.size(), size});
+  b->bytes.append(src, size);
+}
+
+// Puts the concatenated messages `batch` (sizes[i] bytes each) in one go.
+void put_messages(QueueCore& q, const std::string& batch, const std::vector<size_t>& sizes) {
+  if (sizes.empty()) return;
+  struct Ctx {
+    const char* base;
+    std::vector<size_t> offsets;
+    const std::vector<size_t>* sizes;
+  } ctx{batch.data(), {}, &sizes};
+  ctx.offsets.reserve(sizes.size());
+  size_t off = 0;
+  for (size_t s : sizes) {
+    ctx.offsets.push_back(off);
+    off += s;
+  }
+  q.put(sizes.size(), sizes.data(), 1,
+        [](void* c, size_t i, char* dst) {
+          auto* x = static_cast<Ctx*>(c);
+          std::memcpy(dst, x->base + x->offsets[i], (*x->sizes)[i]);
+        },
+        &ctx, Deadline::never());
+}
+
+// How long a foreground waiter leaves the pump to the background thread after it is done: a
+// caller in a get() loop keeps the pump without a hand-off each time.
+constexpr int64_t kForegroundGraceNs = 2'000'000;
+constexpr unsigned kMaxInitFailures = 20;
+
+}  // namespace
+
+PoolCore::PoolCore(PoolConfig config) : config_(std::move(config)) {
+  if (config_.processes == 0) config_.processes = cpu_count();
+  if (config_.processes > 1024) throw ProcessError("Pool: at most 1024 processes");
+}
+
+void PoolCore::start() {
+  seg_ = Segment::create(SegmentKind::pool, sizeof(PoolData), true);
+  data_ = new (seg_->payload()) PoolData{};
+  data_->processes = config_.processes;
+  tasks_ = QueueCore::create(0);
+  results_ = QueueCore::create(0);
+  slots_.resize(kTaskSlots);
+  free_slots_.reserve(kTaskSlots);
+  for (uint32_t i = kTaskSlots; i-- > 0;) free_slots_.push_back(i);
+  event_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  {
+    std::lock_guard lk(mu_);
+    for (uint32_t i = 0; i < config_.processes; ++i) start_worker_locked(i);
+  }
+  note_internal_thread(+2);
+  monitor_ = std::thread([this] { monitor_loop(); });
+  pump_thread_ = std::thread([this] { pump_loop(); });
+}
+
+PoolCore::~PoolCore() {
+  if (state_.load() != State::terminated) {
+    try {
+      terminate();
+    } catch (...) {
+    }
+  }
+  if (event_fd_ >= 0) ::close(event_fd_);
+  // The pool's queues and table are private to it: remove them even if a killed worker never
+  // released its reference.
+  if (tasks_) tasks_->destroy();
+  if (results_) results_->destroy();
+  if (seg_) seg_->unlink();
+}
+
+void PoolCore::start_worker_locked(uint32_t index) {
+  WorkerArgs args;
+  args.pool_segment = seg_->name();
+  args.task_queue = tasks_->name();
+  args.result_queue = results_->name();
+  args.index = index;
+  args.maxtasks = config_.maxtasksperchild;
+  args.has_initializer = config_.has_initializer;
+  args.initializer = config_.initializer;
+  args.initializer_args = config_.initializer_args;
+  ChildPayload payload;
+  payload.code = make_task_code<decltype(&pool_worker_main), WorkerArgs>();
+  set_task_function(payload.code, &pool_worker_main);
+  encode_task_args<decltype(&pool_worker_main)>(payload.args, args);
+  payload.name = "PoolWorker-" + std::to_string(index + 1);
+  payload.start_method = static_cast<uint8_t>(config_.method);
+  payload.start_method_set = 1;
+  std::string bytes;
+  dump(bytes, payload);
+  data_->workers[index].exit_reason.store(static_cast<uint32_t>(WorkerExit::running));
+  check_can_start_processes(config_.method);
+  note_process_started();
+  std::shared_ptr<Popen> popen = launch(config_.method, bytes);
+  data_->workers[index].pid.store(static_cast<uint32_t>(popen->pid()));
+  workers_.push_back({std::move(popen), index});
+  if (event_fd_ >= 0) {
+    uint64_t one = 1;
+    (void)!::write(event_fd_, &one, sizeof one);  // the monitor rebuilds its poll set
+  }
+}
+
+std::vector<pid_t> PoolCore::worker_pids() const {
+  std::lock_guard lk(mu_);
+  std::vector<pid_t> pids;
+  for (auto& w : workers_) pids.push_back(w.popen->pid());
+  return pids;
+}
+
+// ---- dispatch ----------------------------------------------------------------------------------
+
+void PoolCore::submit(std::shared_ptr<JobBase> job) {
+  {
+    std::lock_guard lk(mu_);
+    if (broken_) std::rethrow_exception(broken_);
+    if (state_.load() != State::running)
+      throw ProcessError("Pool not running: close() or terminate() was called");
+    feeding_.push_back(std::move(job));
+  }
+  feed();
+}
+
+void PoolCore::feed() {
+  std::lock_guard feeding(feed_mu_);
+  std::string batch;
+  std::vector<size_t> sizes;
+  std::vector<std::pair<std::shared_ptr<JobBase>, std::exception_ptr>> input_errors;
+  for (;;) {
+    std::shared_ptr<JobBase> job;
+    uint32_t slot = 0, gen = 0;
+    {
+      std::lock_guard lk(mu_);
+      if (state_.load() == State::terminated) return;
+      while (!feeding_.empty() && feeding_.front()->exhausted) feeding_.pop_front();
+      if (feeding_.empty()) {
+        if (state_.load() == State::closed && !sentinels_sent_) {
+          sentinels_sent_ = true;
+          put_stop_sentinels_locked(config_.processes);
+        }
+        break;
+      }
+      if (free_slots_.empty()) break;
+      // Round robin over jobs that want more; a job that does not is skipped for now.
+      size_t tries = feeding_.size();
+      while (tries-- && !feeding_.front()->wants_more()) {
+        feeding_.push_back(feeding_.front());
+        feeding_.pop_front();
+      }
+      if (!feeding_.front()->wants_more()) break;
+      job = feeding_.front();
+      slot = free_slots_.back();
+      free_slots_.pop_back();
+      gen = (slot_gen(data_->slots[slot].load()) + 1) & 0xffffff;
+    }
+    TaskHeader h{slot, gen, static_cast<uint32_t>(TaskKind::task),
+                 static_cast<uint32_t>(job->code_bytes.size())};
+    std::string msg(reinterpret_cast<const char*>(&h), sizeof h);
+    msg += job->code_bytes;
+    uint32_t chunk = 0;
+    bool more = false;
+    std::exception_ptr input_error;
+    try {
+      more = job->next_chunk(msg, chunk);
+    } catch (...) {
+      input_error = std::current_exception();
+    }
+    std::lock_guard lk(mu_);
+    if (!more) {
+      free_slots_.push_back(slot);
+      job->exhausted = true;
+      if (input_error) input_errors.push_back({job, input_error});
+      continue;
+    }
+    data_->slots[slot].store(slot_word(gen, SlotState::queued, 0), std::memory_order_release);
+    slots_[slot] = {job, chunk, gen};
+    sizes.push_back(msg.size());
+    batch += msg;
+    if (batch.size() > (1u << 20)) {  // keep workers busy while a long input is encoded
+      put_messages(*tasks_, batch, sizes);
+      batch.clear();
+      sizes.clear();
+    }
+  }
+  put_messages(*tasks_, batch, sizes);
+  for (auto& [job, error] : input_errors) job->input_failed(error);
+}
+
+void PoolCore::put_stop_sentinels_locked(unsigned count) {
+  for (unsigned i = 0; i < count; ++i) {
+    TaskHeader h{0, 0, static_cast<uint32_t>(TaskKind::stop), 0};
+    size_t size = sizeof h;
+    tasks_->put(1, &size, 0, [](void* c, size_t, char* dst) { std::memcpy(dst, c, sizeof(TaskHeader)); },
+                &h, Deadline::never());
+  }
+}
+
+// ---- results -----------------------------------------------------------------------------------
+
+size_t PoolCore::pump_once(const Deadline& deadline, bool spin,
+                           const std::atomic<uint32_t>* interrupt) {
+  MessageBuffer buf;
+  size_t n = results_->get(1024, &collect_message, &buf, deadline, spin, interrupt);
+  for (auto& m : buf.messages) handle_result(buf.bytes.data() + m.offset, m.size);
+  if (n) feed();
+  return n;
+}
+
+void PoolCore::handle_result(const char* p, size_t n) {
+  if (n < sizeof(ResultHeader)) return;
+  ResultHeader h;
+  std::memcpy(&h, p, sizeof h);
+  const char* payload = p + sizeof h;
+  size_t size = n - sizeof h;
+  switch (static_cast<ResultKind>(h.kind)) {
+    case ResultKind::worker_died:
+      handle_worker_died(h.pid, h.exitcode);
+      return;
+    case ResultKind::init_failed: {
+      std::lock_guard lk(mu_);
+      init_failure_message_.assign(payload, size);
+      return;
+    }
+    case ResultKind::result:
+      break;
+  }
+  if (h.slot >= kTaskSlots) return;
+  std::shared_ptr<JobBase> job;
+  uint32_t chunk = 0;
+  {
+    std::lock_guard lk(mu_);
+    auto& w = data_->slots[h.slot];
+    uint64_t cur = w.load();
+    if (slot_gen(cur) != h.gen || slot_state(cur) != SlotState::taken) return;  // already failed
+    if (!w.compare_exchange_strong(cur, slot_word(h.gen, SlotState::done, 0))) return;
+    job = std::move(slots_[h.slot].job);
+    chunk = slots_[h.slot].chunk;
+    free_slots_.push_back(h.slot);
+  }
+  job->chunk_done(chunk, payload, size);
+}
+
+void PoolCore::handle_worker_died(pid_t pid, int exitcode) {
+  std::vector<std::pair<std::shared_ptr<JobBase>, uint32_t>> lost;
+  {
+    std::lock_guard lk(mu_);
+    for (uint32_t i = 0; i < kTaskSlots; ++i) {
+      if (!slots_[i].job) continue;
+      auto& w = data_->slots[i];
+      uint64_t cur = w.load();
+      if (slot_state(cur) != SlotState::taken || slot_pid(cur) != static_cast<uint32_t>(pid))
+        continue;
+      if (!w.compare_exchange_strong(cur, slot_word(slot_gen(cur), SlotState::failed, 0))) continue;
+      lost.push_back({std::move(slots_[i].job), slots_[i].chunk});
+      free_slots_.push_back(i);
+    }
+  }
+  for (auto& [job, chunk] : lost)
+    job->chunk_failed(chunk, std::make_exception_ptr(WorkerLost(pid, exitcode, describe_exit(pid, exitcode))));
+  if (!lost.empty()) feed();
+}
+
+bool PoolCore::wait_until(const std::function<bool()>& ready, const Deadline& deadline) {
+  if (ready()) return true;
+  foreground_waiters_.fetch_add(1);
+  results_->wake_getters();  // the pump thread lets go of the pump
+  bool ok = false;
+  for (;;) {
+    if (ready()) {
+      ok = true;
+      break;
+    }
+    if (deadline.expired()) break;
+    std::unique_lock pump(pump_mu_, std::try_to_lock);
+    if (pump.owns_lock()) {
+      Deadline slice{Deadline::Clock::now() + std::chrono::milliseconds(5)};
+      if (deadline.at && *deadline.at < *slice.at) slice = deadline;
+      pump_once(slice, true, nullptr);
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+  last_foreground_ns_.store(now_ns());
+  foreground_waiters_.fetch_sub(1);
+  return ok;
+}
+
+void PoolCore::pump_loop() {
+  while (!stopping_.load()) {
+    if (foreground_waiters_.load() > 0 || now_ns() - last_foreground_ns_.load() < kForegroundGraceNs) {
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+      continue;
+    }
+    std::unique_lock pump(pump_mu_, std::try_to_lock);
+    if (!pump.owns_lock()) {
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+      continue;
+    }
+    pump_once(Deadline{Deadline::Clock::now() + std::chrono::milliseconds(100)}, false,
+              &foreground_waiters_);
+  }
+}
+
+// ---- workers -----------------------------------------------------------------------------------
+
+void PoolCore::monitor_loop() {
+  while (!stopping_.load()) {
+    std::vector<pollfd> fds;
+    std::vector<std::shared_ptr<Popen>> popens;
+    fds.push_back({event_fd_, POLLIN, 0});
+    {
+      std::lock_guard lk(mu_);
+      for (auto& w : workers_) {
+        fds.push_back({w.popen->sentinel(), POLLIN, 0});
+        popens.push_back(w.popen);
+      }
+    }
+    int r = ::poll(fds.data(), fds.size(), 1000);
+    if (r < 0 && errno != EINTR) break;
+    if (fds[0].revents) {
+      uint64_t v;
+      (void)!::read(event_fd_, &v, sizeof v);
+    }
+    for (size_t i = 1; i < fds.size(); ++i) {
+      if (!fds[i].revents) continue;
+      auto code = popens[i - 1]->poll();
+      if (!code) continue;
+      pid_t pid = popens[i - 1]->pid();
+      bool died = false;
+      bool init_failed = false;
+      {
+        std::lock_guard lk(mu_);
+        auto it = std::find_if(workers_.begin(), workers_.end(),
+                               [&](const Worker& w) { return w.popen == popens[i - 1]; });
+        if (it == workers_.end()) continue;
+        uint32_t index = it->index;
+        workers_.erase(it);
+        auto reason = static_cast<WorkerExit>(data_->workers[index].exit_reason.load());
+        died = reason == WorkerExit::running;
+        init_failed = reason == WorkerExit::init_failed;
+        if (init_failed) ++init_failures_;
+        if (reason == WorkerExit::recycled || reason == WorkerExit::running) init_failures_ = 0;
+        State st = state_.load();
+        bool replace = st != State::terminated && reason != WorkerExit::stopped;
+        if (init_failed && init_failures_ >= kMaxInitFailures) {
+          replace = false;
+          broken_ = std::make_exception_ptr(BrokenPool(
+              "Pool is broken: the worker initializer failed " + std::to_string(init_failures_) +
+              " times in a row: " + init_failure_message_));
+        }
+        if (replace) {
+          try {
+            start_worker_locked(index);
+          } catch (const std::exception& e) {
+            broken_ = std::make_exception_ptr(
+                BrokenPool(std::string("Pool is broken: cannot start a replacement worker: ") + e.what()));
+          }
+          // A worker that died after taking its stop sentinel leaves its replacement without one.
+          if (died && sentinels_sent_) put_stop_sentinels_locked(1);
+        }
+        workers_changed_.notify_all();
+      }
+      if (died) {
+        ResultHeader h{0, 0, static_cast<uint32_t>(ResultKind::worker_died), pid, *code, 0};
+        size_t size = sizeof h;
+        results_->put(1, &size, 0,
+                      [](void* c, size_t, char* dst) { std::memcpy(dst, c, sizeof(ResultHeader)); },
+                      &h, Deadline::never());
+      }
+      std::exception_ptr broken;
+      {
+        std::lock_guard lk(mu_);
+        broken = broken_;
+      }
+      if (broken) fail_everything(broken);
+    }
+  }
+}
+
+void PoolCore::fail_everything(std::exception_ptr error) {
+  std::vector<std::shared_ptr<JobBase>> jobs;
+  {
+    std::lock_guard lk(mu_);
+    for (uint32_t i = 0; i < kTaskSlots; ++i)
+      if (slots_[i].job) {
+        data_->slots[i].store(slot_word(slots_[i].gen, SlotState::failed, 0));
+        jobs.push_back(std::move(slots_[i].job));
+        free_slots_.push_back(i);
+      }
+    for (auto& j : feeding_) jobs.push_back(j);
+    feeding_.clear();
+  }
+  for (auto& j : jobs) j->abandon(error);
+}
+
+// ---- lifecycle ---------------------------------------------------------------------------------
+
+void PoolCore::close() {
+  {
+    std::lock_guard lk(mu_);
+    if (state_.load() == State::running) state_.store(State::closed);
+  }
+  feed();  // sends the stop sentinels once nothing is left to dispatch
+}
+
+void PoolCore::terminate() {
+  {
+    std::lock_guard lk(mu_);
+    if (state_.load() == State::terminated) return;
+    state_.store(State::terminated);
+  }
+  std::vector<std::shared_ptr<Popen>> popens;
+  {
+    std::lock_guard lk(mu_);
+    for (auto& w : workers_) popens.push_back(w.popen);
+  }
+  for (auto& p : popens) p->send_signal(SIGTERM);
+  auto grace = Deadline{Deadline::Clock::now() + std::chrono::milliseconds(200)};
+  for (auto& p : popens)
+    if (!p->wait(grace)) p->send_signal(SIGKILL);
+  for (auto& p : popens) p->wait(Deadline::never());
+  stopping_.store(true);
+  if (event_fd_ >= 0) {
+    uint64_t one = 1;
+    (void)!::write(event_fd_, &one, sizeof one);
+  }
+  results_->wake_getters();
+  foreground_waiters_.fetch_add(1);  // makes the pump thread's wait return
+  results_->wake_getters();
+  if (monitor_.joinable()) monitor_.join();
+  if (pump_thread_.joinable()) pump_thread_.join();
+  foreground_waiters_.fetch_sub(1);
+  note_internal_thread(-2);
+  {
+    std::lock_guard lk(mu_);
+    workers_.clear();
+  }
+  fail_everything(std::make_exception_ptr(BrokenPool("Pool terminated before the task completed")));
+  workers_changed_.notify_all();
+}
+
+bool PoolCore::join(const Deadline& deadline) {
+  if (state_.load() == State::running)
+    throw ProcessError("Pool::join(): call close() or terminate() first");
+  if (state_.load() == State::closed) {
+    // Workers leave once they take their stop sentinel, after every task; results meanwhile
+    // are processed here.
+    bool done = wait_until(
+        [&] {
+          std::lock_guard lk(mu_);
+          return workers_.empty() || broken_ != nullptr;
+        },
+        deadline);
+    if (!done) return false;
+    std::exception_ptr broken;
+    {
+      std::lock_guard lk(mu_);
+      broken = broken_;
+    }
+    // Drain results the last workers sent before leaving.
+    {
+      std::lock_guard pump(pump_mu_);
+      while (pump_once(Deadline::now(), false, nullptr) > 0) {
+      }
+    }
+    if (broken) terminate();
+    else {
+      stopping_.store(true);
+      uint64_t one = 1;
+      (void)!::write(event_fd_, &one, sizeof one);
+      foreground_waiters_.fetch_add(1);
+      results_->wake_getters();
+      if (monitor_.joinable()) monitor_.join();
+      if (pump_thread_.joinable()) pump_thread_.join();
+      foreground_waiters_.fetch_sub(1);
+      note_internal_thread(-2);
+      state_.store(State::terminated);
+    }
+    return true;
+  }
+  return true;
+}
+
+}  // namespace multiproc::detail
