@@ -53,7 +53,20 @@ cmd_test() {
   echo "== build with AddressSanitizer + UndefinedBehaviorSanitizer and ctest"
   build build/asan Debug -DMULTIPROC_SANITIZE=address,undefined -DMULTIPROC_BUILD_BENCH=OFF
   (cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-     ctest --output-on-failure -j "$JOBS" --timeout 600 -LE no-sanitizer)
+     ctest --output-on-failure -j "$JOBS" --timeout 600 -LE 'no-sanitizer|example')
+  check_shm_clean
+}
+
+# Nothing the suite created may outlive it in /dev/shm (the resource tracker removes what
+# SIGKILLed children left behind once the last process of each test is gone).
+check_shm_clean() {
+  for _ in $(seq 100); do
+    ls /dev/shm | grep -q "^${MULTIPROC_SHM_PREFIX}" || { echo "== /dev/shm: nothing left behind"; return 0; }
+    sleep 0.1
+  done
+  echo "== /dev/shm: left behind by the test suite:"; ls /dev/shm | grep "^${MULTIPROC_SHM_PREFIX}" | head
+  ls /dev/shm | grep "^${MULTIPROC_SHM_PREFIX}" | while read -r f; do rm -f "/dev/shm/$f"; done
+  return 1
 }
 
 cmd_bench() {
