@@ -1,5 +1,6 @@
 // LifoQueue and PriorityQueue: Python's queue.LifoQueue / queue.PriorityQueue semantics with
 // Queue's surface, across processes under fork, spawn and forkserver, and a kill -9 stress test.
+#include <cstdlib>
 #include <dirent.h>
 #include <unistd.h>
 #include <algorithm>
@@ -33,7 +34,9 @@ std::vector<int64_t> shuffled(int64_t n, unsigned seed) {
 
 // Segments in /dev/shm created by this process (names start with "mp<pid>_").
 int own_segments() {
-  std::string prefix = "mp" + std::to_string(getpid()) + "_";
+  // Segment names are "/<prefix><pid>_..." where the prefix is MULTIPROC_SHM_PREFIX or "mp".
+  const char* env = std::getenv("MULTIPROC_SHM_PREFIX");
+  std::string prefix = std::string(env && *env ? env : "mp") + std::to_string(getpid()) + "_";
   int n = 0;
   if (DIR* d = opendir("/dev/shm")) {
     while (dirent* e = readdir(d))
