@@ -14,6 +14,7 @@
 #include <multiproc/detail/popen.hpp>
 #include <multiproc/detail/resource_tracker.hpp>
 #include <multiproc/errors.hpp>
+#include <multiproc/detail/child.hpp>
 #include "exit_status.hpp"
 #include "forkserver_protocol.hpp"
 #include "spawn_exec.hpp"
@@ -44,6 +45,7 @@ struct Client {
   socklen_t addr_len = 0;
   bool started = false;
   int alive_w = -1;
+  pid_t server = -1;  // ours when we started it; used to explain a server that died at once
 };
 Client& client() {
   static auto* c = new Client;
@@ -75,7 +77,7 @@ void start_server_locked(Client& c) {
   }
   int fds[3] = {lfd, alive[0], tracker_fd()};
   try {
-    spawn_self("forkserver", fds);
+    c.server = spawn_self("forkserver", fds);
   } catch (...) {
     ::close(lfd);
     ::close(alive[0]);
@@ -129,6 +131,22 @@ std::unique_ptr<Popen> launch_forkserver(const std::string& payload) {
   int32_t pid = -1;
   if (!read_exact(status[0], &pid, sizeof pid) || pid <= 0) {
     ::close(status[0]);
+    Client& c = client();
+    std::lock_guard lk(c.mu);
+    std::optional<int> code;
+    if (c.server > 0 && c.owner == getpid()) code = reap_nohang(c.server);
+    if (code) {
+      // The server is gone: start a new one next time.
+      c.started = false;
+      if (c.conn >= 0) ::close(c.conn);
+      c.conn = -1;
+      if (c.alive_w >= 0) ::close(c.alive_w);
+      c.alive_w = -1;
+      if (*code == kExitNoInit)
+        throw ProcessError("the fork server exited before serving: the program's main() must call "
+                           "multiproc::init(argc, argv) on its first line, before anything else runs");
+      throw ProcessError("the fork server exited (exit code " + std::to_string(*code) + ")");
+    }
     throw ProcessError("forkserver: the fork server could not start the child");
   }
   return std::make_unique<PopenForkServer>(pid, status[0]);

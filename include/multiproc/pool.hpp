@@ -385,18 +385,25 @@ class Pool {
       View view;
       std::ranges::iterator_t<View> it;
       bool started = false;
+      std::exception_ptr failed;  // raised after the items read before it have been sent
     };
-    auto input = std::make_shared<Input>(Input{std::views::all(std::forward<Range>(items)), {}, false});
+    auto input = std::make_shared<Input>(Input{std::views::all(std::forward<Range>(items)), {}, false, {}});
     size_t cs = options.chunksize ? options.chunksize : 1;
     auto source = [input, cs](std::string& out) -> size_t {
-      if (!input->started) {
-        input->it = std::ranges::begin(input->view);
-        input->started = true;
-      }
+      if (input->failed) std::rethrow_exception(std::exchange(input->failed, nullptr));
       std::vector<P> chunk;
-      while (chunk.size() < cs && input->it != std::ranges::end(input->view)) {
-        chunk.emplace_back(*input->it);
-        ++input->it;
+      try {
+        if (!input->started) {
+          input->it = std::ranges::begin(input->view);
+          input->started = true;
+        }
+        while (chunk.size() < cs && input->it != std::ranges::end(input->view)) {
+          chunk.emplace_back(*input->it);
+          ++input->it;
+        }
+      } catch (...) {
+        if (chunk.empty()) throw;
+        input->failed = std::current_exception();
       }
       if (!chunk.empty()) detail::encode_chunk_items(out, chunk);
       return chunk.size();

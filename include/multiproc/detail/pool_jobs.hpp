@@ -418,6 +418,7 @@ class IMapJob final : public JobBase {
     std::lock_guard lk(mu_);
     if (k == 0) {
       input_done_ = true;
+      if (progress_ && in_flight_ == 0) progress_->finish(done_items_);
       return false;
     }
     chunk = static_cast<uint32_t>(counts_.size());
@@ -486,6 +487,7 @@ class IMapJob final : public JobBase {
         input_error_ = nullptr;
         return Poll::item;
       }
+      if (progress_) progress_->finish(done_items_);
       return Poll::end;
     }
     return Poll::waiting;

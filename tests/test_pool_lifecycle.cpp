@@ -1,0 +1,130 @@
+// Pool lifetime and failure paths: input ranges that throw, the destructor, a failing
+// initializer (CPython's TestPoolNotLeakOnFailure), the progress bar; each under every start
+// method where a process is involved.
+#include <ranges>
+#include <stdexcept>
+#include <thread>
+
+#include "start_methods.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+int64_t inc(int64_t x) { return x + 1; }
+int slow(int x) {
+  std::this_thread::sleep_for(200ms);
+  return x;
+}
+void failing_init() { throw std::runtime_error("cannot initialise"); }
+
+// An input range whose iteration throws at element `at`, like a Python generator raising.
+struct ThrowingInput {
+  int64_t at;
+  struct iterator {
+    using value_type = int64_t;
+    using difference_type = std::ptrdiff_t;
+    int64_t i = 0;
+    int64_t at = 0;
+    int64_t operator*() const {
+      if (i == at) throw std::runtime_error("input failed at " + std::to_string(at));
+      return i;
+    }
+    iterator& operator++() {
+      ++i;
+      return *this;
+    }
+    void operator++(int) { ++i; }
+    bool operator==(const iterator& o) const { return i == o.i; }
+  };
+  iterator begin() const { return {0, at}; }
+  iterator end() const { return {1000000, at}; }
+};
+
+}  // namespace
+
+class PoolLifecycleTest : public StartMethodTest {
+ protected:
+  mp::PoolOptions options(unsigned n) const { return mp::PoolOptions{.processes = n, .context = ctx()}; }
+};
+
+TEST_P(PoolLifecycleTest, ImapInputThatThrowsSurfacesInPlace) {
+  mp::Pool pool(options(2));
+  auto it = pool.imap(inc, ThrowingInput{50}, 4);
+  for (int64_t i = 0; i < 50; ++i) ASSERT_EQ(it.next(30s), i + 1);
+  try {
+    it.next(30s);
+    FAIL() << "the input's exception did not surface";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "input failed at 50");
+  }
+  EXPECT_EQ(it.next(30s), std::nullopt);
+  EXPECT_EQ(pool.apply(inc, 1), 2);  // the pool is still usable
+}
+
+TEST_P(PoolLifecycleTest, MapInputThatThrowsReachesTheCaller) {
+  mp::Pool pool(options(2));
+  EXPECT_THROW(pool.map(inc, ThrowingInput{10}), std::runtime_error);
+  EXPECT_EQ(pool.map(inc, std::vector<int64_t>{1, 2}), (std::vector<int64_t>{2, 3}));
+}
+
+TEST_P(PoolLifecycleTest, DestructorTerminatesLikePythonsWith) {
+  mp::AsyncResult<int> pending;
+  std::vector<pid_t> pids;
+  {
+    mp::Pool pool(options(2));
+    pids = pool.worker_pids();
+    pending = pool.apply_async(slow, 1);
+  }  // ~Pool() = terminate(): the pending task fails, the workers are gone
+  EXPECT_THROW(pending.get(10s), mp::BrokenPool);
+  for (pid_t pid : pids) EXPECT_NE(::kill(pid, 0), 0) << "worker " << pid << " still exists";
+}
+
+TEST_P(PoolLifecycleTest, FailingInitializerBreaksThePoolWithoutLeaks) {
+  int fds = count_open_fds();
+  {
+    mp::Pool pool(mp::PoolOptions{.processes = 2, .initializer = failing_init, .context = ctx()});
+    auto r = pool.apply_async(inc, 1);
+    try {
+      r.get(120s);
+      FAIL() << "a pool whose initializer always fails ran a task";
+    } catch (const mp::BrokenPool& e) {
+      EXPECT_NE(std::string(e.what()).find("cannot initialise"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(pool.apply_async(inc, 1), mp::BrokenPool);
+  }
+  EXPECT_EQ(mp::active_children(), 0u);
+  EXPECT_LE(count_open_fds(), fds + 2);
+}
+
+TEST_P(PoolLifecycleTest, ProgressBarReportsOnStderr) {
+  mp::Pool pool(options(2));
+  testing::internal::CaptureStderr();
+  auto ys = pool.map(inc, std::vector<int64_t>(1000, 1), mp::MapOptions{.chunksize = 10, .progress = true});
+  std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(ys.size(), 1000u);
+  // Not a terminal here: plain lines, the last one complete.
+  EXPECT_NE(err.find("map: 100% |####################| 1000/1000"), std::string::npos) << err;
+  testing::internal::CaptureStderr();
+  size_t n = 0;
+  for (auto y : pool.imap(inc, std::views::iota(int64_t{0}, int64_t{300}), mp::MapOptions{.chunksize = 5, .progress = true})) {
+    (void)y;
+    ++n;
+  }
+  err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(n, 300u);
+  EXPECT_NE(err.find("imap: 100%"), std::string::npos) << err;
+  EXPECT_NE(err.find("300/300"), std::string::npos) << err;
+}
+
+MP_ALL_START_METHODS(PoolLifecycleTest);
+
+TEST(ProgressBar, RendersCountsRateAndEta) {
+  multiproc::detail::ProgressBar bar("imap", 200);
+  std::string line = bar.render(50);
+  EXPECT_NE(line.find("imap: 25% |#####"), std::string::npos) << line;
+  EXPECT_NE(line.find("50/200"), std::string::npos) << line;
+  EXPECT_NE(line.find("/s]"), std::string::npos) << line;
+  multiproc::detail::ProgressBar unknown("imap_unordered", 0);
+  EXPECT_EQ(unknown.render(7).rfind("imap_unordered: 7 [", 0), 0u) << unknown.render(7);
+}
