@@ -52,7 +52,7 @@ cmd_test() {
   (cd build/debug && ctest --output-on-failure -j "$JOBS" --timeout 600)
   echo "== build with AddressSanitizer + UndefinedBehaviorSanitizer and ctest"
   build build/asan Debug -DMULTIPROC_SANITIZE=address,undefined -DMULTIPROC_BUILD_BENCH=OFF
-  (cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+  (cd build/asan && ASAN_OPTIONS=detect_leaks=1:handle_segv=0:handle_abort=0:handle_sigbus=0 UBSAN_OPTIONS=print_stacktrace=1 \
      ctest --output-on-failure -j "$JOBS" --timeout 600 -LE 'no-sanitizer|example')
   check_shm_clean
 }

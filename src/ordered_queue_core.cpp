@@ -99,7 +99,7 @@ OrderedQueueCore::~OrderedQueueCore() = default;
 // ---- the lock, and the repair a takeover needs --------------------------------------------------
 
 void OrderedQueueCore::lock() {
-  robust_lock(q_->lock);
+  robust_lock_nonrecursive(q_->lock);
   try {
     refresh_store();
     // An open transaction means its owner died (robust_lock said acquired_owner_died, now or

@@ -111,7 +111,7 @@ QueueCore::~QueueCore() = default;
 // ---- locks, with the repair a takeover needs ------------------------------------------------
 
 void QueueCore::lock_put() {
-  if (robust_lock(q_->put_lock) == LockStatus::acquired_owner_died) {
+  if (robust_lock_nonrecursive(q_->put_lock) == LockStatus::acquired_owner_died) {
     refresh_put_ring();
     // The dead producer may have published its records but not yet their count.
     if (q_->put_intent_ring.load() == put_ring_.id &&
@@ -125,7 +125,7 @@ void QueueCore::lock_put() {
 }
 
 void QueueCore::lock_get() {
-  if (robust_lock(q_->get_lock) == LockStatus::acquired_owner_died) {
+  if (robust_lock_nonrecursive(q_->get_lock) == LockStatus::acquired_owner_died) {
     refresh_get_ring();
     if (q_->get_intent_ring.load() == get_ring_.id &&
         get_ring_.r->head.load() == q_->get_intent_head.load() &&

@@ -4,9 +4,13 @@
 # once the program has exited (the resource tracker removes what crashed processes left behind).
 set -u
 prefix="leak$$x"
-MULTIPROC_SHM_PREFIX=$prefix "$@" >/dev/null 2>&1
+log=$(mktemp)
+MULTIPROC_SHM_PREFIX=$prefix "$@" >"$log" 2>&1
 rc=$?
-if [ $rc -ne 0 ]; then echo "leak_check: the program failed (exit $rc)"; exit 1; fi
+if [ $rc -ne 0 ]; then
+  echo "leak_check: the program failed (exit $rc):"; tail -40 "$log"; rm -f "$log"; exit 1
+fi
+rm -f "$log"
 i=0
 while [ $i -lt 100 ]; do
   left=$(ls /dev/shm 2>/dev/null | grep "^$prefix" | head -5)

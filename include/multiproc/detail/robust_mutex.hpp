@@ -47,6 +47,20 @@ inline LockStatus robust_lock(RobustMutexData& m, const Deadline& deadline = Dea
   return robust_lock_slow(m, self, deadline);
 }
 
+// For code that never locks one mutex twice from a thread (queue internals): finding our own id
+// in the owner word can then only mean a dead owner whose id the kernel has given to us, so we
+// take the lock over instead of waiting for ourselves.
+inline LockStatus robust_lock_nonrecursive(RobustMutexData& m,
+                                           const Deadline& deadline = Deadline::never()) {
+  uint32_t self = current_tid();
+  if (m.owner.load(std::memory_order_acquire) == self) {
+    m.owner_deaths.fetch_add(1, std::memory_order_relaxed);
+    return LockStatus::acquired_owner_died;
+  }
+  if (robust_try_lock(m, self)) return LockStatus::acquired;
+  return robust_lock_slow(m, self, deadline);
+}
+
 inline void robust_unlock(RobustMutexData& m) {
   // exchange is a full barrier on x86: it orders the release before the waiters check.
   m.owner.exchange(0, std::memory_order_seq_cst);
