@@ -1,14 +1,14 @@
 // The child's side of every start method.
 #include <multiproc/detail/child.hpp>
 
+#include <cxxabi.h>
+#include <unistd.h>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <cxxabi.h>
 #include <exception>
 #include <iostream>
 #include <typeinfo>
-#include <unistd.h>
 
 #include <multiproc/detail/resource_tracker.hpp>
 #include <multiproc/detail/segment.hpp>

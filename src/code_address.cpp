@@ -68,8 +68,9 @@ CodeAddress encode_code_address(const void* address) {
   Dl_info info{};
   link_map* lm = nullptr;
   if (dladdr1(address, &info, reinterpret_cast<void**>(&lm), RTLD_DL_LINKMAP) == 0 || !lm)
-    throw ProcessError("cannot send this function to another process: its address is not in any "
-                       "loaded module");
+    throw ProcessError(
+        "cannot send this function to another process: its address is not in any "
+        "loaded module");
   CodeAddress code;
   uintptr_t a = reinterpret_cast<uintptr_t>(address);
   if (lm->l_addr == main_bias() && (lm->l_name == nullptr || lm->l_name[0] == 0)) {

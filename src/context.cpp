@@ -1,14 +1,14 @@
 #include <multiproc/context.hpp>
 
+#include <sched.h>
+#include <unistd.h>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <mutex>
-#include <sched.h>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include <multiproc/detail/child.hpp>
@@ -100,8 +100,12 @@ unsigned cpu_count() {
   return n > 0 ? static_cast<unsigned>(n) : 1U;
 }
 
-Context get_context() { return Context(get_start_method()); }
-Context get_context(StartMethod m) { return Context(m); }
+Context get_context() {
+  return Context(get_start_method());
+}
+Context get_context(StartMethod m) {
+  return Context(m);
+}
 
 namespace detail {
 
@@ -118,12 +122,15 @@ void check_can_start_processes(StartMethod m) {
     _exit(kExitNoInit);
   }
   if (m != StartMethod::fork && !initialized())
-    throw ProcessError(std::string("the '") + std::string(to_string(m)) +
-                       "' start method runs this program again in the child, which needs "
-                       "multiproc::init(argc, argv) as the first line of main(); it was not called");
+    throw ProcessError(
+        std::string("the '") + std::string(to_string(m)) +
+        "' start method runs this program again in the child, which needs "
+        "multiproc::init(argc, argv) as the first line of main(); it was not called");
 }
 
-void note_process_started() { g_process_started.store(true); }
+void note_process_started() {
+  g_process_started.store(true);
+}
 
 const std::string& saved_executable() {
   std::lock_guard lk(g_mu);

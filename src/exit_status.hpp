@@ -1,12 +1,12 @@
 // Internal helpers shared by the start methods.
 #pragma once
 
-#include <cerrno>
-#include <optional>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <cerrno>
+#include <optional>
 
 namespace multiproc::detail {
 
@@ -30,6 +30,8 @@ inline std::optional<int> reap_nohang(pid_t pid) {
 }
 
 // A descriptor that becomes readable when `pid` ends (Linux 5.3+).
-inline int open_pidfd(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+inline int open_pidfd(pid_t pid) {
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
 
 }  // namespace multiproc::detail

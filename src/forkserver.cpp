@@ -2,15 +2,15 @@
 // main() does anything, so it is single-threaded and holds no locks: forking from it is safe.
 #include "forkserver.hpp"
 
-#include <cerrno>
-#include <csignal>
-#include <map>
 #include <poll.h>
-#include <string>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <cerrno>
+#include <csignal>
+#include <map>
+#include <string>
 #include <vector>
 
 #include <multiproc/detail/child.hpp>

@@ -4,12 +4,12 @@
 //   on the status socket, server to client: i32 pid once forked, then i32 exit code when reaped.
 #pragma once
 
+#include <sys/socket.h>
+#include <unistd.h>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <string>
-#include <sys/socket.h>
-#include <unistd.h>
 
 namespace multiproc::detail {
 

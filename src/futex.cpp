@@ -1,11 +1,11 @@
 #include <multiproc/detail/futex.hpp>
 
-#include <cerrno>
-#include <ctime>
 #include <linux/futex.h>
 #include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <cerrno>
+#include <ctime>
 
 namespace multiproc::detail {
 
@@ -14,8 +14,7 @@ bool futex_wait(std::atomic<uint32_t>* word, uint32_t expected, const Deadline& 
   timespec ts{};
   timespec* tsp = nullptr;
   if (deadline.at) {
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                  deadline.at->time_since_epoch())
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.at->time_since_epoch())
                   .count();
     ts.tv_sec = ns / 1000000000;
     ts.tv_nsec = ns % 1000000000;
@@ -32,6 +31,8 @@ void futex_wake(std::atomic<uint32_t>* word, int count) {
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, count, nullptr, nullptr, 0);
 }
 
-void yield_cpu() { sched_yield(); }
+void yield_cpu() {
+  sched_yield();
+}
 
 }  // namespace multiproc::detail

@@ -18,10 +18,20 @@ Pool::~Pool() {
   if (core_) core_->terminate();
 }
 
-void Pool::close() { core_->close(); }
-void Pool::join() { core_->join(detail::Deadline::never()); }
-void Pool::terminate() { core_->terminate(); }
-unsigned Pool::processes() const { return core_->processes(); }
-std::vector<pid_t> Pool::worker_pids() const { return core_->worker_pids(); }
+void Pool::close() {
+  core_->close();
+}
+void Pool::join() {
+  core_->join(detail::Deadline::never());
+}
+void Pool::terminate() {
+  core_->terminate();
+}
+unsigned Pool::processes() const {
+  return core_->processes();
+}
+std::vector<pid_t> Pool::worker_pids() const {
+  return core_->worker_pids();
+}
 
 }  // namespace multiproc

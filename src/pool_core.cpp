@@ -1,12 +1,12 @@
 #include <multiproc/detail/pool_core.hpp>
 
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
-#include <poll.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include <multiproc/detail/child.hpp>
 #include <multiproc/errors.hpp>
@@ -26,7 +26,8 @@ std::string describe_exit(pid_t pid, int exitcode) {
   std::string s = "pool worker " + std::to_string(pid);
   if (exitcode < 0) {
     const char* name = sigabbrev_np(-exitcode);
-    s += " was killed by signal " + std::to_string(-exitcode) + (name ? std::string(" (SIG") + name + ")" : "");
+    s += " was killed by signal " + std::to_string(-exitcode) +
+         (name ? std::string(" (SIG") + name + ")" : "");
   } else {
     s += " exited with code " + std::to_string(exitcode);
   }
@@ -60,12 +61,13 @@ void put_messages(QueueCore& q, const std::string& batch, const std::vector<size
     ctx.offsets.push_back(off);
     off += s;
   }
-  q.put(sizes.size(), sizes.data(), 1,
-        [](void* c, size_t i, char* dst) {
-          auto* x = static_cast<Ctx*>(c);
-          std::memcpy(dst, x->base + x->offsets[i], (*x->sizes)[i]);
-        },
-        &ctx, Deadline::never());
+  q.put(
+      sizes.size(), sizes.data(), 1,
+      [](void* c, size_t i, char* dst) {
+        auto* x = static_cast<Ctx*>(c);
+        std::memcpy(dst, x->base + x->offsets[i], (*x->sizes)[i]);
+      },
+      &ctx, Deadline::never());
 }
 
 // How long a foreground waiter leaves the pump to the background thread after it is done: a
@@ -234,8 +236,9 @@ void PoolCore::put_stop_sentinels_locked(unsigned count) {
   for (unsigned i = 0; i < count; ++i) {
     TaskHeader h{0, 0, static_cast<uint32_t>(TaskKind::stop), 0};
     size_t size = sizeof h;
-    tasks_->put(1, &size, 0, [](void* c, size_t, char* dst) { std::memcpy(dst, c, sizeof(TaskHeader)); },
-                &h, Deadline::never());
+    tasks_->put(
+        1, &size, 0, [](void* c, size_t, char* dst) { std::memcpy(dst, c, sizeof(TaskHeader)); },
+        &h, Deadline::never());
   }
 }
 
@@ -300,7 +303,8 @@ void PoolCore::handle_worker_died(pid_t pid, int exitcode) {
     }
   }
   for (auto& [job, chunk] : lost)
-    job->chunk_failed(chunk, std::make_exception_ptr(WorkerLost(pid, exitcode, describe_exit(pid, exitcode))));
+    job->chunk_failed(
+        chunk, std::make_exception_ptr(WorkerLost(pid, exitcode, describe_exit(pid, exitcode))));
   if (!lost.empty()) feed();
 }
 
@@ -331,7 +335,8 @@ bool PoolCore::wait_until(const std::function<bool()>& ready, const Deadline& de
 
 void PoolCore::pump_loop() {
   while (!stopping_.load()) {
-    if (foreground_waiters_.load() > 0 || now_ns() - last_foreground_ns_.load() < kForegroundGraceNs) {
+    if (foreground_waiters_.load() > 0 ||
+        now_ns() - last_foreground_ns_.load() < kForegroundGraceNs) {
       std::this_thread::sleep_for(std::chrono::microseconds(500));
       continue;
     }
@@ -396,8 +401,8 @@ void PoolCore::monitor_loop() {
           try {
             start_worker_locked(index);
           } catch (const std::exception& e) {
-            broken_ = std::make_exception_ptr(
-                BrokenPool(std::string("Pool is broken: cannot start a replacement worker: ") + e.what()));
+            broken_ = std::make_exception_ptr(BrokenPool(
+                std::string("Pool is broken: cannot start a replacement worker: ") + e.what()));
           }
           // A worker that died after taking its stop sentinel leaves its replacement without one.
           if (died && sentinels_sent_) put_stop_sentinels_locked(1);
@@ -407,9 +412,10 @@ void PoolCore::monitor_loop() {
       if (died) {
         ResultHeader h{0, 0, static_cast<uint32_t>(ResultKind::worker_died), pid, *code, 0};
         size_t size = sizeof h;
-        results_->put(1, &size, 0,
-                      [](void* c, size_t, char* dst) { std::memcpy(dst, c, sizeof(ResultHeader)); },
-                      &h, Deadline::never());
+        results_->put(
+            1, &size, 0,
+            [](void* c, size_t, char* dst) { std::memcpy(dst, c, sizeof(ResultHeader)); }, &h,
+            Deadline::never());
       }
       std::exception_ptr broken;
       {
@@ -507,7 +513,8 @@ bool PoolCore::join(const Deadline& deadline) {
       while (pump_once(Deadline::now(), false, nullptr) > 0) {
       }
     }
-    if (broken) terminate();
+    if (broken)
+      terminate();
     else {
       stopping_.store(true);
       uint64_t one = 1;

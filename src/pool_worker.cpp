@@ -1,7 +1,7 @@
 // A pool worker: take a task (claiming its slot in the task table while the task queue's lock is
 // held, see pool_protocol.hpp), run it, send the result; until a stop sentinel or maxtasks.
-#include <cstring>
 #include <unistd.h>
+#include <cstring>
 #include <unordered_map>
 
 #include <multiproc/detail/child.hpp>
@@ -46,12 +46,13 @@ void take_task(void* ctx, const char* src, size_t size) {
 
 void put_result(QueueCore& results, const std::string& msg) {
   size_t size = msg.size();
-  results.put(1, &size, 0,
-              [](void* c, size_t, char* dst) {
-                auto* m = static_cast<const std::string*>(c);
-                std::memcpy(dst, m->data(), m->size());
-              },
-              const_cast<std::string*>(&msg), Deadline::never());
+  results.put(
+      1, &size, 0,
+      [](void* c, size_t, char* dst) {
+        auto* m = static_cast<const std::string*>(c);
+        std::memcpy(dst, m->data(), m->size());
+      },
+      const_cast<std::string*>(&msg), Deadline::never());
 }
 
 }  // namespace
@@ -71,7 +72,8 @@ void pool_worker_main(WorkerArgs args) {
                    args.initializer_args.data() + args.initializer_args.size(), nullptr);
     } catch (...) {
       std::string msg(sizeof(ResultHeader), '\0');
-      ResultHeader h{0, 0, static_cast<uint32_t>(ResultKind::init_failed), static_cast<int32_t>(pid), 1, 0};
+      ResultHeader h{
+          0, 0, static_cast<uint32_t>(ResultKind::init_failed), static_cast<int32_t>(pid), 1, 0};
       std::memcpy(msg.data(), &h, sizeof h);
       msg += current_exception_type() + ": " + current_exception_message();
       put_result(*results, msg);
@@ -94,13 +96,15 @@ void pool_worker_main(WorkerArgs args) {
     TaskHeader h;
     std::memcpy(&h, task.data(), sizeof h);
     out.assign(sizeof(ResultHeader), '\0');
-    ResultHeader rh{h.slot, h.gen, static_cast<uint32_t>(ResultKind::result), static_cast<int32_t>(pid), 0, 0};
+    ResultHeader rh{
+        h.slot, h.gen, static_cast<uint32_t>(ResultKind::result), static_cast<int32_t>(pid), 0, 0};
     std::memcpy(out.data(), &rh, sizeof rh);
     try {
       std::string code_key = task.substr(sizeof h, h.code_size);
       auto it = resolved.find(code_key);
       if (it == resolved.end())
-        it = resolved.emplace(code_key, resolve_task(load<TaskCode>(std::string_view(code_key)))).first;
+        it = resolved.emplace(code_key, resolve_task(load<TaskCode>(std::string_view(code_key))))
+                 .first;
       const char* args_begin = task.data() + sizeof h + h.code_size;
       it->second.invoker(it->second.fn, args_begin, task.data() + task.size(), &out);
     } catch (...) {

@@ -1,9 +1,9 @@
 // The fork start method: the child is a copy of the parent and runs the task from its memory.
+#include <dirent.h>
+#include <unistd.h>
 #include <atomic>
 #include <cstdio>
-#include <dirent.h>
 #include <iostream>
-#include <unistd.h>
 
 #include <multiproc/detail/child.hpp>
 #include <multiproc/detail/popen.hpp>
@@ -50,7 +50,9 @@ class PopenFork final : public Popen {
 
 }  // namespace
 
-void note_internal_thread(int delta) { g_internal_threads.fetch_add(delta); }
+void note_internal_thread(int delta) {
+  g_internal_threads.fetch_add(delta);
+}
 
 std::unique_ptr<Popen> launch_fork(const std::string& payload) {
   warn_if_threaded();

@@ -1,20 +1,20 @@
 // The forkserver start method, client side. A server process, executed fresh and single-threaded
 // the first time it is needed, forks each child; it reports the child's pid and, later, its exit
 // code over a socket pair created per child (the status socket, also the child's sentinel).
-#include <cerrno>
 #include <fcntl.h>
-#include <cstring>
-#include <mutex>
-#include <random>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <random>
 
+#include <multiproc/detail/child.hpp>
 #include <multiproc/detail/popen.hpp>
 #include <multiproc/detail/resource_tracker.hpp>
 #include <multiproc/errors.hpp>
-#include <multiproc/detail/child.hpp>
 #include "exit_status.hpp"
 #include "forkserver_protocol.hpp"
 #include "spawn_exec.hpp"
@@ -39,7 +39,7 @@ class PopenForkServer final : public Popen {
 
 struct Client {
   std::mutex mu;
-  pid_t owner = 0;    // the process these fields belong to (forked children reconnect)
+  pid_t owner = 0;  // the process these fields belong to (forked children reconnect)
   int conn = -1;
   sockaddr_un addr{};
   socklen_t addr_len = 0;
@@ -52,7 +52,9 @@ Client& client() {
   return *c;
 }
 
-std::string errno_text() { return std::strerror(errno); }
+std::string errno_text() {
+  return std::strerror(errno);
+}
 
 void start_server_locked(Client& c) {
   std::mt19937_64 rng{std::random_device{}()};
@@ -66,7 +68,8 @@ void start_server_locked(Client& c) {
   c.addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + len);
   int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (lfd < 0) throw ProcessError("forkserver: socket: " + errno_text());
-  if (::bind(lfd, reinterpret_cast<sockaddr*>(&c.addr), c.addr_len) != 0 || ::listen(lfd, 64) != 0) {
+  if (::bind(lfd, reinterpret_cast<sockaddr*>(&c.addr), c.addr_len) != 0 ||
+      ::listen(lfd, 64) != 0) {
     ::close(lfd);
     throw ProcessError("forkserver: cannot listen: " + errno_text());
   }
@@ -143,8 +146,9 @@ std::unique_ptr<Popen> launch_forkserver(const std::string& payload) {
       if (c.alive_w >= 0) ::close(c.alive_w);
       c.alive_w = -1;
       if (*code == kExitNoInit)
-        throw ProcessError("the fork server exited before serving: the program's main() must call "
-                           "multiproc::init(argc, argv) on its first line, before anything else runs");
+        throw ProcessError(
+            "the fork server exited before serving: the program's main() must call "
+            "multiproc::init(argc, argv) on its first line, before anything else runs");
       throw ProcessError("the fork server exited (exit code " + std::to_string(*code) + ")");
     }
     throw ProcessError("forkserver: the fork server could not start the child");

@@ -1,15 +1,15 @@
 // The spawn start method: a fresh execution of the same program. The task travels in a memfd
 // (so a large payload never blocks the parent on a pipe), read by init() in the child.
-#include <atomic>
-#include <cerrno>
 #include <fcntl.h>
-#include <cstring>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
-#include <string>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include <multiproc/detail/child.hpp>
@@ -43,8 +43,9 @@ void write_all(int fd, const char* p, size_t n) {
   while (n > 0) {
     ssize_t w = ::write(fd, p, n);
     if (w < 0 && errno == EINTR) continue;
-    if (w < 0) throw ProcessError("cannot write the task for a spawned child: " +
-                                  std::string(strerror(errno)));
+    if (w < 0)
+      throw ProcessError("cannot write the task for a spawned child: " +
+                         std::string(strerror(errno)));
     p += w;
     n -= static_cast<size_t>(w);
   }

@@ -1,18 +1,18 @@
 #include <multiproc/process.hpp>
 
+#include <poll.h>
+#include <unistd.h>
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <mutex>
-#include <poll.h>
-#include <unistd.h>
 #include <vector>
 
 #include <multiproc/errors.hpp>
-#include "current_process.hpp"
 #include "children.hpp"
+#include "current_process.hpp"
 
 namespace multiproc {
 namespace detail {
@@ -58,7 +58,8 @@ void register_child(std::shared_ptr<Popen> p, bool daemon) {
   (void)installed;
   std::lock_guard lk(g_children_mu);
   auto& v = children();
-  v.erase(std::remove_if(v.begin(), v.end(), [](ChildRecord& c) { return c.popen->poll().has_value(); }),
+  v.erase(std::remove_if(v.begin(), v.end(),
+                         [](ChildRecord& c) { return c.popen->poll().has_value(); }),
           v.end());
   v.push_back({std::move(p), daemon});
 }
@@ -133,7 +134,9 @@ std::unique_ptr<Popen> launch(StartMethod method, const std::string& payload) {
 Process::Process(Process&&) noexcept = default;
 Process& Process::operator=(Process&&) noexcept = default;
 // A running child stays registered, and is joined (or terminated, if a daemon) at exit.
-Process::~Process() { detail::unregister_child_if_done(popen_); }
+Process::~Process() {
+  detail::unregister_child_if_done(popen_);
+}
 
 std::string Process::next_default_name() {
   static std::atomic<unsigned> counter{0};
@@ -163,14 +166,18 @@ bool Process::join(Timeout timeout) {
   return popen_->wait(detail::Deadline::after(timeout)).has_value();
 }
 
-bool Process::is_alive() { return popen_ && !popen_->poll().has_value(); }
+bool Process::is_alive() {
+  return popen_ && !popen_->poll().has_value();
+}
 
 std::optional<int> Process::exitcode() {
   if (!popen_) return std::nullopt;
   return popen_->poll();
 }
 
-pid_t Process::pid() const { return popen_ ? popen_->pid() : -1; }
+pid_t Process::pid() const {
+  return popen_ ? popen_->pid() : -1;
+}
 void Process::terminate() {
   if (popen_) popen_->send_signal(SIGTERM);
 }
@@ -181,14 +188,20 @@ void Process::daemon(bool d) {
   if (popen_) throw ProcessError("Process::daemon(): set it before start()");
   daemon_ = d;
 }
-int Process::sentinel() const { return popen_ ? popen_->sentinel() : -1; }
-StartMethod Process::start_method() const { return method_.value_or(get_start_method()); }
+int Process::sentinel() const {
+  return popen_ ? popen_->sentinel() : -1;
+}
+StartMethod Process::start_method() const {
+  return method_.value_or(get_start_method());
+}
 
 ProcessInfo current_process() {
   std::lock_guard lk(detail::g_name_mu);
   return {detail::process_name(), getpid(), getppid()};
 }
 
-size_t active_children() { return detail::count_live_children(); }
+size_t active_children() {
+  return detail::count_live_children();
+}
 
 }  // namespace multiproc

@@ -1,7 +1,7 @@
 #include <multiproc/detail/progress.hpp>
 
-#include <cstdio>
 #include <unistd.h>
+#include <cstdio>
 
 namespace multiproc::detail {
 namespace {
@@ -31,7 +31,9 @@ std::string format_rate(double r) {
 }  // namespace
 
 ProgressBar::ProgressBar(std::string label, size_t total)
-    : label_(std::move(label)), total_(total), tty_(isatty(STDERR_FILENO) == 1),
+    : label_(std::move(label)),
+      total_(total),
+      tty_(isatty(STDERR_FILENO) == 1),
       start_(std::chrono::steady_clock::now()) {}
 
 std::string ProgressBar::render(size_t done) const {

@@ -9,7 +9,9 @@
 namespace multiproc::detail {
 namespace {
 
-constexpr uint64_t align8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
+constexpr uint64_t align8(uint64_t n) {
+  return (n + 7) & ~uint64_t{7};
+}
 
 uint64_t next_pow2(uint64_t n) {
   uint64_t p = 1;
@@ -22,7 +24,9 @@ void copy_name(char* dst, const std::string& name) {
   std::memcpy(dst, name.data(), std::min(name.size(), kMaxSegmentName - 1));
 }
 
-std::string read_name(const char* src) { return std::string(src, strnlen(src, kMaxSegmentName)); }
+std::string read_name(const char* src) {
+  return std::string(src, strnlen(src, kMaxSegmentName));
+}
 
 std::shared_ptr<Segment> create_ring(uint64_t capacity, uint64_t id) {
   auto seg = Segment::create(SegmentKind::ring, kRingDataSize + capacity, false);
@@ -307,8 +311,8 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
     if (done < count && n == 0 && limit != 0) {
       // No storage left (the ring chain is at its limit): wait for consumers to make room.
       uint64_t seen = q_->get_count.load();
-      if (!wait_for(q_->not_full, [&] { return q_->get_count.load() != seen || closed(); },
-                    deadline))
+      if (!wait_for(
+              q_->not_full, [&] { return q_->get_count.load() != seen || closed(); }, deadline))
         return done;
     }
     if (done < count && deadline.expired() && n == 0) return done;
@@ -415,8 +419,7 @@ size_t QueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const Dead
         q_->not_full.notify(static_cast<int>(std::min<size_t>(n, 0x7fffffff)));
         return n;
       }
-      if (closed() && qsize() == 0)
-        throw QueueClosed("get() on a closed queue with no items left");
+      if (closed() && qsize() == 0) throw QueueClosed("get() on a closed queue with no items left");
     }
     if (deadline.expired() && !available()) return 0;
     if (!wait_for(q_->not_empty, available, deadline, spin)) return 0;
@@ -434,7 +437,9 @@ uint64_t QueueCore::qsize() const {
   return n > 0 ? static_cast<uint64_t>(n) : 0;
 }
 
-bool QueueCore::full() const { return q_->maxsize != 0 && qsize() >= q_->maxsize; }
+bool QueueCore::full() const {
+  return q_->maxsize != 0 && qsize() >= q_->maxsize;
+}
 
 void QueueCore::close() {
   q_->closed.store(1, std::memory_order_seq_cst);

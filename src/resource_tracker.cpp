@@ -1,15 +1,15 @@
 #include <multiproc/detail/resource_tracker.hpp>
 
-#include <atomic>
-#include <cerrno>
-#include <csignal>
-#include <cstring>
 #include <fcntl.h>
-#include <mutex>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <mutex>
 
 namespace multiproc::detail {
 namespace {
@@ -55,7 +55,7 @@ void table_remove(Slot* t, const char* name) {
 
 [[noreturn]] void tracker_main(int rfd) {
   // Ignore the terminal's signals: the tracker must outlive a Ctrl-C to clean up after it.
-  struct sigaction ign{};
+  struct sigaction ign {};
   ign.sa_handler = SIG_IGN;
   sigaction(SIGINT, &ign, nullptr);
   sigaction(SIGTERM, &ign, nullptr);
@@ -114,7 +114,8 @@ void table_remove(Slot* t, const char* name) {
 
 int start_tracker_locked() {
   // A SEQPACKET pair rather than a pipe: each line arrives whole, writers never get SIGPIPE
-  // (MSG_NOSIGNAL), and the reader sees end-of-file once every process holding the other end is gone.
+  // (MSG_NOSIGNAL), and the reader sees end-of-file once every process holding the other end is
+  // gone.
   int fds[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) return -1;
   pid_t pid = fork();
@@ -161,7 +162,11 @@ void tracker_adopt(int fd) {
   g_fd = fd;
 }
 
-void tracker_register(const std::string& segment_name) { send('R', segment_name); }
-void tracker_unregister(const std::string& segment_name) { send('U', segment_name); }
+void tracker_register(const std::string& segment_name) {
+  send('R', segment_name);
+}
+void tracker_unregister(const std::string& segment_name) {
+  send('U', segment_name);
+}
 
 }  // namespace multiproc::detail

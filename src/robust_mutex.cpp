@@ -1,17 +1,19 @@
 #include <multiproc/detail/robust_mutex.hpp>
 
-#include <cstdio>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <cstdio>
 
 namespace multiproc::detail {
 namespace {
 
 // Bumped in every child after fork(), so thread-local caches of ids know they are stale.
 std::atomic<uint64_t> g_fork_generation{1};
-void on_fork_child() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+void on_fork_child() {
+  g_fork_generation.fetch_add(1, std::memory_order_relaxed);
+}
 [[maybe_unused]] const int g_atfork_registered = pthread_atfork(nullptr, nullptr, on_fork_child);
 
 // How long a waiter sleeps before it looks whether the owner is still alive.

@@ -1,15 +1,15 @@
 #include <multiproc/detail/segment.hpp>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <fcntl.h>
 #include <mutex>
 #include <random>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <unordered_map>
 #include <vector>
 
@@ -32,7 +32,9 @@ Registry& registry() {
   return *r;
 }
 
-std::string errno_text() { return std::strerror(errno); }
+std::string errno_text() {
+  return std::strerror(errno);
+}
 
 size_t page_round(size_t n) {
   const size_t page = 4096;
@@ -117,8 +119,8 @@ std::shared_ptr<Segment> Segment::create(SegmentKind kind, size_t payload_size, 
   return seg;
 }
 
-std::shared_ptr<Segment> Segment::attach(const std::string& name, SegmentKind kind,
-                                         bool refcounted, bool consume_flight_ref) {
+std::shared_ptr<Segment> Segment::attach(const std::string& name, SegmentKind kind, bool refcounted,
+                                         bool consume_flight_ref) {
   if (name.empty() || name.size() >= kMaxSegmentName || name[0] != '/')
     throw ProcessError("malformed shared memory segment name '" + name + "'");
   std::unique_lock lk(registry().mu, std::defer_lock);
@@ -138,7 +140,7 @@ std::shared_ptr<Segment> Segment::attach(const std::string& name, SegmentKind ki
   if (fd < 0)
     throw ProcessError("cannot open shared memory segment " + name + ": " + errno_text() +
                        " (the object was destroyed: every handle to it was released)");
-  struct stat st{};
+  struct stat st {};
   if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) < sizeof(SegmentHeader)) {
     close(fd);
     throw ProcessError("shared memory segment " + name + " is truncated");
@@ -188,7 +190,9 @@ void unlink_segment(const std::string& name) {
   if (shm_unlink(name.c_str()) == 0 || errno == ENOENT) tracker_unregister(name);
 }
 
-void Segment::unlink() { unlink_segment(name_); }
+void Segment::unlink() {
+  unlink_segment(name_);
+}
 
 void register_segment_finalizer(SegmentKind kind, SegmentFinalizer f) {
   std::lock_guard lk(registry().mu);

@@ -3,11 +3,11 @@
 // waiter slots and Barrier's generations.
 #include <multiproc/synchronize.hpp>
 
+#include <pthread.h>
 #include <algorithm>
 #include <chrono>
 #include <climits>
 #include <mutex>
-#include <pthread.h>
 #include <unordered_map>
 
 namespace multiproc::detail {
@@ -27,21 +27,33 @@ CoreRegistry& cores() {
 // A fork() while another thread holds the registry lock must not leave it locked in the child.
 // Never held while taking the segment registry's lock (nor the other way round), so the order
 // relative to segments_before_fork() does not matter.
-void registry_prepare() { cores().mu.lock(); }
-void registry_unlock() { cores().mu.unlock(); }
+void registry_prepare() {
+  cores().mu.lock();
+}
+void registry_unlock() {
+  cores().mu.unlock();
+}
 [[maybe_unused]] const int g_registry_atfork =
     pthread_atfork(registry_prepare, registry_unlock, registry_unlock);
 
 const char* type_name(uint16_t t) {
   switch (static_cast<SyncType>(t)) {
-    case SyncType::lock: return "Lock";
-    case SyncType::rlock: return "RLock";
-    case SyncType::semaphore: return "Semaphore";
-    case SyncType::event: return "Event";
-    case SyncType::condition: return "Condition";
-    case SyncType::barrier: return "Barrier";
-    case SyncType::value: return "Value";
-    case SyncType::array: return "Array";
+    case SyncType::lock:
+      return "Lock";
+    case SyncType::rlock:
+      return "RLock";
+    case SyncType::semaphore:
+      return "Semaphore";
+    case SyncType::event:
+      return "Event";
+    case SyncType::condition:
+      return "Condition";
+    case SyncType::barrier:
+      return "Barrier";
+    case SyncType::value:
+      return "Value";
+    case SyncType::array:
+      return "Array";
   }
   return "unknown object";
 }
@@ -62,8 +74,8 @@ std::shared_ptr<SyncCore> SyncCore::create(SegmentKind kind, SyncType type, size
   return core;
 }
 
-std::shared_ptr<SyncCore> SyncCore::attach(const std::string& name, SegmentKind kind,
-                                           SyncType type, size_t min_data_size, uint64_t check) {
+std::shared_ptr<SyncCore> SyncCore::attach(const std::string& name, SegmentKind kind, SyncType type,
+                                           size_t min_data_size, uint64_t check) {
   auto seg = Segment::attach(name, kind, true, /*consume_flight_ref=*/true);
   if (seg->payload_size() < std::max(min_data_size, sizeof(SyncTag)))
     throw ProcessError("shared memory segment " + name + " is too small for a multiproc " +
@@ -180,9 +192,8 @@ void sem_note_holder(SemaphoreData& d, uint32_t self, uint32_t n) {
       continue;
     h.count.fetch_add(n, std::memory_order_relaxed);
     uint32_t u = d.holders_used.load(std::memory_order_relaxed);
-    while (u < i + 1 &&
-           !d.holders_used.compare_exchange_weak(u, i + 1, std::memory_order_release,
-                                                 std::memory_order_relaxed)) {
+    while (u < i + 1 && !d.holders_used.compare_exchange_weak(u, i + 1, std::memory_order_release,
+                                                              std::memory_order_relaxed)) {
     }
     return;
   }
@@ -340,8 +351,8 @@ using detail::Deadline;
 
 Semaphore::Semaphore(int value, bool bounded) {
   if (value < 0)
-    throw ProcessError("Semaphore: the initial value must be >= 0 (got " +
-                       std::to_string(value) + ")");
+    throw ProcessError("Semaphore: the initial value must be >= 0 (got " + std::to_string(value) +
+                       ")");
   if (detail::loading_handles()) return;
   open(detail::SyncCore::create(detail::SegmentKind::sync, detail::SyncType::semaphore,
                                 sizeof(detail::SemaphoreData)));
@@ -367,7 +378,9 @@ bool Semaphore::acquire(bool block, Timeout timeout) {
     // Sleep in naps, so that a waiter looks for dead holders now and then.
     Deadline nap{Deadline::Clock::now() + detail::kHolderScanInterval};
     if (deadline.at && *deadline.at < *nap.at) nap = deadline;
-    if (detail::wait_for(d.ww, [&d] { return detail::sem_try_take(d); }, nap)) return taken();
+    if (detail::wait_for(
+            d.ww, [&d] { return detail::sem_try_take(d); }, nap))
+      return taken();
     if (deadline.expired()) return false;
     if (detail::sem_scan_due(d)) detail::sem_recover_dead(d);
   }
@@ -385,9 +398,10 @@ void Semaphore::release(uint32_t n) {
     if (static_cast<uint64_t>(v) + n > limit) {
       if (forgotten) detail::sem_note_holder(d, self, forgotten);
       if (d.bounded)
-        throw ProcessError("BoundedSemaphore.release(): released too many times (the value "
-                           "would exceed its initial value " +
-                           std::to_string(d.initial) + "; Python raises ValueError)");
+        throw ProcessError(
+            "BoundedSemaphore.release(): released too many times (the value "
+            "would exceed its initial value " +
+            std::to_string(d.initial) + "; Python raises ValueError)");
       throw ProcessError("Semaphore.release(): the value would exceed INT_MAX");
     }
     // seq_cst: ordered before notify()'s look at the waiters.
@@ -484,8 +498,7 @@ void Condition::notify_all() {
 
 Barrier::Barrier(size_t parties, Timeout timeout) {
   if (parties == 0 || parties > UINT32_MAX)
-    throw ProcessError("Barrier: parties must be at least 1 (got " + std::to_string(parties) +
-                       ")");
+    throw ProcessError("Barrier: parties must be at least 1 (got " + std::to_string(parties) + ")");
   if (detail::loading_handles()) return;
   open(detail::SyncCore::create(detail::SegmentKind::sync, detail::SyncType::barrier,
                                 sizeof(detail::BarrierData)));

@@ -1,10 +1,10 @@
 // LifoQueue and PriorityQueue: Python's queue.LifoQueue / queue.PriorityQueue semantics with
 // Queue's surface, across processes under fork, spawn and forkserver, and a kill -9 stress test.
-#include <cstdlib>
 #include <dirent.h>
 #include <unistd.h>
 #include <algorithm>
 #include <csignal>
+#include <cstdlib>
 #include <numeric>
 #include <optional>
 #include <random>

@@ -1,5 +1,6 @@
 // Pool: CPython's _TestPool / _TestPoolWorkerErrors / _TestPoolWorkerLifetime semantics plus the
 // worker-death guarantees Python lacks; each body under fork, spawn and forkserver.
+#include <unistd.h>
 #include <algorithm>
 #include <csignal>
 #include <cstdlib>
@@ -7,7 +8,6 @@
 #include <ranges>
 #include <set>
 #include <thread>
-#include <unistd.h>
 
 #include "start_methods.hpp"
 
@@ -15,15 +15,23 @@ using namespace std::chrono_literals;
 
 namespace {
 
-int64_t sqr(int64_t x) { return x * x; }
-int add(int a, int b) { return a + b; }
+int64_t sqr(int64_t x) {
+  return x * x;
+}
+int add(int a, int b) {
+  return a + b;
+}
 void nothing() {}
-std::string shout(std::string s) { return s + "!"; }
+std::string shout(std::string s) {
+  return s + "!";
+}
 int raise_value_error(int x) {
   if (x == 5) throw std::invalid_argument("bad five");
   return x;
 }
-int raise_non_std(int) { throw 42; }
+int raise_non_std(int) {
+  throw 42;
+}
 int64_t die_on_multiples_of_100(int64_t x) {
   if (x % 100 == 7) ::kill(getpid(), SIGKILL);
   return x + 1;
@@ -51,17 +59,25 @@ int slow_identity(int x) {
   std::this_thread::sleep_for(20ms);
   return x;
 }
-void put_to_queue(mp::Queue<int> q, int x) { q.put(x * 10); }
+void put_to_queue(mp::Queue<int> q, int x) {
+  q.put(x * 10);
+}
 
 int g_initialized_value = 0;
-void set_global(int v) { g_initialized_value = v; }
-int read_global(int) { return g_initialized_value; }
+void set_global(int v) {
+  g_initialized_value = v;
+}
+int read_global(int) {
+  return g_initialized_value;
+}
 
 }  // namespace
 
 class PoolTest : public StartMethodTest {
  protected:
-  mp::PoolOptions options(unsigned n) const { return mp::PoolOptions{.processes = n, .context = ctx()}; }
+  mp::PoolOptions options(unsigned n) const {
+    return mp::PoolOptions{.processes = n, .context = ctx()};
+  }
 };
 
 TEST_P(PoolTest, ApplyAndApplyAsync) {
@@ -95,7 +111,8 @@ TEST_P(PoolTest, ImapOrderedAndUnordered) {
   ASSERT_EQ(out.size(), 200u);
   for (int64_t i = 0; i < 200; ++i) ASSERT_EQ(out[i], i * i);
   std::multiset<int64_t> unordered;
-  for (auto y : pool.imap_unordered(sqr, std::views::iota(int64_t{0}, int64_t{200}))) unordered.insert(y);
+  for (auto y : pool.imap_unordered(sqr, std::views::iota(int64_t{0}, int64_t{200})))
+    unordered.insert(y);
   std::multiset<int64_t> expected;
   for (int64_t i = 0; i < 200; ++i) expected.insert(i * i);
   EXPECT_EQ(unordered, expected);

@@ -1,9 +1,9 @@
 // Pool lifetime and failure paths: input ranges that throw, the destructor, a failing
 // initializer (CPython's TestPoolNotLeakOnFailure), the progress bar; each under every start
 // method where a process is involved.
+#include <sys/wait.h>
 #include <ranges>
 #include <stdexcept>
-#include <sys/wait.h>
 #include <thread>
 
 #include "start_methods.hpp"
@@ -12,12 +12,16 @@ using namespace std::chrono_literals;
 
 namespace {
 
-int64_t inc(int64_t x) { return x + 1; }
+int64_t inc(int64_t x) {
+  return x + 1;
+}
 int slow(int x) {
   std::this_thread::sleep_for(200ms);
   return x;
 }
-void failing_init() { throw std::runtime_error("cannot initialise"); }
+void failing_init() {
+  throw std::runtime_error("cannot initialise");
+}
 
 // An input range whose iteration throws at element `at`, like a Python generator raising.
 struct ThrowingInput {
@@ -46,7 +50,9 @@ struct ThrowingInput {
 
 class PoolLifecycleTest : public StartMethodTest {
  protected:
-  mp::PoolOptions options(unsigned n) const { return mp::PoolOptions{.processes = n, .context = ctx()}; }
+  mp::PoolOptions options(unsigned n) const {
+    return mp::PoolOptions{.processes = n, .context = ctx()};
+  }
 };
 
 TEST_P(PoolLifecycleTest, ImapInputThatThrowsSurfacesInPlace) {
@@ -105,14 +111,16 @@ TEST_P(PoolLifecycleTest, FailingInitializerBreaksThePoolWithoutLeaks) {
 TEST_P(PoolLifecycleTest, ProgressBarReportsOnStderr) {
   mp::Pool pool(options(2));
   testing::internal::CaptureStderr();
-  auto ys = pool.map(inc, std::vector<int64_t>(1000, 1), mp::MapOptions{.chunksize = 10, .progress = true});
+  auto ys = pool.map(inc, std::vector<int64_t>(1000, 1),
+                     mp::MapOptions{.chunksize = 10, .progress = true});
   std::string err = testing::internal::GetCapturedStderr();
   EXPECT_EQ(ys.size(), 1000u);
   // Not a terminal here: plain lines, the last one complete.
   EXPECT_NE(err.find("map: 100% |####################| 1000/1000"), std::string::npos) << err;
   testing::internal::CaptureStderr();
   size_t n = 0;
-  for (auto y : pool.imap(inc, std::views::iota(int64_t{0}, int64_t{300}), mp::MapOptions{.chunksize = 5, .progress = true})) {
+  for (auto y : pool.imap(inc, std::views::iota(int64_t{0}, int64_t{300}),
+                          mp::MapOptions{.chunksize = 5, .progress = true})) {
     (void)y;
     ++n;
   }

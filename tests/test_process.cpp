@@ -1,8 +1,8 @@
 // Process under every start method: CPython's _TestProcess semantics.
+#include <unistd.h>
 #include <csignal>
 #include <cstdlib>
 #include <string>
-#include <unistd.h>
 
 #include "start_methods.hpp"
 
@@ -10,12 +10,16 @@ using namespace std::chrono_literals;
 
 namespace {
 
-void exit_with(int code) { std::_Exit(code); }
+void exit_with(int code) {
+  std::_Exit(code);
+}
 void sleep_forever() {
   for (;;) pause();
 }
 void do_nothing() {}
-void throw_error(std::string msg) { throw std::runtime_error(msg); }
+void throw_error(std::string msg) {
+  throw std::runtime_error(msg);
+}
 void check_args(std::string s, int n, std::vector<int> v) {
   if (s != "hello" || n != 42 || v != std::vector<int>{1, 2, 3}) std::_Exit(7);
 }
@@ -59,9 +63,12 @@ TEST_P(ProcessTest, ArgumentsArriveConvertedToParameterTypes) {
 }
 
 TEST_P(ProcessTest, CaptureFreeLambda) {
-  mp::Process p(ctx(), [](int a, int b) {
-    if (a + b != 5) std::_Exit(2);
-  }, 2, 3);
+  mp::Process p(
+      ctx(),
+      [](int a, int b) {
+        if (a + b != 5) std::_Exit(2);
+      },
+      2, 3);
   p.start();
   p.join();
   EXPECT_EQ(p.exitcode(), 0);
@@ -140,7 +147,9 @@ TEST_P(ProcessTest, SentinelBecomesReadableAtExit) {
 
 MP_ALL_START_METHODS(ProcessTest);
 
-TEST(StartMethod, DefaultIsFork) { EXPECT_EQ(mp::get_start_method(), mp::StartMethod::fork); }
+TEST(StartMethod, DefaultIsFork) {
+  EXPECT_EQ(mp::get_start_method(), mp::StartMethod::fork);
+}
 
 TEST(StartMethod, ContextCarriesItsMethod) {
   for (auto m : {mp::StartMethod::fork, mp::StartMethod::spawn, mp::StartMethod::forkserver}) {

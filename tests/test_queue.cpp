@@ -1,9 +1,9 @@
 // Queue, JoinableQueue, SimpleQueue: CPython's _TestQueue / TestSimpleQueue semantics, each body
 // under fork, spawn and forkserver.
+#include <unistd.h>
 #include <numeric>
 #include <string>
 #include <thread>
-#include <unistd.h>
 
 #include "start_methods.hpp"
 

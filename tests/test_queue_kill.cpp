@@ -6,12 +6,12 @@
 // (some large enough to grow the ring, some out of line). The parent SIGKILLs one of them at a
 // random moment 200+ times, starting a replacement each time, then drains and accounts for every
 // item through a shared table of how often each (producer, sequence) was got.
+#include <sys/mman.h>
 #include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstring>
 #include <random>
-#include <sys/mman.h>
 
 #include "start_methods.hpp"
 
@@ -107,7 +107,8 @@ void consumer(mp::Queue<std::string> q) {
 }  // namespace
 
 TEST(QueueKill, SigkillAtRandomInstantsLosesAtMostInFlightItems) {
-  void* mem = mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  void* mem =
+      mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(mem, MAP_FAILED);
   g_shared = new (mem) Shared{};
   auto fork_ctx = mp::get_context(mp::StartMethod::fork);
@@ -149,7 +150,8 @@ TEST(QueueKill, SigkillAtRandomInstantsLosesAtMostInFlightItems) {
   // Stop producing, let the consumers drain, then stop them.
   g_shared->producers_stop.store(1);
   for (auto& p : producers) ASSERT_TRUE(p.join(60s));
-  ASSERT_TRUE(eventually([&] { return q.qsize() == 0; }, 60s)) << q.qsize() << " items never drained";
+  ASSERT_TRUE(eventually([&] { return q.qsize() == 0; }, 60s))
+      << q.qsize() << " items never drained";
   g_shared->consumers_stop.store(1);
   for (auto& c : consumers) ASSERT_TRUE(c.join(60s));
 
@@ -167,11 +169,13 @@ TEST(QueueKill, SigkillAtRandomInstantsLosesAtMostInFlightItems) {
   EXPECT_GT(put_total, 1000u);  // real traffic flowed
   // Each kill loses at most one item: the producer's claimed one or the consumer's in hand (a
   // producer stopped by producers_stop after claiming also leaves one unput: at most one each).
-  EXPECT_LE(missing, static_cast<uint64_t>(kills + kProducers)) << "put " << put_total << ", kills " << kills;
-  std::printf("queue kill test: %d kills (%d producers), %llu items put, %llu got, %llu lost in flight\n",
-              kills, producer_kills, static_cast<unsigned long long>(put_total),
-              static_cast<unsigned long long>(g_shared->got.load()),
-              static_cast<unsigned long long>(missing));
+  EXPECT_LE(missing, static_cast<uint64_t>(kills + kProducers))
+      << "put " << put_total << ", kills " << kills;
+  std::printf(
+      "queue kill test: %d kills (%d producers), %llu items put, %llu got, %llu lost in flight\n",
+      kills, producer_kills, static_cast<unsigned long long>(put_total),
+      static_cast<unsigned long long>(g_shared->got.load()),
+      static_cast<unsigned long long>(missing));
 
   // The queue still works for the survivors.
   q.put("after");

@@ -1,10 +1,10 @@
 // Value and Array: CPython's _TestValue and _TestArray semantics, each process-using body under
 // fork, spawn and forkserver.
+#include <unistd.h>
 #include <cmath>
 #include <mutex>
 #include <numeric>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 #include "start_methods.hpp"
@@ -13,7 +13,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-bool shm_exists(const std::string& name) { return access(("/dev/shm" + name).c_str(), F_OK) == 0; }
+bool shm_exists(const std::string& name) {
+  return access(("/dev/shm" + name).c_str(), F_OK) == 0;
+}
 
 struct Point {
   double x;
@@ -35,7 +37,9 @@ void increment_raw_under_lock(mp::Value<int64_t> v, int times) {
   }
 }
 
-void set_point(mp::Value<Point> p) { p.set(Point{2.5, -7, 'q'}); }
+void set_point(mp::Value<Point> p) {
+  p.set(Point{2.5, -7, 'q'});
+}
 
 // Python's _TestValue._test: each value set to a new one.
 void change_values(mp::Value<int> i, mp::Value<double> d, mp::Value<char> c) {

@@ -1,13 +1,13 @@
 // Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier: CPython's _TestLock,
 // _TestSemaphore, _TestCondition, _TestEvent and _TestBarrier semantics, each process-using body
 // under fork, spawn and forkserver; plus the death of a holder, which Python does not survive.
+#include <unistd.h>
 #include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <mutex>
 #include <set>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 #include <multiproc/sharedctypes.hpp>
@@ -23,14 +23,17 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-bool shm_exists(const std::string& name) { return access(("/dev/shm" + name).c_str(), F_OK) == 0; }
+bool shm_exists(const std::string& name) {
+  return access(("/dev/shm" + name).c_str(), F_OK) == 0;
+}
 
 [[noreturn]] void die_now() {
   raise(SIGKILL);
   _exit(99);  // not reached
 }
 
-// ---- tasks ---------------------------------------------------------------------------------------
+// ---- tasks
+// ---------------------------------------------------------------------------------------
 
 void hold_lock_until(mp::Lock lock, mp::Event held, mp::Event go) {
   lock.acquire();
@@ -39,7 +42,9 @@ void hold_lock_until(mp::Lock lock, mp::Event held, mp::Event go) {
   lock.release();
 }
 
-void release_lock(mp::Lock lock) { lock.release(); }
+void release_lock(mp::Lock lock) {
+  lock.release();
+}
 
 void acquire_lock_and_die(mp::Lock lock) {
   lock.acquire();
@@ -80,14 +85,18 @@ void acquire_semaphore_and_die(mp::Semaphore s, int n) {
   die_now();
 }
 
-void acquire_semaphore_and_exit(mp::Semaphore s) { s.acquire(); }
+void acquire_semaphore_and_exit(mp::Semaphore s) {
+  s.acquire();
+}
 
 void set_event_later(mp::Event e) {
   std::this_thread::sleep_for(50ms);
   e.set();
 }
 
-void wait_event_report(mp::Event e, mp::Queue<int> out) { out.put(e.wait(30s) ? 1 : 0); }
+void wait_event_report(mp::Event e, mp::Queue<int> out) {
+  out.put(e.wait(30s) ? 1 : 0);
+}
 
 // Python's _TestCondition.f: note we are about to sleep, wait, note we woke.
 void condition_sleeper(mp::Condition cond, mp::Semaphore sleeping, mp::Semaphore woken) {
@@ -875,8 +884,8 @@ TEST(Synchronize, NoSegmentLeftAfterLastHandle) {
     mp::Event e;
     mp::Condition f;
     mp::Barrier g(2);
-    for (const std::string* n : {&a.name(), &b.name(), &c.name(), &d.name(), &e.name(), &f.name(),
-                                 &g.name()})
+    for (const std::string* n :
+         {&a.name(), &b.name(), &c.name(), &d.name(), &e.name(), &f.name(), &g.name()})
       names.push_back(*n);
     for (auto& n : names) EXPECT_TRUE(shm_exists(n)) << n;
   }

@@ -2,10 +2,10 @@
 // each process (Python reseeds its generator in a forked child too, so workers differ).
 #pragma once
 
+#include <unistd.h>
 #include <charconv>
 #include <random>
 #include <string>
-#include <unistd.h>
 
 namespace py {
 

@@ -4,9 +4,9 @@
 // what to do about it.
 #pragma once
 
+#include <sys/types.h>
 #include <stdexcept>
 #include <string>
-#include <sys/types.h>
 
 namespace multiproc {
 

@@ -9,12 +9,12 @@
 //   errors.hpp        ProcessError and its family
 #pragma once
 
-#include <multiproc/version.hpp>
-#include <multiproc/errors.hpp>
-#include <multiproc/timeout.hpp>
-#include <multiproc/serialization.hpp>
 #include <multiproc/context.hpp>
+#include <multiproc/errors.hpp>
 #include <multiproc/process.hpp>
+#include <multiproc/serialization.hpp>
+#include <multiproc/timeout.hpp>
+#include <multiproc/version.hpp>
 #if __has_include(<multiproc/queues.hpp>)
 #include <multiproc/queues.hpp>
 #endif

@@ -48,8 +48,8 @@ class Initializer {
  public:
   Initializer() = default;
   template <class F, class... A>
-    requires detail::is_task_callable_v<F>
-  Initializer(F f, A&&... args) : set_(true) {  // NOLINT: implicit, for designated initializers
+  requires detail::is_task_callable_v<F> Initializer(F f, A&&... args)
+      : set_(true) {  // NOLINT: implicit, for designated initializers
     code_ = detail::make_task_code<F, A...>();
     detail::set_task_function(code_, f);
     detail::encode_task_args<F>(args_, std::forward<A>(args)...);
@@ -65,10 +65,10 @@ class Initializer {
 };
 
 struct PoolOptions {
-  unsigned processes = 0;           // 0 = cpu_count()
-  Initializer initializer{};        // run by every worker when it starts
-  uint64_t maxtasksperchild = 0;    // 0 = workers live as long as the pool
-  std::optional<Context> context{}; // start method for the workers (default: the global one)
+  unsigned processes = 0;            // 0 = cpu_count()
+  Initializer initializer{};         // run by every worker when it starts
+  uint64_t maxtasksperchild = 0;     // 0 = workers live as long as the pool
+  std::optional<Context> context{};  // start method for the workers (default: the global one)
 };
 
 // Per-call options for map / imap / starmap.
@@ -127,7 +127,8 @@ class MapResult : public AsyncResult<std::vector<detail::value_of<R>>> {
 
   // One Outcome per input item, in order. Waits like get(); never throws a task's error.
   std::vector<Outcome<V>> outcomes(Timeout timeout = std::nullopt) const {
-    if (!this->wait(timeout)) throw TimeoutError("MapResult::outcomes(): not ready within the timeout");
+    if (!this->wait(timeout))
+      throw TimeoutError("MapResult::outcomes(): not ready within the timeout");
     std::vector<Outcome<V>> out;
     const std::vector<V>& values = map_st_->success ? *map_st_->value : map_st_->values;
     out.reserve(values.size());
@@ -221,28 +222,29 @@ class Pool {
 
   // ---- apply ----
   template <class F, class... A>
-    requires detail::is_task_callable_v<F>
-  auto apply(F f, A&&... args) {
-    return apply_async(f, std::forward<A>(args)...).get();
-  }
+  requires detail::is_task_callable_v<F>
+  auto apply(F f, A&&... args) { return apply_async(f, std::forward<A>(args)...).get(); }
   template <class F, class... A>
-    requires detail::is_task_callable_v<F>
+  requires detail::is_task_callable_v<F>
   auto apply_async(F f, A&&... args) {
     return apply_async(callbacks(nullptr, nullptr), f, std::forward<A>(args)...);
   }
   template <class OnOk, class OnErr, class F, class... A>
-    requires detail::is_task_callable_v<F>
+  requires detail::is_task_callable_v<F>
   auto apply_async(detail::Callbacks<OnOk, OnErr> cb, F f, A&&... args) {
     (void)detail::make_task_code<F, A...>();  // compile-time checks with clear messages
     using ArgsTuple = detail::task_args_t<F, A...>;
     using R = detail::task_result_t<F, ArgsTuple>;
-    detail::require_all_transferable<ArgsTuple>(std::make_index_sequence<std::tuple_size_v<ArgsTuple>>{});
+    detail::require_all_transferable<ArgsTuple>(
+        std::make_index_sequence<std::tuple_size_v<ArgsTuple>>{});
     if constexpr (!std::is_void_v<R>) detail::require_transferable<R>();
     std::string encoded;
-    detail::encode_chunk_items(encoded, std::vector<ArgsTuple>{ArgsTuple(std::forward<A>(args)...)});
+    detail::encode_chunk_items(encoded,
+                               std::vector<ArgsTuple>{ArgsTuple(std::forward<A>(args)...)});
     auto st = std::make_shared<detail::ResultState<detail::value_of<R>>>();
     st->pool = core_;
-    auto job = std::make_shared<detail::ApplyJob<R, OnOk, OnErr>>(st, std::move(encoded), std::move(cb));
+    auto job =
+        std::make_shared<detail::ApplyJob<R, OnOk, OnErr>>(st, std::move(encoded), std::move(cb));
     job->code_bytes = detail::chunk_code_bytes<F, ArgsTuple, true>(f);
     core_->submit(job);
     return AsyncResult<R>(st);
@@ -250,27 +252,28 @@ class Pool {
 
   // ---- map / starmap ----
   template <class F, std::ranges::input_range Range>
-    requires detail::is_task_callable_v<F>
+  requires detail::is_task_callable_v<F>
   auto map(F f, Range&& items, size_t chunksize = 0) {
     return map_async(f, std::forward<Range>(items), MapOptions{chunksize}).get();
   }
   template <class F, std::ranges::input_range Range>
-    requires detail::is_task_callable_v<F>
+  requires detail::is_task_callable_v<F>
   auto map(F f, Range&& items, MapOptions options) {
     return map_async(f, std::forward<Range>(items), options).get();
   }
   template <class F, std::ranges::input_range Range>
-    requires detail::is_task_callable_v<F>
+  requires detail::is_task_callable_v<F>
   auto map_async(F f, Range&& items, size_t chunksize = 0) {
-    return map_async(callbacks(nullptr, nullptr), f, std::forward<Range>(items), MapOptions{chunksize});
+    return map_async(callbacks(nullptr, nullptr), f, std::forward<Range>(items),
+                     MapOptions{chunksize});
   }
   template <class F, std::ranges::input_range Range>
-    requires detail::is_task_callable_v<F>
+  requires detail::is_task_callable_v<F>
   auto map_async(F f, Range&& items, MapOptions options) {
     return map_async(callbacks(nullptr, nullptr), f, std::forward<Range>(items), options);
   }
   template <class OnOk, class OnErr, class F, std::ranges::input_range Range>
-    requires detail::is_task_callable_v<F>
+  requires detail::is_task_callable_v<F>
   auto map_async(detail::Callbacks<OnOk, OnErr> cb, F f, Range&& items, MapOptions options = {}) {
     using Elem = std::ranges::range_reference_t<Range>;
     using ArgsTuple = detail::task_args_t<F, Elem>;
@@ -281,18 +284,20 @@ class Pool {
   }
 
   template <class F, std::ranges::input_range Range>
-    requires detail::is_task_callable_v<F>
+  requires detail::is_task_callable_v<F>
   auto starmap(F f, Range&& items, size_t chunksize = 0) {
     return starmap_async(f, std::forward<Range>(items), chunksize).get();
   }
   template <class F, std::ranges::input_range Range>
-    requires detail::is_task_callable_v<F>
+  requires detail::is_task_callable_v<F>
   auto starmap_async(F f, Range&& items, size_t chunksize = 0) {
-    return starmap_async(callbacks(nullptr, nullptr), f, std::forward<Range>(items), MapOptions{chunksize});
+    return starmap_async(callbacks(nullptr, nullptr), f, std::forward<Range>(items),
+                         MapOptions{chunksize});
   }
   template <class OnOk, class OnErr, class F, std::ranges::input_range Range>
-    requires detail::is_task_callable_v<F>
-  auto starmap_async(detail::Callbacks<OnOk, OnErr> cb, F f, Range&& items, MapOptions options = {}) {
+  requires detail::is_task_callable_v<F>
+  auto starmap_async(detail::Callbacks<OnOk, OnErr> cb, F f, Range&& items,
+                     MapOptions options = {}) {
     using Elem = std::ranges::range_value_t<Range>;
     using ArgsTuple = typename detail::star_args<F, Elem>::type;
     return submit_map<F, ArgsTuple, ArgsTuple, true>(cb, f, std::forward<Range>(items), options);
@@ -300,22 +305,22 @@ class Pool {
 
   // ---- imap ----
   template <class F, std::ranges::input_range Range>
-    requires detail::is_task_callable_v<F>
+  requires detail::is_task_callable_v<F>
   auto imap(F f, Range&& items, size_t chunksize = 1) {
     return submit_imap(f, std::forward<Range>(items), MapOptions{chunksize}, true);
   }
   template <class F, std::ranges::input_range Range>
-    requires detail::is_task_callable_v<F>
+  requires detail::is_task_callable_v<F>
   auto imap(F f, Range&& items, MapOptions options) {
     return submit_imap(f, std::forward<Range>(items), options, true);
   }
   template <class F, std::ranges::input_range Range>
-    requires detail::is_task_callable_v<F>
+  requires detail::is_task_callable_v<F>
   auto imap_unordered(F f, Range&& items, size_t chunksize = 1) {
     return submit_imap(f, std::forward<Range>(items), MapOptions{chunksize}, false);
   }
   template <class F, std::ranges::input_range Range>
-    requires detail::is_task_callable_v<F>
+  requires detail::is_task_callable_v<F>
   auto imap_unordered(F f, Range&& items, MapOptions options) {
     return submit_imap(f, std::forward<Range>(items), options, false);
   }
@@ -336,7 +341,8 @@ class Pool {
   auto submit_map(detail::Callbacks<OnOk, OnErr>& cb, F f, Range&& items, MapOptions options) {
     using R = detail::task_result_t<F, ArgsTuple>;
     using V = detail::value_of<R>;
-    detail::require_all_transferable<ArgsTuple>(std::make_index_sequence<std::tuple_size_v<ArgsTuple>>{});
+    detail::require_all_transferable<ArgsTuple>(
+        std::make_index_sequence<std::tuple_size_v<ArgsTuple>>{});
     if constexpr (!std::is_void_v<R>) detail::require_transferable<R>();
     std::vector<P> all;
     if constexpr (std::ranges::sized_range<Range>) all.reserve(std::ranges::size(items));
@@ -359,8 +365,8 @@ class Pool {
     }
     auto st = std::make_shared<detail::MapState<V>>();
     st->pool = core_;
-    auto job = std::make_shared<detail::MapJob<R, OnOk, OnErr>>(st, std::move(chunks), std::move(starts),
-                                                                n, std::move(cb), options.progress);
+    auto job = std::make_shared<detail::MapJob<R, OnOk, OnErr>>(
+        st, std::move(chunks), std::move(starts), n, std::move(cb), options.progress);
     job->code_bytes = detail::chunk_code_bytes<F, ArgsTuple, kStar>(f);
     if (n) core_->submit(job);
     return MapResult<R>(st);
@@ -387,7 +393,8 @@ class Pool {
       bool started = false;
       std::exception_ptr failed;  // raised after the items read before it have been sent
     };
-    auto input = std::make_shared<Input>(Input{std::views::all(std::forward<Range>(items)), {}, false, {}});
+    auto input =
+        std::make_shared<Input>(Input{std::views::all(std::forward<Range>(items)), {}, false, {}});
     size_t cs = options.chunksize ? options.chunksize : 1;
     auto source = [input, cs](std::string& out) -> size_t {
       if (input->failed) std::rethrow_exception(std::exchange(input->failed, nullptr));

@@ -9,10 +9,10 @@
 // running (as Python does) and reaps it at exit; daemon children are terminated at exit.
 #pragma once
 
+#include <sys/types.h>
 #include <memory>
 #include <optional>
 #include <string>
-#include <sys/types.h>
 
 #include <multiproc/context.hpp>
 #include <multiproc/detail/child.hpp>
@@ -27,8 +27,7 @@ class Process {
   Process() = default;
 
   template <class F, class... Args>
-    requires(!std::is_same_v<std::decay_t<F>, Context>)
-  explicit Process(F task, Args&&... args) {
+  requires(!std::is_same_v<std::decay_t<F>, Context>) explicit Process(F task, Args&&... args) {
     prepare<F>(task, std::forward<Args>(args)...);
   }
   // A process that starts with the context's start method.

@@ -153,7 +153,9 @@ class Queue {
 
   // The shared-memory name of the queue's control segment (diagnostics).
   const std::string& name() const { return core().name(); }
-  bool operator==(const Queue& other) const { return core_ == other.core_ || name() == other.name(); }
+  bool operator==(const Queue& other) const {
+    return core_ == other.core_ || name() == other.name();
+  }
 
   // Handle protocol (serialization.hpp): what travels is the queue's name.
   template <class Archive>

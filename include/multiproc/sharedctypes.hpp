@@ -219,8 +219,8 @@ class Array {
     T* p = elements();
     detail::HoldUnlessHeld hold(lock_);
     std::vector<T> out(size_);
-    if (size_) std::memcpy(static_cast<void*>(out.data()), static_cast<const void*>(p),
-                           size_ * sizeof(T));
+    if (size_)
+      std::memcpy(static_cast<void*>(out.data()), static_cast<const void*>(p), size_ * sizeof(T));
     return out;
   }
 
@@ -239,9 +239,9 @@ class Array {
   void load(Archive& ar) {
     std::string name;
     ar(name);
-    auto c = detail::SyncCore::attach(name, detail::SegmentKind::shared, detail::SyncType::array,
-                                      detail::kArrayElementsOffset,
-                                      detail::element_fingerprint<T>());
+    auto c =
+        detail::SyncCore::attach(name, detail::SegmentKind::shared, detail::SyncType::array,
+                                 detail::kArrayElementsOffset, detail::element_fingerprint<T>());
     auto* h = static_cast<detail::ArrayHeader*>(c->data());
     if (c->data_size() < detail::kArrayElementsOffset + h->size * sizeof(T))
       throw ProcessError("shared memory segment " + name + " is too small for its Array");

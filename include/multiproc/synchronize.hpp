@@ -254,9 +254,7 @@ class Semaphore {
   // INT_MAX, or, for a BoundedSemaphore, its initial value (nothing is released then).
   void release(uint32_t n = 1);
   // The number of units available now (Python's get_value; a snapshot).
-  int get_value() const {
-    return static_cast<int>(data().value.load(std::memory_order_relaxed));
-  }
+  int get_value() const { return static_cast<int>(data().value.load(std::memory_order_relaxed)); }
   // Units given back from dead holders so far, by any process.
   uint32_t recovered_units() const { return data().recovered.load(std::memory_order_relaxed); }
 

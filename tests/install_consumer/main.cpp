@@ -3,7 +3,9 @@
 
 namespace mp = multiproc;
 
-int twice(int x) { return 2 * x; }
+int twice(int x) {
+  return 2 * x;
+}
 
 int main(int argc, char** argv) {
   mp::init(argc, argv);

@@ -11,12 +11,15 @@
 
 namespace mp = multiproc;
 
-int twice(int x) { return 2 * x; }
+int twice(int x) {
+  return 2 * x;
+}
 
 int main(int argc, char** argv) {
   if (argc > 2 && std::strcmp(argv[2], "--init") == 0) mp::init(argc, argv);
-  mp::StartMethod m = argc > 1 && std::strcmp(argv[1], "forkserver") == 0 ? mp::StartMethod::forkserver
-                                                                         : mp::StartMethod::spawn;
+  mp::StartMethod m = argc > 1 && std::strcmp(argv[1], "forkserver") == 0
+                          ? mp::StartMethod::forkserver
+                          : mp::StartMethod::spawn;
   try {
     mp::Pool pool(mp::PoolOptions{.processes = 2, .context = mp::get_context(m)});
     std::printf("pool result %d\n", pool.apply(twice, 21));

@@ -6,8 +6,8 @@
 
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <dirent.h>
+#include <chrono>
 #include <string>
 #include <thread>
 
@@ -25,10 +25,10 @@ inline std::string start_method_name(const ::testing::TestParamInfo<mp::StartMet
   return std::string(mp::to_string(info.param));
 }
 
-#define MP_ALL_START_METHODS(Suite)                                                              \
-  INSTANTIATE_TEST_SUITE_P(, Suite,                                                            \
-                           ::testing::Values(mp::StartMethod::fork, mp::StartMethod::spawn,   \
-                                             mp::StartMethod::forkserver),                     \
+#define MP_ALL_START_METHODS(Suite)                                                         \
+  INSTANTIATE_TEST_SUITE_P(, Suite,                                                         \
+                           ::testing::Values(mp::StartMethod::fork, mp::StartMethod::spawn, \
+                                             mp::StartMethod::forkserver),                  \
                            start_method_name)
 
 // Open descriptors of this process, to check that nothing leaks.

@@ -22,7 +22,9 @@ struct HandleLoadScope {
   HandleLoadScope& operator=(const HandleLoadScope&) = delete;
 };
 
-inline bool loading_handles() { return t_handle_load_depth > 0; }
+inline bool loading_handles() {
+  return t_handle_load_depth > 0;
+}
 
 [[noreturn]] inline void throw_empty_handle(const char* what) {
   throw ProcessError(std::string(what) +

@@ -23,8 +23,8 @@
 #include <vector>
 
 #include <multiproc/context.hpp>
-#include <multiproc/detail/popen.hpp>
 #include <multiproc/detail/pool_protocol.hpp>
+#include <multiproc/detail/popen.hpp>
 #include <multiproc/detail/queue_core.hpp>
 #include <multiproc/detail/segment.hpp>
 #include <multiproc/detail/task.hpp>

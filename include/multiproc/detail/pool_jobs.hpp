@@ -310,8 +310,12 @@ class MapJob final : public JobBase {
   using V = value_of<R>;
   MapJob(std::shared_ptr<MapState<V>> st, std::vector<std::string> chunks,
          std::vector<size_t> starts, size_t total, Callbacks<OnOk, OnErr> cb, bool progress)
-      : st_(std::move(st)), chunks_(std::move(chunks)), starts_(std::move(starts)),
-        total_(total), remaining_(chunks_.size()), cb_(std::move(cb)) {
+      : st_(std::move(st)),
+        chunks_(std::move(chunks)),
+        starts_(std::move(starts)),
+        total_(total),
+        remaining_(chunks_.size()),
+        cb_(std::move(cb)) {
     st_->values.resize(total_);
     if (progress) progress_.emplace("map", total_);
     if (remaining_ == 0) finish();
@@ -328,7 +332,8 @@ class MapJob final : public JobBase {
     size_t count = chunk_count(chunk);
     try {
       decode_chunk<R>(
-          p, n, count, [&](size_t i, auto&& v) { st_->values[start + i] = std::forward<decltype(v)>(v); },
+          p, n, count,
+          [&](size_t i, auto&& v) { st_->values[start + i] = std::forward<decltype(v)>(v); },
           [&](size_t i, std::exception_ptr e) { record_error(start + i, e); });
     } catch (...) {
       for (size_t i = 0; i < count; ++i) record_error(start + i, std::current_exception());
@@ -401,7 +406,9 @@ class IMapJob final : public JobBase {
 
   IMapJob(Source source, bool ordered, size_t chunksize, size_t window, std::optional<size_t> total,
           bool progress)
-      : source_(std::move(source)), ordered_(ordered), chunksize_(std::max<size_t>(chunksize, 1)),
+      : source_(std::move(source)),
+        ordered_(ordered),
+        chunksize_(std::max<size_t>(chunksize, 1)),
         window_(window) {
     if (progress) progress_.emplace(ordered ? "imap" : "imap_unordered", total.value_or(0));
   }
@@ -434,7 +441,8 @@ class IMapJob final : public JobBase {
     std::vector<Outcome<V>> outs(counts_at(chunk));
     try {
       decode_chunk<R>(
-          p, n, outs.size(), [&](size_t i, auto&& v) { outs[i] = Outcome<V>(std::forward<decltype(v)>(v)); },
+          p, n, outs.size(),
+          [&](size_t i, auto&& v) { outs[i] = Outcome<V>(std::forward<decltype(v)>(v)); },
           [&](size_t i, std::exception_ptr e) { outs[i] = Outcome<V>(e); });
     } catch (...) {
       for (auto& o : outs) o = Outcome<V>(std::current_exception());

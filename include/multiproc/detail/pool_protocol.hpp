@@ -22,9 +22,15 @@ enum class SlotState : uint32_t { free = 0, queued = 1, taken = 2, done = 3, fai
 inline uint64_t slot_word(uint32_t gen, SlotState s, uint32_t pid) {
   return (uint64_t{gen} << 40) | (uint64_t{static_cast<uint32_t>(s)} << 32) | pid;
 }
-inline uint32_t slot_gen(uint64_t w) { return static_cast<uint32_t>(w >> 40); }
-inline SlotState slot_state(uint64_t w) { return static_cast<SlotState>((w >> 32) & 0xff); }
-inline uint32_t slot_pid(uint64_t w) { return static_cast<uint32_t>(w); }
+inline uint32_t slot_gen(uint64_t w) {
+  return static_cast<uint32_t>(w >> 40);
+}
+inline SlotState slot_state(uint64_t w) {
+  return static_cast<SlotState>((w >> 32) & 0xff);
+}
+inline uint32_t slot_pid(uint64_t w) {
+  return static_cast<uint32_t>(w);
+}
 
 enum class WorkerExit : uint32_t { running = 0, stopped = 1, recycled = 2, init_failed = 3 };
 

@@ -4,11 +4,11 @@
 // readable when the child ends, poll, wait, and signals.
 #pragma once
 
+#include <sys/types.h>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
-#include <sys/types.h>
 
 #include <multiproc/timeout.hpp>
 

@@ -72,11 +72,11 @@ static_assert(sizeof(RingData) <= kRingDataSize);
 struct QueueData {
   uint32_t layout_version;
   uint32_t joinable;  // put() counts unfinished tasks (JoinableQueue)
-  uint64_t maxsize;  // items; 0 = unbounded
+  uint64_t maxsize;   // items; 0 = unbounded
   // Producer side.
   alignas(64) RobustMutexData put_lock;
-  std::atomic<uint64_t> put_count;       // items ever published
-  std::atomic<uint64_t> tail_ring_gen;   // id of the ring producers write to
+  std::atomic<uint64_t> put_count;          // items ever published
+  std::atomic<uint64_t> tail_ring_gen;      // id of the ring producers write to
   char tail_ring_name[2][kMaxSegmentName];  // indexed by generation & 1
   // Written just before a publish, so that whoever takes put_lock over from a producer that died
   // between publishing `tail` and `put_count` can finish the count.
@@ -95,7 +95,8 @@ struct QueueData {
   WaitWord all_done;
 };
 static_assert(offsetof(QueueData, get_lock) % 64 == 0 && offsetof(QueueData, not_empty) % 64 == 0);
-static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<int64_t>::is_always_lock_free);
+static_assert(std::atomic<uint64_t>::is_always_lock_free &&
+              std::atomic<int64_t>::is_always_lock_free);
 
 // Callbacks of the untyped core: fill writes an item's bytes; deliver receives them (called with
 // get_lock held: copy, do not deserialize there).
@@ -166,9 +167,9 @@ class QueueCore {
 
   std::shared_ptr<Segment> seg_;
   QueueData* q_;
-  RingView put_ring_;  // touched only with put_lock held
-  RingView get_ring_;  // touched only with get_lock held
-  uint64_t put_pos_ = 0;        // put_ring_'s tail while reserving (put_lock held)
+  RingView put_ring_;             // touched only with put_lock held
+  RingView get_ring_;             // touched only with get_lock held
+  uint64_t put_pos_ = 0;          // put_ring_'s tail while reserving (put_lock held)
   uint64_t put_unpublished_ = 0;  // items reserved but not yet published (put_lock held)
 };
 

@@ -26,8 +26,8 @@ bool thread_alive(uint32_t tid);
 enum class LockStatus { acquired, acquired_owner_died, timed_out };
 
 struct RobustMutexData {
-  std::atomic<uint32_t> owner{0};    // futex word: owner's tid, 0 when free
-  std::atomic<uint32_t> waiters{0};  // threads asleep (or about to sleep) on `owner`
+  std::atomic<uint32_t> owner{0};         // futex word: owner's tid, 0 when free
+  std::atomic<uint32_t> waiters{0};       // threads asleep (or about to sleep) on `owner`
   std::atomic<uint32_t> owner_deaths{0};  // how many times an owner died holding it
   uint32_t reserved{0};
 };

@@ -12,12 +12,12 @@
 // unlinks them.
 #pragma once
 
+#include <sys/types.h>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <sys/types.h>
 
 namespace multiproc::detail {
 
@@ -55,8 +55,8 @@ class Segment {
   // name from a serialized handle whose in-flight reference now becomes this process's (or is
   // dropped when this process already maps it). Throws ProcessError when the name is gone or the
   // header does not match (wrong kind, magic or layout version).
-  static std::shared_ptr<Segment> attach(const std::string& name, SegmentKind kind,
-                                         bool refcounted, bool consume_flight_ref);
+  static std::shared_ptr<Segment> attach(const std::string& name, SegmentKind kind, bool refcounted,
+                                         bool consume_flight_ref);
 
   ~Segment();
   Segment(const Segment&) = delete;

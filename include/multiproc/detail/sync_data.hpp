@@ -13,14 +13,14 @@
 // initial state of every field except those the creator sets before the handle is shared.
 #pragma once
 
+#include <sys/types.h>
+#include <unistd.h>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <sys/types.h>
 #include <type_traits>
-#include <unistd.h>
 
 #include <multiproc/detail/futex.hpp>
 #include <multiproc/detail/robust_mutex.hpp>
@@ -90,7 +90,7 @@ struct SemaphoreData {
   SyncTag tag;
   uint32_t initial;  // the value at creation: BoundedSemaphore's maximum, recovery's ceiling
   uint32_t bounded;  // 1 for BoundedSemaphore
-  std::atomic<int64_t> last_scan_ns;  // steady clock; dead-holder scans are rate-limited by it
+  std::atomic<int64_t> last_scan_ns;   // steady clock; dead-holder scans are rate-limited by it
   std::atomic<uint32_t> holders_used;  // slots [0, holders_used) have ever been claimed
   std::atomic<uint32_t> recovered;     // units given back from dead holders, ever
   // Hot: acquire/release CAS `value`; waiters sleep on `ww`.
@@ -145,16 +145,16 @@ static_assert(sizeof(SegmentHeader) + sizeof(CondData) <= 4096);
 
 struct BarrierData {
   SyncTag tag;
-  RobustMutexData m;             // guards every field below but `ww`
-  uint32_t parties;              // set at creation
+  RobustMutexData m;  // guards every field below but `ww`
+  uint32_t parties;   // set at creation
   uint32_t reserved;
-  int64_t default_timeout_ns;    // set at creation; < 0 = none
+  int64_t default_timeout_ns;  // set at creation; < 0 = none
   // Read lock-free by waiters (their wake-up predicate), written under `m`.
-  alignas(64) std::atomic<uint32_t> gen;      // generation: +1 when the barrier trips or resets
-  std::atomic<uint32_t> count;                // arrivals in the current generation
-  std::atomic<uint32_t> broken;               // 1 after a timeout or abort(), until reset()
+  alignas(64) std::atomic<uint32_t> gen;  // generation: +1 when the barrier trips or resets
+  std::atomic<uint32_t> count;            // arrivals in the current generation
+  std::atomic<uint32_t> broken;           // 1 after a timeout or abort(), until reset()
   std::atomic<uint32_t> reserved2;
-  std::atomic<uint64_t> released_bits;        // bit g % 64: generation g ended by tripping
+  std::atomic<uint64_t> released_bits;  // bit g % 64: generation g ended by tripping
   WaitWord ww;
 };
 static_assert(std::is_standard_layout_v<BarrierData>);
@@ -173,9 +173,8 @@ class SyncCore {
   // Opens a serialized handle's object (consuming the in-flight reference). Throws ProcessError
   // if the name is gone or is not a `type` object with the same `check` and at least
   // `min_data_size` bytes.
-  static std::shared_ptr<SyncCore> attach(const std::string& name, SegmentKind kind,
-                                          SyncType type, size_t min_data_size,
-                                          uint64_t check = 0);
+  static std::shared_ptr<SyncCore> attach(const std::string& name, SegmentKind kind, SyncType type,
+                                          size_t min_data_size, uint64_t check = 0);
   ~SyncCore();
   SyncCore(const SyncCore&) = delete;
   SyncCore& operator=(const SyncCore&) = delete;

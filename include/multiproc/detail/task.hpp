@@ -54,8 +54,7 @@ struct task_args {
   using type = std::tuple<std::decay_t<Args>...>;
 };
 template <class F, class... Args>
-  requires callable_params<F>::known
-struct task_args<F, Args...> {
+requires callable_params<F>::known struct task_args<F, Args...> {
   using type = typename callable_params<F>::type;
 };
 template <class F, class... Args>
@@ -63,12 +62,12 @@ using task_args_t = typename task_args<F, Args...>::type;
 
 template <class F>
 inline constexpr bool is_stateless_lambda_v =
-    std::is_class_v<F> && std::is_empty_v<F> && std::is_default_constructible_v<F>;
+    std::is_class_v<F>&& std::is_empty_v<F>&& std::is_default_constructible_v<F>;
 
 template <class F>
-inline constexpr bool is_task_callable_v =
-    is_stateless_lambda_v<F> ||
-    (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>);
+inline constexpr bool is_task_callable_v = is_stateless_lambda_v<F> ||
+                                           (std::is_pointer_v<F> &&
+                                            std::is_function_v<std::remove_pointer_t<F>>);
 
 template <class F, class ArgsTuple>
 struct task_result;
