@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <pthread.h>
 #include <random>
 
 #include <multiproc/detail/child.hpp>
@@ -48,7 +49,13 @@ struct Client {
   pid_t server = -1;  // ours when we started it; used to explain a server that died at once
 };
 Client& client() {
-  static auto* c = new Client;
+  static auto* c = [] {
+    auto* fresh = new Client;
+    // Launching holds this lock; a fork meanwhile (from another thread) must not copy it held.
+    pthread_atfork([] { client().mu.lock(); }, [] { client().mu.unlock(); },
+                   [] { client().mu.unlock(); });
+    return fresh;
+  }();
   return *c;
 }
 

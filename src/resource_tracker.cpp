@@ -10,12 +10,16 @@
 #include <csignal>
 #include <cstring>
 #include <mutex>
+#include <pthread.h>
 
 namespace multiproc::detail {
 namespace {
 
 std::mutex g_mu;
 int g_fd = -1;
+// A fork (the pool's monitor thread replacing a worker, say) must not copy this lock held.
+[[maybe_unused]] const int g_atfork = pthread_atfork([] { g_mu.lock(); }, [] { g_mu.unlock(); },
+                                                     [] { g_mu.unlock(); });
 
 // ---- the tracker process: system calls only (it is forked from a possibly threaded parent) ----
 
@@ -118,7 +122,9 @@ int start_tracker_locked() {
   // gone.
   int fds[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) return -1;
-  pid_t pid = fork();
+  // A raw fork: glibc's fork() would run the pthread_atfork handlers, one of which takes g_mu,
+  // which we hold. The child makes system calls only, so it needs none of glibc's fork care.
+  pid_t pid = static_cast<pid_t>(syscall(SYS_clone, SIGCHLD, nullptr, nullptr, nullptr, 0));
   if (pid < 0) {
     close(fds[0]);
     close(fds[1]);
