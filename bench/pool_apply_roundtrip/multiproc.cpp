@@ -4,8 +4,10 @@
 // the replies, as python_mp.py does).
 #include <multiproc/multiproc.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench_common.hpp"

@@ -10,7 +10,9 @@
 #include <multiproc/multiproc.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
 

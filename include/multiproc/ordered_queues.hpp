@@ -46,6 +46,7 @@
 #include <vector>
 
 #include <multiproc/detail/handle.hpp>
+#include <multiproc/detail/item_codec.hpp>
 #include <multiproc/detail/ordered_queue_core.hpp>
 #include <multiproc/errors.hpp>
 #include <multiproc/serialization.hpp>
@@ -54,46 +55,6 @@
 namespace multiproc {
 
 namespace detail {
-
-// Encodes items for OrderedQueueCore::put and decodes what its get delivers (the same encoding
-// as Queue's: raw bytes for plain types, serialization.hpp's otherwise).
-template <class T>
-struct OrderedItemCodec {
-  static constexpr bool plain = is_plain_bytes_v<T>;
-
-  struct Encoded {
-    std::string bytes;
-    std::vector<size_t> sizes;
-    std::vector<size_t> offsets;
-  };
-  static void fill_plain(void* ctx, size_t i, char* dst) {
-    std::memcpy(dst, static_cast<const T* const*>(ctx)[0] + i, sizeof(T));
-  }
-  static void fill_encoded(void* ctx, size_t i, char* dst) {
-    auto* e = static_cast<Encoded*>(ctx);
-    std::memcpy(dst, e->bytes.data() + e->offsets[i], e->sizes[i]);
-  }
-  static void deliver_plain_one(void* ctx, const char* src, size_t size) {
-    if (size != sizeof(T)) throw ProcessError("queue item has the wrong size for its type");
-    std::memcpy(static_cast<void*>(static_cast<T*>(ctx)), src, sizeof(T));
-  }
-  static void deliver_plain_many(void* ctx, const char* src, size_t size) {
-    if (size != sizeof(T)) throw ProcessError("queue item has the wrong size for its type");
-    auto* v = static_cast<std::vector<T>*>(ctx);
-    v->resize(v->size() + 1);
-    std::memcpy(static_cast<void*>(&v->back()), src, sizeof(T));
-  }
-  static void deliver_bytes(void* ctx, const char* src, size_t size) {
-    auto* e = static_cast<Encoded*>(ctx);
-    e->offsets.push_back(e->bytes.size());
-    e->sizes.push_back(size);
-    e->bytes.append(src, size);
-  }
-  static T decode(const char* p, size_t size) {
-    HandleLoadScope scope;
-    return load<T>(std::string_view(p, size));
-  }
-};
 
 // LIFO order: the core needs no comparisons.
 template <class T>
@@ -129,7 +90,7 @@ struct PriorityOrder {
         std::memcpy(static_cast<void*>(&value), bytes, sizeof(T));
         s->slot[i].emplace(value);
       } else {
-        s->slot[i].emplace(OrderedItemCodec<T>::decode(bytes, size));
+        s->slot[i].emplace(ItemCodec<T>::decode(bytes, size));
       }
     }
     static bool before(void* ctx, int a, int b) {
@@ -232,7 +193,7 @@ class BasicOrderedQueue {
   }
 
  private:
-  using Codec = OrderedItemCodec<T>;
+  using Codec = ItemCodec<T>;
 
   OrderedQueueCore& core() const {
     if (!core_)

@@ -26,61 +26,13 @@
 #include <vector>
 
 #include <multiproc/detail/handle.hpp>
+#include <multiproc/detail/item_codec.hpp>
 #include <multiproc/detail/queue_core.hpp>
 #include <multiproc/errors.hpp>
 #include <multiproc/serialization.hpp>
 #include <multiproc/timeout.hpp>
 
 namespace multiproc {
-
-namespace detail {
-
-// Encodes items for QueueCore::put and decodes what QueueCore::get delivers.
-template <class T>
-struct ItemCodec {
-  static constexpr bool plain = is_plain_bytes_v<T>;
-
-  // Put side: plain items are copied from the caller's objects; others are encoded first.
-  struct Encoded {
-    std::string bytes;
-    std::vector<size_t> sizes;
-    std::vector<size_t> offsets;
-  };
-  static void fill_plain(void* ctx, size_t i, char* dst) {
-    std::memcpy(dst, static_cast<const T* const*>(ctx)[0] + i, sizeof(T));
-  }
-  static void fill_plain_indirect(void* ctx, size_t i, char* dst) {
-    std::memcpy(dst, static_cast<const T* const*>(ctx)[i], sizeof(T));
-  }
-  static void fill_encoded(void* ctx, size_t i, char* dst) {
-    auto* e = static_cast<Encoded*>(ctx);
-    std::memcpy(dst, e->bytes.data() + e->offsets[i], e->sizes[i]);
-  }
-
-  // Get side.
-  static void deliver_plain_one(void* ctx, const char* src, size_t size) {
-    if (size != sizeof(T)) throw ProcessError("queue item has the wrong size for its type");
-    std::memcpy(static_cast<T*>(ctx), src, sizeof(T));
-  }
-  static void deliver_plain_many(void* ctx, const char* src, size_t size) {
-    if (size != sizeof(T)) throw ProcessError("queue item has the wrong size for its type");
-    auto* v = static_cast<std::vector<T>*>(ctx);
-    v->resize(v->size() + 1);
-    std::memcpy(&v->back(), src, sizeof(T));
-  }
-  static void deliver_bytes(void* ctx, const char* src, size_t size) {
-    auto* e = static_cast<Encoded*>(ctx);
-    e->offsets.push_back(e->bytes.size());
-    e->sizes.push_back(size);
-    e->bytes.append(src, size);
-  }
-  static T decode(const Encoded& e, size_t i) {
-    HandleLoadScope scope;
-    return load<T>(std::string_view(e.bytes.data() + e.offsets[i], e.sizes[i]));
-  }
-};
-
-}  // namespace detail
 
 template <class T>
 class Queue {
