@@ -323,26 +323,41 @@ bool PoolCore::wait_until(const std::function<bool()>& ready, const Deadline& de
     if (pump.owns_lock()) {
       Deadline slice{Deadline::Clock::now() + std::chrono::milliseconds(5)};
       if (deadline.at && *deadline.at < *slice.at) slice = deadline;
-      pump_once(slice, true, nullptr);
+      // The monitor raises monitor_event_ (and wakes us) when a worker ends: join() and the
+      // like need not wait for the slice to run out.
+      pump_once(slice, true, &monitor_event_);
+      monitor_event_.store(0);
     } else {
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }
   last_foreground_ns_.store(now_ns());
-  foreground_waiters_.fetch_sub(1);
+  if (foreground_waiters_.fetch_sub(1) == 1) {
+    std::lock_guard lk(pump_idle_mu_);
+    pump_idle_.notify_one();
+  }
   return ok;
 }
 
 void PoolCore::pump_loop() {
+  // Results are processed here only while no caller is waiting on one (callbacks, imap feeding,
+  // replacing input while the program does something else); a waiting caller pumps itself.
   while (!stopping_.load()) {
-    if (foreground_waiters_.load() > 0 ||
-        now_ns() - last_foreground_ns_.load() < kForegroundGraceNs) {
-      std::this_thread::sleep_for(std::chrono::microseconds(500));
-      continue;
+    {
+      std::unique_lock lk(pump_idle_mu_);
+      int64_t quiet_for = now_ns() - last_foreground_ns_.load();
+      if (foreground_waiters_.load() > 0) {
+        pump_idle_.wait_for(lk, std::chrono::milliseconds(100));
+        continue;
+      }
+      if (quiet_for < kForegroundGraceNs) {
+        pump_idle_.wait_for(lk, std::chrono::nanoseconds(kForegroundGraceNs - quiet_for));
+        continue;
+      }
     }
     std::unique_lock pump(pump_mu_, std::try_to_lock);
     if (!pump.owns_lock()) {
-      std::this_thread::sleep_for(std::chrono::microseconds(500));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
       continue;
     }
     pump_once(Deadline{Deadline::Clock::now() + std::chrono::milliseconds(100)}, false,
@@ -409,6 +424,8 @@ void PoolCore::monitor_loop() {
         }
         workers_changed_.notify_all();
       }
+      monitor_event_.store(1);
+      results_->wake_getters();
       if (died) {
         ResultHeader h{0, 0, static_cast<uint32_t>(ResultKind::worker_died), pid, *code, 0};
         size_t size = sizeof h;
@@ -474,9 +491,12 @@ void PoolCore::terminate() {
     uint64_t one = 1;
     (void)!::write(event_fd_, &one, sizeof one);
   }
-  results_->wake_getters();
   foreground_waiters_.fetch_add(1);  // makes the pump thread's wait return
   results_->wake_getters();
+  {
+    std::lock_guard lk(pump_idle_mu_);
+    pump_idle_.notify_all();
+  }
   if (monitor_.joinable()) monitor_.join();
   if (pump_thread_.joinable()) pump_thread_.join();
   foreground_waiters_.fetch_sub(1);
@@ -521,6 +541,10 @@ bool PoolCore::join(const Deadline& deadline) {
       (void)!::write(event_fd_, &one, sizeof one);
       foreground_waiters_.fetch_add(1);
       results_->wake_getters();
+      {
+        std::lock_guard lk(pump_idle_mu_);
+        pump_idle_.notify_all();
+      }
       if (monitor_.joinable()) monitor_.join();
       if (pump_thread_.joinable()) pump_thread_.join();
       foreground_waiters_.fetch_sub(1);

@@ -277,24 +277,25 @@ size_t QueueCore::put(size_t count, const size_t* sizes, size_t stride, FillFn f
 
 size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, FillFn fill, void* ctx,
                           const Deadline& deadline) {
+  const uint64_t maxsize = q_->maxsize;
+  auto has_room = [&] {
+    return q_->put_count.load(std::memory_order_seq_cst) -
+                   q_->get_count.load(std::memory_order_seq_cst) <
+               maxsize ||
+           closed();
+  };
   size_t done = 0;
   while (done < count) {
     if (closed()) throw QueueClosed("put() on a closed queue");
-    const uint64_t maxsize = q_->maxsize;
-    if (maxsize) {
-      auto has_room = [&] {
-        return q_->put_count.load(std::memory_order_seq_cst) -
-                       q_->get_count.load(std::memory_order_seq_cst) <
-                   maxsize ||
-               closed();
-      };
-      if (!has_room() && !wait_for(q_->not_full, has_room, deadline)) return done;
-      if (closed()) throw QueueClosed("put() on a closed queue");
-    }
     lock_put();
     size_t limit = count - done;
     if (maxsize) {
-      int64_t used = static_cast<int64_t>(q_->put_count.load() - q_->get_count.load());
+      // get_count is written by consumers on every get: read it only when the cached view
+      // says the queue is full.
+      uint64_t put_count = q_->put_count.load(std::memory_order_relaxed);
+      if (put_count - q_->put_seen_get_count + limit > maxsize)
+        q_->put_seen_get_count = q_->get_count.load(std::memory_order_acquire);
+      int64_t used = static_cast<int64_t>(put_count - q_->put_seen_get_count);
       limit = used >= static_cast<int64_t>(maxsize) ? 0 : std::min<uint64_t>(limit, maxsize - used);
     }
     size_t n = 0;
@@ -308,14 +309,17 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
     robust_unlock(q_->put_lock);  // a full barrier: orders the publish before the waiter check
     if (n) q_->not_empty.notify(static_cast<int>(std::min<size_t>(n, 0x7fffffff)));
     done += n;
-    if (done < count && n == 0 && limit != 0) {
+    if (done == count || n != 0) continue;
+    if (limit == 0) {
+      // Full (bounded): wait for consumers.
+      if (!wait_for(q_->not_full, has_room, deadline)) return done;
+    } else {
       // No storage left (the ring chain is at its limit): wait for consumers to make room.
       uint64_t seen = q_->get_count.load();
-      if (!wait_for(
-              q_->not_full, [&] { return q_->get_count.load() != seen || closed(); }, deadline))
+      if (!wait_for(q_->not_full, [&] { return q_->get_count.load() != seen || closed(); },
+                    deadline))
         return done;
     }
-    if (done < count && deadline.expired() && n == 0) return done;
   }
   return done;
 }
@@ -405,7 +409,9 @@ size_t QueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const Dead
   auto available = [&] { return has_items() || interrupted(); };
   for (;;) {
     if (interrupted() && !has_items()) return 0;
-    if (available()) {
+    // Try the ring first: its cached tail usually answers without touching a line the producer
+    // writes; the shared counters are read only to decide whether to wait.
+    {
       lock_get();
       size_t n;
       try {

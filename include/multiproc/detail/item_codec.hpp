@@ -46,9 +46,9 @@ struct ItemCodec {
   }
   static void deliver_plain_many(void* ctx, const char* src, size_t size) {
     if (size != sizeof(T)) throw ProcessError("queue item has the wrong size for its type");
-    auto* v = static_cast<std::vector<T>*>(ctx);
-    v->resize(v->size() + 1);
-    std::memcpy(static_cast<void*>(&v->back()), src, sizeof(T));
+    T item;
+    std::memcpy(static_cast<void*>(&item), src, sizeof(T));
+    static_cast<std::vector<T>*>(ctx)->push_back(item);
   }
   static void deliver_bytes(void* ctx, const char* src, size_t size) {
     auto* e = static_cast<Encoded*>(ctx);

@@ -114,6 +114,9 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::recursive_mutex pump_mu_;  // held by whoever processes results
   std::atomic<uint32_t> foreground_waiters_{0};
   std::atomic<int64_t> last_foreground_ns_{0};
+  std::mutex pump_idle_mu_;  // the pump thread sleeps on pump_idle_ while a caller pumps
+  std::condition_variable pump_idle_;
+  std::atomic<uint32_t> monitor_event_{0};  // a worker ended: waiters re-check at once
 
   mutable std::mutex mu_;  // everything below
   std::condition_variable workers_changed_;

@@ -69,24 +69,28 @@ static_assert(offsetof(RingData, head) == 64 && offsetof(RingData, capacity) == 
 inline constexpr size_t kRingDataSize = 256;  // bytes before the ring's data
 static_assert(sizeof(RingData) <= kRingDataSize);
 
+// Each group below sits on cache lines of its own, so that a side's per-item writes never
+// steal a line the other side reads per item (the cost that dominates an item's transfer).
 struct QueueData {
   uint32_t layout_version;
   uint32_t joinable;  // put() counts unfinished tasks (JoinableQueue)
   uint64_t maxsize;   // items; 0 = unbounded
-  // Producer side.
+  // Producer side: the lock and what a takeover needs, touched only by producers.
   alignas(64) RobustMutexData put_lock;
-  std::atomic<uint64_t> put_count;          // items ever published
-  std::atomic<uint64_t> tail_ring_gen;      // id of the ring producers write to
-  char tail_ring_name[2][kMaxSegmentName];  // indexed by generation & 1
   // Written just before a publish, so that whoever takes put_lock over from a producer that died
   // between publishing `tail` and `put_count` can finish the count.
   std::atomic<uint64_t> put_intent_ring, put_intent_tail, put_intent_count;
+  uint64_t put_seen_get_count;  // producers' cached view of get_count (bounded queues)
+  alignas(64) std::atomic<uint64_t> put_count;  // items ever published; consumers read it to wait
+  // Ring chain: written once per growth, read rarely.
+  alignas(64) std::atomic<uint64_t> tail_ring_gen;  // id of the ring producers write to
+  char tail_ring_name[2][kMaxSegmentName];          // indexed by generation & 1
   // Consumer side.
   alignas(64) RobustMutexData get_lock;
-  std::atomic<uint64_t> get_count;      // items ever consumed
-  std::atomic<uint64_t> head_ring_gen;  // id of the ring consumers read from
-  char head_ring_name[2][kMaxSegmentName];
   std::atomic<uint64_t> get_intent_ring, get_intent_head, get_intent_count;
+  alignas(64) std::atomic<uint64_t> get_count;  // items ever consumed
+  alignas(64) std::atomic<uint64_t> head_ring_gen;  // id of the ring consumers read from
+  char head_ring_name[2][kMaxSegmentName];
   // Sleepers.
   alignas(64) WaitWord not_empty;
   alignas(64) WaitWord not_full;
@@ -94,6 +98,9 @@ struct QueueData {
   std::atomic<int64_t> unfinished;  // JoinableQueue: put() minus task_done()
   WaitWord all_done;
 };
+static_assert(offsetof(QueueData, put_count) - offsetof(QueueData, put_lock) >= 64);
+static_assert(offsetof(QueueData, get_count) - offsetof(QueueData, get_lock) >= 64);
+static_assert(offsetof(QueueData, get_lock) - offsetof(QueueData, put_count) >= 64);
 static_assert(offsetof(QueueData, get_lock) % 64 == 0 && offsetof(QueueData, not_empty) % 64 == 0);
 static_assert(std::atomic<uint64_t>::is_always_lock_free &&
               std::atomic<int64_t>::is_always_lock_free);
