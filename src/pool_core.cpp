@@ -220,6 +220,14 @@ void PoolCore::feed() {
     }
     data_->slots[slot].store(slot_word(gen, SlotState::queued, 0), std::memory_order_release);
     slots_[slot] = {job, chunk, gen};
+    if (msg.size() >= (64u << 10)) {
+      // A big chunk goes out on its own, without being copied into the batch first.
+      put_messages(*tasks_, batch, sizes);
+      batch.clear();
+      sizes.clear();
+      put_messages(*tasks_, msg, {msg.size()});
+      continue;
+    }
     sizes.push_back(msg.size());
     batch += msg;
     if (batch.size() > (1u << 20)) {  // keep workers busy while a long input is encoded
@@ -313,6 +321,7 @@ bool PoolCore::wait_until(const std::function<bool()>& ready, const Deadline& de
   foreground_waiters_.fetch_add(1);
   results_->wake_getters();  // the pump thread lets go of the pump
   bool ok = false;
+  bool first_slice = true;
   for (;;) {
     if (ready()) {
       ok = true;
@@ -325,7 +334,10 @@ bool PoolCore::wait_until(const std::function<bool()>& ready, const Deadline& de
       if (deadline.at && *deadline.at < *slice.at) slice = deadline;
       // The monitor raises monitor_event_ (and wakes us) when a worker ends: join() and the
       // like need not wait for the slice to run out.
-      pump_once(slice, true, &monitor_event_);
+      // Spin only in the first slice: a long wait (CPU-bound tasks) must not take CPU time
+      // from the workers.
+      pump_once(slice, first_slice, &monitor_event_);
+      first_slice = false;
       monitor_event_.store(0);
     } else {
       std::this_thread::sleep_for(std::chrono::microseconds(50));

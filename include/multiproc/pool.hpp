@@ -95,11 +95,22 @@ class AsyncResult {
 
   // Waits at most `timeout`; throws TimeoutError if not ready by then, or the task's error
   // (RemoteError, WorkerLost, BrokenPool).
-  R get(Timeout timeout = std::nullopt) const {
+  R get(Timeout timeout = std::nullopt) const& {
     if (!st_->wait(detail::Deadline::after(timeout)))
       throw TimeoutError("AsyncResult::get(): the result is not ready within the timeout");
     if (!st_->success) std::rethrow_exception(st_->error);
     if constexpr (!std::is_void_v<R>) return *st_->value;
+  }
+  // On a result nobody else holds (pool.map(...) is map_async(...).get()): the value is moved out,
+  // not copied - a map's result vector can be large.
+  R get(Timeout timeout = std::nullopt) && {
+    if (!st_->wait(detail::Deadline::after(timeout)))
+      throw TimeoutError("AsyncResult::get(): the result is not ready within the timeout");
+    if (!st_->success) std::rethrow_exception(st_->error);
+    if constexpr (!std::is_void_v<R>) {
+      if (st_.use_count() == 1) return std::move(*st_->value);
+      return *st_->value;
+    }
   }
   // Waits at most `timeout`; returns whether the result is ready.
   bool wait(Timeout timeout = std::nullopt) const {
@@ -344,10 +355,20 @@ class Pool {
     detail::require_all_transferable<ArgsTuple>(
         std::make_index_sequence<std::tuple_size_v<ArgsTuple>>{});
     if constexpr (!std::is_void_v<R>) detail::require_transferable<R>();
-    std::vector<P> all;
-    if constexpr (std::ranges::sized_range<Range>) all.reserve(std::ranges::size(items));
-    for (auto&& x : items) all.emplace_back(std::forward<decltype(x)>(x));
-    size_t n = all.size();
+    // A contiguous range of the parameter type is chunked in place; anything else is read once.
+    std::vector<P> copied;
+    const P* all = nullptr;
+    size_t n = 0;
+    if constexpr (std::ranges::contiguous_range<Range> && std::ranges::sized_range<Range> &&
+                  std::is_same_v<std::remove_cv_t<std::ranges::range_value_t<Range>>, P>) {
+      all = std::ranges::data(items);
+      n = std::ranges::size(items);
+    } else {
+      if constexpr (std::ranges::sized_range<Range>) copied.reserve(std::ranges::size(items));
+      for (auto&& x : items) copied.emplace_back(std::forward<decltype(x)>(x));
+      all = copied.data();
+      n = copied.size();
+    }
     size_t cs = options.chunksize;
     if (cs == 0) {  // Python's rule: about four chunks per worker
       size_t per = static_cast<size_t>(processes()) * 4;
@@ -357,10 +378,8 @@ class Pool {
     std::vector<std::string> chunks;
     std::vector<size_t> starts;
     for (size_t s = 0; s < n; s += cs) {
-      std::vector<P> chunk(std::make_move_iterator(all.begin() + s),
-                           std::make_move_iterator(all.begin() + std::min(n, s + cs)));
       chunks.emplace_back();
-      detail::encode_chunk_items(chunks.back(), chunk);
+      detail::encode_chunk_span(chunks.back(), all + s, std::min(n, s + cs) - s);
       starts.push_back(s);
     }
     auto st = std::make_shared<detail::MapState<V>>();

@@ -61,6 +61,19 @@ void encode_chunk_items(std::string& out, const std::vector<Elem>& items) {
   else
     dump(out, items);
 }
+// The same encoding straight from a span of the caller's items: a vector of plain-bytes items is
+// its count and its bytes (archive.hpp), so no intermediate vector is built.
+template <class Elem>
+void encode_chunk_span(std::string& out, const Elem* items, size_t n) {
+  if constexpr (is_plain_bytes_v<Elem> && !std::is_same_v<Elem, bool> && !std::is_empty_v<Elem>) {
+    uint64_t count = n;
+    out.append(reinterpret_cast<const char*>(&count), sizeof count);
+    out.append(reinterpret_cast<const char*>(items), n * sizeof(Elem));
+  } else {
+    encode_chunk_items(out, std::vector<Elem>(items, items + n));
+  }
+}
+
 template <class Elem>
 std::vector<Elem> decode_chunk_items(const char*& p, const char* end) {
   if constexpr (std::is_empty_v<Elem>) {
@@ -96,6 +109,7 @@ void invoke_chunk(const void* fn, const char* p, const char* end, std::string* o
     } else {
       values.reserve(n);
       for (; i < n; ++i) values.push_back(call(items[i]));
+      if constexpr (is_plain_bytes_v<value_of<R>>) out->reserve(out->size() + 16 + n * sizeof(R));
       out->push_back(0);
       dump(*out, values);
     }
@@ -330,6 +344,19 @@ class MapJob final : public JobBase {
   void chunk_done(uint32_t chunk, const char* p, size_t n) override {
     size_t start = starts_[chunk];
     size_t count = chunk_count(chunk);
+    if constexpr (is_plain_bytes_v<V> && !std::is_same_v<V, bool> && !std::is_void_v<R>) {
+      // All calls returned (mode 0): count and bytes go straight into the result.
+      uint64_t k = 0;
+      if (n == 1 + sizeof k + count * sizeof(V) && p[0] == 0) {
+        std::memcpy(&k, p + 1, sizeof k);
+        if (k == count) {
+          std::memcpy(static_cast<void*>(st_->values.data() + start), p + 1 + sizeof k,
+                      count * sizeof(V));
+          chunk_finished(count);
+          return;
+        }
+      }
+    }
     try {
       decode_chunk<R>(
           p, n, count,
