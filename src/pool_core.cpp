@@ -254,7 +254,10 @@ void PoolCore::put_stop_sentinels_locked(unsigned count) {
 
 size_t PoolCore::pump_once(const Deadline& deadline, bool spin,
                            const std::atomic<uint32_t>* interrupt) {
-  MessageBuffer buf;
+  // Kept between calls (pump_mu_ is held): big results would otherwise fault in fresh pages.
+  static thread_local MessageBuffer buf;
+  buf.bytes.clear();
+  buf.messages.clear();
   size_t n = results_->get(1024, &collect_message, &buf, deadline, spin, interrupt);
   for (auto& m : buf.messages) handle_result(buf.bytes.data() + m.offset, m.size);
   if (n) feed();

@@ -2,6 +2,7 @@
 // held, see pool_protocol.hpp), run it, send the result; until a stop sentinel or maxtasks.
 #include <unistd.h>
 #include <cstring>
+#include <malloc.h>
 #include <unordered_map>
 
 #include <multiproc/detail/child.hpp>
@@ -58,6 +59,10 @@ void put_result(QueueCore& results, const std::string& msg) {
 }  // namespace
 
 void pool_worker_main(WorkerArgs args) {
+  // A worker decodes and encodes chunks of up to megabytes over and over: let malloc keep that
+  // memory instead of mapping fresh (zeroed, faulting) pages for every chunk.
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
   auto seg = Segment::attach(args.pool_segment, SegmentKind::pool, true, false);
   auto* pool = static_cast<PoolData*>(seg->payload());
   auto tasks = QueueCore::attach_existing(args.task_queue);

@@ -375,10 +375,13 @@ class Pool {
       cs = n / per + (n % per ? 1 : 0);
       if (cs == 0) cs = 1;
     }
+    // Each chunk is encoded after room for the header and code the pool puts in front of it.
+    std::string code_bytes = detail::chunk_code_bytes<F, ArgsTuple, kStar>(f);
+    const size_t prefix = sizeof(detail::TaskHeader) + code_bytes.size();
     std::vector<std::string> chunks;
     std::vector<size_t> starts;
     for (size_t s = 0; s < n; s += cs) {
-      chunks.emplace_back();
+      chunks.emplace_back(prefix, '\0');
       detail::encode_chunk_span(chunks.back(), all + s, std::min(n, s + cs) - s);
       starts.push_back(s);
     }
@@ -386,7 +389,8 @@ class Pool {
     st->pool = core_;
     auto job = std::make_shared<detail::MapJob<R, OnOk, OnErr>>(
         st, std::move(chunks), std::move(starts), n, std::move(cb), options.progress);
-    job->code_bytes = detail::chunk_code_bytes<F, ArgsTuple, kStar>(f);
+    job->code_bytes = std::move(code_bytes);
+    job->prefix_ = prefix;
     if (n) core_->submit(job);
     return MapResult<R>(st);
   }

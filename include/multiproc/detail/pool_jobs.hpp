@@ -336,11 +336,20 @@ class MapJob final : public JobBase {
   }
   bool next_chunk(std::string& out, uint32_t& chunk) override {
     if (next_ >= chunks_.size()) return false;
-    out += chunks_[next_];
-    std::string().swap(chunks_[next_]);
+    std::string& c = chunks_[next_];
+    if (c.size() >= out.size() + prefix_ && prefix_ == out.size()) {
+      // The chunk was encoded after room for the task header and code: hand it over whole.
+      std::memcpy(c.data(), out.data(), prefix_);
+      out.swap(c);
+    } else {
+      out.append(c, prefix_, std::string::npos);
+    }
+    std::string().swap(c);
     chunk = static_cast<uint32_t>(next_++);
     return true;
   }
+  // Chunks passed to the constructor start with this many bytes of room for the task's prefix.
+  size_t prefix_ = 0;
   void chunk_done(uint32_t chunk, const char* p, size_t n) override {
     size_t start = starts_[chunk];
     size_t count = chunk_count(chunk);
