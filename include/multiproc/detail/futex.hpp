@@ -50,7 +50,7 @@ struct WaitWord {
 // How long a waiter keeps the CPU before sleeping. Short enough not to burn a core forever,
 // long enough to catch a reply from a peer on another CPU without paying a futex wake-up.
 inline constexpr auto kSpinBudget = std::chrono::microseconds(50);
-inline constexpr int kPureSpins = 64;  // PAUSE-only iterations before we start yielding
+inline constexpr int kPureSpins = 16;  // PAUSE-only iterations before we start yielding
 
 // Waits until ready() returns true or the deadline passes; returns ready()'s final answer.
 // `spin` false skips straight to sleeping (for background threads that must not compete for CPU).
