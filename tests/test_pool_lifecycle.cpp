@@ -132,6 +132,13 @@ TEST_P(PoolLifecycleTest, ProgressBarReportsOnStderr) {
 
 MP_ALL_START_METHODS(PoolLifecycleTest);
 
+TEST(AsyncResult, EmptyOneSaysSo) {
+  mp::AsyncResult<int> empty;
+  EXPECT_FALSE(empty.ready());
+  EXPECT_THROW(empty.get(), mp::ProcessError);
+  EXPECT_THROW(empty.wait(), mp::ProcessError);
+}
+
 TEST(ProgressBar, RendersCountsRateAndEta) {
   multiproc::detail::ProgressBar bar("imap", 200);
   std::string line = bar.render(50);

@@ -96,6 +96,7 @@ class AsyncResult {
   // Waits at most `timeout`; throws TimeoutError if not ready by then, or the task's error
   // (RemoteError, WorkerLost, BrokenPool).
   R get(Timeout timeout = std::nullopt) const& {
+    check();
     if (!st_->wait(detail::Deadline::after(timeout)))
       throw TimeoutError("AsyncResult::get(): the result is not ready within the timeout");
     if (!st_->success) std::rethrow_exception(st_->error);
@@ -104,6 +105,7 @@ class AsyncResult {
   // On a result nobody else holds (pool.map(...) is map_async(...).get()): the value is moved out,
   // not copied - a map's result vector can be large.
   R get(Timeout timeout = std::nullopt) && {
+    check();
     if (!st_->wait(detail::Deadline::after(timeout)))
       throw TimeoutError("AsyncResult::get(): the result is not ready within the timeout");
     if (!st_->success) std::rethrow_exception(st_->error);
@@ -114,9 +116,10 @@ class AsyncResult {
   }
   // Waits at most `timeout`; returns whether the result is ready.
   bool wait(Timeout timeout = std::nullopt) const {
+    check();
     return st_->wait(detail::Deadline::after(timeout));
   }
-  bool ready() const { return st_->ready.load(std::memory_order_acquire); }
+  bool ready() const { return st_ && st_->ready.load(std::memory_order_acquire); }
   // Throws ProcessError if the result is not ready yet (Python's ValueError).
   bool successful() const {
     if (!ready()) throw ProcessError("AsyncResult::successful(): the result is not ready");
@@ -124,6 +127,9 @@ class AsyncResult {
   }
 
  protected:
+  void check() const {
+    if (!st_) throw ProcessError("AsyncResult: empty (default-constructed, not from a Pool)");
+  }
   std::shared_ptr<detail::ResultState<value_type>> st_;
 };
 
