@@ -254,8 +254,16 @@ void PoolCore::put_stop_sentinels_locked(unsigned count) {
 
 size_t PoolCore::pump_once(const Deadline& deadline, bool spin,
                            const std::atomic<uint32_t>* interrupt) {
-  // Kept between calls (pump_mu_ is held): big results would otherwise fault in fresh pages.
-  static thread_local MessageBuffer buf;
+  // Kept between calls: big results would otherwise fault in fresh pages. A nested call (a
+  // callback that waits on a result) gets a buffer of its own: the outer one is still being read.
+  static thread_local MessageBuffer reused;
+  static thread_local int depth = 0;
+  MessageBuffer nested;
+  MessageBuffer& buf = depth == 0 ? reused : nested;
+  struct Depth {
+    Depth() { ++depth; }
+    ~Depth() { --depth; }
+  } in_pump;
   buf.bytes.clear();
   buf.messages.clear();
   size_t n = results_->get(1024, &collect_message, &buf, deadline, spin, interrupt);
