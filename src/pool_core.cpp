@@ -282,11 +282,6 @@ void PoolCore::handle_result(const char* p, size_t n) {
     case ResultKind::worker_died:
       handle_worker_died(h.pid, h.exitcode);
       return;
-    case ResultKind::init_failed: {
-      std::lock_guard lk(mu_);
-      init_failure_message_.assign(payload, size);
-      return;
-    }
     case ResultKind::result:
       break;
   }
@@ -425,7 +420,10 @@ void PoolCore::monitor_loop() {
         auto reason = static_cast<WorkerExit>(data_->workers[index].exit_reason.load());
         died = reason == WorkerExit::running;
         init_failed = reason == WorkerExit::init_failed;
-        if (init_failed) ++init_failures_;
+        if (init_failed) {
+          ++init_failures_;
+          init_failure_message_ = data_->workers[index].init_error;
+        }
         if (reason == WorkerExit::recycled || reason == WorkerExit::running) init_failures_ = 0;
         State st = state_.load();
         bool replace = st != State::terminated && reason != WorkerExit::stopped;

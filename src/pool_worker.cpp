@@ -1,6 +1,7 @@
 // A pool worker: take a task (claiming its slot in the task table while the task queue's lock is
 // held, see pool_protocol.hpp), run it, send the result; until a stop sentinel or maxtasks.
 #include <unistd.h>
+#include <algorithm>
 #include <cstring>
 #include <malloc.h>
 #include <unordered_map>
@@ -76,13 +77,12 @@ void pool_worker_main(WorkerArgs args) {
       init.invoker(init.fn, args.initializer_args.data(),
                    args.initializer_args.data() + args.initializer_args.size(), nullptr);
     } catch (...) {
-      std::string msg(sizeof(ResultHeader), '\0');
-      ResultHeader h{
-          0, 0, static_cast<uint32_t>(ResultKind::init_failed), static_cast<int32_t>(pid), 1, 0};
-      std::memcpy(msg.data(), &h, sizeof h);
-      msg += current_exception_type() + ": " + current_exception_message();
-      put_result(*results, msg);
-      me.exit_reason.store(static_cast<uint32_t>(WorkerExit::init_failed));
+      std::string why = current_exception_type() + ": " + current_exception_message();
+      size_t n = std::min(why.size(), sizeof me.init_error - 1);
+      std::memcpy(me.init_error, why.data(), n);
+      me.init_error[n] = 0;
+      me.exit_reason.store(static_cast<uint32_t>(WorkerExit::init_failed),
+                           std::memory_order_release);
       exit_child(1);
     }
   }

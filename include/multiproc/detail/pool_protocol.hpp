@@ -37,6 +37,9 @@ enum class WorkerExit : uint32_t { running = 0, stopped = 1, recycled = 2, init_
 struct WorkerSlot {
   std::atomic<uint32_t> pid;
   std::atomic<uint32_t> exit_reason;  // WorkerExit, written just before an orderly exit
+  // Why the initializer failed ("Type: message", truncated), written before exit_reason, so the
+  // monitor can report it as soon as it sees the worker gone.
+  char init_error[248];
 };
 
 struct PoolData {
@@ -56,7 +59,7 @@ struct TaskHeader {
 };
 static_assert(sizeof(TaskHeader) == 16);
 
-enum class ResultKind : uint32_t { result = 0, worker_died = 1, init_failed = 2 };
+enum class ResultKind : uint32_t { result = 0, worker_died = 1 };
 
 struct ResultHeader {
   uint32_t slot;
