@@ -302,6 +302,7 @@ void PoolCore::handle_result(const char* p, size_t n) {
 }
 
 void PoolCore::handle_worker_died(pid_t pid, int exitcode) {
+  if (state_.load() == State::terminated) return;  // terminate() fails the rest as BrokenPool
   std::vector<std::pair<std::shared_ptr<JobBase>, uint32_t>> lost;
   {
     std::lock_guard lk(mu_);
@@ -418,7 +419,9 @@ void PoolCore::monitor_loop() {
         uint32_t index = it->index;
         workers_.erase(it);
         auto reason = static_cast<WorkerExit>(data_->workers[index].exit_reason.load());
-        died = reason == WorkerExit::running;
+        // A worker killed by terminate() is not a loss to report: terminate fails what is left
+        // with BrokenPool.
+        died = reason == WorkerExit::running && state_.load() != State::terminated;
         init_failed = reason == WorkerExit::init_failed;
         if (init_failed) {
           ++init_failures_;
