@@ -7,7 +7,7 @@ ROOT=$(pwd)
 JOBS=${JOBS:-$(nproc)}
 
 PACKAGES=(g++ cmake ninja-build pkg-config libcereal-dev libgtest-dev libgmock-dev
-          libbenchmark-dev libboost-dev python3 python3-matplotlib clang-format)
+          libboost-dev python3 python3-matplotlib clang-format)
 
 ensure_packages() {
   local missing=()
@@ -40,7 +40,7 @@ cmd_demo() {
     start=$(date +%s.%N)
     "$exe"
     end=$(date +%s.%N)
-    printf '== %s: wall time %.2f s\n\n' "$prog" "$(echo "$end - $start" | bc -l 2>/dev/null || python3 -c "print($end-$start)")"
+    printf '== %s: wall time %.2f s\n\n' "$prog" "$(python3 -c "print($end - $start)")"
   done
 }
 
