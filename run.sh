@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's front door: ./run.sh demo | test | bench [--quick] | format
+# The project's front door: ./run.sh demo | test | bench [--quick] | tsan | format
 # Installs the Debian packages it needs when missing, builds, and runs.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -69,6 +69,19 @@ check_shm_clean() {
   return 1
 }
 
+# ThreadSanitizer on the parent's threads (the pool's pump and monitor, user threads). TSan does
+# not see synchronisation between processes, and a child forked from a threaded TSan process may
+# hang, so this runs the spawn variants only; it is not part of ./run.sh test.
+cmd_tsan() {
+  ensure_packages
+  build build/tsan Debug -DMULTIPROC_SANITIZE=thread -DMULTIPROC_BUILD_BENCH=OFF -DMULTIPROC_BUILD_EXAMPLES=OFF
+  export TSAN_OPTIONS="halt_on_error=1 report_signal_unsafe=0 handle_segv=0 handle_abort=0"
+  for t in test_pool test_pool_lifecycle test_queue test_process; do
+    echo "== tsan: $t (spawn)"
+    build/tsan/tests/$t --gtest_filter='*/spawn:Queue.*:SimpleQueue.*:ProgressBar.*:AsyncResult.*'
+  done
+}
+
 cmd_bench() {
   ensure_packages
   build build/release Release
@@ -84,6 +97,7 @@ case "${1:-}" in
   demo) shift; cmd_demo "$@" ;;
   test) shift; cmd_test "$@" ;;
   bench) shift; cmd_bench "$@" ;;
+  tsan) shift; cmd_tsan "$@" ;;
   format) shift; cmd_format "$@" ;;
-  *) echo "usage: ./run.sh demo | test | bench [--quick] | format"; exit 2 ;;
+  *) echo "usage: ./run.sh demo | test | bench [--quick] | tsan | format"; exit 2 ;;
 esac
