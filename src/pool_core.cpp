@@ -226,6 +226,7 @@ void PoolCore::feed() {
       batch.clear();
       sizes.clear();
       put_messages(*tasks_, msg, {msg.size()});
+      give_buffer(std::move(msg));
       continue;
     }
     sizes.push_back(msg.size());
@@ -238,6 +239,23 @@ void PoolCore::feed() {
   }
   put_messages(*tasks_, batch, sizes);
   for (auto& [job, error] : input_errors) job->input_failed(error);
+}
+
+std::string PoolCore::take_buffer() {
+  std::lock_guard lk(buffers_mu_);
+  if (buffers_.empty()) return {};
+  std::string b = std::move(buffers_.back());
+  buffers_.pop_back();
+  b.clear();
+  return b;
+}
+
+void PoolCore::give_buffer(std::string&& buffer) {
+  constexpr size_t kKeep = 64;
+  constexpr size_t kBiggest = 8u << 20;
+  if (buffer.capacity() < (64u << 10) || buffer.capacity() > kBiggest) return;
+  std::lock_guard lk(buffers_mu_);
+  if (buffers_.size() < kKeep) buffers_.push_back(std::move(buffer));
 }
 
 void PoolCore::put_stop_sentinels_locked(unsigned count) {

@@ -387,7 +387,8 @@ class Pool {
     std::vector<std::string> chunks;
     std::vector<size_t> starts;
     for (size_t s = 0; s < n; s += cs) {
-      chunks.emplace_back(prefix, '\0');
+      chunks.push_back(core_->take_buffer());
+      chunks.back().assign(prefix, '\0');
       detail::encode_chunk_span(chunks.back(), all + s, std::min(n, s + cs) - s);
       starts.push_back(s);
     }

@@ -79,6 +79,11 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void terminate();
   bool join(const Deadline& deadline);
 
+  // Buffers for encoding chunks, recycled: a big map would otherwise fault in fresh pages for
+  // every chunk on every call.
+  std::string take_buffer();
+  void give_buffer(std::string&& buffer);
+
   unsigned processes() const { return config_.processes; }
   std::vector<pid_t> worker_pids() const;
   bool closed() const { return state_.load() != State::running; }
@@ -130,6 +135,9 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::string init_failure_message_;
   std::exception_ptr broken_;
   std::mutex feed_mu_;  // one feeder at a time (it runs user input ranges)
+
+  std::mutex buffers_mu_;
+  std::vector<std::string> buffers_;
 
   int event_fd_ = -1;
   std::thread monitor_;
