@@ -51,19 +51,57 @@ class RLock;
 namespace detail {
 // Internal access to the handles' shared state, for Condition, Value and Array.
 struct LockAccess;
+
+// What every synchronization handle shares: the object in shared memory (core_, and d_ pointing at
+// its data) and the handle protocol (what travels is the name).
+template <class Data, SyncType kType>
+class SyncHandle {
+ public:
+  // The shared-memory name (diagnostics; /dev/shm<name> exists while the object lives).
+  const std::string& name() const { return core().name(); }
+
+  template <class Archive>
+  void save(Archive& ar) const {
+    core().add_flight_ref();
+    ar(core().name());
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    std::string n;
+    ar(n);
+    open(SyncCore::attach(n, SegmentKind::sync, kType, sizeof(Data)));
+  }
+
+ protected:
+  // A new object, unless this handle is being default-constructed for load() (handle.hpp).
+  void create() {
+    if (!loading_handles()) open(SyncCore::create(SegmentKind::sync, kType, sizeof(Data)));
+  }
+  void open(std::shared_ptr<SyncCore> c) {
+    d_ = static_cast<Data*>(c->data());
+    core_ = std::move(c);
+  }
+  SyncCore& core() const {
+    if (!core_) throw_empty_handle(sync_type_name(kType));
+    return *core_;
+  }
+  Data& data() const {
+    if (!d_) throw_empty_handle(sync_type_name(kType));
+    return *d_;
+  }
+
+  std::shared_ptr<SyncCore> core_;
+  Data* d_ = nullptr;
+};
 }  // namespace detail
 
 // A mutual exclusion lock (Python's multiprocessing.Lock). Not recursive: a thread that acquires
 // it twice waits for itself (until its timeout). As in Python, any thread of any process may
 // release it, not only the one that acquired it.
-class Lock {
+class Lock : public detail::SyncHandle<detail::LockData, detail::SyncType::lock> {
  public:
   // A new, unlocked lock.
-  Lock() {
-    if (!detail::loading_handles())
-      open(detail::SyncCore::create(detail::SegmentKind::sync, detail::SyncType::lock,
-                                    sizeof(detail::LockData)));
-  }
+  Lock() { create(); }
 
   // Takes the lock. block = false: tries once and returns at once (the timeout is ignored).
   // Otherwise waits at most `timeout` (forever when empty; negative = zero). Returns whether
@@ -96,52 +134,18 @@ class Lock {
   // How many times, in all processes, an owner died holding this lock and was taken over from.
   uint32_t owner_deaths() const { return data().m.owner_deaths.load(std::memory_order_relaxed); }
 
-  // The shared-memory name of the lock (diagnostics; /dev/shm<name> exists while it lives).
-  const std::string& name() const { return core().name(); }
   bool operator==(const Lock& other) const { return core_ == other.core_; }
-
-  // Handle protocol (serialization.hpp): what travels is the name.
-  template <class Archive>
-  void save(Archive& ar) const {
-    core().add_flight_ref();
-    ar(core().name());
-  }
-  template <class Archive>
-  void load(Archive& ar) {
-    std::string name;
-    ar(name);
-    open(detail::SyncCore::attach(name, detail::SegmentKind::sync, detail::SyncType::lock,
-                                  sizeof(detail::LockData)));
-  }
 
  private:
   friend struct detail::LockAccess;
-  void open(std::shared_ptr<detail::SyncCore> c) {
-    d_ = static_cast<detail::LockData*>(c->data());
-    core_ = std::move(c);
-  }
-  detail::SyncCore& core() const {
-    if (!core_) detail::throw_empty_handle("Lock");
-    return *core_;
-  }
-  detail::LockData& data() const {
-    if (!d_) detail::throw_empty_handle("Lock");
-    return *d_;
-  }
-  std::shared_ptr<detail::SyncCore> core_;
-  detail::LockData* d_ = nullptr;
 };
 
 // A recursive lock (Python's multiprocessing.RLock): the owning thread may acquire it again and
 // must release it as many times. Only the owner may release it. An owner thread that dies is
 // taken over as for Lock (the new owner starts at depth 1).
-class RLock {
+class RLock : public detail::SyncHandle<detail::RLockData, detail::SyncType::rlock> {
  public:
-  RLock() {
-    if (!detail::loading_handles())
-      open(detail::SyncCore::create(detail::SegmentKind::sync, detail::SyncType::rlock,
-                                    sizeof(detail::RLockData)));
-  }
+  RLock() { create(); }
 
   // As Lock::acquire; when the calling thread already owns the lock, adds one level at once.
   bool acquire(bool block = true, Timeout timeout = std::nullopt) {
@@ -194,38 +198,10 @@ class RLock {
     return d.count.load(std::memory_order_relaxed);
   }
 
-  const std::string& name() const { return core().name(); }
   bool operator==(const RLock& other) const { return core_ == other.core_; }
-
-  template <class Archive>
-  void save(Archive& ar) const {
-    core().add_flight_ref();
-    ar(core().name());
-  }
-  template <class Archive>
-  void load(Archive& ar) {
-    std::string name;
-    ar(name);
-    open(detail::SyncCore::attach(name, detail::SegmentKind::sync, detail::SyncType::rlock,
-                                  sizeof(detail::RLockData)));
-  }
 
  private:
   friend struct detail::LockAccess;
-  void open(std::shared_ptr<detail::SyncCore> c) {
-    d_ = static_cast<detail::RLockData*>(c->data());
-    core_ = std::move(c);
-  }
-  detail::SyncCore& core() const {
-    if (!core_) detail::throw_empty_handle("RLock");
-    return *core_;
-  }
-  detail::RLockData& data() const {
-    if (!d_) detail::throw_empty_handle("RLock");
-    return *d_;
-  }
-  std::shared_ptr<detail::SyncCore> core_;
-  detail::RLockData* d_ = nullptr;
 };
 
 // A counting semaphore (Python's multiprocessing.Semaphore).
@@ -242,7 +218,7 @@ class RLock {
 // once); a unit whose holder died in the instant between taking it and noting it. A release by a
 // thread that holds nothing (a different process than the acquirer) takes the units off
 // whichever noted holders it can, so the table stays a fair account of what is still held.
-class Semaphore {
+class Semaphore : public detail::SyncHandle<detail::SemaphoreData, detail::SyncType::semaphore> {
  public:
   // Starts with `value` units. Throws ProcessError if value is negative.
   explicit Semaphore(int value = 1) : Semaphore(value, false) {}
@@ -262,40 +238,12 @@ class Semaphore {
   bool try_lock() { return acquire(false); }
   void unlock() { release(); }
 
-  const std::string& name() const { return core().name(); }
   bool operator==(const Semaphore& other) const { return core_ == other.core_; }
-
-  template <class Archive>
-  void save(Archive& ar) const {
-    core().add_flight_ref();
-    ar(core().name());
-  }
-  template <class Archive>
-  void load(Archive& ar) {
-    std::string name;
-    ar(name);
-    open(detail::SyncCore::attach(name, detail::SegmentKind::sync, detail::SyncType::semaphore,
-                                  sizeof(detail::SemaphoreData)));
-  }
 
  protected:
   Semaphore(int value, bool bounded);
 
  private:
-  void open(std::shared_ptr<detail::SyncCore> c) {
-    d_ = static_cast<detail::SemaphoreData*>(c->data());
-    core_ = std::move(c);
-  }
-  detail::SyncCore& core() const {
-    if (!core_) detail::throw_empty_handle("Semaphore");
-    return *core_;
-  }
-  detail::SemaphoreData& data() const {
-    if (!d_) detail::throw_empty_handle("Semaphore");
-    return *d_;
-  }
-  std::shared_ptr<detail::SyncCore> core_;
-  detail::SemaphoreData* d_ = nullptr;
 };
 
 // A Semaphore whose value may never exceed its initial value: releasing more than was acquired
@@ -306,13 +254,9 @@ class BoundedSemaphore : public Semaphore {
 };
 
 // A flag that processes wait for (Python's multiprocessing.Event). Starts clear.
-class Event {
+class Event : public detail::SyncHandle<detail::EventData, detail::SyncType::event> {
  public:
-  Event() {
-    if (!detail::loading_handles())
-      open(detail::SyncCore::create(detail::SegmentKind::sync, detail::SyncType::event,
-                                    sizeof(detail::EventData)));
-  }
+  Event() { create(); }
 
   bool is_set() const { return data().flag.load(std::memory_order_seq_cst) != 0; }
   // Sets the flag and wakes every waiter.
@@ -331,37 +275,9 @@ class Event {
         detail::Deadline::after(timeout));
   }
 
-  const std::string& name() const { return core().name(); }
   bool operator==(const Event& other) const { return core_ == other.core_; }
 
-  template <class Archive>
-  void save(Archive& ar) const {
-    core().add_flight_ref();
-    ar(core().name());
-  }
-  template <class Archive>
-  void load(Archive& ar) {
-    std::string name;
-    ar(name);
-    open(detail::SyncCore::attach(name, detail::SegmentKind::sync, detail::SyncType::event,
-                                  sizeof(detail::EventData)));
-  }
-
  private:
-  void open(std::shared_ptr<detail::SyncCore> c) {
-    d_ = static_cast<detail::EventData*>(c->data());
-    core_ = std::move(c);
-  }
-  detail::SyncCore& core() const {
-    if (!core_) detail::throw_empty_handle("Event");
-    return *core_;
-  }
-  detail::EventData& data() const {
-    if (!d_) detail::throw_empty_handle("Event");
-    return *d_;
-  }
-  std::shared_ptr<detail::SyncCore> core_;
-  detail::EventData* d_ = nullptr;
 };
 
 // A condition variable over a Lock or an RLock (Python's multiprocessing.Condition; by default
@@ -371,7 +287,7 @@ class Event {
 // (fewer if fewer wait), never one that started waiting after the call. At most 248 threads may
 // wait on one Condition at once (slots of waiters that died are reused). A waiter that dies
 // while waiting may absorb one notify().
-class Condition {
+class Condition : public detail::SyncHandle<detail::CondData, detail::SyncType::condition> {
  public:
   Condition() : lock_(std::in_place_type<RLock>) { create(); }
   explicit Condition(Lock lock) : lock_(std::move(lock)) { create(); }
@@ -416,7 +332,6 @@ class Condition {
   void notify(size_t n = 1);
   void notify_all();
 
-  const std::string& name() const { return core().name(); }
   bool operator==(const Condition& other) const { return core_ == other.core_; }
 
   // What travels: the condition's name, then its lock.
@@ -452,27 +367,8 @@ class Condition {
   }
 
  private:
-  void create() {
-    if (!detail::loading_handles())
-      open(detail::SyncCore::create(detail::SegmentKind::sync, detail::SyncType::condition,
-                                    sizeof(detail::CondData)));
-  }
-  void open(std::shared_ptr<detail::SyncCore> c) {
-    d_ = static_cast<detail::CondData*>(c->data());
-    core_ = std::move(c);
-  }
-  detail::SyncCore& core() const {
-    if (!core_) detail::throw_empty_handle("Condition");
-    return *core_;
-  }
-  detail::CondData& data() const {
-    if (!d_) detail::throw_empty_handle("Condition");
-    return *d_;
-  }
   void require_owned(const char* what) const;
 
-  std::shared_ptr<detail::SyncCore> core_;
-  detail::CondData* d_ = nullptr;
   std::variant<RLock, Lock> lock_;
 };
 
@@ -485,7 +381,7 @@ class Condition {
 // counts as arrived; one that dies before arriving leaves the others waiting until their timeout.
 // Limitation: a waiter that sleeps through 64 further rounds (possible only with more processes
 // than parties) may misjudge how its own round ended.
-class Barrier {
+class Barrier : public detail::SyncHandle<detail::BarrierData, detail::SyncType::barrier> {
  public:
   // `timeout` is the default for wait(). Throws ProcessError if parties is 0.
   explicit Barrier(size_t parties, Timeout timeout = std::nullopt);
@@ -508,41 +404,13 @@ class Barrier {
   }
   bool broken() const { return data().broken.load(std::memory_order_relaxed) != 0; }
 
-  const std::string& name() const { return core().name(); }
   bool operator==(const Barrier& other) const { return core_ == other.core_; }
 
   // An empty handle (what deserialization fills in with load()); every method but load() and
   // operator= throws ProcessError on it. Use Barrier(parties) to make a barrier.
   Barrier() = default;
 
-  template <class Archive>
-  void save(Archive& ar) const {
-    core().add_flight_ref();
-    ar(core().name());
-  }
-  template <class Archive>
-  void load(Archive& ar) {
-    std::string name;
-    ar(name);
-    open(detail::SyncCore::attach(name, detail::SegmentKind::sync, detail::SyncType::barrier,
-                                  sizeof(detail::BarrierData)));
-  }
-
  private:
-  void open(std::shared_ptr<detail::SyncCore> c) {
-    d_ = static_cast<detail::BarrierData*>(c->data());
-    core_ = std::move(c);
-  }
-  detail::SyncCore& core() const {
-    if (!core_) detail::throw_empty_handle("Barrier");
-    return *core_;
-  }
-  detail::BarrierData& data() const {
-    if (!d_) detail::throw_empty_handle("Barrier");
-    return *d_;
-  }
-  std::shared_ptr<detail::SyncCore> core_;
-  detail::BarrierData* d_ = nullptr;
 };
 
 namespace detail {

@@ -39,6 +39,29 @@ enum class SyncType : uint16_t {
   array = 8,
 };
 
+// The public class's name, for error messages.
+inline const char* sync_type_name(SyncType t) {
+  switch (t) {
+    case SyncType::lock:
+      return "Lock";
+    case SyncType::rlock:
+      return "RLock";
+    case SyncType::semaphore:
+      return "Semaphore";
+    case SyncType::event:
+      return "Event";
+    case SyncType::condition:
+      return "Condition";
+    case SyncType::barrier:
+      return "Barrier";
+    case SyncType::value:
+      return "Value";
+    case SyncType::array:
+      return "Array";
+  }
+  return "synchronization object";
+}
+
 inline constexpr uint32_t kSyncMagic = 0x4d505359;  // "MPSY"
 inline constexpr uint16_t kSyncLayoutVersion = 1;
 
