@@ -108,69 +108,67 @@ class Queue {
   bool operator==(const Queue& other) const {
     return core_ == other.core_ || (core_ && other.core_ && name() == other.name());
   }
-  return core_ == other.core_ || name() == other.name();
-}
 
-// Handle protocol (serialization.hpp): what travels is the queue's name.
-template <class Archive>
-void save(Archive& ar) const {
-  core().add_flight_ref();
-  ar(core().name());
-}
-template <class Archive>
-void load(Archive& ar) {
-  std::string name;
-  ar(name);
-  core_ = open_core(name);
-}
+  // Handle protocol (serialization.hpp): what travels is the queue's name.
+  template <class Archive>
+  void save(Archive& ar) const {
+    core().add_flight_ref();
+    ar(core().name());
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    std::string name;
+    ar(name);
+    core_ = open_core(name);
+  }
 
-protected:
-using Codec = detail::ItemCodec<T>;
-struct NoCreate {};
-explicit Queue(NoCreate) {}
-static std::shared_ptr<detail::QueueCore> open_core(const std::string& name) {
-  return detail::QueueCore::attach(name);
-}
+ protected:
+  using Codec = detail::ItemCodec<T>;
+  struct NoCreate {};
+  explicit Queue(NoCreate) {}
+  static std::shared_ptr<detail::QueueCore> open_core(const std::string& name) {
+    return detail::QueueCore::attach(name);
+  }
 
-detail::QueueCore& core() const {
-  if (!core_) detail::throw_empty_handle("Queue");
-  return *core_;
-}
+  detail::QueueCore& core() const {
+    if (!core_) detail::throw_empty_handle("Queue");
+    return *core_;
+  }
 
-size_t put_range(const T* items, size_t n, const detail::Deadline& deadline) {
-  auto& c = core();
-  if constexpr (Codec::plain) {
-    static const size_t kSize = sizeof(T);
-    const T* base = items;
-    return c.put(n, &kSize, 0, &Codec::fill_plain, &base, deadline);
-  } else {
-    typename Codec::Encoded e;
-    e.sizes.reserve(n);
-    e.offsets.reserve(n);
-    for (size_t i = 0; i < n; ++i) {
-      size_t before = e.bytes.size();
-      detail::dump(e.bytes, items[i]);
-      e.offsets.push_back(before);
-      e.sizes.push_back(e.bytes.size() - before);
+  size_t put_range(const T* items, size_t n, const detail::Deadline& deadline) {
+    auto& c = core();
+    if constexpr (Codec::plain) {
+      static const size_t kSize = sizeof(T);
+      const T* base = items;
+      return c.put(n, &kSize, 0, &Codec::fill_plain, &base, deadline);
+    } else {
+      typename Codec::Encoded e;
+      e.sizes.reserve(n);
+      e.offsets.reserve(n);
+      for (size_t i = 0; i < n; ++i) {
+        size_t before = e.bytes.size();
+        detail::dump(e.bytes, items[i]);
+        e.offsets.push_back(before);
+        e.sizes.push_back(e.bytes.size() - before);
+      }
+      return c.put(n, e.sizes.data(), 1, &Codec::fill_encoded, &e, deadline);
     }
-    return c.put(n, e.sizes.data(), 1, &Codec::fill_encoded, &e, deadline);
   }
-}
 
-T get_one(const detail::Deadline& deadline) {
-  auto& c = core();
-  if constexpr (Codec::plain) {
-    T item;
-    if (c.get(1, &Codec::deliver_plain_one, &item, deadline) == 0) throw Empty();
-    return item;
-  } else {
-    typename Codec::Encoded e;
-    if (c.get(1, &Codec::deliver_bytes, &e, deadline) == 0) throw Empty();
-    return Codec::decode(e, 0);
+  T get_one(const detail::Deadline& deadline) {
+    auto& c = core();
+    if constexpr (Codec::plain) {
+      T item;
+      if (c.get(1, &Codec::deliver_plain_one, &item, deadline) == 0) throw Empty();
+      return item;
+    } else {
+      typename Codec::Encoded e;
+      if (c.get(1, &Codec::deliver_bytes, &e, deadline) == 0) throw Empty();
+      return Codec::decode(e, 0);
+    }
   }
-}
 
-std::shared_ptr<detail::QueueCore> core_;
+  std::shared_ptr<detail::QueueCore> core_;
 };
 
 // A Queue whose consumers report each item done (task_done) so that producers can join().
