@@ -9,8 +9,14 @@
 namespace multiproc::detail {
 namespace {
 
-constexpr uint64_t align8(uint64_t n) {
-  return (n + 7) & ~uint64_t{7};
+// How far ahead of its head a consumer asks for the ring's lines. Records are read right after
+// another CPU wrote them, so every line is a transfer between caches; asking early overlaps them
+// (get_many of 8-byte items: 125 M/s without, 190 M/s with; measured 512 B to 4 KiB ahead).
+constexpr uint64_t kReadAhead = 4096;
+
+// Bytes a record of `size` payload bytes takes in a ring.
+constexpr uint64_t record_bytes(uint64_t size) {
+  return (kHeaderSize + size + 7) & ~uint64_t{7};
 }
 
 uint64_t next_pow2(uint64_t n) {
@@ -51,18 +57,21 @@ void finalize_queue(Segment& seg) {
     }
     auto* r = static_cast<RingData*>(ring->payload());
     char* data = static_cast<char*>(ring->payload()) + kRingDataSize;
-    uint64_t cap = r->capacity;
-    for (uint64_t pos = r->head.load(), end = r->tail.load(); pos < end;) {
-      auto* h = reinterpret_cast<RecordHeader*>(data + (pos & (cap - 1)));
-      if (h->kind == kRecordWrap) {
-        pos += cap - (pos & (cap - 1));
+    const uint64_t cap = r->capacity, head = r->head.load();
+    // Every sealed record not yet consumed, whether or not its producer lived to commit it.
+    for (uint64_t pos = head; pos - head < cap;) {
+      const uint64_t off = pos & (cap - 1);
+      const uint64_t word = header_at(data + off).load(std::memory_order_acquire);
+      if (word == 0) break;
+      if (header_kind(word) == kRecordWrap) {
+        pos += cap - off;
         continue;
       }
-      if (h->kind == kRecordBlob) {
-        auto* b = reinterpret_cast<BlobRef*>(h + 1);
+      if (header_kind(word) == kRecordBlob && off + kHeaderSize + sizeof(BlobRef) <= cap) {
+        auto* b = reinterpret_cast<BlobRef*>(data + off + kHeaderSize);
         unlink_segment(read_name(b->name));
       }
-      pos += sizeof(RecordHeader) + align8(h->size);
+      pos += record_bytes(header_size(word));
     }
     bool more = r->id != last;
     std::string next = read_name(r->next_name);
@@ -115,14 +124,8 @@ QueueCore::~QueueCore() = default;
 // ---- locks, with the repair a takeover needs ------------------------------------------------
 
 void QueueCore::lock_put() {
-  if (robust_lock_nonrecursive(q_->put_lock) == LockStatus::acquired_owner_died) {
-    refresh_put_ring();
-    // The dead producer may have published its records but not yet their count.
-    if (q_->put_intent_ring.load() == put_ring_.id &&
-        put_ring_.r->tail.load() == q_->put_intent_tail.load() &&
-        q_->put_count.load() < q_->put_intent_count.load())
-      q_->put_count.store(q_->put_intent_count.load(), std::memory_order_release);
-  }
+  if (robust_lock_nonrecursive(q_->put_lock) == LockStatus::acquired_owner_died)
+    repair_dead_producer();
   refresh_put_ring();
   put_pos_ = put_ring_.r->tail.load(std::memory_order_relaxed);
   put_unpublished_ = 0;
@@ -137,6 +140,34 @@ void QueueCore::lock_get() {
       q_->get_count.store(q_->get_intent_count.load(), std::memory_order_release);
   }
   refresh_get_ring();
+}
+
+void QueueCore::repair_dead_producer() {
+  refresh_put_ring();
+  // It may have committed its tail but not yet its count.
+  RingData* r = put_ring_.r;
+  if (q_->put_intent_ring.load() == put_ring_.id && r->tail.load() == q_->put_intent_tail.load() &&
+      q_->put_count.load() < q_->put_intent_count.load())
+    q_->put_count.store(q_->put_intent_count.load(), std::memory_order_release);
+  // And it may have sealed records past its tail, which consumers can already have taken: they
+  // are in the queue, so commit them. The zeroed slot after the last sealed record ends the walk.
+  const uint64_t cap = r->capacity, tail = r->tail.load();
+  uint64_t pos = tail, items = 0;
+  while (pos - tail < cap) {
+    const uint64_t off = pos & (cap - 1);
+    const uint64_t word = header_at(put_ring_.data + off).load(std::memory_order_acquire);
+    if (word == 0) break;
+    if (header_kind(word) == kRecordWrap) {
+      pos += cap - off;
+    } else {
+      pos += record_bytes(header_size(word));
+      ++items;
+    }
+  }
+  if (pos == tail) return;
+  put_pos_ = pos;
+  put_unpublished_ = items;
+  publish_put();
 }
 
 void QueueCore::refresh_put_ring() {
@@ -163,8 +194,17 @@ void QueueCore::refresh_get_ring() {
 
 // ---- producer side ----------------------------------------------------------------------------
 
+void QueueCore::seal_pending() {
+  if (!pending_header_) return;
+  header_at(pending_header_).store(pending_word_, std::memory_order_release);
+  pending_header_ = nullptr;
+}
+
 void QueueCore::publish_put() {
+  if (g_put_crash_point && pending_header_) g_put_crash_point(PutCrashPoint::before_first_seal);
+  seal_pending();
   if (put_unpublished_ == 0) return;
+  if (g_put_crash_point) g_put_crash_point(PutCrashPoint::before_commit);
   uint64_t count = q_->put_count.load(std::memory_order_relaxed) + put_unpublished_;
   q_->put_intent_ring.store(put_ring_.id, std::memory_order_relaxed);
   q_->put_intent_tail.store(put_pos_, std::memory_order_relaxed);
@@ -198,7 +238,7 @@ bool QueueCore::grow(uint64_t min_record) {
 }
 
 char* QueueCore::reserve(size_t payload, uint32_t kind) {
-  const uint64_t rec = sizeof(RecordHeader) + align8(payload);
+  const uint64_t rec = record_bytes(payload);
   for (;;) {
     RingData* r = put_ring_.r;
     const uint64_t cap = r->capacity;
@@ -207,39 +247,94 @@ char* QueueCore::reserve(size_t payload, uint32_t kind) {
       continue;
     }
     uint64_t off = put_pos_ & (cap - 1);
-    uint64_t pad = off + rec > cap ? cap - off : 0;
-    if (put_pos_ + pad + rec - r->cached_head > cap) {
+    const uint64_t pad = off + rec > cap ? cap - off : 0;
+    // Room for the record and for the header slot after it, which is zeroed before the seal.
+    const uint64_t end = put_pos_ + pad + rec + kHeaderSize;
+    if (end - r->cached_head > cap) {
       r->cached_head = r->head.load(std::memory_order_acquire);
-      if (put_pos_ + pad + rec - r->cached_head > cap) {
+      if (end - r->cached_head > cap) {
         if (!grow(rec)) return nullptr;
         continue;
       }
     }
+    char* data = put_ring_.data;
     if (pad) {
-      auto* w = reinterpret_cast<RecordHeader*>(put_ring_.data + off);
-      w->size = 0;
-      w->kind = kRecordWrap;
+      // A consumer that follows the wrap must find "nothing yet" at the start of the ring.
+      header_at(data).store(0, std::memory_order_relaxed);
+      seal_or_defer(data + off, header_word(0, kRecordWrap));
       put_pos_ += pad;
       off = 0;
     }
-    auto* h = reinterpret_cast<RecordHeader*>(put_ring_.data + off);
-    h->size = static_cast<uint32_t>(payload);
-    h->kind = kind;
+    header_at(data + ((off + rec) & (cap - 1))).store(0, std::memory_order_relaxed);
+    seal_or_defer(data + off, header_word(payload, kind));
     put_pos_ += rec;
     ++put_unpublished_;
-    return reinterpret_cast<char*>(h + 1);
+    return data + off + kHeaderSize;
   }
+}
+
+namespace {
+// The constant-size copy is inlined for the common 8-byte item.
+inline void copy_item(char* dst, const char* src, size_t size) {
+  if (size == 8)
+    std::memcpy(dst, src, 8);
+  else
+    std::memcpy(dst, src, size);
+}
+}  // namespace
+
+size_t QueueCore::put_run(const char* src, size_t size, size_t max_items) {
+  RingData* r = put_ring_.r;
+  const uint64_t cap = r->capacity, rec = record_bytes(size);
+  if (rec > cap / 4) return 0;
+  const uint64_t off = put_pos_ & (cap - 1);
+  const uint64_t fit = std::min<uint64_t>(max_items, (cap - off) / rec);
+  // Records that fit with the header slot after the last one: put_pos + k * rec + 8 - head <= cap.
+  auto room = [&] {
+    const uint64_t used = put_pos_ - r->cached_head + kHeaderSize;
+    return used >= cap ? 0 : (cap - used) / rec;
+  };
+  uint64_t k = std::min(fit, room());
+  if (k < fit) {
+    r->cached_head = r->head.load(std::memory_order_acquire);
+    k = std::min(fit, room());
+  }
+  char* p = put_ring_.data + off;
+  for (uint64_t j = 0; j < k; ++j, p += rec) {
+    seal_or_defer(p, header_word(size, kRecordItem));
+    copy_item(p + kHeaderSize, src + j * size, size);
+  }
+  if (k)
+    header_at(put_ring_.data + ((off + k * rec) & (cap - 1))).store(0, std::memory_order_relaxed);
+  put_pos_ += k * rec;
+  put_unpublished_ += k;
+  return k;
 }
 
 size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, size_t stride,
                              FillFn fill, void* ctx) {
+  const char* array = static_cast<const char*>(ctx);
+  auto write_item = [&](size_t i, char* dst, size_t size) {
+    if (fill)
+      fill(ctx, i, dst);
+    else
+      copy_item(dst, array + i * size, size);
+  };
   size_t n = first;
-  for (; n < first + count; ++n) {
-    size_t size = sizes[n * stride];
+  while (n < first + count) {
+    const size_t size = sizes[n * stride];
+    if (!fill && stride == 0 && size <= kMaxInlineItem) {
+      // Same-size items from an array (put_many of plain items): copied in runs.
+      const size_t k = put_run(array + n * size, size, first + count - n);
+      if (k) {
+        n += k;
+        continue;
+      }
+    }
     if (size > kMaxInlineItem) {
-      // Out of line: the caller's fill writes straight into a blob segment of its own.
+      // Out of line: the item is written straight into a blob segment of its own.
       auto blob = Segment::create(SegmentKind::blob, size, false);
-      fill(ctx, n, static_cast<char*>(blob->payload()));
+      write_item(n, static_cast<char*>(blob->payload()), size);
       char* dst = reserve(sizeof(BlobRef), kRecordBlob);
       if (!dst) {
         blob->unlink();
@@ -249,11 +344,13 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
       copy_name(ref.name, blob->name());
       ref.size = size;
       std::memcpy(dst, &ref, sizeof ref);
+      ++n;
       continue;
     }
     char* dst = reserve(size, kRecordItem);
     if (!dst) break;
-    fill(ctx, n, dst);
+    write_item(n, dst, size);
+    ++n;
   }
   publish_put();
   return n - first;
@@ -316,8 +413,8 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
     } else {
       // No storage left (the ring chain is at its limit): wait for consumers to make room.
       uint64_t seen = q_->get_count.load();
-      if (!wait_for(q_->not_full, [&] { return q_->get_count.load() != seen || closed(); },
-                    deadline))
+      if (!wait_for(
+              q_->not_full, [&] { return q_->get_count.load() != seen || closed(); }, deadline))
         return done;
     }
   }
@@ -346,18 +443,22 @@ void QueueCore::switch_get_ring() {
   old->unlink();
 }
 
-size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx) {
+size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Watch* watch) {
   size_t delivered = 0;
   uint64_t consumed = 0;
   RingData* r = get_ring_.r;
   uint64_t pos = r->head.load(std::memory_order_relaxed);
   while (delivered < max_items) {
-    if (pos == r->cached_tail) r->cached_tail = r->tail.load(std::memory_order_acquire);
-    if (pos == r->cached_tail) {
-      // Drained. If producers have moved to a newer ring, this one is finished: follow it.
+    const uint64_t cap = r->capacity;
+    const uint64_t off = pos & (cap - 1);
+    char* slot = get_ring_.data + off;
+    const uint64_t word = header_at(slot).load(std::memory_order_acquire);
+    __builtin_prefetch(get_ring_.data + ((off + kReadAhead) & (cap - 1)));
+    if (word == 0) {
+      // Nothing here yet. If producers have moved to a newer ring, this one is finished (they
+      // seal everything in it before they move on): follow it.
       if (q_->tail_ring_gen.load(std::memory_order_acquire) == get_ring_.id) break;
-      r->cached_tail = r->tail.load(std::memory_order_acquire);
-      if (pos != r->cached_tail) continue;
+      if (header_at(slot).load(std::memory_order_acquire) != 0) continue;
       publish_get(pos, consumed);
       consumed = 0;
       switch_get_ring();
@@ -365,16 +466,17 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx) {
       pos = r->head.load(std::memory_order_relaxed);
       continue;
     }
-    const uint64_t cap = r->capacity;
-    auto* h = reinterpret_cast<const RecordHeader*>(get_ring_.data + (pos & (cap - 1)));
-    if (h->kind == kRecordWrap) {
-      pos += cap - (pos & (cap - 1));
+    if (header_kind(word) == kRecordWrap) {
+      pos += cap - off;
       continue;
     }
-    const uint64_t rec = sizeof(RecordHeader) + align8(h->size);
-    if (h->kind == kRecordBlob) {
+    const uint64_t size = header_size(word);
+    const uint64_t rec = record_bytes(size);
+    if (rec > cap - off || header_kind(word) > kRecordWrap)
+      throw ProcessError("queue " + name() + ": corrupt record in its ring");
+    if (header_kind(word) == kRecordBlob) {
       BlobRef ref;
-      std::memcpy(&ref, h + 1, sizeof ref);
+      std::memcpy(&ref, slot + kHeaderSize, sizeof ref);
       std::shared_ptr<Segment> blob;
       try {
         blob = Segment::attach(read_name(ref.name), SegmentKind::blob, false, false);
@@ -387,48 +489,56 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx) {
         ++delivered;
       }
     } else {
-      deliver(ctx, reinterpret_cast<const char*>(h + 1), h->size);
+      deliver(ctx, slot + kHeaderSize, size);
       ++delivered;
     }
     pos += rec;
     ++consumed;
   }
   if (consumed || pos != r->head.load(std::memory_order_relaxed)) publish_get(pos, consumed);
+  if (watch && delivered == 0) {
+    watch->ring = get_ring_.seg;
+    watch->slot = get_ring_.data + (pos & (r->capacity - 1));
+    watch->ring_id = get_ring_.id;
+    watch->get_count = q_->get_count.load(std::memory_order_relaxed);
+  }
   return delivered;
+}
+
+// Whether what a waiting consumer watches has changed: a record sealed at the head it saw, the
+// producers gone on to a new ring, or other consumers having moved the head (the slot it watches
+// may then be stale: it looks again under the lock).
+bool QueueCore::watch_fired(const Watch& w) const {
+  return header_at(w.slot).load(std::memory_order_seq_cst) != 0 ||
+         q_->tail_ring_gen.load(std::memory_order_seq_cst) != w.ring_id ||
+         q_->get_count.load(std::memory_order_seq_cst) != w.get_count;
 }
 
 size_t QueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
                       bool spin, const std::atomic<uint32_t>* interrupt) {
   if (max_items == 0) return 0;
-  auto has_items = [&] {
-    return static_cast<int64_t>(q_->put_count.load(std::memory_order_seq_cst) -
-                                q_->get_count.load(std::memory_order_seq_cst)) > 0 ||
-           closed();
-  };
   auto interrupted = [&] { return interrupt && interrupt->load(std::memory_order_relaxed) != 0; };
-  auto available = [&] { return has_items() || interrupted(); };
+  Watch watch;
   for (;;) {
-    if (interrupted() && !has_items()) return 0;
-    // Try the ring first: its cached tail usually answers without touching a line the producer
-    // writes; the shared counters are read only to decide whether to wait.
-    {
-      lock_get();
-      size_t n;
-      try {
-        n = get_locked(max_items, deliver, ctx);
-      } catch (...) {
-        robust_unlock(q_->get_lock);
-        throw;
-      }
+    // Read before looking: every put that finished before close() is then seen below.
+    const bool was_closed = closed();
+    lock_get();
+    size_t n;
+    try {
+      n = get_locked(max_items, deliver, ctx, &watch);
+    } catch (...) {
       robust_unlock(q_->get_lock);
-      if (n) {
-        q_->not_full.notify(static_cast<int>(std::min<size_t>(n, 0x7fffffff)));
-        return n;
-      }
-      if (closed() && qsize() == 0) throw QueueClosed("get() on a closed queue with no items left");
+      throw;
     }
-    if (deadline.expired() && !available()) return 0;
-    if (!wait_for(q_->not_empty, available, deadline, spin)) return 0;
+    robust_unlock(q_->get_lock);
+    if (n) {
+      q_->not_full.notify(static_cast<int>(std::min<size_t>(n, 0x7fffffff)));
+      return n;
+    }
+    if (was_closed) throw QueueClosed("get() on a closed queue with no items left");
+    if (interrupted() || deadline.expired()) return 0;
+    auto ready = [&] { return watch_fired(watch) || closed() || interrupted(); };
+    if (!wait_for(q_->not_empty, ready, deadline, spin)) return 0;
   }
 }
 

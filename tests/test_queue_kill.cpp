@@ -182,3 +182,82 @@ TEST(QueueKill, SigkillAtRandomInstantsLosesAtMostInFlightItems) {
   EXPECT_EQ(q.get(5s), "after");
   munmap(mem, sizeof(Shared));
 }
+
+// The two windows of a producer's commit, hit exactly: a producer killed after writing a batch
+// but before sealing its first record leaves none of it visible; one killed after sealing but
+// before committing leaves the whole batch to the consumers, and the next producer commits it.
+// Either way the next producer (whose records may differ in size from the dead one's) carries on.
+namespace {
+
+std::atomic<int>* g_crash_at = nullptr;  // the PutCrashPoint to die at, in the child
+
+void die_at(mp::detail::PutCrashPoint where) {
+  if (static_cast<int>(where) == *g_crash_at) raise(SIGKILL);
+}
+
+// Forks a child that put_many's `batch` and is killed at `where`; returns once it is dead.
+void put_batch_and_die(mp::Queue<std::string> q, const std::vector<std::string>& batch,
+                       mp::detail::PutCrashPoint where) {
+  static std::atomic<int> crash_at;
+  crash_at = static_cast<int>(where);
+  g_crash_at = &crash_at;
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    mp::detail::g_put_crash_point = die_at;
+    q.put_many(batch);
+    _exit(0);  // not reached
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+}
+
+std::vector<std::string> batch_of(int n, size_t size, char tag) {
+  std::vector<std::string> v;
+  for (int i = 0; i < n; ++i) v.push_back(std::string(size + i, static_cast<char>(tag + i)));
+  return v;
+}
+
+}  // namespace
+
+TEST(QueueKill, ProducerKilledBeforeItsFirstSealLeavesNothingVisible) {
+  mp::Queue<std::string> q;
+  q.put("before");
+  put_batch_and_die(q, batch_of(20, 40, 'a'), mp::detail::PutCrashPoint::before_first_seal);
+  EXPECT_EQ(q.get(), "before");
+  EXPECT_THROW(q.get_nowait(), mp::Empty);
+  // A new producer takes the dead one's lock over and writes records of other sizes over the
+  // unsealed batch; consumers see exactly the new items.
+  const auto next = batch_of(30, 3, 'A');
+  q.put_many(next);
+  EXPECT_EQ(q.qsize(), next.size());
+  EXPECT_EQ(q.get_many(100), next);
+  EXPECT_THROW(q.get_nowait(), mp::Empty);
+  EXPECT_EQ(q.qsize(), 0u);
+}
+
+TEST(QueueKill, ProducerKilledBeforeItsCommitLeavesItsBatchToConsumers) {
+  const auto batch = batch_of(20, 40, 'a');
+  {
+    // Consumers take the sealed batch before any producer repairs the commit.
+    mp::Queue<std::string> q;
+    put_batch_and_die(q, batch, mp::detail::PutCrashPoint::before_commit);
+    EXPECT_EQ(q.get_many(100), batch);
+    q.put("next");  // takes the lock over: commits the dead batch, then puts
+    EXPECT_EQ(q.get(), "next");
+    EXPECT_THROW(q.get_nowait(), mp::Empty);
+    EXPECT_EQ(q.qsize(), 0u);
+  }
+  {
+    // A producer repairs the commit first: the counts include the dead batch.
+    mp::Queue<std::string> q;
+    put_batch_and_die(q, batch, mp::detail::PutCrashPoint::before_commit);
+    q.put("next");
+    EXPECT_EQ(q.qsize(), batch.size() + 1);
+    auto all = batch;
+    all.push_back("next");
+    EXPECT_EQ(q.get_many(100), all);
+    EXPECT_EQ(q.qsize(), 0u);
+  }
+}

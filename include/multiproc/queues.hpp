@@ -139,8 +139,7 @@ class Queue {
     auto& c = core();
     if constexpr (Codec::plain) {
       static const size_t kSize = sizeof(T);
-      const T* base = items;
-      return c.put(n, &kSize, 0, &Codec::fill_plain, &base, deadline);
+      return c.put(n, &kSize, 0, nullptr, const_cast<T*>(items), deadline);
     } else {
       typename Codec::Encoded e;
       e.sizes.reserve(n);

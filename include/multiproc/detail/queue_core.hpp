@@ -1,20 +1,27 @@
 // The untyped queue shared by Queue<T>, SimpleQueue<T> and JoinableQueue<T>.
 //
 // Layout. A control segment (QueueData) and a chain of byte rings (RingData + bytes). Items are
-// records in a ring: an 8-byte header (size, kind) and the payload padded to 8 bytes; a record
-// that would straddle the ring's end is preceded by a "wrap" record. Items over kMaxInlineItem go
-// to a blob segment of their own and the ring holds its name.
+// records in a ring: an 8-byte header word (size, kind) and the payload padded to 8 bytes; a
+// record that would straddle the ring's end is preceded by a "wrap" record. Items over
+// kMaxInlineItem go to a blob segment of their own and the ring holds its name.
 //
 // Concurrency. Producers serialize on put_lock, consumers on get_lock; each lock is held only while
 // bytes move (serialization happens outside). Between the two sides the ring works as a
-// single-producer single-consumer ring: the producer publishes `tail` with a release store, the
-// consumer publishes `head`; each side caches the other's index and re-reads it only when it
-// seems to have run out (the trick that makes SPSC rings fast).
+// single-producer single-consumer ring whose records carry their own "ready" mark: the producer
+// stores a record's header word last (release), and a consumer learns that a record is there by
+// reading that word, never the producer's indices. Before sealing a record the producer zeroes
+// the header slot after it, so the word after the last record is always 0 ("nothing yet"). This
+// is what makes the queue fast across CPUs: a consumer waiting on an empty queue polls the one
+// cache line the producer writes next anyway, and the producer's indices and counts stay in its
+// own cache (reading them cost two or three cache-line transfers per item, and made a consumer
+// that keeps up with its producer slow it down to a few million items per second).
 //
-// Crash safety. Every operation commits with one final store (tail, head, or a generation
-// counter) made while holding its lock. A process killed before that store leaves the queue as if
-// the operation never began; the locks are robust (robust_mutex.hpp), so the next process takes
-// over. At most the dying process's own item in flight is lost.
+// Crash safety. A producer commits a batch by storing the ring's `tail` (then `put_count`, with an
+// intent record so that a takeover can finish the count); a consumer commits by storing `head`
+// (then `get_count`). A process killed before its commit leaves the queue as if the operation had
+// not happened, except that consumers may already have taken records a dead producer sealed: the
+// producer that takes put_lock over (robust_mutex.hpp) walks the sealed records past `tail` and
+// commits them. At most the dying process's own item in flight is lost.
 //
 // Growth. An unbounded queue never blocks a producer: when a ring is full (or an item is too big
 // for it) the producer chains a larger ring and moves `tail_ring` on; consumers drain the old ring,
@@ -34,19 +41,30 @@
 
 namespace multiproc::detail {
 
-inline constexpr uint32_t kQueueLayoutVersion = 1;
+inline constexpr uint32_t kQueueLayoutVersion = 2;
 inline constexpr uint64_t kInitialRingCapacity = 256 * 1024;
 inline constexpr uint64_t kMaxRingCapacity = 1ULL << 30;
 inline constexpr uint64_t kMaxInlineItem = 2 * 1024 * 1024;
 
-struct RecordHeader {
-  uint32_t size;
-  uint32_t kind;
-};
+// A record's header: one 8-byte word, (kind + 1) << 32 | payload size; 0 = no record (yet).
+inline constexpr uint64_t kHeaderSize = 8;
 inline constexpr uint32_t kRecordItem = 0;
 inline constexpr uint32_t kRecordBlob = 1;  // payload is a BlobRef
 inline constexpr uint32_t kRecordWrap = 2;  // skip to the start of the ring
-static_assert(sizeof(RecordHeader) == 8);
+constexpr uint64_t header_word(uint64_t size, uint32_t kind) {
+  return (uint64_t{kind} + 1) << 32 | size;
+}
+constexpr uint32_t header_size(uint64_t word) {
+  return static_cast<uint32_t>(word);
+}
+constexpr uint32_t header_kind(uint64_t word) {
+  return static_cast<uint32_t>(word >> 32) - 1;
+}
+// The header word at `p` (8-byte aligned, in a ring).
+inline std::atomic_ref<uint64_t> header_at(char* p) {
+  return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(p));
+}
+static_assert(std::atomic_ref<uint64_t>::is_always_lock_free);
 
 struct BlobRef {
   char name[kMaxSegmentName];
@@ -55,11 +73,10 @@ struct BlobRef {
 
 struct RingData {
   // Producer side (written under put_lock).
-  alignas(64) std::atomic<uint64_t> tail;  // bytes ever published
+  alignas(64) std::atomic<uint64_t> tail;  // bytes ever committed by producers
   uint64_t cached_head;
   // Consumer side (written under get_lock). Own cache line: no false sharing with the producer.
   alignas(64) std::atomic<uint64_t> head;  // bytes ever consumed
-  uint64_t cached_tail;
   // Set at creation, then only next_name changes (before the queue's tail ring moves on).
   alignas(64) uint64_t capacity;  // a power of two
   uint64_t id;                    // the tail generation at which this ring became the tail
@@ -88,7 +105,7 @@ struct QueueData {
   // Consumer side.
   alignas(64) RobustMutexData get_lock;
   std::atomic<uint64_t> get_intent_ring, get_intent_head, get_intent_count;
-  alignas(64) std::atomic<uint64_t> get_count;  // items ever consumed
+  alignas(64) std::atomic<uint64_t> get_count;      // items ever consumed
   alignas(64) std::atomic<uint64_t> head_ring_gen;  // id of the ring consumers read from
   char head_ring_name[2][kMaxSegmentName];
   // Sleepers.
@@ -104,6 +121,11 @@ static_assert(offsetof(QueueData, get_lock) - offsetof(QueueData, put_count) >= 
 static_assert(offsetof(QueueData, get_lock) % 64 == 0 && offsetof(QueueData, not_empty) % 64 == 0);
 static_assert(std::atomic<uint64_t>::is_always_lock_free &&
               std::atomic<int64_t>::is_always_lock_free);
+
+// Fault injection for the crash-safety tests: when set, called at these instants of a producer's
+// commit (the test kills the process there). Never set outside tests.
+enum class PutCrashPoint { before_first_seal, before_commit };
+inline void (*g_put_crash_point)(PutCrashPoint) = nullptr;
 
 // Callbacks of the untyped core: fill writes an item's bytes; deliver receives them (called with
 // get_lock held: copy, do not deserialize there).
@@ -123,8 +145,9 @@ class QueueCore {
   void add_flight_ref() { seg_->add_flight_ref(); }
 
   // Puts `count` items; item i has sizes[i * size_stride] bytes (stride 0: all the same size),
-  // written by fill(ctx, i, dst). Waits for room (bounded queues) until the deadline. Returns how
-  // many were put. Throws QueueClosed.
+  // written by fill(ctx, i, dst), or, with fill null and stride 0, copied from the array at ctx.
+  // Waits for room (bounded queues) until the deadline. Returns how many were put. Throws
+  // QueueClosed.
   size_t put(size_t count, const size_t* sizes, size_t size_stride, FillFn fill, void* ctx,
              const Deadline& deadline);
   // Gets up to `max_items`, waiting until the deadline for the first. Returns how many.
@@ -156,10 +179,32 @@ class QueueCore {
   };
   explicit QueueCore(std::shared_ptr<Segment> seg);
   static std::shared_ptr<QueueCore> open(const std::string& name, bool consume_flight_ref);
+  // What a waiting consumer watches (without get_lock): the header slot at the head it last saw.
+  struct Watch {
+    std::shared_ptr<Segment> ring;  // keeps the slot mapped if another thread moves to a new ring
+    char* slot = nullptr;
+    uint64_t ring_id = 0;
+    uint64_t get_count = 0;
+  };
   void refresh_put_ring();
   void refresh_get_ring();
-  // Under put_lock: room for one record of `payload` bytes, growing the chain if needed.
+  void repair_dead_producer();
+  // Under put_lock: room for one record of `payload` bytes, growing the chain if needed. The
+  // record is sealed (made visible) by seal_pending(), after its payload is written.
   char* reserve(size_t payload, uint32_t kind);
+  // The first record of a batch is sealed at the end (seal_pending); the others at once.
+  void seal_or_defer(char* header, uint64_t word) {
+    if (pending_header_) {
+      header_at(header).store(word, std::memory_order_relaxed);
+    } else {
+      pending_header_ = header;
+      pending_word_ = word;
+    }
+  }
+  void seal_pending();
+  // Under put_lock: up to max_items plain items of `size` bytes from `src`, as many as fit before
+  // the ring's end and in its free space; 0 when the next one needs reserve().
+  size_t put_run(const char* src, size_t size, size_t max_items);
   bool grow(uint64_t min_record);
   void publish_put();
   void publish_get(uint64_t head, uint64_t items);
@@ -170,14 +215,21 @@ class QueueCore {
                  const Deadline& deadline);
   size_t put_locked(size_t first, size_t count, const size_t* sizes, size_t stride, FillFn fill,
                     void* ctx);
-  size_t get_locked(size_t max_items, DeliverFn deliver, void* ctx);
+  size_t get_locked(size_t max_items, DeliverFn deliver, void* ctx, Watch* watch);
+  bool watch_fired(const Watch& w) const;
 
   std::shared_ptr<Segment> seg_;
   QueueData* q_;
   RingView put_ring_;             // touched only with put_lock held
   RingView get_ring_;             // touched only with get_lock held
   uint64_t put_pos_ = 0;          // put_ring_'s tail while reserving (put_lock held)
-  uint64_t put_unpublished_ = 0;  // items reserved but not yet published (put_lock held)
+  uint64_t put_unpublished_ = 0;  // items sealed but not yet committed (put_lock held)
+  // The first record of the batch being written, not sealed yet (put_lock held). The records
+  // after it are sealed as they are reserved: no consumer can reach them before the first, which
+  // is sealed last (release), so a consumer sees a batch whole and never reads a cache line the
+  // producer is still filling; a producer that dies mid-batch leaves none of it reachable.
+  char* pending_header_ = nullptr;
+  uint64_t pending_word_ = 0;
 };
 
 }  // namespace multiproc::detail
