@@ -9,6 +9,13 @@
 namespace multiproc::detail {
 namespace {
 
+// A producer waiting on a full bounded queue (see put_all): up to kSlowPolls looks for room
+// for kRoomBatch items, kSlowPollPauses PAUSEs and a yield apart (~1-2 us), before it waits
+// for any room.
+constexpr uint64_t kRoomBatch = 32;
+constexpr int kSlowPolls = 64;
+constexpr int kSlowPollPauses = 64;
+
 // How far ahead of its head a consumer asks for the ring's lines. Records are read right after
 // another CPU wrote them, so every line is a transfer between caches; asking early overlaps them
 // (get_many of 8-byte items: 125 M/s without, 190 M/s with; measured 512 B to 4 KiB ahead).
@@ -161,7 +168,7 @@ void QueueCore::repair_dead_producer() {
       pos += cap - off;
     } else {
       pos += record_bytes(header_size(word));
-      ++items;
+      if (header_kind(word) != kRecordSkip) ++items;
     }
   }
   if (pos == tail) return;
@@ -237,6 +244,15 @@ bool QueueCore::grow(uint64_t min_record) {
   return true;
 }
 
+namespace {
+// Bytes of filler record to put at `at` so that a record of `payload` bytes after it has its
+// payload on a 64-byte boundary; 0 for small items, or when it already would.
+uint64_t aligning_gap(const char* at, uint64_t payload) {
+  if (payload < kAlignPayloadFrom) return 0;
+  return (64 - ((reinterpret_cast<uintptr_t>(at) + kHeaderSize) & 63)) & 63;
+}
+}  // namespace
+
 char* QueueCore::reserve(size_t payload, uint32_t kind) {
   const uint64_t rec = record_bytes(payload);
   for (;;) {
@@ -246,10 +262,13 @@ char* QueueCore::reserve(size_t payload, uint32_t kind) {
       if (!grow(rec)) return nullptr;
       continue;
     }
+    char* data = put_ring_.data;
     uint64_t off = put_pos_ & (cap - 1);
-    const uint64_t pad = off + rec > cap ? cap - off : 0;
+    uint64_t gap = aligning_gap(data + off, payload);
+    const uint64_t pad = off + gap + rec > cap ? cap - off : 0;
+    if (pad) gap = aligning_gap(data, payload);
     // Room for the record and for the header slot after it, which is zeroed before the seal.
-    const uint64_t end = put_pos_ + pad + rec + kHeaderSize;
+    const uint64_t end = put_pos_ + pad + gap + rec + kHeaderSize;
     if (end - r->cached_head > cap) {
       r->cached_head = r->head.load(std::memory_order_acquire);
       if (end - r->cached_head > cap) {
@@ -257,13 +276,18 @@ char* QueueCore::reserve(size_t payload, uint32_t kind) {
         continue;
       }
     }
-    char* data = put_ring_.data;
     if (pad) {
       // A consumer that follows the wrap must find "nothing yet" at the start of the ring.
       header_at(data).store(0, std::memory_order_relaxed);
       seal_or_defer(data + off, header_word(0, kRecordWrap));
       put_pos_ += pad;
       off = 0;
+    }
+    if (gap) {
+      header_at(data + off + gap).store(0, std::memory_order_relaxed);
+      seal_or_defer(data + off, header_word(gap - kHeaderSize, kRecordSkip));
+      put_pos_ += gap;
+      off += gap;
     }
     header_at(data + ((off + rec) & (cap - 1))).store(0, std::memory_order_relaxed);
     seal_or_defer(data + off, header_word(payload, kind));
@@ -286,7 +310,7 @@ inline void copy_item(char* dst, const char* src, size_t size) {
 size_t QueueCore::put_run(const char* src, size_t size, size_t max_items) {
   RingData* r = put_ring_.r;
   const uint64_t cap = r->capacity, rec = record_bytes(size);
-  if (rec > cap / 4) return 0;
+  if (rec > cap / 4 || size >= kAlignPayloadFrom) return 0;
   const uint64_t off = put_pos_ & (cap - 1);
   const uint64_t fit = std::min<uint64_t>(max_items, (cap - off) / rec);
   // Records that fit with the header slot after the last one: put_pos + k * rec + 8 - head <= cap.
@@ -408,8 +432,23 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
     done += n;
     if (done == count || n != 0) continue;
     if (limit == 0) {
-      // Full (bounded): wait for consumers.
-      if (!wait_for(q_->not_full, has_room, deadline)) return done;
+      // Full (bounded). Consumers free room an item at a time; a producer that polled for
+      // each would pull the line of their count away from them on every get (a cache-line
+      // transfer per item, which halves a 1 KiB queue's rate). So it first waits, polling
+      // slowly and yielding, for room for a batch, then for any room at all.
+      const uint64_t batch =
+          std::min<uint64_t>({count - done, std::max<uint64_t>(1, maxsize / 4), kRoomBatch});
+      auto has_batch_room = [&] {
+        return q_->put_count.load(std::memory_order_relaxed) + batch <=
+                   q_->get_count.load(std::memory_order_acquire) + maxsize ||
+               closed();
+      };
+      for (int i = 0; i < kSlowPolls && !deadline.expired() && !has_batch_room(); ++i) {
+        for (int k = 0; k < kSlowPollPauses; ++k) cpu_relax();
+        yield_cpu();
+      }
+      // A deadline that passed while there was room still puts.
+      if (!wait_for(q_->not_full, has_room, deadline) && !has_room()) return done;
     } else {
       // No storage left (the ring chain is at its limit): wait for consumers to make room.
       uint64_t seen = q_->get_count.load();
@@ -472,8 +511,12 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
     }
     const uint64_t size = header_size(word);
     const uint64_t rec = record_bytes(size);
-    if (rec > cap - off || header_kind(word) > kRecordWrap)
+    if (rec > cap - off || header_kind(word) > kRecordSkip)
       throw ProcessError("queue " + name() + ": corrupt record in its ring");
+    if (header_kind(word) == kRecordSkip) {
+      pos += rec;
+      continue;
+    }
     if (header_kind(word) == kRecordBlob) {
       BlobRef ref;
       std::memcpy(&ref, slot + kHeaderSize, sizeof ref);

@@ -183,6 +183,24 @@ TEST(Queue, BoundedPutBlocksThenFull) {
   EXPECT_EQ(q.get_many(10), (std::vector<int>{2, 3, 4}));
 }
 
+// A producer blocked on a full queue waits a little for room for a batch (fewer looks at the
+// consumers' count), but one free slot is enough: the put goes in, well before its timeout.
+TEST(Queue, BoundedPutNeedsOnlyOneFreeSlot) {
+  mp::Queue<int> q(64);
+  std::vector<int> xs(64, 1);
+  q.put_many(xs);
+  std::thread consumer([q]() mutable {
+    std::this_thread::sleep_for(20ms);
+    EXPECT_EQ(q.get(), 1);  // one slot, then nothing more
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  q.put(2, 10s);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  consumer.join();
+  EXPECT_EQ(q.qsize(), 64u);
+  EXPECT_THROW(q.put_nowait(3), mp::Full);
+}
+
 TEST(Queue, BoundedPutManyWaitsForRoom) {
   mp::Queue<int> q(10);
   std::thread consumer([q]() mutable {

@@ -2,8 +2,8 @@
 
 Same cases, items and checks as the C++ competitors (see bench/README.md): integers are put as
 Python ints, byte items as `bytes` carrying the same stamps. The integer queues are unbounded
-(Queue(), as most programs use it); byte queues hold at most ~32 MiB (maxsize = 32 MiB / item, at
-least 4). multiprocessing.Queue has no put_many/get_many: int64_1to1_batched is n/a.
+(Queue(), as most programs use it); byte queues hold at most ~4 MiB (maxsize = 4 MiB / item, at least
+4), the depth every competitor's byte queue has. multiprocessing.Queue has no put_many/get_many: int64_1to1_batched is n/a.
 """
 
 import os
@@ -77,7 +77,7 @@ def consumer(q, barrier, results, index, placement, size, n, many):
 
 
 def run_case(opt, name, size, producers, consumers, n):
-    maxsize = 0 if size == 8 else max(4, (32 << 20) // size)
+    maxsize = 0 if size == 8 else max(4, (4 << 20) // size)
     q = mp.Queue(maxsize)
     members = producers + consumers
     barrier = mp.Barrier(members + 1)

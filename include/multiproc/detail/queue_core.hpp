@@ -51,6 +51,10 @@ inline constexpr uint64_t kHeaderSize = 8;
 inline constexpr uint32_t kRecordItem = 0;
 inline constexpr uint32_t kRecordBlob = 1;  // payload is a BlobRef
 inline constexpr uint32_t kRecordWrap = 2;  // skip to the start of the ring
+inline constexpr uint32_t kRecordSkip = 3;  // filler: skip its payload (aligns the next record's)
+// Items from this size on get their payload on a 64-byte boundary: copies of misaligned data
+// split every vector load or store across two cache lines.
+inline constexpr uint64_t kAlignPayloadFrom = 512;
 constexpr uint64_t header_word(uint64_t size, uint32_t kind) {
   return (uint64_t{kind} + 1) << 32 | size;
 }
