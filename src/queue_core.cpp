@@ -482,10 +482,24 @@ void QueueCore::switch_get_ring() {
   old->unlink();
 }
 
+namespace {
+void deliver_to_sink(void* ctx, const char* src, size_t size) {
+  auto* sink = static_cast<PlainSink*>(ctx);
+  if (size != sink->item_size) throw ProcessError("queue item has the wrong size for its type");
+  copy_item(sink->out + sink->count++ * size, src, size);
+}
+}  // namespace
+
 size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Watch* watch) {
   size_t delivered = 0;
   uint64_t consumed = 0;
   RingData* r = get_ring_.r;
+  // Plain items into an array: the common record is copied inline, anything else goes through
+  // deliver_to_sink.
+  PlainSink* sink = deliver ? nullptr : static_cast<PlainSink*>(ctx);
+  const uint64_t plain_word = sink ? header_word(sink->item_size, kRecordItem) : 0;
+  const uint64_t plain_rec = sink ? record_bytes(sink->item_size) : 0;
+  if (sink) deliver = &deliver_to_sink;
   uint64_t pos = r->head.load(std::memory_order_relaxed);
   while (delivered < max_items) {
     const uint64_t cap = r->capacity;
@@ -493,6 +507,13 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
     char* slot = get_ring_.data + off;
     const uint64_t word = header_at(slot).load(std::memory_order_acquire);
     __builtin_prefetch(get_ring_.data + ((off + kReadAhead) & (cap - 1)));
+    if (word == plain_word && sink && plain_rec <= cap - off) {
+      copy_item(sink->out + sink->count++ * sink->item_size, slot + kHeaderSize, sink->item_size);
+      pos += plain_rec;
+      ++delivered;
+      ++consumed;
+      continue;
+    }
     if (word == 0) {
       // Nothing here yet. If producers have moved to a newer ring, this one is finished (they
       // seal everything in it before they move on): follow it.

@@ -239,6 +239,22 @@ TEST(Queue, MixOfTinyAndLargeKeepsOrder) {
   }
 }
 
+TEST(Queue, GetManyTakesWhatIsThereInOrder) {
+  mp::Queue<int64_t> q;
+  std::vector<int64_t> xs(5000);
+  std::iota(xs.begin(), xs.end(), 0);
+  q.put_many(xs);
+  std::vector<int64_t> got = q.get_many(3);
+  EXPECT_EQ(got, (std::vector<int64_t>{0, 1, 2}));
+  while (got.size() < xs.size()) {
+    auto more = q.get_many(100000);  // more than is there: takes what is there
+    ASSERT_FALSE(more.empty());
+    got.insert(got.end(), more.begin(), more.end());
+  }
+  EXPECT_EQ(got, xs);
+  EXPECT_THROW(q.get_many(10, 10ms), mp::Empty);
+}
+
 TEST(Queue, UnboundedGrowsWithBacklog) {
   mp::Queue<int64_t> q;
   const int64_t n = 2'000'000;  // 32 MB of records: several ring growths

@@ -3,9 +3,10 @@
 // Same protocol as python_mp.py: the pool is started and warmed up first (a map of 1,000 items
 // with chunksize 1, so that both workers are up), then each timed run is one pool.map call over a
 // std::vector<std::int64_t> made beforehand (Python times pool.map(inc, range(n)), whose range
-// costs nothing), after untimed maps of the same shape (three for auto, one for chunk1). That warm-up matters here: a fresh
-// pool's first big maps pay for growing the pool's queues and first touching their pages and
-// the buffers' (about 6, 3.5 and 2 ms for 200,000 ints, then 0.9-1.7 ms a map, this machine); tasks_per_s = n / the median time. Cases: auto (chunksize 0 = chosen by the
+// costs nothing), after untimed maps of the same shape (three for auto, one for chunk1). That
+// warm-up matters here: a fresh pool's first big maps pay for growing the pool's queues and first
+// touching their pages and the buffers' (about 6, 3.5 and 2 ms for 200,000 ints, then 0.9-1.7 ms a
+// map, this machine); tasks_per_s = n / the median time. Cases: auto (chunksize 0 = chosen by the
 // pool: ceil(n / (4 * workers)), Python's rule) and chunk1 (chunksize 1, one task per item).
 // Every run's result is compared in full with [1, ..., n]; the check is its count and checksum.
 // Pool creation is not timed.
@@ -24,7 +25,9 @@ namespace mp = multiproc;
 
 namespace {
 
-std::int64_t inc(std::int64_t x) { return x + 1; }
+std::int64_t inc(std::int64_t x) {
+  return x + 1;
+}
 
 }  // namespace
 

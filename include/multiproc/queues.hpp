@@ -81,8 +81,17 @@ class Queue {
     std::vector<T> out;
     auto deadline = detail::Deadline::after(timeout);
     if constexpr (Codec::plain) {
-      out.reserve(std::min<size_t>(max_items, std::max<size_t>(c.qsize(), 1)));
-      if (c.get(max_items, &Codec::deliver_plain_many, &out, deadline) == 0) throw Empty();
+      // Copied straight into the result. Room for a large max_items is sized by what is there
+      // now (qsize reads a line producers write: not for every small batch), so more that
+      // arrive meanwhile may wait for the next call ("up to max_items").
+      constexpr size_t kSmall = 1024;
+      const size_t room =
+          max_items <= kSmall ? max_items : std::min(max_items, std::max(c.qsize(), kSmall));
+      out.resize(room);
+      detail::PlainSink sink{reinterpret_cast<char*>(out.data()), sizeof(T)};
+      const size_t n = c.get(room, nullptr, &sink, deadline);
+      if (n == 0) throw Empty();
+      out.resize(n);
     } else {
       typename Codec::Encoded e;
       size_t n = c.get(max_items, &Codec::deliver_bytes, &e, deadline);

@@ -135,6 +135,13 @@ inline void (*g_put_crash_point)(PutCrashPoint) = nullptr;
 // get_lock held: copy, do not deserialize there).
 using FillFn = void (*)(void* ctx, size_t index, char* dst);
 using DeliverFn = void (*)(void* ctx, const char* src, size_t size);
+// With deliver null, get() copies items of item_size bytes into the array at ctx (a PlainSink),
+// throwing ProcessError for an item of another size.
+struct PlainSink {
+  char* out;
+  size_t item_size;
+  size_t count = 0;  // items copied so far
+};
 
 class QueueCore {
  public:
