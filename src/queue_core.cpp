@@ -4,6 +4,7 @@
 #include <cstring>
 #include <new>
 
+#include <multiproc/detail/membarrier.hpp>
 #include <multiproc/errors.hpp>
 
 namespace multiproc::detail {
@@ -126,13 +127,13 @@ std::shared_ptr<QueueCore> QueueCore::open(const std::string& name, bool consume
 QueueCore::QueueCore(std::shared_ptr<Segment> seg)
     : seg_(std::move(seg)), q_(static_cast<QueueData*>(seg_->payload())) {}
 
-QueueCore::~QueueCore() = default;
+QueueCore::~QueueCore() {
+  release_bias();
+}
 
 // ---- locks, with the repair a takeover needs ------------------------------------------------
 
-void QueueCore::lock_put() {
-  if (robust_lock_nonrecursive(q_->put_lock) == LockStatus::acquired_owner_died)
-    repair_dead_producer();
+void QueueCore::begin_put_section() {
   refresh_put_ring();
   put_pos_ = put_ring_.r->tail.load(std::memory_order_relaxed);
   put_unpublished_ = 0;
@@ -408,7 +409,7 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
   size_t done = 0;
   while (done < count) {
     if (closed()) throw QueueClosed("put() on a closed queue");
-    lock_put();
+    const bool biased = enter_put();
     size_t limit = count - done;
     if (maxsize) {
       // get_count is written by consumers on every get: read it only when the cached view
@@ -424,10 +425,12 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
       n = limit ? put_locked(done, limit, sizes, stride, fill, ctx) : 0;
     } catch (...) {
       publish_put();
-      robust_unlock(q_->put_lock);
+      leave_put(biased);
       throw;
     }
-    robust_unlock(q_->put_lock);  // a full barrier: orders the publish before the waiter check
+    // Unlocking is a full barrier that orders the publish before the sleepers check; under a
+    // bias there is none, and consumers about to sleep run membarrier_global() instead.
+    leave_put(biased);
     if (n) q_->not_empty.notify(static_cast<int>(std::min<size_t>(n, 0x7fffffff)));
     done += n;
     if (done == count || n != 0) continue;
@@ -602,7 +605,12 @@ size_t QueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const Dead
     if (was_closed) throw QueueClosed("get() on a closed queue with no items left");
     if (interrupted() || deadline.expired()) return 0;
     auto ready = [&] { return watch_fired(watch) || closed() || interrupted(); };
-    if (!wait_for(q_->not_empty, ready, deadline, spin)) return 0;
+    // A biased producer notifies without a fence (queue_core_bias.cpp): order our announcing
+    // ourselves against its publishing with a barrier on its CPU.
+    auto fence = [this] {
+      if (q_->bias_used.load(std::memory_order_seq_cst)) membarrier_global();
+    };
+    if (!wait_for(q_->not_empty, ready, deadline, spin, fence)) return 0;
   }
 }
 

@@ -74,7 +74,7 @@ LockStatus robust_lock_slow(RobustMutexData& m, uint32_t self, const Deadline& d
     bool woke = futex_wait(&m.owner, cur, nap);
     m.waiters.fetch_sub(1, std::memory_order_relaxed);
     if (!woke && m.owner.load(std::memory_order_relaxed) == cur && cur != self &&
-        !thread_alive(cur)) {
+        !thread_alive(cur & kOwnerTidMask)) {
       // The owner died holding the lock. Whoever wins this CAS inherits it.
       if (m.owner.compare_exchange_strong(cur, self, std::memory_order_acquire,
                                           std::memory_order_relaxed)) {

@@ -261,3 +261,84 @@ TEST(QueueKill, ProducerKilledBeforeItsCommitLeavesItsBatchToConsumers) {
     EXPECT_EQ(q.qsize(), 0u);
   }
 }
+
+// A lone producer soon holds put_lock biased (queue_core_bias.cpp) and puts with no lock
+// operation at all. Killed at random instants, each one's successor must revoke the dead
+// thread's bias (repairing what it left mid-put), and the consumer must see every producer's
+// items in order, none twice and none corrupt, with at most the in-flight one lost.
+TEST(QueueKill, BiasedProducerKilledAtRandomInstants) {
+  mp::Queue<uint64_t> q;
+  std::mt19937 rng(12345);
+  constexpr int kRounds = 40;
+  uint64_t got = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      for (uint64_t seq = 0;; ++seq) q.put(uint64_t(round) << 40 | seq);
+    }
+    uint64_t next = 0;  // this round's next sequence number
+    auto take = [&](uint64_t v) {
+      ASSERT_EQ(v >> 40, uint64_t(round)) << "an item of another producer";
+      ASSERT_EQ(v & ((uint64_t{1} << 40) - 1), next) << "out of order, lost or twice";
+      ++next;
+      ++got;
+    };
+    const auto until = std::chrono::steady_clock::now() +
+                       std::chrono::microseconds(std::uniform_int_distribution<int>(0, 3000)(rng));
+    while (std::chrono::steady_clock::now() < until) {
+      try {
+        take(q.get(1s));
+      } catch (const mp::Empty&) {
+        FAIL() << "the producer went quiet";
+      }
+    }
+    kill(pid, SIGKILL);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    for (;;) {  // what it sealed before it died
+      try {
+        take(q.get_nowait());
+      } catch (const mp::Empty&) {
+        break;
+      }
+    }
+  }
+  // The parent puts after the last one: it takes the lock over from a dead biased thread.
+  q.put(42);
+  EXPECT_EQ(q.get(1s), 42u);
+  EXPECT_THROW(q.get_nowait(), mp::Empty);
+  EXPECT_EQ(q.qsize(), 0u);
+  EXPECT_GT(got, uint64_t(kRounds));
+}
+
+// A biased producer checks for sleeping consumers without a fence; consumers about to sleep run
+// membarrier_global() instead. A lost wake-up would leave the consumer asleep until its timeout.
+TEST(QueueKill, SleepingConsumerWakesForBiasedProducer) {
+  mp::Queue<int> q;
+  mp::Queue<int> done;
+  constexpr int kItems = 30;
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int ok = 0;
+    for (int i = 0; i < kItems; ++i) {
+      try {
+        ok += q.get(20s) == i;
+      } catch (...) {
+      }
+    }
+    done.put(ok);
+    _exit(0);
+  }
+  for (int i = 0; i < kItems; ++i) {
+    // Long enough for the consumer to stop spinning and sleep on the futex.
+    std::this_thread::sleep_for(std::chrono::milliseconds(i % 3 == 0 ? 5 : 1));
+    q.put(i);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(done.get(30s), kItems);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+}

@@ -54,8 +54,14 @@ inline constexpr int kPureSpins = 16;  // PAUSE-only iterations before we start 
 
 // Waits until ready() returns true or the deadline passes; returns ready()'s final answer.
 // `spin` false skips straight to sleeping (for background threads that must not compete for CPU).
-template <class Ready>
-bool wait_for(WaitWord& w, Ready&& ready, const Deadline& deadline, bool spin = true) {
+// `before_sleep`, if given, runs after the waiter has announced itself and before its last
+// look (a queue whose producers notify without a fence issues membarrier_global() there).
+struct NothingBeforeSleep {
+  void operator()() const {}
+};
+template <class Ready, class BeforeSleep = NothingBeforeSleep>
+bool wait_for(WaitWord& w, Ready&& ready, const Deadline& deadline, bool spin = true,
+              BeforeSleep before_sleep = {}) {
   if (ready()) return true;
   for (int i = 0; spin && i < kPureSpins; ++i) {
     cpu_relax();
@@ -73,6 +79,7 @@ bool wait_for(WaitWord& w, Ready&& ready, const Deadline& deadline, bool spin = 
   for (;;) {
     uint32_t s = w.seq.load(std::memory_order_seq_cst);
     w.waiters.fetch_add(1, std::memory_order_seq_cst);
+    before_sleep();
     if (ready()) {
       w.waiters.fetch_sub(1, std::memory_order_relaxed);
       return true;

@@ -90,6 +90,15 @@ static_assert(offsetof(RingData, head) == 64 && offsetof(RingData, capacity) == 
 inline constexpr size_t kRingDataSize = 256;  // bytes before the ring's data
 static_assert(sizeof(RingData) <= kRingDataSize);
 
+// A producing thread's slot in a queue (claimed when it is first biased). `busy` is written by
+// that thread only: 1 while it puts under its bias.
+struct ProducerSlot {
+  alignas(64) std::atomic<uint32_t> tid;
+  std::atomic<uint32_t> busy;
+};
+inline constexpr int kProducerSlots = 16;
+inline constexpr uint32_t kPutLockBiased = 1u << 30;  // flag in put_lock's owner word
+
 // Each group below sits on cache lines of its own, so that a side's per-item writes never
 // steal a line the other side reads per item (the cost that dominates an item's transfer).
 struct QueueData {
@@ -103,6 +112,15 @@ struct QueueData {
   std::atomic<uint64_t> put_intent_ring, put_intent_tail, put_intent_count;
   uint64_t put_seen_get_count;  // producers' cached view of get_count (bounded queues)
   alignas(64) std::atomic<uint64_t> put_count;  // items ever published; consumers read it to wait
+  // Biased put lock (queue_core_bias.cpp): while bias_slot is set, put_lock is held (its owner
+  // word flagged kPutLockBiased) on behalf of the thread in that producer slot, which then puts
+  // with no atomic read-modify-write and no fence: those wait for the cache line a consumer is
+  // reading, and made a producer run in step with its consumer at one line transfer per item.
+  alignas(64) std::atomic<uint32_t> bias_slot;  // 1 + the biased thread's slot index; 0: none
+  std::atomic<uint32_t> bias_used;              // ever biased: consumers fence before they sleep
+  uint32_t last_putter;                         // thread id of the last locked put (put_lock held)
+  std::atomic<int64_t> bias_allowed_after_ns;   // no new bias before then (set by a revocation)
+  ProducerSlot producer_slots[kProducerSlots];
   // Ring chain: written once per growth, read rarely.
   alignas(64) std::atomic<uint64_t> tail_ring_gen;  // id of the ring producers write to
   char tail_ring_name[2][kMaxSegmentName];          // indexed by generation & 1
@@ -200,6 +218,17 @@ class QueueCore {
   void refresh_put_ring();
   void refresh_get_ring();
   void repair_dead_producer();
+  // put_lock, biased (queue_core_bias.cpp). enter_put() returns whether this put runs under
+  // this thread's bias (no lock operation at all); leave_put() ends the put either way.
+  bool enter_put();
+  void leave_put(bool biased);
+  void lock_put();
+  void begin_put_section();
+  LockStatus revoke_bias(uint32_t owner_word, uint32_t self);
+  bool maybe_take_bias(uint32_t self);
+  void drop_bias();
+  bool claim_slot(uint32_t self);
+  void release_bias();
   // Under put_lock: room for one record of `payload` bytes, growing the chain if needed. The
   // record is sealed (made visible) by seal_pending(), after its payload is written.
   char* reserve(size_t payload, uint32_t kind);
@@ -219,7 +248,6 @@ class QueueCore {
   bool grow(uint64_t min_record);
   void publish_put();
   void publish_get(uint64_t head, uint64_t items);
-  void lock_put();
   void lock_get();
   void switch_get_ring();
   size_t put_all(size_t count, const size_t* sizes, size_t stride, FillFn fill, void* ctx,
@@ -235,6 +263,10 @@ class QueueCore {
   RingView get_ring_;             // touched only with get_lock held
   uint64_t put_pos_ = 0;          // put_ring_'s tail while reserving (put_lock held)
   uint64_t put_unpublished_ = 0;  // items sealed but not yet committed (put_lock held)
+  // This process's biased producer thread, if it has one for this queue.
+  std::atomic<uint32_t> bias_tid_{0};
+  std::atomic<int> bias_index_{-1};     // its slot in producer_slots
+  std::atomic<bool> bias_held_{false};  // it holds the bias now (written by that thread)
   // The first record of the batch being written, not sealed yet (put_lock held). The records
   // after it are sealed as they are reserved: no consumer can reach them before the first, which
   // is sealed last (release), so a consumer sees a batch whole and never reads a cache line the
