@@ -13,8 +13,8 @@
 // membarrier_global() (a barrier on the biased thread's CPU: either that thread sees the
 // revocation on its next check, or the revoker sees it busy), waits until the slot is not busy,
 // and takes the owner word over. A busy slot whose thread died leaves the lock to the revoker as
-// an owner's death (the usual repair follows). A revocation holds off new biases for a while, so
-// producers that alternate use the plain lock. Consumers that are about to sleep also run
+// an owner's death (the usual repair follows). A revocation holds off new biases for a number of
+// puts, so producers that alternate use the plain lock. Consumers that are about to sleep also run
 // membarrier_global() once any bias was taken: a biased put checks for sleepers without a fence.
 #include <multiproc/detail/membarrier.hpp>
 #include <multiproc/detail/queue_core.hpp>
@@ -24,14 +24,10 @@
 namespace multiproc::detail {
 namespace {
 
-constexpr int64_t kBiasHoldOffNs = 50'000'000;  // after a revocation, no new bias for 50 ms
+// After a revocation, no new bias for this many puts: producers that take turns use the plain
+// lock (a revocation costs a membarrier, a few microseconds).
+constexpr uint64_t kBiasHoldOffPuts = 1 << 16;
 constexpr auto kLockSlice = std::chrono::microseconds(200);  // re-looks for a bias this often
-
-int64_t monotonic_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 }  // namespace
 
@@ -72,6 +68,8 @@ void QueueCore::lock_put() {
     LockStatus status;
     if (owner & kPutLockBiased) {
       status = revoke_bias(owner, self);
+    } else if (owner == 0 && robust_try_lock(q_->put_lock, self)) {
+      status = LockStatus::acquired;
     } else {
       // In slices: the holder may take a bias meanwhile, which only a revocation ends.
       status =
@@ -91,7 +89,8 @@ LockStatus QueueCore::revoke_bias(uint32_t owner_word, uint32_t self) {
   const uint32_t holder = owner_word & kOwnerTidMask;
   // Contention with a live producer holds new biases off; a dead one's is no contention.
   if (q_->bias_slot.exchange(0, std::memory_order_seq_cst) != 0 && thread_alive(holder))
-    q_->bias_allowed_after_ns.store(monotonic_ns() + kBiasHoldOffNs, std::memory_order_relaxed);
+    q_->bias_allowed_after_puts.store(q_->put_count.load() + kBiasHoldOffPuts,
+                                      std::memory_order_relaxed);
   if (holder != self) membarrier_global();
   // Wait for the holder to finish the put it may be in.
   bool died_busy = false;
@@ -127,7 +126,9 @@ bool QueueCore::maybe_take_bias(uint32_t self) {
   if (last != self || q_->put_lock.waiters.load(std::memory_order_relaxed) != 0) return false;
   if (bias_index_.load(std::memory_order_relaxed) < 0 && !claim_slot(self)) return false;
   if (bias_tid_.load(std::memory_order_relaxed) != self) return false;  // another thread's
-  if (monotonic_ns() < q_->bias_allowed_after_ns.load(std::memory_order_relaxed)) return false;
+  if (q_->put_count.load(std::memory_order_relaxed) <
+      q_->bias_allowed_after_puts.load(std::memory_order_relaxed))
+    return false;
   if (!membarrier_register()) return false;
   q_->bias_used.store(1, std::memory_order_relaxed);
   q_->bias_slot.store(static_cast<uint32_t>(bias_index_.load() + 1), std::memory_order_relaxed);

@@ -119,7 +119,7 @@ struct QueueData {
   alignas(64) std::atomic<uint32_t> bias_slot;  // 1 + the biased thread's slot index; 0: none
   std::atomic<uint32_t> bias_used;              // ever biased: consumers fence before they sleep
   uint32_t last_putter;                         // thread id of the last locked put (put_lock held)
-  std::atomic<int64_t> bias_allowed_after_ns;   // no new bias before then (set by a revocation)
+  std::atomic<uint64_t> bias_allowed_after_puts;  // no new bias before put_count gets there
   ProducerSlot producer_slots[kProducerSlots];
   // Ring chain: written once per growth, read rarely.
   alignas(64) std::atomic<uint64_t> tail_ring_gen;  // id of the ring producers write to
