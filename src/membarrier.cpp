@@ -34,9 +34,9 @@ bool membarrier_register() {
 }
 
 void membarrier_global() {
-  // Without the expedited command nobody registers, so no fast path relies on this.
+  // Also a full barrier for the caller. Without the expedited command nobody registers, so no
+  // fast path relies on this.
   if (supported()) (void)membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 
 }  // namespace multiproc::detail

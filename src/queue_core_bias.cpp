@@ -40,8 +40,7 @@ bool QueueCore::enter_put() {
     // Only the compiler must keep the check below after the store: a revoker's membarrier
     // orders the two for the CPU.
     std::atomic_signal_fence(std::memory_order_seq_cst);
-    if (q_->bias_slot.load(std::memory_order_relaxed) == static_cast<uint32_t>(index + 1)) {
-      std::atomic_thread_fence(std::memory_order_acquire);
+    if (q_->bias_slot.load(std::memory_order_acquire) == static_cast<uint32_t>(index + 1)) {
       begin_put_section();
       return true;
     }
