@@ -86,10 +86,12 @@ void QueueCore::lock_put() {
 
 LockStatus QueueCore::revoke_bias(uint32_t owner_word, uint32_t self) {
   const uint32_t holder = owner_word & kOwnerTidMask;
-  // Contention with a live producer holds new biases off; a dead one's is no contention.
-  if (q_->bias_slot.exchange(0, std::memory_order_seq_cst) != 0 && thread_alive(holder))
+  // Contention with a live producer holds new biases off; a dead one's is no contention. (Held
+  // off before the bias ends; the epoch in owner_word keeps a later bias safe all the same.)
+  if (q_->bias_slot.load() != 0 && thread_alive(holder))
     q_->bias_allowed_after_puts.store(q_->put_count.load() + kBiasHoldOffPuts,
                                       std::memory_order_relaxed);
+  q_->bias_slot.exchange(0, std::memory_order_seq_cst);
   if (holder != self) membarrier_global();
   // Wait for the holder to finish the put it may be in.
   bool died_busy = false;
@@ -132,7 +134,10 @@ bool QueueCore::maybe_take_bias(uint32_t self) {
   q_->bias_used.store(1, std::memory_order_relaxed);
   q_->bias_slot.store(static_cast<uint32_t>(bias_index_.load() + 1), std::memory_order_relaxed);
   // Keeps the lock instead of unlocking; a full barrier, as the unlock it replaces.
-  q_->put_lock.owner.exchange(self | kPutLockBiased, std::memory_order_seq_cst);
+  const uint32_t word =
+      self | ((++q_->bias_epoch << kOwnerTidBits) & kBiasEpochMask) | kPutLockBiased;
+  bias_word_.store(word, std::memory_order_relaxed);
+  q_->put_lock.owner.exchange(word, std::memory_order_seq_cst);
   bias_held_.store(true, std::memory_order_relaxed);
   if (q_->put_lock.waiters.load(std::memory_order_seq_cst) != 0) {
     // Someone came after all: let them in (unless a revoker has taken the lock already).
@@ -146,7 +151,7 @@ bool QueueCore::maybe_take_bias(uint32_t self) {
 void QueueCore::drop_bias() {
   // Revoked. Unless the revoker has taken the lock over already, let go of it.
   bias_held_.store(false, std::memory_order_relaxed);
-  uint32_t mine = bias_tid_.load(std::memory_order_relaxed) | kPutLockBiased;
+  uint32_t mine = bias_word_.load(std::memory_order_relaxed);
   if (q_->put_lock.owner.compare_exchange_strong(mine, 0, std::memory_order_seq_cst) &&
       q_->put_lock.waiters.load(std::memory_order_seq_cst) != 0)
     futex_wake(&q_->put_lock.owner, 1);

@@ -104,6 +104,22 @@ TEST_P(PoolTest, MapAndStarmapInOrder) {
   EXPECT_EQ(pool.map(sqr, xs, 1), ys);
 }
 
+// Both workers put a result per item into one queue, so its put lock keeps changing hands
+// between biased holders (queue_core_bias.cpp): a revocation that raced with its holder's next
+// bias once let both put at the same place, and a map then waited forever for a lost result.
+TEST(Pool, ManyOneItemTasksFromTwoWorkersAllArrive) {
+  mp::Pool pool(2);
+  std::vector<int64_t> xs(100000);
+  std::iota(xs.begin(), xs.end(), 0);
+  for (int round = 0; round < 20; ++round) {
+    std::vector<int64_t> ys;
+    ASSERT_NO_THROW(ys = pool.map_async(sqr, xs, mp::MapOptions{1}).get(60s))
+        << "round " << round << ": results lost";
+    ASSERT_EQ(ys.size(), xs.size());
+    for (size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], xs[i] * xs[i]);
+  }
+}
+
 TEST_P(PoolTest, ImapOrderedAndUnordered) {
   mp::Pool pool(options(2));
   std::vector<int64_t> out;

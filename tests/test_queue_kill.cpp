@@ -342,3 +342,41 @@ TEST(QueueKill, SleepingConsumerWakesForBiasedProducer) {
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
 }
+
+// Producers that take turns in bursts: each burst's producer soon holds put_lock biased and the
+// other revokes it. Every item must arrive once, in its producer's order, and the counts agree.
+TEST(QueueKill, ProducersTakingTurnsLoseNothing) {
+  mp::Queue<uint64_t> q;
+  constexpr int kProducers = 2;
+  constexpr uint64_t kItems = 100000;
+  pid_t pids[kProducers];
+  for (int p = 0; p < kProducers; ++p) {
+    pids[p] = fork();
+    ASSERT_GE(pids[p], 0);
+    if (pids[p] == 0) {
+      std::mt19937 rng(p);
+      for (uint64_t seq = 0; seq < kItems;) {
+        const uint64_t burst = std::uniform_int_distribution<uint64_t>(1, 300)(rng);
+        for (uint64_t k = 0; k < burst && seq < kItems; ++k, ++seq) q.put(uint64_t(p) << 40 | seq);
+        std::this_thread::sleep_for(std::chrono::microseconds(rng() % 50));
+      }
+      _exit(0);
+    }
+  }
+  uint64_t next[kProducers] = {};
+  for (uint64_t i = 0; i < kProducers * kItems; ++i) {
+    uint64_t v = 0;
+    ASSERT_NO_THROW(v = q.get(10s)) << "item " << i << " never came";
+    const uint64_t p = v >> 40, seq = v & ((uint64_t{1} << 40) - 1);
+    ASSERT_LT(p, uint64_t(kProducers));
+    ASSERT_EQ(seq, next[p]) << "producer " << p << ": out of order, lost or twice";
+    ++next[p];
+  }
+  for (pid_t pid : pids) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  EXPECT_THROW(q.get_nowait(), mp::Empty);
+  EXPECT_EQ(q.qsize(), 0u);
+}

@@ -97,7 +97,10 @@ struct ProducerSlot {
   std::atomic<uint32_t> busy;
 };
 inline constexpr int kProducerSlots = 16;
-inline constexpr uint32_t kPutLockBiased = 1u << 30;  // flag in put_lock's owner word
+// put_lock's owner word while biased: the thread id, a bias epoch (so that a revoker's
+// compare-and-swap cannot succeed on a later bias of the same thread), and this flag.
+inline constexpr uint32_t kPutLockBiased = 1u << 30;
+inline constexpr uint32_t kBiasEpochMask = (kPutLockBiased - 1) & ~kOwnerTidMask;
 
 // Each group below sits on cache lines of its own, so that a side's per-item writes never
 // steal a line the other side reads per item (the cost that dominates an item's transfer).
@@ -119,6 +122,7 @@ struct QueueData {
   alignas(64) std::atomic<uint32_t> bias_slot;  // 1 + the biased thread's slot index; 0: none
   std::atomic<uint32_t> bias_used;              // ever biased: consumers fence before they sleep
   uint32_t last_putter;                         // thread id of the last locked put (put_lock held)
+  uint32_t bias_epoch;                          // biases ever taken (put_lock held)
   std::atomic<uint64_t> bias_allowed_after_puts;  // no new bias before put_count gets there
   ProducerSlot producer_slots[kProducerSlots];
   // Ring chain: written once per growth, read rarely.
@@ -267,6 +271,7 @@ class QueueCore {
   std::atomic<uint32_t> bias_tid_{0};
   std::atomic<int> bias_index_{-1};     // its slot in producer_slots
   std::atomic<bool> bias_held_{false};  // it holds the bias now (written by that thread)
+  std::atomic<uint32_t> bias_word_{0};  // put_lock's owner word for that bias
   // The first record of the batch being written, not sealed yet (put_lock held). The records
   // after it are sealed as they are reserved: no consumer can reach them before the first, which
   // is sealed last (release), so a consumer sees a batch whole and never reads a cache line the

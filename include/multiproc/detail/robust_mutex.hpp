@@ -20,7 +20,8 @@ namespace multiproc::detail {
 
 // Bits of an owner word above any thread id (pid_max is at most 2^22): a user of the mutex may
 // mark its ownership with them (a queue's biased put lock does); liveness is judged on the id.
-inline constexpr uint32_t kOwnerTidMask = (1u << 30) - 1;
+inline constexpr uint32_t kOwnerTidBits = 22;
+inline constexpr uint32_t kOwnerTidMask = (1u << kOwnerTidBits) - 1;
 
 // This thread's kernel id, cached (and refreshed after fork()).
 uint32_t current_tid();
