@@ -19,6 +19,8 @@
 #include <multiproc/detail/membarrier.hpp>
 #include <multiproc/detail/queue_core.hpp>
 
+#include <unistd.h>
+
 #include <chrono>
 
 namespace multiproc::detail {
@@ -166,6 +168,7 @@ bool QueueCore::claim_slot(uint32_t self) {
       const bool free = tid == 0 || (pass == 1 && slot.busy.load() == 0 && !thread_alive(tid));
       if (!free || !slot.tid.compare_exchange_strong(tid, self)) continue;
       slot.busy.store(0, std::memory_order_relaxed);
+      bias_pid_ = getpid();
       bias_tid_.store(self, std::memory_order_relaxed);
       bias_index_.store(i, std::memory_order_relaxed);
       return true;
@@ -174,10 +177,12 @@ bool QueueCore::claim_slot(uint32_t self) {
   return false;
 }
 
-// The last handle in this process goes: give the bias and the slot back.
+// The last handle in this process goes: give the bias and the slot back. Not in a forked copy
+// of the process that holds them (a child that drops an inherited handle): the parent may be
+// putting under that bias right now.
 void QueueCore::release_bias() {
   const int index = bias_index_.load();
-  if (index < 0) return;
+  if (index < 0 || getpid() != bias_pid_) return;
   const uint32_t tid = bias_tid_.load();
   if (bias_held_.load()) {
     uint32_t expected = static_cast<uint32_t>(index + 1);

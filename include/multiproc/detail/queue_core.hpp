@@ -272,6 +272,7 @@ class QueueCore {
   std::atomic<int> bias_index_{-1};     // its slot in producer_slots
   std::atomic<bool> bias_held_{false};  // it holds the bias now (written by that thread)
   std::atomic<uint32_t> bias_word_{0};  // put_lock's owner word for that bias
+  int bias_pid_ = 0;  // the process that claimed the slot (a forked copy must not give it back)
   // The first record of the batch being written, not sealed yet (put_lock held). The records
   // after it are sealed as they are reserved: no consumer can reach them before the first, which
   // is sealed last (release), so a consumer sees a batch whole and never reads a cache line the
