@@ -134,6 +134,7 @@ QueueCore::~QueueCore() {
 // ---- locks, with the repair a takeover needs ------------------------------------------------
 
 void QueueCore::begin_put_section() {
+  pending_header_ = nullptr;  // a fork() during another thread's put copies its half-done state
   refresh_put_ring();
   put_pos_ = put_ring_.r->tail.load(std::memory_order_relaxed);
   put_unpublished_ = 0;

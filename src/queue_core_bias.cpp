@@ -9,13 +9,14 @@
 // How. A thread that takes put_lock twice in a row with nobody waiting keeps it when it leaves:
 // the owner word gets the kPutLockBiased flag and bias_slot names the thread's producer slot.
 // Its later puts only mark their slot busy, check that the bias still holds, put, and unmark.
-// Another producer that finds the lock biased revokes it: it clears bias_slot, runs
-// membarrier_global() (a barrier on the biased thread's CPU: either that thread sees the
-// revocation on its next check, or the revoker sees it busy), waits until the slot is not busy,
-// and takes the owner word over. A busy slot whose thread died leaves the lock to the revoker as
-// an owner's death (the usual repair follows). A revocation holds off new biases for a number of
-// puts, so producers that alternate use the plain lock. Consumers that are about to sleep also run
-// membarrier_global() once any bias was taken: a biased put checks for sleepers without a fence.
+// Another producer that finds the lock biased revokes it: it takes the owner word over (so no
+// new bias can start), clears bias_slot, runs membarrier_global() (a barrier on the biased
+// thread's CPU: either that thread sees the revocation on its next check, or the revoker sees
+// it busy), and waits until the slot is not busy. A busy slot whose thread died leaves the lock to
+// the revoker as an owner's death (the usual repair follows). A revocation holds off new biases for
+// a number of puts, so producers that alternate use the plain lock. Consumers that are about to
+// sleep also run membarrier_global() once any bias was taken: a biased put checks for sleepers
+// without a fence.
 #include <multiproc/detail/membarrier.hpp>
 #include <multiproc/detail/queue_core.hpp>
 
@@ -38,6 +39,13 @@ bool QueueCore::enter_put() {
       current_tid() == bias_tid_.load(std::memory_order_relaxed)) {
     const int index = bias_index_.load(std::memory_order_relaxed);
     ProducerSlot& slot = q_->producer_slots[index];
+    // The slot is ours unless this thread has the id of a biased thread that ended (its slot
+    // may since belong to another thread).
+    if (slot.tid.load(std::memory_order_relaxed) != bias_tid_.load(std::memory_order_relaxed)) {
+      bias_held_.store(false, std::memory_order_relaxed);
+      lock_put();
+      return false;
+    }
     slot.busy.store(1, std::memory_order_relaxed);
     // Only the compiler must keep the check below after the store: a revoker's membarrier
     // orders the two for the CPU.
@@ -77,9 +85,9 @@ void QueueCore::lock_put() {
           robust_lock_nonrecursive(q_->put_lock, Deadline{Deadline::Clock::now() + kLockSlice});
     }
     if (status == LockStatus::timed_out) continue;
-    // A bias whose thread died without a revocation is over too.
-    if (q_->bias_slot.load(std::memory_order_relaxed) != 0)
-      q_->bias_slot.store(0, std::memory_order_relaxed);
+    // A bias can outlive its word's owner: a revoker that died before ending it, a biased
+    // thread found dead by the lock's own takeover. End it before touching the ring.
+    if (end_bias(self)) status = LockStatus::acquired_owner_died;
     if (status == LockStatus::acquired_owner_died) repair_dead_producer();
     break;
   }
@@ -87,40 +95,45 @@ void QueueCore::lock_put() {
 }
 
 LockStatus QueueCore::revoke_bias(uint32_t owner_word, uint32_t self) {
-  const uint32_t holder = owner_word & kOwnerTidMask;
-  // Contention with a live producer holds new biases off; a dead one's is no contention. (Held
-  // off before the bias ends; the epoch in owner_word keeps a later bias safe all the same.)
-  if (q_->bias_slot.load() != 0 && thread_alive(holder))
-    q_->bias_allowed_after_puts.store(q_->put_count.load() + kBiasHoldOffPuts,
-                                      std::memory_order_relaxed);
-  q_->bias_slot.exchange(0, std::memory_order_seq_cst);
-  if (holder != self) membarrier_global();
-  // Wait for the holder to finish the put it may be in.
-  bool died_busy = false;
-  for (ProducerSlot& slot : q_->producer_slots) {
-    if (slot.tid.load(std::memory_order_acquire) != holder) continue;
-    for (int i = 1; slot.busy.load(std::memory_order_acquire) != 0; ++i) {
-      if (i % 64 != 0) {
-        cpu_relax();
-        continue;
-      }
-      if (!thread_alive(holder)) {
-        died_busy = true;
-        break;
-      }
-      yield_cpu();
-    }
-    break;
-  }
+  // Take the owner word first: from then on nobody can take a new bias, so what end_bias()
+  // waits for cannot be replaced behind its back.
   uint32_t expected = owner_word;
   if (!q_->put_lock.owner.compare_exchange_strong(expected, self, std::memory_order_acquire,
                                                   std::memory_order_relaxed))
     return LockStatus::timed_out;  // someone else took it: look again
-  if (died_busy) {
+  if (end_bias(self)) {
     q_->put_lock.owner_deaths.fetch_add(1, std::memory_order_relaxed);
     return LockStatus::acquired_owner_died;
   }
   return LockStatus::acquired;
+}
+
+bool QueueCore::end_bias(uint32_t self) {
+  const uint32_t biased = q_->bias_slot.load(std::memory_order_seq_cst);
+  if (biased == 0) return false;
+  ProducerSlot& slot = q_->producer_slots[biased - 1];
+  const uint32_t holder = slot.tid.load(std::memory_order_acquire);
+  // Contention with a live producer holds new biases off; a dead one's is no contention.
+  if (holder != self && thread_alive(holder))
+    q_->bias_allowed_after_puts.store(q_->put_count.load() + kBiasHoldOffPuts,
+                                      std::memory_order_relaxed);
+  q_->bias_slot.store(0, std::memory_order_seq_cst);
+  // Either the holder sees bias_slot cleared on its next check, or we see it busy below.
+  if (holder != self) membarrier_global();
+  for (int i = 1; slot.busy.load(std::memory_order_acquire) != 0; ++i) {
+    // Busy and ours: a thread that died inside its put and whose id we were given.
+    if (holder == self || (i % 64 == 0 && !thread_alive(holder))) {
+      slot.busy.store(0, std::memory_order_relaxed);  // the slot can be claimed again
+      uint32_t dead = holder;
+      slot.tid.compare_exchange_strong(dead, 0);
+      return true;
+    }
+    if (i % 64 == 0)
+      yield_cpu();
+    else
+      cpu_relax();
+  }
+  return false;
 }
 
 bool QueueCore::maybe_take_bias(uint32_t self) {
@@ -133,7 +146,7 @@ bool QueueCore::maybe_take_bias(uint32_t self) {
       q_->bias_allowed_after_puts.load(std::memory_order_relaxed))
     return false;
   if (!membarrier_register()) return false;
-  q_->bias_used.store(1, std::memory_order_relaxed);
+  q_->bias_used.store(1, std::memory_order_seq_cst);
   q_->bias_slot.store(static_cast<uint32_t>(bias_index_.load() + 1), std::memory_order_relaxed);
   // Keeps the lock instead of unlocking; a full barrier, as the unlock it replaces.
   const uint32_t word =

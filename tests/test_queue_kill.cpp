@@ -380,3 +380,92 @@ TEST(QueueKill, ProducersTakingTurnsLoseNothing) {
   EXPECT_THROW(q.get_nowait(), mp::Empty);
   EXPECT_EQ(q.qsize(), 0u);
 }
+
+// Found in review: put-lock corner cases, with puts held open by a fill callback that waits.
+namespace {
+
+std::atomic<int> g_in_fill{0}, g_release_fill{0};
+
+void fill_when_released(void*, size_t, char* dst) {
+  g_in_fill = 1;
+  while (!g_release_fill) std::this_thread::sleep_for(1ms);
+  std::memset(dst, 0x11, 8);
+}
+
+void deliver_string(void* ctx, const char* src, size_t size) {
+  static_cast<std::string*>(ctx)->assign(src, size);
+}
+
+}  // namespace
+
+// One thread putting through two handles of a queue holds two producer slots; the bias is on
+// the second. Another producer must wait for the put in progress, not look at the first slot.
+TEST(QueueKill, RevokerWaitsForTheBiasedSlotNotAnother) {
+  using namespace mp::detail;
+  g_in_fill = 0;
+  g_release_fill = 0;
+  auto q = QueueCore::create(0);
+  auto a = QueueCore::attach_existing(q->name());
+  auto b = QueueCore::attach_existing(q->name());
+  auto c = QueueCore::attach_existing(q->name());
+  size_t size = 8;
+  uint64_t v = 7;
+  b->put(1, &size, 0, nullptr, &v, Deadline::never());  // b: a slot, and a bias
+  b->put(1, &size, 0, nullptr, &v, Deadline::never());
+  std::vector<uint64_t> many(70000, 1);  // a revokes it, then outlasts the hold-off
+  a->put(many.size(), &size, 0, nullptr, many.data(), Deadline::never());
+  a->put(1, &size, 0, nullptr, &v, Deadline::never());  // a: a second slot, and the bias
+  a->put(1, &size, 0, nullptr, &v, Deadline::never());
+  std::vector<uint64_t> out(100000);
+  PlainSink sink{reinterpret_cast<char*>(out.data()), 8};
+  EXPECT_EQ(q->get(out.size(), nullptr, &sink, Deadline::never()), 2u + 2u + many.size());
+  std::atomic<int> other_done{0};
+  std::thread other([&] {
+    while (!g_in_fill) std::this_thread::sleep_for(1ms);
+    uint64_t w = 99;
+    c->put(1, &size, 0, nullptr, &w, Deadline::never());
+    other_done = 1;
+  });
+  std::thread release([&] {
+    while (!g_in_fill) std::this_thread::sleep_for(1ms);
+    std::this_thread::sleep_for(300ms);
+    EXPECT_EQ(other_done.load(), 0) << "another producer put while a biased put was under way";
+    g_release_fill = 1;
+  });
+  a->put(1, &size, 0, fill_when_released, nullptr, Deadline::never());  // biased
+  other.join();
+  release.join();
+  EXPECT_EQ(q->qsize(), 2u);
+}
+
+// fork() while another thread is inside a put: the child's first put must not inherit that
+// put's half-done state (it sealed its record before writing it, and then a stale header).
+TEST(QueueKill, ForkDuringAnotherThreadsPutLeavesTheChildsPutWhole) {
+  using namespace mp::detail;
+  g_in_fill = 0;
+  g_release_fill = 0;
+  auto q = QueueCore::create(0);
+  size_t size = 16;
+  std::thread putter([&] { q->put(1, &size, 0, fill_when_released, nullptr, Deadline::never()); });
+  while (!g_in_fill) std::this_thread::sleep_for(1ms);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto fill_slowly = [](void*, size_t, char* dst) {
+      std::this_thread::sleep_for(300ms);
+      std::memset(dst, 0xAB, 16);
+    };
+    q->put(1, &size, 0, fill_slowly, nullptr, Deadline::never());
+    _exit(0);
+  }
+  std::this_thread::sleep_for(50ms);
+  g_release_fill = 1;
+  putter.join();
+  std::string first, second;
+  ASSERT_EQ(q->get(1, deliver_string, &first, Deadline{Deadline::Clock::now() + 10s}), 1u);
+  ASSERT_EQ(q->get(1, deliver_string, &second, Deadline{Deadline::Clock::now() + 10s}), 1u);
+  EXPECT_EQ(static_cast<unsigned char>(first[0]), 0x11);
+  EXPECT_EQ(second, std::string(16, '\xAB'));
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+}

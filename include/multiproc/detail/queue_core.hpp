@@ -229,6 +229,7 @@ class QueueCore {
   void lock_put();
   void begin_put_section();
   LockStatus revoke_bias(uint32_t owner_word, uint32_t self);
+  bool end_bias(uint32_t self);  // with put_lock's word held; true if its holder died mid-put
   bool maybe_take_bias(uint32_t self);
   void drop_bias();
   bool claim_slot(uint32_t self);
