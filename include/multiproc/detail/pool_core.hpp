@@ -145,7 +145,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::atomic<bool> stopping_{false};
 };
 
-// The worker process's main loop (src/pool_worker.cpp), launched as an ordinary task.
+// The worker process's main loop (src/pool/pool_worker.cpp), launched as an ordinary task.
 struct WorkerArgs {
   std::string pool_segment;
   std::string task_queue;

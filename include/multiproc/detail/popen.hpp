@@ -1,5 +1,5 @@
 // One started child process, whatever the start method (CPython's popen_*.py). Each start
-// method is one file in src/ (popen_fork.cpp, popen_spawn.cpp, popen_forkserver.cpp) that
+// method is one file in src/process/ (popen_fork.cpp, popen_spawn.cpp, popen_forkserver.cpp) that
 // implements launch; they share this small surface: pid, a sentinel descriptor that becomes
 // readable when the child ends, poll, wait, and signals.
 #pragma once

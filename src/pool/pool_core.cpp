@@ -11,7 +11,7 @@
 #include <multiproc/detail/child.hpp>
 #include <multiproc/errors.hpp>
 #include <multiproc/serialization.hpp>
-#include "children.hpp"
+#include "process/children.hpp"
 
 namespace multiproc::detail {
 namespace {

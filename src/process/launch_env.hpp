@@ -1,5 +1,5 @@
 // How a process learns, before main(), that spawn or forkserver launched it: the parent puts
-// MULTIPROC_LAUNCH=<kind>:<fd>:<fd>:<fd> in its environment. Internal to src/.
+// MULTIPROC_LAUNCH=<kind>:<fd>:<fd>:<fd> in its environment. Internal to src/process/.
 #pragma once
 
 #include <multiproc/context.hpp>
