@@ -25,7 +25,10 @@ ensure_packages() {
 # build DIR BUILD_TYPE [extra cmake args...]
 build() {
   local dir=$1 type=$2; shift 2
-  cmake -S "$ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" -DMULTIPROC_WERROR=ON "$@" >/dev/null
+  # ccache, where a developer has it, makes rebuilds across worktrees cheap; CI does without.
+  local launcher=()
+  command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  cmake -S "$ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" -DMULTIPROC_WERROR=ON "${launcher[@]}" "$@" >/dev/null
   cmake --build "$dir" -j "$JOBS"
 }
 
