@@ -3,7 +3,12 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
+#include <cerrno>
+#include <climits>
+#include <csignal>
+#include <cstdint>
 #include <cstdio>
 
 namespace multiproc::detail {
@@ -32,15 +37,46 @@ uint32_t current_tid() {
   return cached_tid;
 }
 
+// Liveness is asked of the kernel without a file wherever it can answer, and every doubt
+// means "alive, keep waiting": taking a lock from a live owner corrupts what it guards (two
+// producers in one ring), while waiting a little longer for a dead one costs only time.
+//
+// Why not the kernel's robust-futex list (set_robust_list, FUTEX_OWNER_DIED)? glibc owns the one
+// list head per thread for its own robust mutexes, and the list's word format (tid in bits
+// 0-29, OWNER_DIED in bit 30, WAITERS in bit 31) clashes with the bits a queue's biased put lock
+// keeps above kOwnerTidBits. Why not pidfds? One fd per check (the very resource whose lack
+// caused the theft), and they name processes, not threads.
+//
+// So, three questions, none of which takes an fd:
+//  1. kill(tid, 0): ESRCH means no task has this id: dead. (The lookup is by thread id, so any
+//     thread of any process is found; EPERM means it exists.)
+//  2. process_vm_readv of one byte: a task that has exited but is not reaped yet (a SIGKILLed
+//     process's zombie main thread) has no memory any more, and the kernel answers ESRCH before
+//     it checks permissions. EFAULT (address 0 is not readable) means a live task with memory.
+//  3. Otherwise (EPERM under Yama or seccomp, ENOSYS): /proc/<tid>/stat as a second opinion on a
+//     zombie; if it cannot be read (EMFILE, ENFILE, no /proc), alive.
 bool thread_alive(uint32_t tid) {
+  if (tid == 0) return false;                               // no thread
+  if (tid > static_cast<uint32_t>(INT32_MAX)) return true;  // not an id we can ask about
+  const pid_t id = static_cast<pid_t>(tid);
+  if (::kill(id, 0) != 0 && errno == ESRCH) return false;
+  char byte;
+  iovec local{&byte, 1};
+  iovec remote{nullptr, 1};
+  if (::process_vm_readv(id, &local, 1, &remote, 1, 0) < 0) {
+    if (errno == ESRCH) return false;
+    if (errno == EFAULT) return true;
+  } else {
+    return true;
+  }
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%u/stat", tid);
   int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  if (fd < 0) return errno != ENOENT;  // ENOENT: the task went since kill() looked
   char buf[512];
   ssize_t n = ::read(fd, buf, sizeof buf - 1);
   ::close(fd);
-  if (n <= 0) return false;
+  if (n <= 0) return true;
   buf[n] = 0;
   // Format: "tid (comm) S ..." - comm may contain ')' so look for the last one.
   const char* close_paren = nullptr;

@@ -1,8 +1,9 @@
 // A mutex in shared memory that survives its owner's death.
 //
 // The futex word holds the owner's thread id (0 = free), so one CAS takes the lock and a waiter
-// always knows whom it waits for. A waiter that has slept a while checks that the owner still
-// exists (/proc/<tid>, not a zombie); if not, it takes the lock over and is told so
+// always knows whom it waits for. A waiter that has slept a while asks the kernel whether the
+// owner still runs (thread_alive: no descriptor needed, and any doubt means alive); only when it
+// does not, the waiter takes the lock over and is told so
 // (LockStatus::owner_died). Code that holds this mutex must keep the protected state consistent
 // at every single store (commit by one final index store), so a takeover needs no repair.
 //
@@ -25,7 +26,8 @@ inline constexpr uint32_t kOwnerTidMask = (1u << kOwnerTidBits) - 1;
 
 // This thread's kernel id, cached (and refreshed after fork()).
 uint32_t current_tid();
-// Whether thread `tid` still runs (exists and is not a zombie).
+// Whether thread `tid` still runs (exists and is not a zombie). Errs on "alive": an answer it
+// cannot get (no free descriptor, no /proc) never makes a live owner dead. tid 0 is no thread.
 bool thread_alive(uint32_t tid);
 
 enum class LockStatus { acquired, acquired_owner_died, timed_out };
