@@ -361,7 +361,13 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
       // Out of line: the item is written straight into a blob segment of its own.
       auto blob = Segment::create(SegmentKind::blob, size, false);
       write_item(n, static_cast<char*>(blob->payload()), size);
-      char* dst = reserve(sizeof(BlobRef), kRecordBlob);
+      char* dst;
+      try {
+        dst = reserve(sizeof(BlobRef), kRecordBlob);
+      } catch (...) {  // no room for a bigger ring (a full /dev/shm): the blob is nobody's
+        blob->unlink();
+        throw;
+      }
       if (!dst) {
         blob->unlink();
         break;

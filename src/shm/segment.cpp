@@ -2,15 +2,17 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
-#include <random>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <multiproc/detail/resource_tracker.hpp>
@@ -59,45 +61,93 @@ void release_ref(Segment& s) {
   }
 }
 
+std::string (*g_segment_name_source)() = nullptr;
+
 }  // namespace
 
 std::string new_segment_name() {
-  static std::atomic<uint64_t> counter{0};
-  thread_local std::mt19937_64 rng{std::random_device{}() ^ static_cast<uint64_t>(getpid())};
+  if (g_segment_name_source) return g_segment_name_source();
+  // 64 bits from the kernel: another local user cannot pre-create the names we will pick (16
+  // bits could be exhausted in a second), and a forked child draws fresh ones (no generator
+  // state to inherit). Uniqueness within the program comes from O_EXCL and a retry.
+  uint64_t random = 0;
+  size_t got = 0;
+  while (got < sizeof random) {
+    ssize_t n = getrandom(reinterpret_cast<char*>(&random) + got, sizeof random - got, 0);
+    if (n > 0)
+      got += static_cast<size_t>(n);
+    else if (n < 0 && errno != EINTR)
+      throw ProcessError(std::string("cannot name a shared memory segment: getrandom: ") +
+                         errno_text());
+  }
   const char* prefix = std::getenv("MULTIPROC_SHM_PREFIX");
   if (!prefix || !*prefix || std::strlen(prefix) > 16) prefix = "mp";
+  // At most 1 + 16 + 7 (pid_max is 2^22) + 1 + 16 = 41 characters.
   char buf[kMaxSegmentName];
-  std::snprintf(buf, sizeof buf, "/%s%d_%llu_%04x", prefix, static_cast<int>(getpid()),
-                static_cast<unsigned long long>(counter.fetch_add(1, std::memory_order_relaxed)),
-                static_cast<unsigned>(rng() & 0xffff));
+  std::snprintf(buf, sizeof buf, "/%s%d_%016llx", prefix, static_cast<int>(getpid()),
+                static_cast<unsigned long long>(random));
   return buf;
 }
 
-std::shared_ptr<Segment> Segment::create(SegmentKind kind, size_t payload_size, bool refcounted) {
-  std::string name = new_segment_name();
-  tracker_register(name);  // before it exists: a crash right after leaves nothing untracked
-  int fd = shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
+void set_segment_name_source_for_testing(std::string (*source)()) {
+  g_segment_name_source = source;
+}
+
+namespace {
+
+// Creates a fresh name exclusively. A name that exists already (someone else's, by chance or
+// not) is never opened: another random name is drawn.
+std::pair<std::string, int> create_unique_name() {
+  constexpr int kAttempts = 64;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    std::string name = new_segment_name();
+    tracker_register(name);  // before it exists: a crash right after leaves nothing untracked
+    int fd = shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) return {std::move(name), fd};
+    const int e = errno;
     tracker_unregister(name);
-    throw ProcessError("cannot create shared memory segment " + name + ": " + errno_text());
+    errno = e;
+    if (e != EEXIST)
+      throw ProcessError("cannot create shared memory segment " + name +
+                         " in /dev/shm: " + errno_text());
   }
-  size_t map_size = page_round(sizeof(SegmentHeader) + payload_size);
-  if (ftruncate(fd, static_cast<off_t>(map_size)) != 0) {
-    int e = errno;
+  throw ProcessError("cannot create a shared memory segment in /dev/shm: " +
+                     std::to_string(kAttempts) + " fresh random names all existed already");
+}
+
+}  // namespace
+
+std::shared_ptr<Segment> Segment::create(SegmentKind kind, size_t payload_size, bool refcounted) {
+  // Sizes come from users (Array(n)) and from peers: the byte count must not wrap, and a file
+  // offset is signed.
+  constexpr size_t kMaxPayload = static_cast<size_t>(INT64_MAX) - sizeof(SegmentHeader) - 4096;
+  if (payload_size > kMaxPayload)
+    throw ProcessError("cannot create a shared memory segment of " + std::to_string(payload_size) +
+                       " bytes: too large");
+  const size_t map_size = page_round(sizeof(SegmentHeader) + payload_size);
+  auto [name, fd] = create_unique_name();
+  // tmpfs's ftruncate reserves nothing: a full /dev/shm would show as SIGBUS at the first touch
+  // of a page, anywhere in the program. posix_fallocate takes the pages now, or fails here.
+  int e;
+  do {
+    e = posix_fallocate(fd, 0, static_cast<off_t>(map_size));
+  } while (e == EINTR);
+  if (e != 0) {
     close(fd);
     shm_unlink(name.c_str());
     tracker_unregister(name);
     errno = e;
-    throw ProcessError("cannot size shared memory segment " + name + " to " +
-                       std::to_string(map_size) + " bytes: " + errno_text() +
-                       " (is /dev/shm full?)");
+    throw ProcessError("cannot reserve " + std::to_string(map_size) +
+                       " bytes of shared memory in /dev/shm for segment " + name + ": " +
+                       errno_text() + (e == ENOSPC ? " (/dev/shm is full)" : ""));
   }
   void* addr = mmap(nullptr, map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);
   if (addr == MAP_FAILED) {
     shm_unlink(name.c_str());
     tracker_unregister(name);
-    throw ProcessError("cannot map shared memory segment " + name + ": " + errno_text());
+    throw ProcessError("cannot map shared memory segment " + name + " (" +
+                       std::to_string(map_size) + " bytes): " + errno_text());
   }
   std::shared_ptr<Segment> seg(new Segment);
   seg->name_ = name;

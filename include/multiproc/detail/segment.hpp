@@ -49,7 +49,8 @@ static_assert(std::atomic<int64_t>::is_always_lock_free);
 class Segment {
  public:
   // A fresh segment with `payload_size` zeroed bytes. Refcounted ones start with one reference,
-  // this process's.
+  // this process's. Its pages are reserved now: a full /dev/shm throws ProcessError here (naming
+  // /dev/shm and the size) instead of killing the process with SIGBUS at a later first touch.
   static std::shared_ptr<Segment> create(SegmentKind kind, size_t payload_size, bool refcounted);
   // Maps an existing segment. For a refcounted one, `consume_flight_ref` says the caller got the
   // name from a serialized handle whose in-flight reference now becomes this process's (or is
@@ -88,8 +89,11 @@ class Segment {
 using SegmentFinalizer = void (*)(Segment&);
 void register_segment_finalizer(SegmentKind kind, SegmentFinalizer f);
 
-// A fresh unique name: "/<prefix><pid>_<n>_<random>". The prefix is MULTIPROC_SHM_PREFIX or "mp".
+// A fresh name: "/<prefix><pid>_<16 hex digits from getrandom>". The prefix is
+// MULTIPROC_SHM_PREFIX or "mp". Segment::create draws another when the name exists already.
 std::string new_segment_name();
+// Tests only: new_segment_name() returns source() instead while it is set (nullptr restores).
+void set_segment_name_source_for_testing(std::string (*source)());
 
 // Fork support, used by the fork start method only. Before fork(): take one reference per live
 // refcounted segment for the child. In the child: become the owner of those references.
