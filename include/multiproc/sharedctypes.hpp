@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <string>
 #include <typeinfo>
 #include <vector>
@@ -102,11 +103,12 @@ class Value {
  public:
   using value_type = T;
 
-  // A value of T{} (zero for arithmetic types), with a lock of its own.
-  Value() : Value(T{}) {}
-  explicit Value(const T& init) { create(init); }
+  // A value of T{} (zero for arithmetic types), with a lock of its own. T is built in shared
+  // memory, never on the stack, so a T of any size is fine.
+  Value() { create(nullptr); }
+  explicit Value(const T& init) { create(&init); }
   // A value guarded by an existing lock (Python's lock=some_lock).
-  Value(const T& init, Lock lock) : lock_(std::move(lock)) { create(init); }
+  Value(const T& init, Lock lock) : lock_(std::move(lock)) { create(&init); }
 
   // A copy of the value, read under the lock (not taken again if this thread holds it).
   T value() const {
@@ -154,12 +156,16 @@ class Value {
 
  private:
   using Data = detail::ValueData<T>;
-  void create(const T& init) {
+  // init == nullptr: T{} (a temporary T{} could overflow the stack for a large T).
+  void create(const T* init) {
     if (detail::loading_handles()) return;
     auto c = detail::SyncCore::create(detail::SegmentKind::shared, detail::SyncType::value,
                                       sizeof(Data), detail::element_fingerprint<T>());
     d_ = static_cast<Data*>(c->data());
-    std::memcpy(static_cast<void*>(&d_->value), static_cast<const void*>(&init), sizeof(T));
+    if (init)
+      std::memcpy(static_cast<void*>(&d_->value), static_cast<const void*>(init), sizeof(T));
+    else
+      ::new (static_cast<void*>(&d_->value)) T{};
     core_ = std::move(c);
   }
   detail::SyncCore& core() const {
@@ -187,7 +193,8 @@ class Array {
   using iterator = T*;
   using const_iterator = const T*;
 
-  // An empty array (size 0).
+  // An empty array (size 0). Throws ProcessError when `size` elements would not fit in memory
+  // (Array<double>(-1) is a mistake, not 2^64-1 elements).
   Array() : Array(size_t{0}) {}
   explicit Array(size_t size) { create(size, nullptr); }
   explicit Array(const std::vector<T>& init) { create(init.size(), init.data()); }
@@ -243,7 +250,8 @@ class Array {
         detail::SyncCore::attach(name, detail::SegmentKind::shared, detail::SyncType::array,
                                  detail::kArrayElementsOffset, detail::element_fingerprint<T>());
     auto* h = static_cast<detail::ArrayHeader*>(c->data());
-    if (c->data_size() < detail::kArrayElementsOffset + h->size * sizeof(T))
+    // Divided, not multiplied: the size comes from shared memory and must not wrap.
+    if ((c->data_size() - detail::kArrayElementsOffset) / sizeof(T) < h->size)
       throw ProcessError("shared memory segment " + name + " is too small for its Array");
     open(std::move(c));
     ar(lock_);
@@ -252,6 +260,13 @@ class Array {
  private:
   void create(size_t n, const T* init) {
     if (detail::loading_handles()) return;
+    // The byte count must not wrap (a negative size converts to ~2^64): the mapping would be
+    // tiny while size() claims 2^64-1 elements. No mapping can exceed PTRDIFF_MAX bytes.
+    constexpr size_t kMaxBytes = static_cast<size_t>(PTRDIFF_MAX) - detail::kArrayElementsOffset;
+    if (n > kMaxBytes / sizeof(T))
+      throw ProcessError("Array: " + std::to_string(n) + " elements of " +
+                         std::to_string(sizeof(T)) +
+                         " bytes do not fit in memory (was the size negative?)");
     auto c = detail::SyncCore::create(detail::SegmentKind::shared, detail::SyncType::array,
                                       detail::kArrayElementsOffset + n * sizeof(T),
                                       detail::element_fingerprint<T>());

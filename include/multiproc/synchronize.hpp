@@ -108,6 +108,7 @@ class Lock : public detail::SyncHandle<detail::LockData, detail::SyncType::lock>
   // the lock was taken. A lock whose owner thread died is taken over: see previous_owner_died().
   bool acquire(bool block = true, Timeout timeout = std::nullopt) {
     auto& d = data();
+    detail::check_timeout(timeout);
     if (detail::robust_try_lock(d.m)) {
       core_->note_acquired(false);
       return true;
@@ -150,6 +151,7 @@ class RLock : public detail::SyncHandle<detail::RLockData, detail::SyncType::rlo
   // As Lock::acquire; when the calling thread already owns the lock, adds one level at once.
   bool acquire(bool block = true, Timeout timeout = std::nullopt) {
     auto& d = data();
+    detail::check_timeout(timeout);
     uint32_t self = detail::current_tid();
     if (d.m.owner.load(std::memory_order_relaxed) == self) {
       d.count.store(d.count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -383,7 +385,8 @@ class Condition : public detail::SyncHandle<detail::CondData, detail::SyncType::
 // than parties) may misjudge how its own round ended.
 class Barrier : public detail::SyncHandle<detail::BarrierData, detail::SyncType::barrier> {
  public:
-  // `timeout` is the default for wait(). Throws ProcessError if parties is 0.
+  // `timeout` is the default for wait(). Throws ProcessError if parties is 0 or above
+  // UINT32_MAX, or if the timeout is NaN.
   explicit Barrier(size_t parties, Timeout timeout = std::nullopt);
 
   // Waits for all parties, at most `timeout` (the barrier's default when empty; forever if that is

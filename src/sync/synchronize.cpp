@@ -363,6 +363,7 @@ Semaphore::Semaphore(int value, bool bounded) {
 
 bool Semaphore::acquire(bool block, Timeout timeout) {
   auto& d = data();
+  detail::check_timeout(timeout);
   auto taken = [&d] {
     detail::sem_note_holder(d, detail::current_tid(), 1);
     return true;
@@ -497,16 +498,21 @@ void Condition::notify_all() {
 // ---- Barrier -----------------------------------------------------------------------------------
 
 Barrier::Barrier(size_t parties, Timeout timeout) {
+  // The count of parties lives in 32 bits of shared memory.
   if (parties == 0 || parties > UINT32_MAX)
-    throw ProcessError("Barrier: parties must be at least 1 (got " + std::to_string(parties) + ")");
+    throw ProcessError("Barrier: parties must be between 1 and " + std::to_string(UINT32_MAX) +
+                       " (got " + std::to_string(parties) + ")");
+  // Checked before anything is created: a NaN throws here, not at the first wait.
+  const auto default_timeout = detail::timeout_duration(timeout);
   if (detail::loading_handles()) return;
   open(detail::SyncCore::create(detail::SegmentKind::sync, detail::SyncType::barrier,
                                 sizeof(detail::BarrierData)));
   d_->parties = static_cast<uint32_t>(parties);
-  d_->default_timeout_ns = -1;
-  if (timeout)
-    d_->default_timeout_ns = std::max<int64_t>(
-        0, std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout).count());
+  // None, infinite or huge: -1, no default (wait forever).
+  d_->default_timeout_ns =
+      default_timeout
+          ? std::chrono::duration_cast<std::chrono::nanoseconds>(*default_timeout).count()
+          : -1;
 }
 
 namespace {
@@ -535,7 +541,7 @@ size_t Barrier::wait(Timeout timeout) {
   if (timeout)
     deadline = Deadline::after(timeout);
   else if (d.default_timeout_ns >= 0)
-    deadline = Deadline::after(std::chrono::duration<double>(d.default_timeout_ns * 1e-9));
+    deadline = Deadline{Deadline::Clock::now() + std::chrono::nanoseconds(d.default_timeout_ns)};
 
   uint32_t gen, index;
   {

@@ -1,9 +1,12 @@
 // Value and Array: CPython's _TestValue and _TestArray semantics, each process-using body under
 // fork, spawn and forkserver.
+#include <sys/resource.h>
 #include <unistd.h>
 #include <cmath>
+#include <cstdint>
 #include <mutex>
 #include <numeric>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -274,4 +277,37 @@ TEST(SharedCtypes, WrongElementTypeIsRefused) {
   mp::Array<int> same = mp::detail::load<mp::Array<int>>(bytes);
   EXPECT_TRUE(same == a);
   EXPECT_EQ(same.size(), 3u);
+}
+
+// ================================= Sizes =========================================================
+
+TEST(Array, SizeThatWrapsIsRefused) {
+  // -1 converts to 2^64-1: 8 * that wraps to a tiny segment whose size() would claim 2^64-1.
+  EXPECT_THROW(mp::Array<double>(static_cast<size_t>(-1)), mp::ProcessError);
+  EXPECT_THROW(mp::Array<double>(SIZE_MAX / 8 + 1), mp::ProcessError);
+  EXPECT_THROW(mp::Array<char>(SIZE_MAX - 10), mp::ProcessError);
+  mp::Array<double> fine(3);
+  EXPECT_EQ(fine.size(), 3u);
+}
+
+struct Huge {
+  char bytes[16 << 20];
+};
+
+// With an 8 MiB stack (the usual limit), a T{} on the stack would crash the process.
+void make_huge_value() {
+  rlimit rl{};
+  getrlimit(RLIMIT_STACK, &rl);
+  rl.rlim_cur = std::min<rlim_t>(rl.rlim_cur, 8 << 20);
+  setrlimit(RLIMIT_STACK, &rl);
+  mp::Value<Huge> v;
+  if (v.raw().bytes[12345] != 0) _exit(3);
+  v.raw().bytes[(16 << 20) - 1] = 1;
+}
+
+TEST(Value, HugeTypeIsBuiltInSharedMemoryNotOnTheStack) {
+  mp::Process p(mp::get_context(mp::StartMethod::fork), make_huge_value);
+  p.start();
+  p.join(60s);
+  EXPECT_EQ(p.exitcode(), 0);
 }

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <cstdint>
 #include <mutex>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -745,6 +747,23 @@ TEST(Barrier, SingleParty) {
   EXPECT_EQ(b.wait(), 0u);
   EXPECT_EQ(b.wait(), 0u);
   EXPECT_THROW(mp::Barrier(0), mp::ProcessError);
+}
+
+TEST(Barrier, TooManyPartiesSaysTheLimit) {
+  try {
+    mp::Barrier b(SIZE_MAX);
+    ADD_FAILURE() << "Barrier(SIZE_MAX) was accepted";
+  } catch (const mp::ProcessError& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(what.find("at least 1"), std::string::npos) << what;
+    EXPECT_NE(what.find(std::to_string(UINT32_MAX)), std::string::npos) << what;
+  }
+  try {
+    mp::Barrier b(0);
+    ADD_FAILURE() << "Barrier(0) was accepted";
+  } catch (const mp::ProcessError& e) {
+    EXPECT_NE(std::string(e.what()).find("between 1 and"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Barrier, TimeoutBreaksItUntilReset) {
