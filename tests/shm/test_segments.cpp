@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <multiproc/detail/segment.hpp>
+#include <multiproc/pool.hpp>
 #include <multiproc/queues.hpp>
 #include <multiproc/sharedctypes.hpp>
 
@@ -243,6 +244,22 @@ std::string many_locks() {
   return "";
 }
 
+int twice(int x) {
+  return 2 * x;
+}
+
+std::string pool_map() {
+  mp::Pool pool(mp::PoolOptions{.processes = 2, .context = mp::get_context(mp::StartMethod::fork)});
+  std::vector<int> in(200000, 1);
+  try {
+    pool.map(twice, in);
+    return "a map of 200,000 items through a 1 MiB /dev/shm succeeded";
+  } catch (const mp::ProcessError& e) {
+    if (auto bad = check_full_message(e.what()); !bad.empty()) return bad;
+  }
+  return "";  // and the pool's destructor ends its workers
+}
+
 TEST(FullDevShm, BigPutFailsWithErrorAndQueueGoesOn) {
   run_with_small_dev_shm(big_put_into_small_dev_shm);
 }
@@ -253,6 +270,10 @@ TEST(FullDevShm, PutsWithoutConsumerFailWithErrorAndQueueGoesOn) {
 
 TEST(FullDevShm, ManyLocksFailWithError) {
   run_with_small_dev_shm(many_locks);
+}
+
+TEST(FullDevShm, PoolMapFailsWithError) {
+  run_with_small_dev_shm(pool_map);
 }
 
 }  // namespace
