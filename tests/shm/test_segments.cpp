@@ -118,17 +118,23 @@ bool write_file(const char* path, const std::string& text) {
 bool make_small_dev_shm(std::string& why) {
   const uid_t uid = geteuid();
   const gid_t gid = getegid();
-  if (unshare(uid == 0 ? CLONE_NEWNS : CLONE_NEWUSER | CLONE_NEWNS) != 0) {
-    if (uid != 0 || unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) {
+  // Root (with CAP_SYS_ADMIN) needs only a mount namespace; anyone else a user namespace too.
+  bool new_user_ns = uid != 0;
+  if (unshare(new_user_ns ? CLONE_NEWUSER | CLONE_NEWNS : CLONE_NEWNS) != 0) {
+    if (new_user_ns || unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) {
       why = std::string("unshare: ") + std::strerror(errno);
       return false;
     }
+    new_user_ns = true;
   }
-  if (uid != 0 || access("/proc/self/uid_map", F_OK) == 0) {
-    // Map ourselves in a new user namespace (a no-op failure when there is none).
+  if (new_user_ns) {
+    // Files made in the new tmpfs need our ids mapped in the namespace.
     write_file("/proc/self/setgroups", "deny");
-    write_file("/proc/self/uid_map", std::to_string(uid) + " " + std::to_string(uid) + " 1");
-    write_file("/proc/self/gid_map", std::to_string(gid) + " " + std::to_string(gid) + " 1");
+    if (!write_file("/proc/self/uid_map", std::to_string(uid) + " " + std::to_string(uid) + " 1") ||
+        !write_file("/proc/self/gid_map", std::to_string(gid) + " " + std::to_string(gid) + " 1")) {
+      why = std::string("writing the user namespace's id maps: ") + std::strerror(errno);
+      return false;
+    }
   }
   if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
     why = std::string("making mounts private: ") + std::strerror(errno);
