@@ -18,17 +18,28 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// Descriptors opened to use up the limit, and the limit before.
+std::vector<int> g_filler_fds;
+rlimit g_saved_limit{};
+
 // Leaves this process no free descriptor: every open() fails with EMFILE from here on. Returns
 // whether that holds.
 bool use_up_fds() {
-  rlimit rl{};
-  getrlimit(RLIMIT_NOFILE, &rl);
+  getrlimit(RLIMIT_NOFILE, &g_saved_limit);
+  rlimit rl = g_saved_limit;
   rl.rlim_cur = std::min<rlim_t>(rl.rlim_cur, 64);
   if (setrlimit(RLIMIT_NOFILE, &rl) != 0) return false;
-  while (open("/dev/null", O_RDONLY) >= 0) {
-  }
+  g_filler_fds.reserve(64);
+  for (int fd; (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) g_filler_fds.push_back(fd);
   const int fd = open("/proc/self/stat", O_RDONLY);
   return fd < 0 && errno == EMFILE;
+}
+
+// Before the task returns: the child's exit (and a sanitizer's runtime) may need descriptors.
+void give_back_fds() {
+  for (int fd : g_filler_fds) close(fd);
+  g_filler_fds.clear();
+  setrlimit(RLIMIT_NOFILE, &g_saved_limit);
 }
 
 // Result bits a waiter reports.
@@ -54,6 +65,7 @@ void wait_for_lock_at_fd_limit(mp::Lock lock, mp::Value<int> result, mp::Event g
     r |= kGotItAfterRelease;
     lock.release();
   }
+  give_back_fds();
   result.raw() = r;
 }
 
@@ -65,6 +77,7 @@ void acquire_lock_and_die(mp::Lock lock) {
 void take_lock_of_dead_at_fd_limit(mp::Lock lock, mp::Value<int> result) {
   int r = use_up_fds() ? kFdsUsedUp : 0;
   if (lock.acquire(true, 20s) && lock.previous_owner_died()) r |= kGotItFromDeadHolder;
+  give_back_fds();
   result.raw() = r;
 }
 
@@ -83,6 +96,7 @@ void wait_for_semaphore_at_fd_limit(mp::Semaphore sem, mp::Value<int> result, mp
   if (sem.acquire(false)) r |= kTookFromLiveHolder;
   go.set();
   if (sem.acquire(true, 20s)) r |= kGotItAfterRelease;
+  give_back_fds();
   result.raw() = r;
 }
 
@@ -111,6 +125,7 @@ void produce_small_at_fd_limit(mp::Queue<std::vector<int>> q, mp::Value<int> res
     q.put({kBigItems + i});
     std::this_thread::sleep_for(100us);
   }
+  give_back_fds();
   result.raw() = r;
 }
 
