@@ -47,14 +47,15 @@ uint32_t current_tid() {
 // keeps above kOwnerTidBits. Why not pidfds? One fd per check (the very resource whose lack
 // caused the theft), and they name processes, not threads.
 //
-// So, three questions, none of which takes an fd:
+// So two questions that need no fd, then a file only where they cannot answer:
 //  1. kill(tid, 0): ESRCH means no task has this id: dead. (The lookup is by thread id, so any
 //     thread of any process is found; EPERM means it exists.)
 //  2. process_vm_readv of one byte: a task that has exited but is not reaped yet (a SIGKILLed
 //     process's zombie main thread) has no memory any more, and the kernel answers ESRCH before
 //     it checks permissions. EFAULT (address 0 is not readable) means a live task with memory.
 //  3. Otherwise (EPERM under Yama or seccomp, ENOSYS): /proc/<tid>/stat as a second opinion on a
-//     zombie; if it cannot be read (EMFILE, ENFILE, no /proc), alive.
+//     zombie; if it cannot be read for any reason (EMFILE, ENFILE, no /proc: ENOENT), alive. A
+//     task that went meanwhile is found by kill() at the next look.
 bool thread_alive(uint32_t tid) {
   if (tid == 0) return false;                               // no thread
   if (tid > static_cast<uint32_t>(INT32_MAX)) return true;  // not an id we can ask about
@@ -72,7 +73,7 @@ bool thread_alive(uint32_t tid) {
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%u/stat", tid);
   int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno != ENOENT;  // ENOENT: the task went since kill() looked
+  if (fd < 0) return true;
   char buf[512];
   ssize_t n = ::read(fd, buf, sizeof buf - 1);
   ::close(fd);
