@@ -41,9 +41,9 @@ void warn_if_threaded() {
 
 class PopenFork final : public Popen {
  public:
-  explicit PopenFork(pid_t pid) {
+  PopenFork(pid_t pid, int pidfd) {
     pid_ = pid;
-    sentinel_fd_ = open_pidfd(pid);
+    sentinel_fd_ = pidfd;
   }
   std::optional<int> poll_exit() override { return reap_nohang(pid_); }
 };
@@ -55,6 +55,8 @@ void note_internal_thread(int delta) {
 }
 
 std::unique_ptr<Popen> launch_fork(const std::string& payload) {
+  refuse_if_children_autoreaped("fork");
+  SentinelReserve reserve;
   warn_if_threaded();
   // Unwritten stdio buffers would be written twice, by parent and child (Python flushes too).
   std::cout.flush();
@@ -70,7 +72,7 @@ std::unique_ptr<Popen> launch_fork(const std::string& payload) {
   }
   segments_after_fork_parent(pid < 0);
   if (pid < 0) throw ProcessError("fork() failed: " + std::string(strerror(errno)));
-  return std::make_unique<PopenFork>(pid);
+  return std::make_unique<PopenFork>(pid, reserve.open_for(pid));
 }
 
 }  // namespace multiproc::detail
