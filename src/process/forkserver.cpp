@@ -3,6 +3,7 @@
 #include "forkserver.hpp"
 
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include <multiproc/detail/child.hpp>
+#include <multiproc/detail/resource_tracker.hpp>
 #include "exit_status.hpp"
 #include "forkserver_protocol.hpp"
 
@@ -31,6 +33,7 @@ void forkserver_main(int listen_fd, int alive_fd) {
   std::vector<int> conns;
   std::map<pid_t, int> status_of;  // child pid -> status socket
   uid_t uid = getuid();
+  pid_t self = getpid();
 
   auto shutdown = [&]() {
     for (int c : conns) ::close(c);
@@ -58,6 +61,7 @@ void forkserver_main(int listen_fd, int alive_fd) {
       pid_t pid;
       while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
         auto it = status_of.find(pid);
+        tracker_forget_process(pid);
         if (it == status_of.end()) continue;
         int32_t code = exitcode_from_status(status);
         write_exact(it->second, &code, sizeof code);
@@ -96,6 +100,11 @@ void forkserver_main(int listen_fd, int alive_fd) {
       }
       pid_t pid = ::fork();
       if (pid == 0) {
+        // Our children end with us, killed or not: a restarted server must not leave the old
+        // one's children behind. We are single-threaded, so "parent thread" means us; the
+        // getppid() check closes the window in which we died before prctl.
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != self) _exit(1);
         ::close(listen_fd);
         ::close(alive_fd);
         ::close(sfd);
@@ -106,6 +115,7 @@ void forkserver_main(int listen_fd, int alive_fd) {
         sigprocmask(SIG_SETMASK, &old, nullptr);
         run_child(payload.data(), payload.size());
       }
+      if (pid > 0) tracker_watch_process(pid);
       int32_t reply = pid > 0 ? pid : -1;
       write_exact(status_fd, &reply, sizeof reply);
       if (pid > 0)

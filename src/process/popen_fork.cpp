@@ -7,6 +7,7 @@
 
 #include <multiproc/detail/child.hpp>
 #include <multiproc/detail/popen.hpp>
+#include <multiproc/detail/resource_tracker.hpp>
 #include <multiproc/detail/segment.hpp>
 #include <multiproc/errors.hpp>
 #include "children.hpp"
@@ -45,7 +46,11 @@ class PopenFork final : public Popen {
     pid_ = pid;
     sentinel_fd_ = pidfd;
   }
-  std::optional<int> poll_exit() override { return reap_nohang(pid_); }
+  std::optional<int> poll_exit() override {
+    auto code = reap_nohang(pid_);
+    if (code) tracker_forget_process(pid_);
+    return code;
+  }
 };
 
 }  // namespace
@@ -57,6 +62,9 @@ void note_internal_thread(int delta) {
 std::unique_ptr<Popen> launch_fork(const std::string& payload) {
   refuse_if_children_autoreaped("fork");
   SentinelReserve reserve;
+  // The tracker ends the child if this program ends first; started before fork so that the
+  // child shares this process's tracker instead of starting its own.
+  (void)tracker_fd();
   warn_if_threaded();
   // Unwritten stdio buffers would be written twice, by parent and child (Python flushes too).
   std::cout.flush();
@@ -72,6 +80,7 @@ std::unique_ptr<Popen> launch_fork(const std::string& payload) {
   }
   segments_after_fork_parent(pid < 0);
   if (pid < 0) throw ProcessError("fork() failed: " + std::string(strerror(errno)));
+  tracker_watch_process(pid);
   return std::make_unique<PopenFork>(pid, reserve.open_for(pid));
 }
 

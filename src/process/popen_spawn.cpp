@@ -33,7 +33,11 @@ class PopenSpawn final : public Popen {
     pid_ = pid;
     sentinel_fd_ = pidfd;
   }
-  std::optional<int> poll_exit() override { return reap_nohang(pid_); }
+  std::optional<int> poll_exit() override {
+    auto code = reap_nohang(pid_);
+    if (code) tracker_forget_process(pid_);
+    return code;
+  }
 };
 
 // The first spawned child proves that main() calls init(): it acknowledges once it has read its
@@ -142,6 +146,7 @@ std::unique_ptr<Popen> launch_spawn(const std::string& payload) {
     throw;
   }
   ::close(memfd);
+  tracker_watch_process(pid);
   int pidfd;
   try {
     pidfd = reserve.open_for(pid);

@@ -3,6 +3,8 @@
 // Each hostile environment is made inside a child of the test, never in the test binary itself.
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -11,6 +13,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -105,7 +109,198 @@ int start_at_ulimit_64() {
   return 0;
 }
 
+void sleep_forever() {
+  for (;;) pause();
+}
+void report_parent_then_sleep(mp::Queue<int> q) {
+  q.put(static_cast<int>(getppid()));
+  for (;;) pause();
+}
+
+pid_t parent_of(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  FILE* f = std::fopen(path, "r");
+  if (!f) return -1;
+  char buf[512] = {};
+  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = 0;
+  const char* close = std::strrchr(buf, ')');
+  int ppid = -1;
+  if (!close || std::sscanf(close + 1, " %*c %d", &ppid) != 1) return -1;
+  return ppid;
+}
+
+// Started by spawn, so that the fork server killed here is this child's own.
+int forkserver_killed() {
+  auto fs = mp::get_context(mp::StartMethod::forkserver);
+  try {
+    mp::Process old(fs, sleep_forever);
+    old.start();
+    pid_t server = parent_of(old.pid());
+    if (server <= 1 || server == getpid()) return 2;
+    kill(server, SIGKILL);
+    if (!old.join(20s)) return 3;  // the old server's children end with it
+    for (int i = 0; i < 2; ++i) {
+      mp::Process p(fs, exit_with, 6);
+      p.start();
+      p.join();
+      if (p.exitcode() != 6) return 4;
+    }
+    // A pool: the in-flight task fails with WorkerLost, and the pool goes on.
+    mp::Pool pool(mp::PoolOptions{.processes = 1, .context = fs});
+    mp::Queue<int> q;
+    auto stuck = pool.apply_async(report_parent_then_sleep, q);
+    pid_t server2 = q.get(20s);
+    if (server2 <= 1 || server2 == server) return 5;
+    kill(server2, SIGKILL);
+    try {
+      stuck.get(30s);
+      return 6;
+    } catch (const mp::WorkerLost&) {
+    }
+    if (pool.apply(square, 3) != 9) return 7;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "after the fork server was killed: %s\n", e.what());
+    return 8;
+  }
+  return 0;
+}
+
+int count_segments_with_prefix(const std::string& prefix) {
+  int n = 0;
+  if (DIR* d = opendir("/dev/shm")) {
+    while (dirent* e = readdir(d))
+      if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) ++n;
+    closedir(d);
+  }
+  return n;
+}
+
+// Every live descendant of `root` (walking /proc's parent links).
+std::set<pid_t> descendants_of(pid_t root) {
+  std::map<pid_t, std::vector<pid_t>> kids;
+  if (DIR* d = opendir("/proc")) {
+    while (dirent* e = readdir(d)) {
+      pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+      if (pid > 0) kids[parent_of(pid)].push_back(pid);
+    }
+    closedir(d);
+  }
+  std::set<pid_t> out;
+  std::vector<pid_t> todo{root};
+  while (!todo.empty()) {
+    pid_t p = todo.back();
+    todo.pop_back();
+    for (pid_t k : kids[p])
+      if (out.insert(k).second) todo.push_back(k);
+  }
+  return out;
+}
+
+bool exists_unreaped(pid_t pid) {
+  // A zombie has ended; as subreaper we reap them as we go.
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  FILE* f = std::fopen(path, "r");
+  if (!f) return false;
+  char buf[512] = {};
+  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = 0;
+  const char* close = std::strrchr(buf, ')');
+  return close && close[2] != 'Z';
+}
+
+// Runs tests/programs/parent_death in its own process group, as a child of this (forked,
+// subreaper) process, so that what it leaves behind becomes ours to see. Returns 0 when, after it
+// ended as `how` says, all its descendants are gone and so are its segments.
+int run_parent_death(const std::string& program, const std::string& how) {
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  signal(SIGPIPE, SIG_IGN);  // "go" may find the helper already killed
+  std::string prefix = "i9pd" + std::to_string(getpid()) + "r";
+  int in[2], out[2];
+  if (pipe(in) != 0 || pipe(out) != 0) return 20;
+  pid_t helper = fork();
+  if (helper == 0) {
+    setpgid(0, 0);
+    rlimit no_core{0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    close(in[1]);
+    close(out[0]);
+    setenv("MULTIPROC_SHM_PREFIX", prefix.c_str(), 1);
+    const char* mode = how == "exit" || how == "throw" ? how.c_str() : "signal";
+    execl(program.c_str(), program.c_str(), mode, nullptr);
+    _exit(127);
+  }
+  setpgid(helper, helper);
+  close(in[0]);
+  close(out[1]);
+  char ready[16] = {};
+  pollfd pfd{out[0], POLLIN, 0};
+  if (poll(&pfd, 1, 60000) <= 0 || read(out[0], ready, sizeof ready - 1) <= 0 ||
+      std::strncmp(ready, "ready", 5) != 0) {
+    kill(-helper, SIGKILL);
+    return 21;
+  }
+  std::set<pid_t> started = descendants_of(helper);
+  int code = 0;
+  if (started.size() < 6 || count_segments_with_prefix(prefix) == 0) code = 22;
+  if (how == "sigterm") kill(helper, SIGTERM);
+  if (how == "sigkill") kill(helper, SIGKILL);
+  if (how == "group") kill(-helper, SIGKILL);
+  (void)!write(in[1], "go\n", 3);
+  started.insert(helper);
+  bool gone = eventually(
+      [&] {
+        while (waitpid(-1, nullptr, WNOHANG) > 0) {
+        }
+        for (pid_t p : started)
+          if (exists_unreaped(p)) return false;
+        return count_segments_with_prefix(prefix) == 0;
+      },
+      20s);
+  if (!gone) {
+    for (pid_t p : started)
+      if (exists_unreaped(p)) {
+        std::fprintf(stderr, "still running after the main process ended (%s): pid %d\n",
+                     how.c_str(), static_cast<int>(p));
+        kill(p, SIGKILL);
+      }
+    int left = count_segments_with_prefix(prefix);
+    if (left) std::fprintf(stderr, "%d segments left in /dev/shm\n", left);
+    code = code ? code : 23;
+  }
+  while (waitpid(-1, nullptr, 0) > 0) {
+  }
+  std::system(("rm -f /dev/shm/" + prefix + "*").c_str());
+  return code;
+}
+
 }  // namespace
+
+class ParentDeathTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ParentDeathTest, EverythingStartedEndsWithTheMainProcess) {
+  std::string program = test_program("parent_death");
+  ASSERT_EQ(access(program.c_str(), X_OK), 0) << program;
+  std::string how = GetParam();
+  int code = in_forked_child([&] { return run_parent_death(program, how); }, 120s);
+  EXPECT_EQ(code, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(, ParentDeathTest,
+                         ::testing::Values("exit", "throw", "sigterm", "sigkill", "group"));
+
+TEST(ForkServer, KilledServerIsStartedAgainOnNextUse) {
+  mp::Process p(mp::get_context(mp::StartMethod::spawn), [] { std::_Exit(forkserver_killed()); });
+  p.start();
+  ASSERT_TRUE(p.join(120s));
+  EXPECT_EQ(p.exitcode(), 0);
+}
 
 TEST(LaunchLimits, SpawnAndForkserverWorkAtUlimit64) {
   mp::Process p(mp::get_context(mp::StartMethod::spawn), [] { std::_Exit(start_at_ulimit_64()); });
