@@ -132,6 +132,20 @@ pid_t parent_of(pid_t pid) {
   return ppid;
 }
 
+bool exists_unreaped(pid_t pid) {
+  // A zombie has ended; as subreaper we reap them as we go.
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  FILE* f = std::fopen(path, "r");
+  if (!f) return false;
+  char buf[512] = {};
+  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = 0;
+  const char* close = std::strrchr(buf, ')');
+  return close && close[2] != 'Z';
+}
+
 // Started by spawn, so that the fork server killed here is this child's own.
 int forkserver_killed() {
   auto fs = mp::get_context(mp::StartMethod::forkserver);
@@ -139,9 +153,15 @@ int forkserver_killed() {
     mp::Process old(fs, sleep_forever);
     old.start();
     pid_t server = parent_of(old.pid());
-    if (server <= 1 || server == getpid()) return 2;
+    if (server <= 1 || server == getpid()) {
+      old.kill();
+      return 2;
+    }
     kill(server, SIGKILL);
-    if (!old.join(20s)) return 3;  // the old server's children end with it
+    if (!eventually([&] { return !exists_unreaped(old.pid()); })) {
+      kill(old.pid(), SIGKILL);  // by pid: its status socket already reports it gone
+      return 3;                  // the old server's children must end with it
+    }
     for (int i = 0; i < 2; ++i) {
       mp::Process p(fs, exit_with, 6);
       p.start();
@@ -197,20 +217,6 @@ std::set<pid_t> descendants_of(pid_t root) {
       if (out.insert(k).second) todo.push_back(k);
   }
   return out;
-}
-
-bool exists_unreaped(pid_t pid) {
-  // A zombie has ended; as subreaper we reap them as we go.
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  FILE* f = std::fopen(path, "r");
-  if (!f) return false;
-  char buf[512] = {};
-  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = 0;
-  const char* close = std::strrchr(buf, ')');
-  return close && close[2] != 'Z';
 }
 
 // Runs tests/programs/parent_death in its own process group, as a child of this (forked,
@@ -327,12 +333,13 @@ TEST_P(ProcessReliabilityTest, NoDescriptorForPidfdFailsClearlyOrJoins) {
     try {
       p.start();
     } catch (const mp::ProcessError& e) {
+      // Descriptors back first: UBSan's checks themselves need one (a pipe).
+      for (int fd : filler) close(fd);
       if (std::strstr(e.what(), "descriptor") == nullptr &&
           std::strstr(e.what(), "Too many open files") == nullptr) {
         std::fprintf(stderr, "unclear error: %s\n", e.what());
         return 3;
       }
-      for (int fd : filler) close(fd);
       mp::Process again(mp::get_context(method), exit_with, 4);
       again.start();
       again.join();
