@@ -68,6 +68,10 @@ class SentinelReserve {
   ~SentinelReserve() {
     if (fd_ >= 0) ::close(fd_);
   }
+  void release() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
   SentinelReserve(const SentinelReserve&) = delete;
   SentinelReserve& operator=(const SentinelReserve&) = delete;
 

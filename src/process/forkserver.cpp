@@ -41,11 +41,14 @@ void forkserver_main(int listen_fd, int alive_fd) {
     _exit(0);
   };
 
+  // At the descriptor limit a pending connection cannot be accepted, and would keep poll()
+  // ready: stop listening until a descriptor is given back (a child reaped, a client gone).
+  bool accept_paused = false;
   for (;;) {
     std::vector<pollfd> fds;
     fds.push_back({alive_fd, POLLIN, 0});
     fds.push_back({sfd, POLLIN, 0});
-    fds.push_back({listen_fd, POLLIN, 0});
+    fds.push_back({accept_paused ? -1 : listen_fd, POLLIN, 0});
     for (int c : conns) fds.push_back({c, POLLIN, 0});
     int r = ::poll(fds.data(), fds.size(), -1);
     if (r < 0) {
@@ -66,11 +69,13 @@ void forkserver_main(int listen_fd, int alive_fd) {
         int32_t code = exitcode_from_status(status);
         write_exact(it->second, &code, sizeof code);
         ::close(it->second);
+        accept_paused = false;
         status_of.erase(it);
       }
     }
     if (fds[2].revents & POLLIN) {
       int c = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0 && (errno == EMFILE || errno == ENFILE)) accept_paused = true;
       if (c >= 0) {
         ucred cred{};
         socklen_t len = sizeof cred;
@@ -96,8 +101,12 @@ void forkserver_main(int listen_fd, int alive_fd) {
         if (status_fd >= 0) ::close(status_fd);
         ::close(c);
         std::erase(conns, c);
+        accept_paused = false;
         continue;
       }
+      // No status socket came with the request (we are at the descriptor limit, and the kernel
+      // dropped it): the client sees its end close and reports the failure; fork nothing.
+      if (status_fd < 0) continue;
       pid_t pid = ::fork();
       if (pid == 0) {
         // Our children end with us, killed or not: a restarted server must not leave the old

@@ -73,6 +73,7 @@ std::unique_ptr<Popen> launch_fork(const std::string& payload) {
   segments_before_fork();
   pid_t pid = ::fork();
   if (pid == 0) {
+    reserve.release();  // the slot was the parent's
     segments_after_fork_child();
     forget_children_after_fork();
     g_internal_threads.store(0);

@@ -77,15 +77,21 @@ void start_server_locked(Client& c) {
   c.addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + len);
   int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (lfd < 0) throw ProcessError("forkserver: socket: " + errno_text());
-  if (::bind(lfd, reinterpret_cast<sockaddr*>(&c.addr), c.addr_len) != 0 ||
-      ::listen(lfd, 64) != 0) {
+  if (::bind(lfd, reinterpret_cast<sockaddr*>(&c.addr), c.addr_len) != 0) {
+    std::string err = errno_text();
     ::close(lfd);
-    throw ProcessError("forkserver: cannot listen: " + errno_text());
+    throw ProcessError("forkserver: bind: " + err);
+  }
+  if (::listen(lfd, 64) != 0) {
+    std::string err = errno_text();
+    ::close(lfd);
+    throw ProcessError("forkserver: listen: " + err);
   }
   int alive[2];
   if (pipe2(alive, O_CLOEXEC) != 0) {
+    std::string err = errno_text();
     ::close(lfd);
-    throw ProcessError("forkserver: pipe: " + errno_text());
+    throw ProcessError("forkserver: pipe2: " + err);
   }
   int fds[3] = {lfd, alive[0], tracker_fd()};
   try {
@@ -198,7 +204,9 @@ Attempt try_launch(const std::string& payload) {
     std::lock_guard lk(c.mu);
     if (c.generation != generation) return {};  // another thread already replaced it
     if (!server_listening(c)) return {nullptr, forget_server_locked(c)};
-    throw ProcessError("forkserver: the fork server could not start the child");
+    throw ProcessError(
+        "forkserver: the fork server could not start the child (fork failed, or the server is "
+        "at its descriptor limit)");
   }
   return {std::make_unique<PopenForkServer>(pid, status[0]), std::nullopt};
 }
