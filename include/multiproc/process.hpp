@@ -75,7 +75,7 @@ class Process {
   static std::string next_default_name();
 
   detail::TaskCode code_;
-  std::string args_;
+  detail::EncodedArgs args_;  // handles in it are released if no child takes them
   bool has_task_ = false;
   std::string name_;
   bool daemon_ = false;

@@ -3,6 +3,7 @@
 #include "forkserver.hpp"
 
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include <multiproc/detail/child.hpp>
+#include <multiproc/detail/resource_tracker.hpp>
 #include "exit_status.hpp"
 #include "forkserver_protocol.hpp"
 
@@ -31,6 +33,7 @@ void forkserver_main(int listen_fd, int alive_fd) {
   std::vector<int> conns;
   std::map<pid_t, int> status_of;  // child pid -> status socket
   uid_t uid = getuid();
+  pid_t self = getpid();
 
   auto shutdown = [&]() {
     for (int c : conns) ::close(c);
@@ -38,11 +41,14 @@ void forkserver_main(int listen_fd, int alive_fd) {
     _exit(0);
   };
 
+  // At the descriptor limit a pending connection cannot be accepted, and would keep poll()
+  // ready: stop listening until a descriptor is given back (a child reaped, a client gone).
+  bool accept_paused = false;
   for (;;) {
     std::vector<pollfd> fds;
     fds.push_back({alive_fd, POLLIN, 0});
     fds.push_back({sfd, POLLIN, 0});
-    fds.push_back({listen_fd, POLLIN, 0});
+    fds.push_back({accept_paused ? -1 : listen_fd, POLLIN, 0});
     for (int c : conns) fds.push_back({c, POLLIN, 0});
     int r = ::poll(fds.data(), fds.size(), -1);
     if (r < 0) {
@@ -58,15 +64,18 @@ void forkserver_main(int listen_fd, int alive_fd) {
       pid_t pid;
       while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
         auto it = status_of.find(pid);
+        tracker_forget_process(pid);
         if (it == status_of.end()) continue;
         int32_t code = exitcode_from_status(status);
         write_exact(it->second, &code, sizeof code);
         ::close(it->second);
+        accept_paused = false;
         status_of.erase(it);
       }
     }
     if (fds[2].revents & POLLIN) {
       int c = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0 && (errno == EMFILE || errno == ENFILE)) accept_paused = true;
       if (c >= 0) {
         ucred cred{};
         socklen_t len = sizeof cred;
@@ -92,10 +101,19 @@ void forkserver_main(int listen_fd, int alive_fd) {
         if (status_fd >= 0) ::close(status_fd);
         ::close(c);
         std::erase(conns, c);
+        accept_paused = false;
         continue;
       }
+      // No status socket came with the request (we are at the descriptor limit, and the kernel
+      // dropped it): the client sees its end close and reports the failure; fork nothing.
+      if (status_fd < 0) continue;
       pid_t pid = ::fork();
       if (pid == 0) {
+        // Our children end with us, killed or not: a restarted server must not leave the old
+        // one's children behind. We are single-threaded, so "parent thread" means us; the
+        // getppid() check closes the window in which we died before prctl.
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != self) _exit(1);
         ::close(listen_fd);
         ::close(alive_fd);
         ::close(sfd);
@@ -106,6 +124,7 @@ void forkserver_main(int listen_fd, int alive_fd) {
         sigprocmask(SIG_SETMASK, &old, nullptr);
         run_child(payload.data(), payload.size());
       }
+      if (pid > 0) tracker_watch_process(pid);
       int32_t reply = pid > 0 ? pid : -1;
       write_exact(status_fd, &reply, sizeof reply);
       if (pid > 0)

@@ -1,5 +1,7 @@
 // How a process learns, before main(), that spawn or forkserver launched it: the parent puts
-// MULTIPROC_LAUNCH=<kind>:<fd>:<fd>:<fd> in its environment. Internal to src/process/.
+// MULTIPROC_LAUNCH=<kind>:<fd>:<fd>:<fd> in its environment. The descriptors keep in the child
+// the numbers they had in the parent (any number below the parent's limit is below the child's,
+// which inherits it), so a low `ulimit -n` never breaks a launch. Internal to src/process/.
 #pragma once
 
 #include <multiproc/context.hpp>
@@ -14,10 +16,6 @@ struct LaunchEnv {
 };
 
 inline constexpr const char* kLaunchVar = "MULTIPROC_LAUNCH";
-
-// Fixed descriptor numbers at which a launched process finds what its parent passed. High, so
-// that they rarely collide with descriptors the program opens before init().
-inline constexpr int kLaunchFdBase = 900;
 
 LaunchEnv read_launch_env();
 [[noreturn]] void run_launched(const LaunchEnv& env);

@@ -7,6 +7,7 @@
 
 #include <multiproc/detail/child.hpp>
 #include <multiproc/detail/popen.hpp>
+#include <multiproc/detail/resource_tracker.hpp>
 #include <multiproc/detail/segment.hpp>
 #include <multiproc/errors.hpp>
 #include "children.hpp"
@@ -41,11 +42,15 @@ void warn_if_threaded() {
 
 class PopenFork final : public Popen {
  public:
-  explicit PopenFork(pid_t pid) {
+  PopenFork(pid_t pid, int pidfd) {
     pid_ = pid;
-    sentinel_fd_ = open_pidfd(pid);
+    sentinel_fd_ = pidfd;
   }
-  std::optional<int> poll_exit() override { return reap_nohang(pid_); }
+  std::optional<int> poll_exit() override {
+    auto code = reap_nohang(pid_);
+    if (code) tracker_forget_process(pid_);
+    return code;
+  }
 };
 
 }  // namespace
@@ -55,6 +60,11 @@ void note_internal_thread(int delta) {
 }
 
 std::unique_ptr<Popen> launch_fork(const std::string& payload) {
+  refuse_if_children_autoreaped("fork");
+  SentinelReserve reserve;
+  // The tracker ends the child if this program ends first; started before fork so that the
+  // child shares this process's tracker instead of starting its own.
+  (void)tracker_fd();
   warn_if_threaded();
   // Unwritten stdio buffers would be written twice, by parent and child (Python flushes too).
   std::cout.flush();
@@ -63,6 +73,7 @@ std::unique_ptr<Popen> launch_fork(const std::string& payload) {
   segments_before_fork();
   pid_t pid = ::fork();
   if (pid == 0) {
+    reserve.release();  // the slot was the parent's
     segments_after_fork_child();
     forget_children_after_fork();
     g_internal_threads.store(0);
@@ -70,7 +81,8 @@ std::unique_ptr<Popen> launch_fork(const std::string& payload) {
   }
   segments_after_fork_parent(pid < 0);
   if (pid < 0) throw ProcessError("fork() failed: " + std::string(strerror(errno)));
-  return std::make_unique<PopenFork>(pid);
+  tracker_watch_process(pid);
+  return std::make_unique<PopenFork>(pid, reserve.open_for(pid));
 }
 
 }  // namespace multiproc::detail

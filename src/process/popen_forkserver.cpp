@@ -2,6 +2,7 @@
 // the first time it is needed, forks each child; it reports the child's pid and, later, its exit
 // code over a socket pair created per child (the status socket, also the child's sentinel).
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -9,7 +10,6 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
-#include <pthread.h>
 #include <random>
 
 #include <multiproc/detail/child.hpp>
@@ -46,7 +46,9 @@ struct Client {
   socklen_t addr_len = 0;
   bool started = false;
   int alive_w = -1;
-  pid_t server = -1;  // ours when we started it; used to explain a server that died at once
+  pid_t server = -1;
+  pid_t server_parent = 0;  // the process that started `server` (only it can reap it)
+  uint64_t generation = 0;  // bumped when a dead server is forgotten
 };
 Client& client() {
   static auto* c = [] {
@@ -75,19 +77,27 @@ void start_server_locked(Client& c) {
   c.addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + len);
   int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (lfd < 0) throw ProcessError("forkserver: socket: " + errno_text());
-  if (::bind(lfd, reinterpret_cast<sockaddr*>(&c.addr), c.addr_len) != 0 ||
-      ::listen(lfd, 64) != 0) {
+  if (::bind(lfd, reinterpret_cast<sockaddr*>(&c.addr), c.addr_len) != 0) {
+    std::string err = errno_text();
     ::close(lfd);
-    throw ProcessError("forkserver: cannot listen: " + errno_text());
+    throw ProcessError("forkserver: bind: " + err);
+  }
+  if (::listen(lfd, 64) != 0) {
+    std::string err = errno_text();
+    ::close(lfd);
+    throw ProcessError("forkserver: listen: " + err);
   }
   int alive[2];
   if (pipe2(alive, O_CLOEXEC) != 0) {
+    std::string err = errno_text();
     ::close(lfd);
-    throw ProcessError("forkserver: pipe: " + errno_text());
+    throw ProcessError("forkserver: pipe2: " + err);
   }
   int fds[3] = {lfd, alive[0], tracker_fd()};
   try {
     c.server = spawn_self("forkserver", fds);
+    c.server_parent = getpid();
+    tracker_watch_process(c.server);
   } catch (...) {
     ::close(lfd);
     ::close(alive[0]);
@@ -100,10 +110,41 @@ void start_server_locked(Client& c) {
   c.started = true;
 }
 
+// Whether a fork server still listens at c.addr: its listening socket closes when it dies,
+// whoever its parent is. When that cannot be told (no descriptor), it is taken as alive.
+bool server_listening(const Client& c) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return true;
+  int r = ::connect(fd, reinterpret_cast<const sockaddr*>(&c.addr), c.addr_len);
+  int err = errno;
+  ::close(fd);
+  return r == 0 || (err != ECONNREFUSED && err != ENOENT);
+}
+
+// Forgets a dead server so that the next launch starts a new one (CPython does the same); reaps
+// it when it is this process's child. Returns its exit code when known.
+std::optional<int> forget_server_locked(Client& c) {
+  std::optional<int> code;
+  if (c.server > 0 && c.server_parent == getpid()) {
+    // Its sockets close while it exits: give it a moment to become reapable.
+    for (int i = 0; i < 1000 && !(code = reap_nohang(c.server)); ++i) ::usleep(1000);
+    if (code) tracker_forget_process(c.server);
+  }
+  if (c.conn >= 0) ::close(c.conn);
+  c.conn = -1;
+  if (c.alive_w >= 0) ::close(c.alive_w);
+  c.alive_w = -1;
+  c.started = false;
+  c.server = -1;
+  ++c.generation;
+  return code;
+}
+
+// Returns -1 when the server is gone (and forgotten).
 int connect_locked(Client& c) {
   pid_t self = getpid();
   if (c.owner != self) {
-    // Inherited through fork(): the connection belongs to the parent; the server does not.
+    // Inherited through fork(): the connection belongs to the parent; the server is shared.
     c.conn = -1;
     c.owner = self;
   }
@@ -112,55 +153,80 @@ int connect_locked(Client& c) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw ProcessError("forkserver: socket: " + errno_text());
   if (::connect(fd, reinterpret_cast<sockaddr*>(&c.addr), c.addr_len) != 0) {
+    int err = errno;
     ::close(fd);
-    throw ProcessError("forkserver: cannot connect to the fork server: " + errno_text());
+    if (err == ECONNREFUSED || err == ENOENT) return -1;
+    throw ProcessError("forkserver: cannot connect to the fork server: " +
+                       std::string(std::strerror(err)));
   }
   c.conn = fd;
   return fd;
 }
 
-}  // namespace
+struct Attempt {
+  std::unique_ptr<Popen> popen;  // null: the server was gone
+  std::optional<int> server_exit;
+};
 
-std::unique_ptr<Popen> launch_forkserver(const std::string& payload) {
+Attempt try_launch(const std::string& payload) {
   int status[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, status) != 0)
     throw ProcessError("forkserver: socketpair: " + errno_text());
+  Client& c = client();
+  uint64_t generation;
   {
-    Client& c = client();
     std::lock_guard lk(c.mu);
-    int conn = connect_locked(c);
-    if (!send_request(conn, payload, status[1])) {
-      ::close(c.conn);
-      c.conn = -1;
+    int conn;
+    try {
+      conn = connect_locked(c);
+    } catch (...) {
       ::close(status[0]);
       ::close(status[1]);
-      throw ProcessError("forkserver: the fork server is gone: " + errno_text());
+      throw;
+    }
+    generation = c.generation;
+    if (conn < 0 || !send_request(conn, payload, status[1])) {
+      int err = errno;
+      ::close(status[0]);
+      ::close(status[1]);
+      if (conn >= 0) ::close(c.conn);
+      c.conn = -1;
+      if (conn >= 0 && server_listening(c))
+        throw ProcessError("forkserver: cannot send a request to the fork server: " +
+                           std::string(std::strerror(err)));
+      return {nullptr, forget_server_locked(c)};
     }
   }
   ::close(status[1]);
   int32_t pid = -1;
   if (!read_exact(status[0], &pid, sizeof pid) || pid <= 0) {
     ::close(status[0]);
-    Client& c = client();
     std::lock_guard lk(c.mu);
-    std::optional<int> code;
-    if (c.server > 0 && c.owner == getpid()) code = reap_nohang(c.server);
-    if (code) {
-      // The server is gone: start a new one next time.
-      c.started = false;
-      if (c.conn >= 0) ::close(c.conn);
-      c.conn = -1;
-      if (c.alive_w >= 0) ::close(c.alive_w);
-      c.alive_w = -1;
-      if (*code == kExitNoInit)
-        throw ProcessError(
-            "the fork server exited before serving: the program's main() must call "
-            "multiproc::init(argc, argv) on its first line, before anything else runs");
-      throw ProcessError("the fork server exited (exit code " + std::to_string(*code) + ")");
-    }
-    throw ProcessError("forkserver: the fork server could not start the child");
+    if (c.generation != generation) return {};  // another thread already replaced it
+    if (!server_listening(c)) return {nullptr, forget_server_locked(c)};
+    throw ProcessError(
+        "forkserver: the fork server could not start the child (fork failed, or the server is "
+        "at its descriptor limit)");
   }
-  return std::make_unique<PopenForkServer>(pid, status[0]);
+  return {std::make_unique<PopenForkServer>(pid, status[0]), std::nullopt};
+}
+
+}  // namespace
+
+std::unique_ptr<Popen> launch_forkserver(const std::string& payload) {
+  // A server that died (killed, say) is started again on next use, once per launch.
+  for (int attempt = 0;; ++attempt) {
+    Attempt a = try_launch(payload);
+    if (a.popen) return std::move(a.popen);
+    if (a.server_exit == kExitNoInit)
+      throw ProcessError(
+          "the fork server exited before serving: the program's main() must call "
+          "multiproc::init(argc, argv) on its first line, before anything else runs");
+    if (attempt > 0)
+      throw ProcessError(
+          "forkserver: the fork server ended again right after it was restarted" +
+          (a.server_exit ? " (exit code " + std::to_string(*a.server_exit) + ")" : std::string()));
+  }
 }
 
 }  // namespace multiproc::detail

@@ -25,13 +25,19 @@ extern char** environ;
 namespace multiproc::detail {
 namespace {
 
+constexpr const char* kRunningExecutable = "/proc/self/exe";
+
 class PopenSpawn final : public Popen {
  public:
-  explicit PopenSpawn(pid_t pid) {
+  PopenSpawn(pid_t pid, int pidfd) {
     pid_ = pid;
-    sentinel_fd_ = open_pidfd(pid);
+    sentinel_fd_ = pidfd;
   }
-  std::optional<int> poll_exit() override { return reap_nohang(pid_); }
+  std::optional<int> poll_exit() override {
+    auto code = reap_nohang(pid_);
+    if (code) tracker_forget_process(pid_);
+    return code;
+  }
 };
 
 // The first spawned child proves that main() calls init(): it acknowledges once it has read its
@@ -53,44 +59,71 @@ void write_all(int fd, const char* p, size_t n) {
 
 }  // namespace
 
-pid_t spawn_self(const char* kind, const int (&fds)[3]) {
-  const std::string& exe = saved_executable();
-  if (exe.empty()) throw ProcessError("cannot find this program's executable (/proc/self/exe)");
+namespace {
+// Every setup call is checked: a descriptor action that silently failed used to surface later as
+// a child that "did not call init()" or a fork server that refused connections.
+void check_spawn_call(int rc, const char* call) {
+  if (rc != 0)
+    throw ProcessError(std::string("cannot start a process: ") + call + " failed: " + strerror(rc));
+}
+
+struct SpawnSetup {
   posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_t attr;
+  bool fa_ok = false, attr_ok = false;
+  ~SpawnSetup() {
+    if (fa_ok) posix_spawn_file_actions_destroy(&fa);
+    if (attr_ok) posix_spawnattr_destroy(&attr);
+  }
+};
+}  // namespace
+
+pid_t spawn_self(const char* kind, const int (&fds)[3]) {
+  SpawnSetup s;
+  check_spawn_call(posix_spawn_file_actions_init(&s.fa), "posix_spawn_file_actions_init");
+  s.fa_ok = true;
+  // The descriptors keep their numbers in the child: a dup2 onto itself only clears
+  // close-on-exec (POSIX 2024, glibc 2.29+). Fixed numbers would break under a low `ulimit -n`.
+  for (int fd : fds)
+    if (fd >= 0)
+      check_spawn_call(posix_spawn_file_actions_adddup2(&s.fa, fd, fd),
+                       "posix_spawn_file_actions_adddup2");
   char var[128];
-  int at[3] = {-1, -1, -1};
-  for (int i = 0; i < 3; ++i)
-    if (fds[i] >= 0) {
-      at[i] = kLaunchFdBase + i;
-      posix_spawn_file_actions_adddup2(&fa, fds[i], at[i]);  // dup2 clears close-on-exec
-    }
-  std::snprintf(var, sizeof var, "%s=%s:%d:%d:%d", kLaunchVar, kind, at[0], at[1], at[2]);
+  std::snprintf(var, sizeof var, "%s=%s:%d:%d:%d", kLaunchVar, kind, fds[0], fds[1], fds[2]);
   std::vector<char*> envp;
   for (char** e = environ; e && *e; ++e)
     if (std::strncmp(*e, kLaunchVar, std::strlen(kLaunchVar)) != 0) envp.push_back(*e);
   envp.push_back(var);
   envp.push_back(nullptr);
-  std::string arg0 = exe;
+  // argv[0] is the program's name as it was started (for ps); what runs is the binary that is
+  // running now: /proc/self/exe, resolved in the spawning child that shares our memory, names
+  // the very file this process executes, even if the path was since replaced on disk.
+  std::string arg0 = saved_executable();
+  if (arg0.empty()) arg0 = "multiproc-child";
   char* argv[] = {arg0.data(), nullptr};
   // The child starts with default signal dispositions and an empty mask.
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
+  check_spawn_call(posix_spawnattr_init(&s.attr), "posix_spawnattr_init");
+  s.attr_ok = true;
   sigset_t none, all;
   sigemptyset(&none);
   sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  check_spawn_call(posix_spawnattr_setsigmask(&s.attr, &none), "posix_spawnattr_setsigmask");
+  check_spawn_call(posix_spawnattr_setsigdefault(&s.attr, &all), "posix_spawnattr_setsigdefault");
+  check_spawn_call(
+      posix_spawnattr_setflags(&s.attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF),
+      "posix_spawnattr_setflags");
   pid_t pid = -1;
-  int rc = posix_spawn(&pid, exe.c_str(), &fa, &attr, argv, envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) throw ProcessError("cannot execute " + exe + ": " + strerror(rc));
+  int rc = posix_spawn(&pid, kRunningExecutable, &s.fa, &s.attr, argv, envp.data());
+  if (rc != 0)
+    throw ProcessError(std::string("cannot start a process: posix_spawn of ") + kRunningExecutable +
+                       " (this program, " + arg0 + ") failed: " + strerror(rc) +
+                       (rc == ENOENT ? " (is /proc mounted?)" : ""));
   return pid;
 }
 
 std::unique_ptr<Popen> launch_spawn(const std::string& payload) {
+  refuse_if_children_autoreaped("spawn");
+  SentinelReserve reserve;
   int memfd = memfd_create("multiproc-task", MFD_CLOEXEC);
   if (memfd < 0) throw ProcessError("memfd_create failed: " + std::string(strerror(errno)));
   try {
@@ -113,7 +146,15 @@ std::unique_ptr<Popen> launch_spawn(const std::string& payload) {
     throw;
   }
   ::close(memfd);
-  auto popen = std::make_unique<PopenSpawn>(pid);
+  tracker_watch_process(pid);
+  int pidfd;
+  try {
+    pidfd = reserve.open_for(pid);
+  } catch (...) {
+    if (check) ::close(ack[0]), ::close(ack[1]);
+    throw;
+  }
+  auto popen = std::make_unique<PopenSpawn>(pid, pidfd);
   if (check) {
     ::close(ack[1]);
     pollfd pfd{ack[0], POLLIN, 0};

@@ -150,7 +150,7 @@ void Process::start() {
   detail::check_can_start_processes(method);
   detail::ChildPayload payload;
   payload.code = code_;
-  payload.args = args_;
+  payload.args = args_.bytes();
   payload.name = name_;
   payload.start_method = static_cast<uint8_t>(get_start_method());
   payload.start_method_set = 1;
@@ -158,6 +158,7 @@ void Process::start() {
   detail::dump(bytes, payload);
   detail::note_process_started();
   popen_ = detail::launch(method, bytes);
+  args_.sent();
   detail::register_child(popen_, daemon_);
 }
 

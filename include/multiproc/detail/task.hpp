@@ -10,6 +10,7 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include <multiproc/detail/code_address.hpp>
 #include <multiproc/serialization.hpp>
@@ -152,6 +153,61 @@ void encode_task_args(std::string& out, Args&&... args) {
   static_assert(std::is_constructible_v<ArgsTuple, Args&&...>,
                 "the arguments do not convert to the task's parameter types");
   dump(out, ArgsTuple(std::forward<Args>(args)...));
+}
+
+// Encoded task arguments that may never reach a child (a Process destroyed unstarted, or whose
+// start failed). Serializing a handle took an in-flight reference for its copy (segment.hpp);
+// decoding the copy here and dropping it gives that reference back, so the segments go when
+// nothing else holds them. `sent()` says a child has taken them.
+class EncodedArgs {
+ public:
+  EncodedArgs() = default;
+  template <class ArgsTuple>
+  void set(std::string bytes) {
+    release_unsent();
+    bytes_ = std::move(bytes);
+    discard_ = &discard<ArgsTuple>;
+  }
+  const std::string& bytes() const { return bytes_; }
+  void sent() { discard_ = nullptr; }
+  ~EncodedArgs() { release_unsent(); }
+  EncodedArgs(EncodedArgs&& o) noexcept
+      : bytes_(std::move(o.bytes_)), discard_(std::exchange(o.discard_, nullptr)) {}
+  EncodedArgs& operator=(EncodedArgs&& o) noexcept {
+    if (this != &o) {
+      release_unsent();
+      bytes_ = std::move(o.bytes_);
+      discard_ = std::exchange(o.discard_, nullptr);
+    }
+    return *this;
+  }
+  EncodedArgs(const EncodedArgs&) = delete;
+  EncodedArgs& operator=(const EncodedArgs&) = delete;
+
+ private:
+  template <class ArgsTuple>
+  static void discard(const std::string& bytes) {
+    const char* p = bytes.data();
+    (void)load<ArgsTuple>(p, bytes.data() + bytes.size());
+  }
+  void release_unsent() noexcept {
+    if (!discard_) return;
+    auto d = std::exchange(discard_, nullptr);
+    try {
+      d(bytes_);
+    } catch (...) {
+      // A handle whose segment is already gone: nothing left to release.
+    }
+  }
+  std::string bytes_;
+  void (*discard_)(const std::string&) = nullptr;
+};
+
+template <class F, class... Args>
+void encode_task_args(EncodedArgs& out, Args&&... args) {
+  std::string bytes;
+  encode_task_args<F>(bytes, std::forward<Args>(args)...);
+  out.set<task_args_t<F, Args...>>(std::move(bytes));
 }
 
 struct ResolvedTask {
