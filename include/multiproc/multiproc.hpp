@@ -12,12 +12,12 @@
 
 #include <multiproc/context.hpp>
 #include <multiproc/errors.hpp>
-#include <multiproc/process.hpp>
-#include <multiproc/serialization.hpp>
-#include <multiproc/timeout.hpp>
-#include <multiproc/version.hpp>
 #include <multiproc/ordered_queues.hpp>
 #include <multiproc/pool.hpp>
+#include <multiproc/process.hpp>
 #include <multiproc/queues.hpp>
+#include <multiproc/serialization.hpp>
 #include <multiproc/sharedctypes.hpp>
 #include <multiproc/synchronize.hpp>
+#include <multiproc/timeout.hpp>
+#include <multiproc/version.hpp>

@@ -348,44 +348,56 @@ class Pool {
   // Without these, overload resolution rejects the calls above and the user reads a list of
   // candidates; these take the same calls and fail with check_task's message instead.
   template <class F, class... Rest>
-  requires(!detail::is_task_callable_v<F> && !detail::is_callbacks_v<F>)
-  auto apply(F, Rest&&...) { static_assert(detail::check_task<F>()); }
-  template <class F, class... Rest>
-  requires(!detail::is_task_callable_v<F> && !detail::is_callbacks_v<F>)
-  auto apply_async(F, Rest&&...) { static_assert(detail::check_task<F>()); }
-  template <class OnOk, class OnErr, class F, class... Rest>
-  requires(!detail::is_task_callable_v<F>)
-  auto apply_async(detail::Callbacks<OnOk, OnErr>, F, Rest&&...) {
+  requires(!detail::is_task_callable_v<F> && !detail::is_callbacks_v<F>) auto apply(F, Rest&&...) {
     static_assert(detail::check_task<F>());
   }
   template <class F, class... Rest>
-  requires(!detail::is_task_callable_v<F> && !detail::is_callbacks_v<F>)
-  auto map(F, Rest&&...) { static_assert(detail::check_task<F>()); }
-  template <class F, class... Rest>
-  requires(!detail::is_task_callable_v<F> && !detail::is_callbacks_v<F>)
-  auto map_async(F, Rest&&...) { static_assert(detail::check_task<F>()); }
+  requires(!detail::is_task_callable_v<F> &&
+           !detail::is_callbacks_v<F>) auto apply_async(F, Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
   template <class OnOk, class OnErr, class F, class... Rest>
-  requires(!detail::is_task_callable_v<F>)
-  auto map_async(detail::Callbacks<OnOk, OnErr>, F, Rest&&...) {
+  requires(!detail::is_task_callable_v<F>) auto apply_async(detail::Callbacks<OnOk, OnErr>, F,
+                                                            Rest&&...) {
     static_assert(detail::check_task<F>());
   }
   template <class F, class... Rest>
-  requires(!detail::is_task_callable_v<F> && !detail::is_callbacks_v<F>)
-  auto starmap(F, Rest&&...) { static_assert(detail::check_task<F>()); }
-  template <class F, class... Rest>
-  requires(!detail::is_task_callable_v<F> && !detail::is_callbacks_v<F>)
-  auto starmap_async(F, Rest&&...) { static_assert(detail::check_task<F>()); }
-  template <class OnOk, class OnErr, class F, class... Rest>
-  requires(!detail::is_task_callable_v<F>)
-  auto starmap_async(detail::Callbacks<OnOk, OnErr>, F, Rest&&...) {
+  requires(!detail::is_task_callable_v<F> && !detail::is_callbacks_v<F>) auto map(F, Rest&&...) {
     static_assert(detail::check_task<F>());
   }
   template <class F, class... Rest>
-  requires(!detail::is_task_callable_v<F>)
-  auto imap(F, Rest&&...) { static_assert(detail::check_task<F>()); }
+  requires(!detail::is_task_callable_v<F> && !detail::is_callbacks_v<F>) auto map_async(F,
+                                                                                        Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
+  template <class OnOk, class OnErr, class F, class... Rest>
+  requires(!detail::is_task_callable_v<F>) auto map_async(detail::Callbacks<OnOk, OnErr>, F,
+                                                          Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
   template <class F, class... Rest>
-  requires(!detail::is_task_callable_v<F>)
-  auto imap_unordered(F, Rest&&...) { static_assert(detail::check_task<F>()); }
+  requires(!detail::is_task_callable_v<F> && !detail::is_callbacks_v<F>) auto starmap(F,
+                                                                                      Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
+  template <class F, class... Rest>
+  requires(!detail::is_task_callable_v<F> &&
+           !detail::is_callbacks_v<F>) auto starmap_async(F, Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
+  template <class OnOk, class OnErr, class F, class... Rest>
+  requires(!detail::is_task_callable_v<F>) auto starmap_async(detail::Callbacks<OnOk, OnErr>, F,
+                                                              Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
+  template <class F, class... Rest>
+  requires(!detail::is_task_callable_v<F>) auto imap(F, Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
+  template <class F, class... Rest>
+  requires(!detail::is_task_callable_v<F>) auto imap_unordered(F, Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
 
   // ---- lifetime ----
   void close();

@@ -21,6 +21,6 @@ void submit(multiproc::Pool& pool, int k) {
 #elif defined(VARIANT_imap)
   for (int y : pool.imap(task, std::vector<int>{1, 2})) (void)y;
 #elif defined(VARIANT_starmap)
-  std::vector<int> r = pool.starmap(task, std::vector<std::tuple<int>>{{1}});
+  std::vector<int> r = pool.starmap(task, std::vector<std::tuple<int> >{{1}});
 #endif
 }

@@ -26,6 +26,6 @@ void submit(multiproc::Pool& pool) {
 #elif defined(VARIANT_imap)
   for (int y : pool.imap(bump, std::vector<int>{1, 2})) (void)y;
 #elif defined(VARIANT_starmap)
-  std::vector<int> r = pool.starmap(bump, std::vector<std::tuple<int>>{{1}});
+  std::vector<int> r = pool.starmap(bump, std::vector<std::tuple<int> >{{1}});
 #endif
 }

@@ -23,10 +23,10 @@ void submit(multiproc::Pool& pool) {
 #elif defined(VARIANT_apply_async)
   auto r = pool.apply_async(consume, std::make_unique<int>(1));
 #elif defined(VARIANT_map)
-  auto r = pool.map(consume, std::vector<std::unique_ptr<int>>{});
+  auto r = pool.map(consume, std::vector<std::unique_ptr<int> >{});
 #elif defined(VARIANT_imap)
-  for (int y : pool.imap(consume, std::vector<std::unique_ptr<int>>{})) (void)y;
+  for (int y : pool.imap(consume, std::vector<std::unique_ptr<int> >{})) (void)y;
 #elif defined(VARIANT_starmap)
-  auto r = pool.starmap(consume, std::vector<std::tuple<std::unique_ptr<int>>>{});
+  auto r = pool.starmap(consume, std::vector<std::tuple<std::unique_ptr<int> > >{});
 #endif
 }

@@ -172,9 +172,10 @@ constexpr bool check_task_tuple() {
                   "free function or a capture-free lambda; it runs in another process)");
     return false;
   } else if constexpr (task_takes_mutable_ref<F>::value) {
-    static_assert(dependent_false_v<F>,
-                  "multiproc: a task may not take a non-const reference (T&): it runs in another "
-                  "process, so its changes would be lost; take T or const T& and return the result");
+    static_assert(
+        dependent_false_v<F>,
+        "multiproc: a task may not take a non-const reference (T&): it runs in another "
+        "process, so its changes would be lost; take T or const T& and return the result");
     return false;
   } else if constexpr (!require_first_transferable(static_cast<ArgsTuple*>(nullptr))) {
     return false;  // require_transferable said why, naming the parameter type
