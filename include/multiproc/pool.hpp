@@ -347,55 +347,48 @@ class Pool {
   // ---- a task that captures (or is no function at all): one readable first error ----
   // Without these, overload resolution rejects the calls above and the user reads a list of
   // candidates; these take the same calls and fail with check_task's message instead.
-  template <class F, class... Rest>
-  requires(!detail::is_task_callable_v<F> && !detail::is_callbacks_v<F>) auto apply(F, Rest&&...) {
+  template <detail::not_a_task F, class... Rest>
+  auto apply(F, Rest&&...) {
     static_assert(detail::check_task<F>());
   }
-  template <class F, class... Rest>
-  requires(!detail::is_task_callable_v<F> &&
-           !detail::is_callbacks_v<F>) auto apply_async(F, Rest&&...) {
+  template <detail::not_a_task F, class... Rest>
+  auto apply_async(F, Rest&&...) {
     static_assert(detail::check_task<F>());
   }
-  template <class OnOk, class OnErr, class F, class... Rest>
-  requires(!detail::is_task_callable_v<F>) auto apply_async(detail::Callbacks<OnOk, OnErr>, F,
-                                                            Rest&&...) {
+  template <class OnOk, class OnErr, detail::not_a_task F, class... Rest>
+  auto apply_async(detail::Callbacks<OnOk, OnErr>, F, Rest&&...) {
     static_assert(detail::check_task<F>());
   }
-  template <class F, class... Rest>
-  requires(!detail::is_task_callable_v<F> && !detail::is_callbacks_v<F>) auto map(F, Rest&&...) {
+  template <detail::not_a_task F, class... Rest>
+  auto map(F, Rest&&...) {
     static_assert(detail::check_task<F>());
   }
-  template <class F, class... Rest>
-  requires(!detail::is_task_callable_v<F> && !detail::is_callbacks_v<F>) auto map_async(F,
-                                                                                        Rest&&...) {
+  template <detail::not_a_task F, class... Rest>
+  auto map_async(F, Rest&&...) {
     static_assert(detail::check_task<F>());
   }
-  template <class OnOk, class OnErr, class F, class... Rest>
-  requires(!detail::is_task_callable_v<F>) auto map_async(detail::Callbacks<OnOk, OnErr>, F,
-                                                          Rest&&...) {
+  template <class OnOk, class OnErr, detail::not_a_task F, class... Rest>
+  auto map_async(detail::Callbacks<OnOk, OnErr>, F, Rest&&...) {
     static_assert(detail::check_task<F>());
   }
-  template <class F, class... Rest>
-  requires(!detail::is_task_callable_v<F> && !detail::is_callbacks_v<F>) auto starmap(F,
-                                                                                      Rest&&...) {
+  template <detail::not_a_task F, class... Rest>
+  auto starmap(F, Rest&&...) {
     static_assert(detail::check_task<F>());
   }
-  template <class F, class... Rest>
-  requires(!detail::is_task_callable_v<F> &&
-           !detail::is_callbacks_v<F>) auto starmap_async(F, Rest&&...) {
+  template <detail::not_a_task F, class... Rest>
+  auto starmap_async(F, Rest&&...) {
     static_assert(detail::check_task<F>());
   }
-  template <class OnOk, class OnErr, class F, class... Rest>
-  requires(!detail::is_task_callable_v<F>) auto starmap_async(detail::Callbacks<OnOk, OnErr>, F,
-                                                              Rest&&...) {
+  template <class OnOk, class OnErr, detail::not_a_task F, class... Rest>
+  auto starmap_async(detail::Callbacks<OnOk, OnErr>, F, Rest&&...) {
     static_assert(detail::check_task<F>());
   }
-  template <class F, class... Rest>
-  requires(!detail::is_task_callable_v<F>) auto imap(F, Rest&&...) {
+  template <detail::not_a_task F, class... Rest>
+  auto imap(F, Rest&&...) {
     static_assert(detail::check_task<F>());
   }
-  template <class F, class... Rest>
-  requires(!detail::is_task_callable_v<F>) auto imap_unordered(F, Rest&&...) {
+  template <detail::not_a_task F, class... Rest>
+  auto imap_unordered(F, Rest&&...) {
     static_assert(detail::check_task<F>());
   }
 

@@ -150,6 +150,10 @@ struct is_callbacks<Callbacks<OnOk, OnErr>> : std::true_type {};
 template <class T>
 inline constexpr bool is_callbacks_v = is_callbacks<std::remove_cvref_t<T>>::value;
 
+// What Pool's catch-all overloads take: neither a task nor the optional Callbacks in front of one.
+template <class F>
+concept not_a_task = !is_task_callable_v<F> && !is_callbacks_v<F>;
+
 template <class F, class ArgsTuple>
 struct task_invocable : std::false_type {};
 template <class F, class... A>
