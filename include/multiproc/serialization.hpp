@@ -21,8 +21,8 @@
 // (std::function, lambdas with captures), smart pointers, and classes with none of the above.
 // A struct with a raw pointer or view member is refused at compile time, naming the struct: give
 // it a serialize function that writes what the pointer refers to. A trivially copyable class that
-// cannot be checked (constructors or private members, a union, an empty-struct member, over 32
-// members) is refused too, unless it has a serialize function or is opted in:
+// cannot be checked (constructors or private members, a union, a base class, an empty-struct
+// member, over 32 members) is refused too, unless it has a serialize function or is opted in:
 //   template <> struct multiproc::copy_as_bytes<Fixed> : std::true_type {};
 #pragma once
 
@@ -203,11 +203,12 @@ constexpr void require_transferable() {
                     "(std::string, std::vector, std::array) or give the struct a "
                     "serialize(Archive&) that sends what the pointer refers to");
     } else if constexpr (plain_bytes_candidate<U> && !has_cereal_functions<U>) {
-      static_assert(dependent_false_v<U>,
-                    "multiproc: cannot check this trivially copyable type member by member (it is "
-                    "not an aggregate, or a union, or has an empty-struct member or over 32 "
-                    "members): give it a serialize(Archive&), or, if its bytes mean the same in "
-                    "every process, specialize multiproc::copy_as_bytes<T> as std::true_type");
+      static_assert(
+          dependent_false_v<U>,
+          "multiproc: cannot check this trivially copyable type member by member (it is "
+          "not an aggregate, or a union, or has a base class, an empty-struct member or "
+          "over 32 members): give it a serialize(Archive&), or, if its bytes mean the same in "
+          "every process, specialize multiproc::copy_as_bytes<T> as std::true_type");
     } else {
       static_assert(dependent_false_v<U>,
                     "multiproc: this type cannot cross a process boundary. Accepted: arithmetic "

@@ -58,8 +58,9 @@
 namespace multiproc {
 
 // Opt-in: specialize as std::true_type for a trivially copyable type that multiproc cannot check
-// member by member (a class with constructors or private members, a union, an aggregate with
-// more than 32 members) but whose bytes mean the same in every process (no pointers, no views):
+// member by member (a class with constructors or private members, a union, an aggregate with a
+// base class, an empty-struct member or more than 32 members) but whose bytes mean the same in
+// every process (no pointers, no views):
 //   template <> struct multiproc::copy_as_bytes<Fixed> : std::true_type {};
 template <class T>
 struct copy_as_bytes : std::false_type {};
@@ -224,6 +225,18 @@ struct any_member {
   template <class U>
   requires(std::is_scalar_v<U> || (std::is_class_v<U> && !complex_like<U>))
   operator U&() && noexcept;
+};
+
+// Converts only to a proper base class of T: T{base_of<T>{}} compiles when T's first element is
+// a base, whose members a structured binding of T would count differently.
+template <class T>
+struct base_of {
+  template <class U>
+  requires(std::is_base_of_v<U, T> && !std::is_same_v<U, T>) operator U&() && noexcept;
+};
+template <class T>
+concept starts_with_base = requires {
+  T{base_of<T>{}};
 };
 
 template <class T, class Seq>
@@ -547,11 +560,13 @@ constexpr BytesVerdict members_verdict(type_list<M, Ms...>) {
   }
 }
 
-// The verdict on an aggregate class from its members (unions and aggregates too large to take
-// apart cannot be checked).
+// The verdict on an aggregate class from its members (unions, aggregates with a base class and
+// aggregates too large to take apart cannot be checked).
 template <class T>
 constexpr BytesVerdict aggregate_verdict() {
-  if constexpr (std::is_union_v<T>) {
+  if constexpr (std::is_union_v<T> || !std::is_standard_layout_v<T> || starts_with_base<T>) {
+    // A base class: its members and T's, or its members alone, count differently in a
+    // structured binding than in aggregate initialization.
     return BytesVerdict::unverifiable;
   } else {
     constexpr std::size_t n = aggregate_member_count<T>();
