@@ -249,7 +249,7 @@ class Pool {
   template <class OnOk, class OnErr, class F, class... A>
   requires detail::is_task_callable_v<F>
   auto apply_async(detail::Callbacks<OnOk, OnErr> cb, F f, A&&... args) {
-    (void)detail::make_task_code<F, A...>();  // compile-time checks with clear messages
+    static_assert(detail::check_task<F, A...>());  // first, so its message is the first error
     using ArgsTuple = detail::task_args_t<F, A...>;
     using R = detail::task_result_t<F, ArgsTuple>;
     detail::require_all_transferable<ArgsTuple>(
@@ -293,6 +293,7 @@ class Pool {
   requires detail::is_task_callable_v<F>
   auto map_async(detail::Callbacks<OnOk, OnErr> cb, F f, Range&& items, MapOptions options = {}) {
     using Elem = std::ranges::range_reference_t<Range>;
+    static_assert(detail::check_task<F, Elem>());  // first, so its message is the first error
     using ArgsTuple = detail::task_args_t<F, Elem>;
     static_assert(std::tuple_size_v<ArgsTuple> == 1,
                   "map's task must take exactly one argument; use starmap for several");
@@ -317,6 +318,7 @@ class Pool {
                      MapOptions options = {}) {
     using Elem = std::ranges::range_value_t<Range>;
     using ArgsTuple = typename detail::star_args<F, Elem>::type;
+    static_assert(detail::check_task_tuple<F, ArgsTuple>());  // first: the first error
     return submit_map<F, ArgsTuple, ArgsTuple, true>(cb, f, std::forward<Range>(items), options);
   }
 
@@ -340,6 +342,54 @@ class Pool {
   requires detail::is_task_callable_v<F>
   auto imap_unordered(F f, Range&& items, MapOptions options) {
     return submit_imap(f, std::forward<Range>(items), options, false);
+  }
+
+  // ---- a task that captures (or is no function at all): one readable first error ----
+  // Without these, overload resolution rejects the calls above and the user reads a list of
+  // candidates; these take the same calls and fail with check_task's message instead.
+  template <detail::not_a_task F, class... Rest>
+  auto apply(F, Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
+  template <detail::not_a_task F, class... Rest>
+  auto apply_async(F, Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
+  template <class OnOk, class OnErr, detail::not_a_task F, class... Rest>
+  auto apply_async(detail::Callbacks<OnOk, OnErr>, F, Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
+  template <detail::not_a_task F, class... Rest>
+  auto map(F, Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
+  template <detail::not_a_task F, class... Rest>
+  auto map_async(F, Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
+  template <class OnOk, class OnErr, detail::not_a_task F, class... Rest>
+  auto map_async(detail::Callbacks<OnOk, OnErr>, F, Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
+  template <detail::not_a_task F, class... Rest>
+  auto starmap(F, Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
+  template <detail::not_a_task F, class... Rest>
+  auto starmap_async(F, Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
+  template <class OnOk, class OnErr, detail::not_a_task F, class... Rest>
+  auto starmap_async(detail::Callbacks<OnOk, OnErr>, F, Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
+  template <detail::not_a_task F, class... Rest>
+  auto imap(F, Rest&&...) {
+    static_assert(detail::check_task<F>());
+  }
+  template <detail::not_a_task F, class... Rest>
+  auto imap_unordered(F, Rest&&...) {
+    static_assert(detail::check_task<F>());
   }
 
   // ---- lifetime ----
@@ -405,6 +455,7 @@ class Pool {
   template <class F, class Range>
   auto submit_imap(F f, Range&& items, MapOptions options, bool ordered) {
     using Elem = std::ranges::range_reference_t<Range>;
+    static_assert(detail::check_task<F, Elem>());  // first, so its message is the first error
     using ArgsTuple = detail::task_args_t<F, Elem>;
     static_assert(std::tuple_size_v<ArgsTuple> == 1,
                   "imap's task must take exactly one argument; use starmap for several");

@@ -5,23 +5,34 @@
 // with memcpy; everything else goes through the cereal archives of <multiproc/detail/archive.hpp>,
 // which this header includes along with cereal's support for the std types listed below.
 //
-// Transferable: arithmetic types and enums; trivially copyable, default-constructible structs
-// without serialize functions (copied as bytes); std::string; std::vector, std::array, std::deque,
-// std::list, std::map, std::multimap, std::unordered_map, std::unordered_multimap, std::set,
-// std::multiset, std::unordered_set, std::unordered_multiset, std::optional, std::variant,
-// std::pair, std::tuple, std::complex and std::chrono durations and time points of transferable
-// types, nested; default-constructible classes with a cereal-style serialize(Archive&) or
-// save/load, member or free (multiproc's handles are such classes).
+// Transferable: arithmetic types and enums; trivially copyable, default-constructible aggregates
+// without serialize functions whose members are all plain values, checked member by member:
+// numbers, enums, arrays and std::array of them, nested such aggregates (copied as bytes); other
+// trivially copyable types the user vouches for with copy_as_bytes<T> (archive.hpp); std::string;
+// std::vector, std::array, std::deque, std::list, std::map, std::multimap, std::unordered_map,
+// std::unordered_multimap, std::set, std::multiset, std::unordered_set, std::unordered_multiset,
+// std::optional, std::variant, std::pair, std::tuple, std::complex (copied as bytes) and
+// std::chrono durations and time points of transferable types, nested; default-constructible
+// classes with a cereal-style serialize(Archive&) or save/load, member or free (multiproc's handles
+// are such classes).
 //
 // Not transferable: raw pointers, member pointers, references and views (std::string_view,
 // std::span, std::reference_wrapper), C arrays (use std::array), function objects
 // (std::function, lambdas with captures), smart pointers, and classes with none of the above.
-// A trivially copyable struct holding a pointer is copied as bytes all the same (C++20 cannot see
-// its members): give it a serialize function that writes what the pointer refers to.
+// A struct with a raw pointer or view member is refused at compile time, naming the struct: give
+// it a serialize function that writes what the pointer refers to. A trivially copyable class that
+// cannot be checked (constructors or private members, a union, a base class, an empty-struct
+// member, over 32 members) is refused too, unless it has a serialize function or is opted in:
+//   template <> struct multiproc::copy_as_bytes<Fixed> : std::true_type {};
 #pragma once
 
+// Every public header comes through here: say plainly what a pre-C++20 compile mode is missing
+// (the build files add no -std flag for users of pkg-config).
+#if __cplusplus < 202002L
+#error "multiproc needs C++20 or later: compile with -std=c++20 (or a later standard)"
+#endif
+
 #include <chrono>
-#include <complex>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -125,8 +136,6 @@ template <class A, class B>
 struct transferable<std::pair<A, B>> : all_transferable<A, B> {};
 template <class... Ts>
 struct transferable<std::tuple<Ts...>> : all_transferable<Ts...> {};
-template <class T>
-struct transferable<std::complex<T>> : std::is_arithmetic<T> {};
 template <class Rep, class Period>
 struct transferable<std::chrono::duration<Rep, Period>> : std::is_arithmetic<Rep> {};
 // Clocks are system-wide on one machine (CLOCK_MONOTONIC too), so time points keep their meaning.
@@ -186,6 +195,20 @@ constexpr void require_transferable() {
                     "would get an unrelated copy. Send the value (std::optional for 'maybe a "
                     "value'), or share state through a multiproc handle (Value, Array, a manager "
                     "proxy).");
+    } else if constexpr (plain_bytes_candidate<U> && !has_cereal_functions<U> &&
+                         bytes_verdict<U>() == BytesVerdict::holds_address) {
+      static_assert(dependent_false_v<U>,
+                    "multiproc: this struct has a raw pointer or view member, an address in this "
+                    "process, so its bytes cannot cross a process boundary: hold the data by value "
+                    "(std::string, std::vector, std::array) or give the struct a "
+                    "serialize(Archive&) that sends what the pointer refers to");
+    } else if constexpr (plain_bytes_candidate<U> && !has_cereal_functions<U>) {
+      static_assert(
+          dependent_false_v<U>,
+          "multiproc: cannot check this trivially copyable type member by member (it is "
+          "not an aggregate, or a union, or has a base class, an empty-struct member or "
+          "over 32 members): give it a serialize(Archive&), or, if its bytes mean the same in "
+          "every process, specialize multiproc::copy_as_bytes<T> as std::true_type");
     } else {
       static_assert(dependent_false_v<U>,
                     "multiproc: this type cannot cross a process boundary. Accepted: arithmetic "

@@ -17,6 +17,9 @@
 
 namespace multiproc::detail {
 
+template <class OnOk, class OnErr>
+struct Callbacks;  // pool_jobs.hpp
+
 // Parameter types of a function pointer or of a lambda with one non-template call operator.
 template <class F, class = void>
 struct callable_params {
@@ -26,6 +29,7 @@ template <class R, class... A>
 struct callable_params<R (*)(A...)> {
   static constexpr bool known = true;
   using type = std::tuple<std::decay_t<A>...>;
+  using declared = std::tuple<A...>;  // as written, references kept: for check_task()
 };
 template <class R, class... A>
 struct callable_params<R (*)(A...) noexcept> : callable_params<R (*)(A...)> {};
@@ -33,6 +37,7 @@ template <class C, class R, class... A>
 struct member_call_params {
   static constexpr bool known = true;
   using type = std::tuple<std::decay_t<A>...>;
+  using declared = std::tuple<A...>;
 };
 template <class M>
 struct call_operator_params;
@@ -115,24 +120,127 @@ struct TaskCode {
   }
 };
 
-// Compile-time checks and encoding of one task, shared by Process and Pool.
+// --- compile-time checks -------------------------------------------------------------------------
+// check_task<F, Args...>() stops a task that cannot work at the first reason found, with one
+// static_assert whose message is the first error line the user sees: it names the problem and the
+// fix. Callers use it in a constant expression (static_assert(check_task<...>())) as the first
+// statement of an API entry point, so that it is instantiated before anything else that would fail
+// with a less readable error (invoke_result, tuple constructors, cereal).
+
+template <class P>
+inline constexpr bool is_mutable_lvalue_ref_v =
+    std::is_lvalue_reference_v<P> && !std::is_const_v<std::remove_reference_t<P>>;
+
+template <class Declared>
+struct has_mutable_ref_param : std::false_type {};
+template <class... P>
+struct has_mutable_ref_param<std::tuple<P...>>
+    : std::bool_constant<(is_mutable_lvalue_ref_v<P> || ...)> {};
+
+template <class F, class = void>
+struct task_takes_mutable_ref : std::false_type {};
+template <class F>
+struct task_takes_mutable_ref<F, std::enable_if_t<callable_params<F>::known>>
+    : has_mutable_ref_param<typename callable_params<F>::declared> {};
+
+template <class T>
+struct is_callbacks : std::false_type {};
+template <class OnOk, class OnErr>
+struct is_callbacks<Callbacks<OnOk, OnErr>> : std::true_type {};
+// Pool's apply_async/map_async/starmap_async take an optional Callbacks first: not a task.
+template <class T>
+inline constexpr bool is_callbacks_v = is_callbacks<std::remove_cvref_t<T>>::value;
+
+// What Pool's catch-all overloads take: neither a task nor the optional Callbacks in front of one.
+template <class F>
+concept not_a_task = !is_task_callable_v<F> && !is_callbacks_v<F>;
+
+template <class F, class ArgsTuple>
+struct task_invocable : std::false_type {};
+template <class F, class... A>
+struct task_invocable<F, std::tuple<A...>> : std::is_invocable<F&, A&...> {};
+
+// Fails (naming the type) on the first element of Tuple that cannot cross; true otherwise.
+template <class... P>
+constexpr bool require_first_transferable(std::tuple<P...>*) {
+  bool failed = false;
+  ((failed || Transferable<P> ? void() : (failed = true, require_transferable<P>())), ...);
+  return !failed;
+}
+
+// The checks on a task whose arguments travel as ArgsTuple (starmap reads them off its items).
+template <class F, class ArgsTuple>
+constexpr bool check_task_tuple() {
+  if constexpr (!is_task_callable_v<F>) {
+    static_assert(dependent_false_v<F>,
+                  "multiproc: a task may not capture: pass the state as an argument (a task is a "
+                  "free function or a capture-free lambda; it runs in another process)");
+    return false;
+  } else if constexpr (task_takes_mutable_ref<F>::value) {
+    static_assert(
+        dependent_false_v<F>,
+        "multiproc: a task may not take a non-const reference (T&): it runs in another "
+        "process, so its changes would be lost; take T or const T& and return the result");
+    return false;
+  } else if constexpr (!require_first_transferable(static_cast<ArgsTuple*>(nullptr))) {
+    return false;  // require_transferable said why, naming the parameter type
+  } else if constexpr (!task_invocable<F, ArgsTuple>::value) {
+    static_assert(dependent_false_v<F>,
+                  "multiproc: the task cannot be called with its arguments as lvalues: take each "
+                  "parameter by value or by const reference");
+    return false;
+  } else if constexpr (!std::is_void_v<task_result_t<F, ArgsTuple>> &&
+                       !Transferable<task_result_t<F, ArgsTuple>>) {
+    require_transferable<task_result_t<F, ArgsTuple>>();  // names the result type
+    return false;
+  } else {
+    return true;
+  }
+}
+
+template <class F, class... Args>
+constexpr bool check_task() {
+  if constexpr (!is_task_callable_v<F>) {
+    return check_task_tuple<F, std::tuple<>>();
+  } else {
+    using ArgsTuple = task_args_t<F, Args...>;
+    if constexpr (std::tuple_size_v<ArgsTuple> != sizeof...(Args)) {
+      static_assert(dependent_false_v<F>,
+                    "multiproc: wrong number of arguments for this task: pass one per parameter "
+                    "(map and imap: a task of one parameter; starmap: one per tuple element)");
+      return false;
+    } else if constexpr (!check_task_tuple<F, ArgsTuple>()) {
+      return false;
+    } else if constexpr (!std::is_constructible_v<ArgsTuple, Args&&...>) {
+      static_assert(dependent_false_v<F>,
+                    "multiproc: the arguments do not convert to the task's parameter types: pass "
+                    "values the parameters can be made from");
+      return false;
+    } else {
+      return true;
+    }
+  }
+}
+
+// Encoding of one task, shared by Process and Pool. Does nothing more once check_task has failed,
+// so that the user sees its message and not a cascade.
 template <class F, class... Args>
 TaskCode make_task_code() {
-  static_assert(is_task_callable_v<F>,
-                "a multiproc task must be a free function or a capture-free lambda: its state "
-                "travels as arguments, not captures");
-  using ArgsTuple = task_args_t<F, Args...>;
-  static_assert(std::tuple_size_v<ArgsTuple> == sizeof...(Args),
-                "wrong number of arguments for this task");
   TaskCode code;
-  Invoker inv = &invoke_task<F, ArgsTuple>;
-  code.invoker = encode_code_address(reinterpret_cast<const void*>(inv));
+  if constexpr (check_task<F, Args...>()) {
+    using ArgsTuple = task_args_t<F, Args...>;
+    Invoker inv = &invoke_task<F, ArgsTuple>;
+    code.invoker = encode_code_address(reinterpret_cast<const void*>(inv));
+  }
   return code;
 }
 
 template <class F>
 void set_task_function(TaskCode& code, const F& f) {
-  if constexpr (!is_stateless_lambda_v<F>) {
+  if constexpr (!is_task_callable_v<F>) {
+    (void)code;  // check_task has said why
+    (void)f;
+  } else if constexpr (!is_stateless_lambda_v<F>) {
     code.fn = encode_code_address(reinterpret_cast<const void*>(f));
     code.has_fn = true;
   } else {
@@ -148,11 +256,13 @@ constexpr void require_all_transferable(std::index_sequence<I...>) {
 // Encodes the arguments as the task's parameter types.
 template <class F, class... Args>
 void encode_task_args(std::string& out, Args&&... args) {
-  using ArgsTuple = task_args_t<F, Args...>;
-  require_all_transferable<ArgsTuple>(std::make_index_sequence<std::tuple_size_v<ArgsTuple>>{});
-  static_assert(std::is_constructible_v<ArgsTuple, Args&&...>,
-                "the arguments do not convert to the task's parameter types");
-  dump(out, ArgsTuple(std::forward<Args>(args)...));
+  if constexpr (check_task<F, Args...>()) {
+    using ArgsTuple = task_args_t<F, Args...>;
+    dump(out, ArgsTuple(std::forward<Args>(args)...));
+  } else {
+    (void)out;
+    ((void)args, ...);
+  }
 }
 
 // Encoded task arguments that may never reach a child (a Process destroyed unstarted, or whose
