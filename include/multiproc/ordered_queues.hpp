@@ -109,7 +109,7 @@ class BasicOrderedQueue {
   using value_type = T;
 
   BasicOrderedQueue() : BasicOrderedQueue(0) {}
-  // maxsize 0 = unbounded; otherwise put() waits while maxsize items are queued.
+  // maxsize 0 or negative = unbounded; otherwise put() waits while maxsize items are queued.
   explicit BasicOrderedQueue(size_t maxsize) {
     if (!loading_handles()) core_ = OrderedQueueCore::create(Order::kOrder, maxsize);
   }

@@ -42,7 +42,8 @@ class Queue {
   using value_type = T;
 
   Queue() : Queue(0) {}
-  // maxsize 0 = unbounded; otherwise put() waits while maxsize items are queued.
+  // maxsize 0 = unbounded, and so is a negative one (Python's rule: Queue<T>(-1) arrives as a
+  // huge size_t, which means the same); otherwise put() waits while maxsize items are queued.
   explicit Queue(size_t maxsize) {
     if (!detail::loading_handles()) core_ = detail::QueueCore::create(maxsize);
   }
@@ -190,6 +191,8 @@ class JoinableQueue : public Queue<T> {
   // One item got earlier is finished. Throws ProcessError if called more often than put().
   void task_done() { this->core().task_done(); }
   // Waits until every item put has been marked done. Returns false if the timeout passed first.
+  // What counts is what really reached the queue: a producer killed inside put() (or while it
+  // waited for room) leaves nothing for join() to wait for but the items it did put.
   bool join(Timeout timeout = std::nullopt) {
     return this->core().join(detail::Deadline::after(timeout));
   }

@@ -68,7 +68,7 @@ std::shared_ptr<OrderedQueueCore> OrderedQueueCore::create(QueueOrder order, uin
   auto* q = new (seg->payload()) OrderedQueueData{};
   q->layout_version = kOrderedQueueLayoutVersion;
   q->order = static_cast<uint32_t>(order);
-  q->maxsize = maxsize;
+  q->maxsize = normalize_maxsize(maxsize);
   std::shared_ptr<OrderedQueueCore> core(new OrderedQueueCore(std::move(seg)));
   // The first store: generation 0 names nothing, so this makes store 1. No other process can
   // see the queue yet, so the lock is not needed.

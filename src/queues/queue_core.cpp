@@ -95,6 +95,7 @@ void finalize_queue(Segment& seg) {
 }  // namespace
 
 std::shared_ptr<QueueCore> QueueCore::create(uint64_t maxsize, bool joinable) {
+  maxsize = normalize_maxsize(maxsize);
   auto seg = Segment::create(SegmentKind::queue, sizeof(QueueData), true);
   auto* q = new (seg->payload()) QueueData{};
   q->layout_version = kQueueLayoutVersion;
@@ -384,18 +385,7 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
 
 size_t QueueCore::put(size_t count, const size_t* sizes, size_t stride, FillFn fill, void* ctx,
                       const Deadline& deadline) {
-  // A JoinableQueue counts the tasks before they become visible, so a fast task_done() never
-  // sees the count go negative; whatever is not put after all is taken back.
-  if (q_->joinable) q_->unfinished.fetch_add(static_cast<int64_t>(count));
-  size_t done = 0;
-  try {
-    done = put_all(count, sizes, stride, fill, ctx, deadline);
-  } catch (...) {
-    if (q_->joinable) q_->unfinished.fetch_sub(static_cast<int64_t>(count - done));
-    throw;
-  }
-  if (q_->joinable && done < count) q_->unfinished.fetch_sub(static_cast<int64_t>(count - done));
-  return done;
+  return put_all(count, sizes, stride, fill, ctx, deadline);
 }
 
 size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, FillFn fill, void* ctx,
@@ -636,18 +626,35 @@ void QueueCore::close() {
   q_->not_full.notify_all();
 }
 
+// A JoinableQueue's unfinished tasks are the items in the queue (put_count - get_count) plus the
+// items taken and not yet done (get_count - tasks_done). Both counts are the queue's own commits,
+// which a takeover repairs, so no producer killed inside put() (or blocked in it) can leave a
+// task counted that never reached the queue; and put()/get() pay nothing for it.
 void QueueCore::task_done() {
-  int64_t left = q_->unfinished.fetch_sub(1, std::memory_order_seq_cst) - 1;
-  if (left < 0) {
-    q_->unfinished.fetch_add(1, std::memory_order_relaxed);
-    throw ProcessError("task_done() called more times than there were items put");
-  }
-  if (left == 0) q_->all_done.notify_all();
+  uint64_t done = q_->tasks_done.load(std::memory_order_relaxed);
+  uint64_t taken;
+  do {
+    taken = q_->get_count.load(std::memory_order_acquire);
+    if (done >= taken)
+      throw ProcessError(
+          "task_done() called more times than there were items taken from the queue");
+  } while (!q_->tasks_done.compare_exchange_weak(done, done + 1, std::memory_order_seq_cst,
+                                                 std::memory_order_relaxed));
+  if (done + 1 == taken) q_->all_done.notify_all();
 }
 
 bool QueueCore::join(const Deadline& deadline) {
   return wait_for(
-      q_->all_done, [&] { return q_->unfinished.load(std::memory_order_seq_cst) <= 0; }, deadline);
+      q_->all_done,
+      [&] {
+        const uint64_t put = q_->put_count.load(std::memory_order_seq_cst);
+        const uint64_t got = q_->get_count.load(std::memory_order_seq_cst);
+        // A dead producer's sealed records may have been taken before any producer committed
+        // them: then got runs ahead of put.
+        return static_cast<int64_t>(put - got) <= 0 &&
+               q_->tasks_done.load(std::memory_order_seq_cst) >= got;
+      },
+      deadline);
 }
 
 }  // namespace multiproc::detail

@@ -41,10 +41,17 @@
 
 namespace multiproc::detail {
 
-inline constexpr uint32_t kQueueLayoutVersion = 2;
+inline constexpr uint32_t kQueueLayoutVersion = 3;
 inline constexpr uint64_t kInitialRingCapacity = 256 * 1024;
 inline constexpr uint64_t kMaxRingCapacity = 1ULL << 30;
 inline constexpr uint64_t kMaxInlineItem = 2 * 1024 * 1024;
+
+// Python's rule: a maxsize of 0 or less means unbounded. The typed constructors take size_t, so
+// a negative count arrives as a huge one; anything past INT64_MAX can only be that (and would
+// overflow the producers' room arithmetic, which made put() spin). Stored as 0.
+constexpr uint64_t normalize_maxsize(uint64_t maxsize) {
+  return maxsize > uint64_t{INT64_MAX} ? 0 : maxsize;
+}
 
 // A record's header: one 8-byte word, (kind + 1) << 32 | payload size; 0 = no record (yet).
 inline constexpr uint64_t kHeaderSize = 8;
@@ -106,7 +113,7 @@ inline constexpr uint32_t kBiasEpochMask = (kPutLockBiased - 1) & ~kOwnerTidMask
 // steal a line the other side reads per item (the cost that dominates an item's transfer).
 struct QueueData {
   uint32_t layout_version;
-  uint32_t joinable;  // put() counts unfinished tasks (JoinableQueue)
+  uint32_t joinable;  // made as a JoinableQueue
   uint64_t maxsize;   // items; 0 = unbounded
   // Producer side: the lock and what a takeover needs, touched only by producers.
   alignas(64) RobustMutexData put_lock;
@@ -138,15 +145,14 @@ struct QueueData {
   alignas(64) WaitWord not_empty;
   alignas(64) WaitWord not_full;
   alignas(64) std::atomic<uint32_t> closed;
-  std::atomic<int64_t> unfinished;  // JoinableQueue: put() minus task_done()
+  std::atomic<uint64_t> tasks_done;  // JoinableQueue: task_done() calls (see task_done)
   WaitWord all_done;
 };
 static_assert(offsetof(QueueData, put_count) - offsetof(QueueData, put_lock) >= 64);
 static_assert(offsetof(QueueData, get_count) - offsetof(QueueData, get_lock) >= 64);
 static_assert(offsetof(QueueData, get_lock) - offsetof(QueueData, put_count) >= 64);
 static_assert(offsetof(QueueData, get_lock) % 64 == 0 && offsetof(QueueData, not_empty) % 64 == 0);
-static_assert(std::atomic<uint64_t>::is_always_lock_free &&
-              std::atomic<int64_t>::is_always_lock_free);
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
 
 // Fault injection for the crash-safety tests: when set, called at these instants of a producer's
 // commit (the test kills the process there). Never set outside tests.
