@@ -123,14 +123,47 @@ void OrderedQueueCore::refresh_store() {
   v.seg = Segment::attach(read_name(q_->store_name[gen & 1]), SegmentKind::blob, false, false);
   auto* base = static_cast<char*>(v.seg->payload());
   v.h = reinterpret_cast<StoreHeader*>(base);
-  if (v.seg->payload_size() < sizeof(StoreHeader) || v.h->magic != kStoreMagic ||
-      v.h->layout_version != kOrderedQueueLayoutVersion ||
-      v.h->arena_offset + v.h->arena_capacity > v.seg->payload_size())
-    throw ProcessError("queue store " + v.seg->name() + " is damaged or of another version");
+  const uint64_t size = v.seg->payload_size();
+  if (size < sizeof(StoreHeader) || v.h->magic != kStoreMagic ||
+      v.h->layout_version != kOrderedQueueLayoutVersion)
+    corrupt("its store " + v.seg->name() + " is damaged or of another version");
+  v.index_cap = v.h->index_capacity;
+  v.arena_cap = v.h->arena_capacity;
+  const uint64_t arena_offset = v.h->arena_offset;
+  if (v.index_cap > (size - sizeof(StoreHeader)) / sizeof(StoreEntry) ||
+      arena_offset < sizeof(StoreHeader) + v.index_cap * sizeof(StoreEntry) ||
+      arena_offset > size || v.arena_cap > size - arena_offset || arena_offset % 8 != 0)
+    corrupt("its store " + v.seg->name() + " has an index or arena that does not fit");
   v.index = reinterpret_cast<StoreEntry*>(base + sizeof(StoreHeader));
-  v.arena = base + v.h->arena_offset;
+  v.arena = base + arena_offset;
   v.gen = gen;
   store_ = std::move(v);
+}
+
+void OrderedQueueCore::corrupt(const std::string& what) const {
+  throw ProcessError("queue " + name() + " is corrupt: " + what +
+                     " (a process wrote over its shared memory)");
+}
+
+void OrderedQueueCore::bad_entry(const StoreEntry& e) const {
+  corrupt("an item of " + std::to_string(e.size) + " bytes at arena offset " +
+          std::to_string(e.offset()) + " of " + std::to_string(store_.arena_cap));
+}
+
+uint64_t OrderedQueueCore::count_checked() const {
+  const uint64_t n = q_->count.load(std::memory_order_relaxed);
+  if (n > store_.index_cap)
+    corrupt("it counts " + std::to_string(n) + " items in an index of " +
+            std::to_string(store_.index_cap));
+  return n;
+}
+
+uint64_t OrderedQueueCore::used_checked() const {
+  const uint64_t used = store_.h->used;
+  if (used > store_.arena_cap || used % 8 != 0)
+    corrupt("its arena's bump pointer is " + std::to_string(used) + " of " +
+            std::to_string(store_.arena_cap));
+  return used;
 }
 
 // ---- transactions -------------------------------------------------------------------------------
@@ -168,7 +201,7 @@ void OrderedQueueCore::rollback() {
   auto& u = q_->undo;
   uint32_t len = std::min(u.len.load(std::memory_order_acquire), kUndoCapacity);
   for (uint32_t i = len; i-- > 0;)
-    if (u.rec[i].slot < store_.h->index_capacity) store_.index[u.rec[i].slot] = u.rec[i].old;
+    if (u.rec[i].slot < store_.index_cap) store_.index[u.rec[i].slot] = u.rec[i].old;
   store_.h->used = u.used;
   store_.h->live = u.live;
   q_->count.store(u.count, std::memory_order_seq_cst);
@@ -180,10 +213,11 @@ void OrderedQueueCore::rollback() {
 // ---- storage ------------------------------------------------------------------------------------
 
 void OrderedQueueCore::ensure_room(uint64_t aligned_size) {
-  const uint64_t n = q_->count.load(std::memory_order_relaxed);
-  StoreHeader* h = store_.h;
-  if (n < h->index_capacity && h->arena_capacity - h->used >= aligned_size) return;
-  rebuild(n + 1, h->live + aligned_size);
+  const uint64_t n = count_checked();
+  if (n < store_.index_cap && store_.arena_cap - used_checked() >= aligned_size) return;
+  const uint64_t live = store_.h->live;
+  if (live > store_.arena_cap) corrupt("its arena's live bytes exceed the arena");
+  rebuild(n + 1, live + aligned_size);
 }
 
 void OrderedQueueCore::rebuild(uint64_t min_entries, uint64_t min_bytes) {
@@ -216,14 +250,19 @@ void OrderedQueueCore::rebuild(uint64_t min_entries, uint64_t min_bytes) {
   v.index = reinterpret_cast<StoreEntry*>(base + sizeof(StoreHeader));
   v.arena = base + arena_offset;
   v.gen = gen + 1;
+  v.index_cap = entries;
+  v.arena_cap = arena;
   // Copy the live items in index order (for a LIFO queue that keeps the top item last in the
   // arena, so that pops keep giving space back).
   uint64_t pos = 0;
-  const uint64_t n = store_.h ? q_->count.load(std::memory_order_relaxed) : 0;
+  const uint64_t n = store_.h ? count_checked() : 0;
+  if (n > entries) corrupt("it counts more items than its store's live bytes allow");
   for (uint64_t i = 0; i < n; ++i) {
     StoreEntry e = store_.index[i];
     if (!e.is_inline()) {
-      std::memcpy(v.arena + pos, store_.arena + e.offset(), e.size);
+      const char* src = item(e);
+      if (align8(e.size) > arena - pos) corrupt("its items exceed its arena's live bytes");
+      std::memcpy(v.arena + pos, src, e.size);
       e.set_offset(pos);
       pos += align8(e.size);
     }
@@ -246,7 +285,8 @@ void OrderedQueueCore::rebuild(uint64_t min_entries, uint64_t min_bytes) {
 // ---- the index: a stack or a binary heap --------------------------------------------------------
 
 void OrderedQueueCore::push(const StoreEntry& e, const OrderOps* ops) {
-  const uint64_t n = q_->count.load(std::memory_order_relaxed);
+  const uint64_t n = count_checked();
+  if (n >= store_.index_cap) corrupt("its index is full");
   if (order_ == QueueOrder::lifo) {
     store_.index[n] = e;  // beyond the count: no record needed
   } else {
@@ -266,7 +306,7 @@ void OrderedQueueCore::push(const StoreEntry& e, const OrderOps* ops) {
 }
 
 void OrderedQueueCore::pop_top(const OrderOps* ops) {
-  const uint64_t n = q_->count.load(std::memory_order_relaxed);
+  const uint64_t n = count_checked();
   const uint64_t m = n - 1;
   StoreEntry top;
   if (order_ == QueueOrder::lifo) {
@@ -325,8 +365,10 @@ size_t OrderedQueueCore::put_locked(size_t first, size_t count, const size_t* si
     if (e.is_inline()) {
       fill(ctx, n, e.data);
     } else {
-      e.set_offset(h->used);
-      fill(ctx, n, store_.arena + h->used);  // free space: no entry refers to it yet
+      const uint64_t used = used_checked();
+      if (store_.arena_cap - used < asz) corrupt("its arena's bump pointer moved under the lock");
+      e.set_offset(used);
+      fill(ctx, n, store_.arena + used);  // free space: no entry refers to it yet
     }
     begin();
     try {
@@ -385,7 +427,7 @@ size_t OrderedQueueCore::get_locked(size_t max_items, DeliverFn deliver, void* c
                                     const OrderOps* ops) {
   size_t delivered = 0;
   while (delivered < max_items) {
-    const uint64_t n = q_->count.load(std::memory_order_relaxed);
+    const uint64_t n = count_checked();
     if (n == 0) break;
     const StoreEntry top = order_ == QueueOrder::lifo ? store_.index[n - 1] : store_.index[0];
     // Copy first: if this process dies or deliver throws, nothing has changed yet.
@@ -402,7 +444,7 @@ size_t OrderedQueueCore::get_locked(size_t max_items, DeliverFn deliver, void* c
   }
   // An empty queue gives a store that a burst (or a huge item) made big back to the system.
   if (q_->count.load(std::memory_order_relaxed) == 0 &&
-      store_.h->arena_offset + store_.h->arena_capacity > kShrinkStoreAbove) {
+      store_.index_cap * sizeof(StoreEntry) + store_.arena_cap > kShrinkStoreAbove) {
     try {
       rebuild(0, 0);
     } catch (const ProcessError&) {

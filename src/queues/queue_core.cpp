@@ -42,6 +42,12 @@ std::string read_name(const char* src) {
   return std::string(src, strnlen(src, kMaxSegmentName));
 }
 
+// A ring's capacity is a power of two that fits in its segment.
+bool valid_capacity(uint64_t cap, uint64_t payload_size) {
+  return cap >= 64 && (cap & (cap - 1)) == 0 && payload_size >= kRingDataSize &&
+         cap <= payload_size - kRingDataSize;
+}
+
 std::shared_ptr<Segment> create_ring(uint64_t capacity, uint64_t id) {
   auto seg = Segment::create(SegmentKind::ring, kRingDataSize + capacity, false);
   auto* r = new (seg->payload()) RingData{};
@@ -65,7 +71,11 @@ void finalize_queue(Segment& seg) {
     }
     auto* r = static_cast<RingData*>(ring->payload());
     char* data = static_cast<char*>(ring->payload()) + kRingDataSize;
-    const uint64_t cap = r->capacity, head = r->head.load();
+    const uint64_t cap = r->capacity, head = r->head.load() & ~uint64_t{7};
+    if (!valid_capacity(cap, ring->payload_size())) {  // damaged: remove it, follow nothing
+      ring->unlink();
+      return;
+    }
     // Every sealed record not yet consumed, whether or not its producer lived to commit it.
     for (uint64_t pos = head; pos - head < cap;) {
       const uint64_t off = pos & (cap - 1);
@@ -139,6 +149,7 @@ void QueueCore::begin_put_section() {
   refresh_put_ring();
   put_pos_ = put_ring_.r->tail.load(std::memory_order_relaxed);
   put_unpublished_ = 0;
+  if (put_pos_ & 7) corrupt("its ring's tail " + std::to_string(put_pos_) + " is misaligned");
 }
 
 void QueueCore::lock_get() {
@@ -161,7 +172,8 @@ void QueueCore::repair_dead_producer() {
     q_->put_count.store(q_->put_intent_count.load(), std::memory_order_release);
   // And it may have sealed records past its tail, which consumers can already have taken: they
   // are in the queue, so commit them. The zeroed slot after the last sealed record ends the walk.
-  const uint64_t cap = r->capacity, tail = r->tail.load();
+  const uint64_t cap = put_ring_.cap, tail = r->tail.load();
+  if (tail & 7) corrupt("its ring's tail " + std::to_string(tail) + " is misaligned");
   uint64_t pos = tail, items = 0;
   while (pos - tail < cap) {
     const uint64_t off = pos & (cap - 1);
@@ -180,26 +192,37 @@ void QueueCore::repair_dead_producer() {
   publish_put();
 }
 
+void QueueCore::corrupt(const std::string& what) const {
+  throw ProcessError("queue " + name() + " is corrupt: " + what +
+                     " (a process wrote over its shared memory)");
+}
+
+QueueCore::RingView QueueCore::map_ring(const char* name_field, uint64_t id) const {
+  const size_t len = strnlen(name_field, kMaxSegmentName);
+  if (len == 0 || len == kMaxSegmentName || name_field[0] != '/')
+    corrupt("ring " + std::to_string(id) + " has no valid name");
+  RingView v;
+  v.seg = Segment::attach(std::string(name_field, len), SegmentKind::ring, false, false);
+  v.r = static_cast<RingData*>(v.seg->payload());
+  v.data = static_cast<char*>(v.seg->payload()) + kRingDataSize;
+  v.id = id;
+  v.cap = v.r->capacity;
+  if (!valid_capacity(v.cap, v.seg->payload_size()))
+    corrupt("ring " + v.seg->name() + " has capacity " + std::to_string(v.cap) + " in " +
+            std::to_string(v.seg->payload_size()) + " bytes");
+  return v;
+}
+
 void QueueCore::refresh_put_ring() {
   uint64_t gen = q_->tail_ring_gen.load(std::memory_order_acquire);
   if (gen == put_ring_.id && put_ring_.r) return;
-  RingView v;
-  v.seg = Segment::attach(read_name(q_->tail_ring_name[gen & 1]), SegmentKind::ring, false, false);
-  v.r = static_cast<RingData*>(v.seg->payload());
-  v.data = static_cast<char*>(v.seg->payload()) + kRingDataSize;
-  v.id = gen;
-  put_ring_ = std::move(v);
+  put_ring_ = map_ring(q_->tail_ring_name[gen & 1], gen);
 }
 
 void QueueCore::refresh_get_ring() {
   uint64_t gen = q_->head_ring_gen.load(std::memory_order_acquire);
   if (gen == get_ring_.id && get_ring_.r) return;
-  RingView v;
-  v.seg = Segment::attach(read_name(q_->head_ring_name[gen & 1]), SegmentKind::ring, false, false);
-  v.r = static_cast<RingData*>(v.seg->payload());
-  v.data = static_cast<char*>(v.seg->payload()) + kRingDataSize;
-  v.id = gen;
-  get_ring_ = std::move(v);
+  get_ring_ = map_ring(q_->head_ring_name[gen & 1], gen);
 }
 
 // ---- producer side ----------------------------------------------------------------------------
@@ -225,7 +248,7 @@ void QueueCore::publish_put() {
 }
 
 bool QueueCore::grow(uint64_t min_record) {
-  uint64_t cap = put_ring_.r->capacity;
+  uint64_t cap = put_ring_.cap;
   uint64_t want = std::max(cap * 2, next_pow2(min_record * 4));
   if (want > kMaxRingCapacity) {
     if (cap >= kMaxRingCapacity || min_record * 4 > kMaxRingCapacity) return false;
@@ -242,6 +265,7 @@ bool QueueCore::grow(uint64_t min_record) {
   v.r = static_cast<RingData*>(v.seg->payload());
   v.data = static_cast<char*>(v.seg->payload()) + kRingDataSize;
   v.id = id;
+  v.cap = want;
   put_ring_ = std::move(v);
   put_pos_ = 0;
   return true;
@@ -260,7 +284,7 @@ char* QueueCore::reserve(size_t payload, uint32_t kind) {
   const uint64_t rec = record_bytes(payload);
   for (;;) {
     RingData* r = put_ring_.r;
-    const uint64_t cap = r->capacity;
+    const uint64_t cap = put_ring_.cap;
     if (rec > cap / 4) {  // keep big items from hogging (or not fitting) the ring
       if (!grow(rec)) return nullptr;
       continue;
@@ -312,7 +336,7 @@ inline void copy_item(char* dst, const char* src, size_t size) {
 
 size_t QueueCore::put_run(const char* src, size_t size, size_t max_items) {
   RingData* r = put_ring_.r;
-  const uint64_t cap = r->capacity, rec = record_bytes(size);
+  const uint64_t cap = put_ring_.cap, rec = record_bytes(size);
   if (rec > cap / 4 || size >= kAlignPayloadFrom) return 0;
   const uint64_t off = put_pos_ & (cap - 1);
   const uint64_t fit = std::min<uint64_t>(max_items, (cap - off) / rec);
@@ -467,12 +491,14 @@ void QueueCore::publish_get(uint64_t head, uint64_t items) {
 
 void QueueCore::switch_get_ring() {
   uint64_t id = get_ring_.id + 1;
-  std::string next = read_name(get_ring_.r->next_name);
-  copy_name(q_->head_ring_name[id & 1], next);
+  // Map the next ring before committing to it: a damaged name must leave the chain as it was.
+  char next[kMaxSegmentName];
+  std::memcpy(next, get_ring_.r->next_name, kMaxSegmentName);
+  RingView v = map_ring(next, id);
+  std::memcpy(q_->head_ring_name[id & 1], next, kMaxSegmentName);
   q_->head_ring_gen.store(id, std::memory_order_release);  // the commit
   auto old = std::move(get_ring_.seg);
-  get_ring_ = RingView{};
-  refresh_get_ring();
+  get_ring_ = std::move(v);
   old->unlink();
 }
 
@@ -495,8 +521,11 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
   const uint64_t plain_rec = sink ? record_bytes(sink->item_size) : 0;
   if (sink) deliver = &deliver_to_sink;
   uint64_t pos = r->head.load(std::memory_order_relaxed);
+  uint64_t cap = get_ring_.cap;
+  // Records are 8-byte multiples: an aligned head stays aligned, and every record is checked to
+  // end inside the ring before it is read.
+  if (pos & 7) corrupt("its ring's head " + std::to_string(pos) + " is misaligned");
   while (delivered < max_items) {
-    const uint64_t cap = r->capacity;
     const uint64_t off = pos & (cap - 1);
     char* slot = get_ring_.data + off;
     const uint64_t word = header_at(slot).load(std::memory_order_acquire);
@@ -517,7 +546,9 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
       consumed = 0;
       switch_get_ring();
       r = get_ring_.r;
+      cap = get_ring_.cap;
       pos = r->head.load(std::memory_order_relaxed);
+      if (pos & 7) corrupt("its ring's head " + std::to_string(pos) + " is misaligned");
       continue;
     }
     if (header_kind(word) == kRecordWrap) {
@@ -526,8 +557,10 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
     }
     const uint64_t size = header_size(word);
     const uint64_t rec = record_bytes(size);
-    if (rec > cap - off || header_kind(word) > kRecordSkip)
-      throw ProcessError("queue " + name() + ": corrupt record in its ring");
+    if (rec > cap - off || header_kind(word) > kRecordSkip ||
+        (header_kind(word) == kRecordBlob && size < sizeof(BlobRef)))
+      corrupt("record header " + std::to_string(word) + " at offset " + std::to_string(off) +
+              " of a " + std::to_string(cap) + "-byte ring");
     if (header_kind(word) == kRecordSkip) {
       pos += rec;
       continue;
@@ -541,6 +574,9 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
       } catch (const ProcessError&) {
         // A consumer died after removing this blob but before committing: its item is lost.
       }
+      if (blob && ref.size > blob->payload_size())
+        corrupt("an out-of-line item claims " + std::to_string(ref.size) + " bytes in a " +
+                std::to_string(blob->payload_size()) + "-byte segment");
       if (blob) {
         deliver(ctx, static_cast<const char*>(blob->payload()), ref.size);
         blob->unlink();
@@ -556,7 +592,7 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
   if (consumed || pos != r->head.load(std::memory_order_relaxed)) publish_get(pos, consumed);
   if (watch && delivered == 0) {
     watch->ring = get_ring_.seg;
-    watch->slot = get_ring_.data + (pos & (r->capacity - 1));
+    watch->slot = get_ring_.data + (pos & (cap - 1));
     watch->ring_id = get_ring_.id;
     watch->get_count = q_->get_count.load(std::memory_order_relaxed);
   }

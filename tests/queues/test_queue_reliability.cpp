@@ -178,3 +178,159 @@ TEST_P(JoinableQueueKill, ProducerBlockedOnAFullQueueThenKilledOrTerminated) {
 }
 
 MP_ALL_START_METHODS(JoinableQueueKill);
+
+// ---- 3. what a consumer reads from shared memory is validated ----------------------------------
+
+namespace {
+
+using mp::detail::QueueData;
+using mp::detail::RingData;
+using mp::detail::Segment;
+using mp::detail::SegmentKind;
+
+enum Scribble : int {
+  random_bytes_over_ring,     // header and data
+  random_bytes_over_records,  // data only
+  huge_record_length,         // the record at the head claims 4 GiB
+  huge_capacity,              // the ring's capacity field
+  misaligned_head,            // the ring's head index
+  huge_blob_size,             // the blob reference of an out-of-line item
+  garbage_next_ring,          // the name of the next ring in the chain
+};
+
+// The ring consumers read now, named by the queue's control segment.
+std::shared_ptr<Segment> head_ring_of(const std::string& queue_name) {
+  auto ctl = Segment::attach(queue_name, SegmentKind::queue, true, false);
+  auto* q = static_cast<QueueData*>(ctl->payload());
+  const uint64_t gen = q->head_ring_gen.load();
+  const char* name = q->head_ring_name[gen & 1];
+  return Segment::attach(std::string(name, strnlen(name, mp::detail::kMaxSegmentName)),
+                         SegmentKind::ring, false, false);
+}
+
+void scribble(mp::Queue<std::string> q, int how) {
+  auto ring = head_ring_of(q.name());
+  auto* base = static_cast<unsigned char*>(ring->payload());
+  auto* r = reinterpret_cast<RingData*>(base);
+  unsigned char* data = base + mp::detail::kRingDataSize;
+  const size_t size = ring->payload_size();
+  std::mt19937_64 rng(static_cast<uint64_t>(how) * 7919 + 1);
+  auto random_fill = [&](unsigned char* from, unsigned char* to) {
+    for (; from < to; ++from) *from = static_cast<unsigned char>(rng());
+  };
+  const uint64_t head_off = r->head.load() & (r->capacity - 1);
+  switch (how) {
+    case random_bytes_over_ring:
+      random_fill(base, base + size);
+      break;
+    case random_bytes_over_records:
+      random_fill(data + head_off, data + head_off + 4096);
+      break;
+    case huge_record_length:
+      mp::detail::header_at(reinterpret_cast<char*>(data + head_off))
+          .store(mp::detail::header_word(0xfffffff8u, mp::detail::kRecordItem));
+      break;
+    case huge_capacity:
+      r->capacity = uint64_t{1} << 40;
+      break;
+    case misaligned_head:
+      r->head.store(r->head.load() + 3);
+      break;
+    case huge_blob_size: {
+      auto* ref = reinterpret_cast<mp::detail::BlobRef*>(data + head_off + mp::detail::kHeaderSize);
+      ref->size = uint64_t{1} << 50;
+      break;
+    }
+    case garbage_next_ring:
+      std::memset(r->next_name, 'x', sizeof r->next_name);
+      break;
+  }
+}
+
+}  // namespace
+
+class QueueCorruption : public StartMethodTest {};
+
+TEST_P(QueueCorruption, ScribbledRingGivesProcessErrorNotACrash) {
+  for (int how = random_bytes_over_ring; how <= garbage_next_ring; ++how) {
+    SCOPED_TRACE("scribble " + std::to_string(how));
+    mp::Queue<std::string> q;
+    if (how == huge_blob_size) {
+      q.put(std::string(3 << 20, 'b'));  // out of line
+    } else if (how == garbage_next_ring) {
+      q.put("first");
+      q.put(std::string(200000, 'g'));  // too big for the first ring: chains a second one
+    } else {
+      for (int i = 0; i < 50; ++i) q.put(std::string(40 + i, 'a'));
+    }
+    mp::Process p(ctx(), scribble, q, how);
+    p.start();
+    p.join(30s);
+    ASSERT_EQ(p.exitcode(), std::optional<int>(0));
+    bool corrupt = false;
+    for (int i = 0; i < 60 && !corrupt; ++i) {
+      try {
+        q.get(100ms);
+      } catch (const mp::Empty&) {
+        break;
+      } catch (const mp::ProcessError& e) {
+        EXPECT_NE(std::string(e.what()).find("is corrupt"), std::string::npos) << e.what();
+        corrupt = true;
+        if (std::getenv("MP_TEST_VERBOSE")) std::printf("%s\n", e.what());
+      }
+    }
+    EXPECT_TRUE(corrupt) << "the damage went unnoticed";
+  }
+}
+
+namespace {
+
+using mp::detail::OrderedQueueData;
+using mp::detail::StoreEntry;
+using mp::detail::StoreHeader;
+
+enum OrderedScribble : int { huge_count, huge_offset, huge_size };
+
+void scribble_ordered(mp::LifoQueue<std::string> q, int how) {
+  auto ctl = Segment::attach(q.name(), SegmentKind::ordered_queue, true, false);
+  auto* d = static_cast<OrderedQueueData*>(ctl->payload());
+  const char* name = d->store_name[d->store_gen.load() & 1];
+  auto store = Segment::attach(std::string(name, strnlen(name, mp::detail::kMaxSegmentName)),
+                               SegmentKind::blob, false, false);
+  auto* index =
+      reinterpret_cast<StoreEntry*>(static_cast<char*>(store->payload()) + sizeof(StoreHeader));
+  StoreEntry& top = index[d->count.load() - 1];
+  switch (how) {
+    case huge_count:
+      d->count.store(uint64_t{1} << 40);
+      break;
+    case huge_offset:
+      top.set_offset(uint64_t{1} << 40);
+      break;
+    case huge_size:
+      top.size = uint64_t{1} << 40;
+      break;
+  }
+}
+
+}  // namespace
+
+TEST_P(QueueCorruption, ScribbledLifoStoreGivesProcessErrorNotACrash) {
+  for (int how = huge_count; how <= huge_size; ++how) {
+    SCOPED_TRACE("scribble " + std::to_string(how));
+    mp::LifoQueue<std::string> q;
+    for (int i = 0; i < 10; ++i) q.put(std::string(100, 'a'));
+    mp::Process p(ctx(), scribble_ordered, q, how);
+    p.start();
+    p.join(30s);
+    ASSERT_EQ(p.exitcode(), std::optional<int>(0));
+    try {
+      q.get(1s);
+      ADD_FAILURE() << "the damage went unnoticed";
+    } catch (const mp::ProcessError& e) {
+      EXPECT_NE(std::string(e.what()).find("is corrupt"), std::string::npos) << e.what();
+    }
+  }
+}
+
+MP_ALL_START_METHODS(QueueCorruption);

@@ -177,13 +177,25 @@ class OrderedQueueCore {
   bool closed() const { return q_->closed.load(std::memory_order_acquire) != 0; }
 
  private:
+  // The mapped store. index_cap and arena_cap are its sizes as checked when it was mapped:
+  // bounds are checked against these copies, never against the shared header, which another
+  // process may overwrite.
   struct StoreView {
     std::shared_ptr<Segment> seg;
     StoreHeader* h = nullptr;
     StoreEntry* index = nullptr;
     char* arena = nullptr;
     uint64_t gen = 0;
+    uint64_t index_cap = 0;
+    uint64_t arena_cap = 0;
   };
+  // What this process reads from shared memory that others can write is checked (a few
+  // compares per item): damage gives this error, never an access out of bounds.
+  [[noreturn]] void corrupt(const std::string& what) const;
+  // The item count, checked against the index (lock held).
+  uint64_t count_checked() const;
+  // The arena's bump pointer, checked against the arena (lock held).
+  uint64_t used_checked() const;
   explicit OrderedQueueCore(std::shared_ptr<Segment> seg);
 
   void lock();  // takes the lock, repairs after a dead owner, maps the current store
@@ -204,8 +216,12 @@ class OrderedQueueCore {
   // Where an entry's item bytes are: inside the entry itself (valid while it does not move) or
   // in the arena.
   const char* item(const StoreEntry& e) const {
-    return e.is_inline() ? e.data : store_.arena + e.offset();
+    if (e.is_inline()) return e.data;
+    const uint64_t off = e.offset();
+    if (off > store_.arena_cap || e.size > store_.arena_cap - off) bad_entry(e);
+    return store_.arena + off;
   }
+  [[noreturn]] void bad_entry(const StoreEntry& e) const;
   void push(const StoreEntry& e, const OrderOps* ops);  // inside a transaction
   void pop_top(const OrderOps* ops);                    // inside a transaction
 

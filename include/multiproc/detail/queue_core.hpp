@@ -210,12 +210,19 @@ class QueueCore {
   bool join(const Deadline& deadline);
 
  private:
+  // A mapped ring. `cap` is its capacity as checked when it was mapped: every offset is masked
+  // with this copy, never with the shared field, which another process may overwrite.
   struct RingView {
     std::shared_ptr<Segment> seg;
     RingData* r = nullptr;
     char* data = nullptr;
     uint64_t id = 0;
+    uint64_t cap = 0;
   };
+  RingView map_ring(const char* name_field, uint64_t id) const;
+  // What a process reads from shared memory that others can write is checked (a few compares
+  // on the slow paths and per record): damage gives this error, never an access out of bounds.
+  [[noreturn]] void corrupt(const std::string& what) const;
   explicit QueueCore(std::shared_ptr<Segment> seg);
   static std::shared_ptr<QueueCore> open(const std::string& name, bool consume_flight_ref);
   // What a waiting consumer watches (without get_lock): the header slot at the head it last saw.
