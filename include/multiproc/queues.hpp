@@ -152,14 +152,7 @@ class Queue {
       return c.put(n, &kSize, 0, nullptr, const_cast<T*>(items), deadline);
     } else {
       typename Codec::Encoded e;
-      e.sizes.reserve(n);
-      e.offsets.reserve(n);
-      for (size_t i = 0; i < n; ++i) {
-        size_t before = e.bytes.size();
-        detail::dump(e.bytes, items[i]);
-        e.offsets.push_back(before);
-        e.sizes.push_back(e.bytes.size() - before);
-      }
+      Codec::encode_with_refs(e, items, n);
       return c.put(n, e.sizes.data(), 1, &Codec::fill_encoded, &e, deadline);
     }
   }

@@ -56,6 +56,38 @@ std::shared_ptr<Segment> create_ring(uint64_t capacity, uint64_t id) {
   return seg;
 }
 
+// Where the item ends in a record (or blob) of `size` bytes that carries a references trailer;
+// false if the footer is damaged.
+bool split_refs(const char* p, uint64_t size, uint64_t& item_len) {
+  if (size < sizeof(uint64_t)) return false;
+  std::memcpy(&item_len, p + size - sizeof(uint64_t), sizeof(uint64_t));
+  return item_len <= size - sizeof(uint64_t);
+}
+
+// Gives back the in-flight references listed in a trailer (FlightRefLog entries): each is taken
+// over by mapping its segment and dropped with the mapping, which runs that segment's
+// finalizer when it was the last reference. A damaged entry ends the walk.
+void release_refs(const char* p, uint64_t len) {
+  while (len >= 8) {
+    uint32_t kind, name_len;
+    std::memcpy(&kind, p, 4);
+    std::memcpy(&name_len, p + 4, 4);
+    if (name_len > len - 8 || name_len >= kMaxSegmentName) return;
+    try {
+      Segment::attach(std::string(p + 8, name_len), static_cast<SegmentKind>(kind), true, true);
+    } catch (const ProcessError&) {
+      // Already gone (the program is ending, or the tracker removed it): nothing to give back.
+    }
+    p += 8 + name_len;
+    len -= 8 + name_len;
+  }
+}
+
+void release_item_refs(const char* p, uint64_t size) {
+  uint64_t item_len;
+  if (split_refs(p, size, item_len)) release_refs(p + item_len, size - sizeof(uint64_t) - item_len);
+}
+
 // Called when the last handle anywhere goes: remove the rings and any blobs still queued.
 void finalize_queue(Segment& seg) {
   auto* q = static_cast<QueueData*>(seg.payload());
@@ -85,11 +117,25 @@ void finalize_queue(Segment& seg) {
         pos += cap - off;
         continue;
       }
+      const uint64_t size = header_size(word);
       if (header_kind(word) == kRecordBlob && off + kHeaderSize + sizeof(BlobRef) <= cap) {
-        auto* b = reinterpret_cast<BlobRef*>(data + off + kHeaderSize);
-        unlink_segment(read_name(b->name));
+        BlobRef b;
+        std::memcpy(&b, data + off + kHeaderSize, sizeof b);
+        const std::string name = read_name(b.name);
+        if (b.size & kItemHasRefs) {
+          try {
+            auto blob = Segment::attach(name, SegmentKind::blob, false, false);
+            const uint64_t len = b.size & ~kItemHasRefs;
+            if (len <= blob->payload_size())
+              release_item_refs(static_cast<const char*>(blob->payload()), len);
+          } catch (const ProcessError&) {
+          }
+        }
+        unlink_segment(name);
+      } else if (header_kind(word) == kRecordItemRefs && size <= cap - off - kHeaderSize) {
+        release_item_refs(data + off + kHeaderSize, size);
       }
-      pos += record_bytes(header_size(word));
+      pos += record_bytes(size);
     }
     bool more = r->id != last;
     std::string next = read_name(r->next_name);
@@ -373,7 +419,7 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
   };
   size_t n = first;
   while (n < first + count) {
-    const size_t size = sizes[n * stride];
+    size_t size = sizes[n * stride];
     if (!fill && stride == 0 && size <= kMaxInlineItem) {
       // Same-size items from an array (put_many of plain items): copied in runs.
       const size_t k = put_run(array + n * size, size, first + count - n);
@@ -381,6 +427,11 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
         n += k;
         continue;
       }
+    }
+    uint32_t kind = kRecordItem;
+    if (size & kItemHasRefs) {
+      size &= ~kItemHasRefs;
+      kind = kRecordItemRefs;
     }
     if (size > kMaxInlineItem) {
       // Out of line: the item is written straight into a blob segment of its own.
@@ -393,12 +444,12 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
       }
       BlobRef ref{};
       copy_name(ref.name, blob->name());
-      ref.size = size;
+      ref.size = size | (kind == kRecordItemRefs ? kItemHasRefs : 0);
       std::memcpy(dst, &ref, sizeof ref);
       ++n;
       continue;
     }
-    char* dst = reserve(size, kRecordItem);
+    char* dst = reserve(size, kind);
     if (!dst) break;
     write_item(n, dst, size);
     ++n;
@@ -557,7 +608,7 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
     }
     const uint64_t size = header_size(word);
     const uint64_t rec = record_bytes(size);
-    if (rec > cap - off || header_kind(word) > kRecordSkip ||
+    if (rec > cap - off || header_kind(word) > kRecordItemRefs ||
         (header_kind(word) == kRecordBlob && size < sizeof(BlobRef)))
       corrupt("record header " + std::to_string(word) + " at offset " + std::to_string(off) +
               " of a " + std::to_string(cap) + "-byte ring");
@@ -574,16 +625,23 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
       } catch (const ProcessError&) {
         // A consumer died after removing this blob but before committing: its item is lost.
       }
-      if (blob && ref.size > blob->payload_size())
-        corrupt("an out-of-line item claims " + std::to_string(ref.size) + " bytes in a " +
+      uint64_t len = ref.size & ~kItemHasRefs;
+      if (blob && len > blob->payload_size())
+        corrupt("an out-of-line item claims " + std::to_string(len) + " bytes in a " +
                 std::to_string(blob->payload_size()) + "-byte segment");
+      const char* bytes = blob ? static_cast<const char*>(blob->payload()) : nullptr;
+      if (blob && (ref.size & kItemHasRefs) && !split_refs(bytes, len, len))
+        corrupt("an out-of-line item's references trailer is damaged");
       if (blob) {
-        deliver(ctx, static_cast<const char*>(blob->payload()), ref.size);
+        deliver(ctx, bytes, len);
         blob->unlink();
         ++delivered;
       }
     } else {
-      deliver(ctx, slot + kHeaderSize, size);
+      uint64_t len = size;
+      if (header_kind(word) == kRecordItemRefs && !split_refs(slot + kHeaderSize, size, len))
+        corrupt("an item's references trailer is damaged");
+      deliver(ctx, slot + kHeaderSize, len);
       ++delivered;
     }
     pos += rec;

@@ -1,6 +1,7 @@
 // Queues under hostile use (issue 9): sizes that mean "unbounded", producers that die in the
 // middle of a JoinableQueue's bookkeeping, and a process that scribbles over a queue's shared
 // memory. The process bodies run under fork, spawn and forkserver.
+#include <dirent.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <csignal>
@@ -334,3 +335,56 @@ TEST_P(QueueCorruption, ScribbledLifoStoreGivesProcessErrorNotACrash) {
 }
 
 MP_ALL_START_METHODS(QueueCorruption);
+
+// ---- 4. handles inside items of a queue that goes away are released ----------------------------
+
+namespace {
+
+// The /dev/shm files of this test run (MULTIPROC_SHM_PREFIX, or multiproc's default "mp").
+int count_shm_files() {
+  const char* env = std::getenv("MULTIPROC_SHM_PREFIX");
+  const std::string prefix = env && *env ? env : "mp";
+  int n = 0;
+  if (DIR* d = opendir("/dev/shm")) {
+    while (dirent* e = readdir(d))
+      if (std::string(e->d_name).rfind(prefix, 0) == 0) ++n;
+    closedir(d);
+  }
+  return n;
+}
+
+using BigWithHandle = std::pair<std::string, mp::Queue<int>>;
+
+void put_handles(mp::Queue<mp::Queue<int>> queues, mp::Queue<mp::Value<int>> values,
+                 mp::Queue<BigWithHandle> big) {
+  for (int i = 0; i < 3; ++i) {
+    mp::Queue<int> inner;
+    inner.put(i);
+    queues.put(inner);
+    values.put(mp::Value<int>(i));
+  }
+  big.put(BigWithHandle(std::string(3 << 20, 'z'), mp::Queue<int>()));  // out of line
+}
+
+}  // namespace
+
+class QueueLeak : public StartMethodTest {};
+
+TEST_P(QueueLeak, HandlesInsideItemsOfADestroyedQueueAreReleased) {
+  const int before = count_shm_files();
+  {
+    mp::Queue<mp::Queue<int>> queues;
+    mp::Queue<mp::Value<int>> values;
+    mp::Queue<BigWithHandle> big;
+    mp::Process p(ctx(), put_handles, queues, values, big);
+    p.start();
+    p.join(30s);
+    ASSERT_EQ(p.exitcode(), std::optional<int>(0));
+    EXPECT_EQ(queues.get(5s).get(5s), 0);  // one is taken and opened; the others stay queued
+    EXPECT_GT(count_shm_files(), before);
+  }
+  EXPECT_TRUE(eventually([&] { return count_shm_files() == before; }, 5s))
+      << count_shm_files() - before << " segments left behind";
+}
+
+MP_ALL_START_METHODS(QueueLeak);

@@ -59,6 +59,24 @@ inline constexpr uint32_t kRecordItem = 0;
 inline constexpr uint32_t kRecordBlob = 1;  // payload is a BlobRef
 inline constexpr uint32_t kRecordWrap = 2;  // skip to the start of the ring
 inline constexpr uint32_t kRecordSkip = 3;  // filler: skip its payload (aligns the next record's)
+// An item that holds handles (queues, locks, values...): its bytes are followed by the in-flight
+// references its handles took (FlightRefLog entries) and a u64 footer, the item's own length.
+// A consumer delivers the item alone (opening its handles consumes those references); a queue
+// destroyed with the item still in it releases them (the finalizer), so the handles' segments
+// go with it instead of staying until the program ends. Out of line, the same bytes are the
+// blob's, and BlobRef::size carries kItemHasRefs.
+inline constexpr uint32_t kRecordItemRefs = 4;
+// In QueueCore::put's sizes: this item's bytes end with the trailer described above.
+inline constexpr size_t kItemHasRefs = size_t{1} << 63;
+// Appends the trailer for the item that starts at `item_start` in `bytes`; returns the flag to
+// put into its size.
+inline size_t append_refs_trailer(std::string& bytes, size_t item_start, const std::string& refs) {
+  if (refs.empty()) return 0;
+  const uint64_t item_len = bytes.size() - item_start;
+  bytes.append(refs);
+  bytes.append(reinterpret_cast<const char*>(&item_len), sizeof item_len);
+  return kItemHasRefs;
+}
 // Items from this size on get their payload on a 64-byte boundary: copies of misaligned data
 // split every vector load or store across two cache lines.
 inline constexpr uint64_t kAlignPayloadFrom = 512;
@@ -183,7 +201,8 @@ class QueueCore {
   const std::string& name() const { return seg_->name(); }
   void add_flight_ref() { seg_->add_flight_ref(); }
 
-  // Puts `count` items; item i has sizes[i * size_stride] bytes (stride 0: all the same size),
+  // Puts `count` items; item i has sizes[i * size_stride] bytes (stride 0: all the same size;
+  // kItemHasRefs flags an item with a references trailer, see kRecordItemRefs),
   // written by fill(ctx, i, dst), or, with fill null and stride 0, copied from the array at ctx.
   // Waits for room (bounded queues) until the deadline. Returns how many were put. Throws
   // QueueClosed.
