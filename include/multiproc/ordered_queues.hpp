@@ -210,15 +210,9 @@ class BasicOrderedQueue {
       return c.put(n, &kSize, 0, &Codec::fill_plain, &base, scratch.ops(), deadline);
     } else {
       typename Codec::Encoded e;
-      e.sizes.reserve(n);
-      e.offsets.reserve(n);
-      for (size_t i = 0; i < n; ++i) {
-        size_t before = e.bytes.size();
-        dump(e.bytes, items[i]);
-        e.offsets.push_back(before);
-        e.sizes.push_back(e.bytes.size() - before);
-      }
-      return c.put(n, e.sizes.data(), 1, &Codec::fill_encoded, &e, scratch.ops(), deadline);
+      Codec::encode_with_refs(e, items, n);
+      return Codec::release_unput(
+          e, c.put(n, e.sizes.data(), 1, &Codec::fill_encoded, &e, scratch.ops(), deadline));
     }
   }
 

@@ -153,7 +153,8 @@ class Queue {
     } else {
       typename Codec::Encoded e;
       Codec::encode_with_refs(e, items, n);
-      return c.put(n, e.sizes.data(), 1, &Codec::fill_encoded, &e, deadline);
+      return Codec::release_unput(e,
+                                  c.put(n, e.sizes.data(), 1, &Codec::fill_encoded, &e, deadline));
     }
   }
 

@@ -46,6 +46,32 @@ inline void step() {
 // a second one behind).
 void finalize_ordered_queue(Segment& seg) {
   auto* q = static_cast<OrderedQueueData*>(seg.payload());
+  // Items still queued give back the references their handles took (kRecordItemRefs). Not
+  // after a crash inside a transaction: the index may then name items twice.
+  if (!q->undo.active.load(std::memory_order_acquire)) {
+    try {
+      const char* name = q->store_name[q->store_gen.load(std::memory_order_acquire) & 1];
+      auto store = Segment::attach(read_name(name), SegmentKind::blob, false, false);
+      const auto* base = static_cast<const char*>(store->payload());
+      const auto* h = reinterpret_cast<const StoreHeader*>(base);
+      const uint64_t size = store->payload_size();
+      const uint64_t index_cap = h->index_capacity, arena_cap = h->arena_capacity;
+      const uint64_t arena_off = h->arena_offset, n = q->count.load();
+      if (size >= sizeof(StoreHeader) && h->magic == kStoreMagic &&
+          index_cap <= (size - sizeof(StoreHeader)) / sizeof(StoreEntry) && n <= index_cap &&
+          arena_off >= sizeof(StoreHeader) + index_cap * sizeof(StoreEntry) && arena_off <= size &&
+          arena_cap <= size - arena_off) {
+        const auto* index = reinterpret_cast<const StoreEntry*>(base + sizeof(StoreHeader));
+        for (uint64_t i = 0; i < n; ++i) {
+          const StoreEntry& e = index[i];
+          if (e.has_refs() && e.offset() <= arena_cap && e.size <= arena_cap - e.offset())
+            release_item_refs(base + arena_off + e.offset(), e.size);
+        }
+      }
+    } catch (const ProcessError&) {
+      // No store to read: nothing to give back.
+    }
+  }
   for (auto& name : q->store_name)
     if (name[0]) unlink_segment(read_name(name));
 }
@@ -290,12 +316,12 @@ void OrderedQueueCore::push(const StoreEntry& e, const OrderOps* ops) {
   if (order_ == QueueOrder::lifo) {
     store_.index[n] = e;  // beyond the count: no record needed
   } else {
-    ops->decode(ops->ctx, 0, item(e), e.size);
+    ops->decode(ops->ctx, 0, item(e), item_size(e));
     uint64_t pos = n;
     while (pos > 0) {
       const uint64_t parent = (pos - 1) / 2;
       const StoreEntry pe = store_.index[parent];
-      ops->decode(ops->ctx, 1, item(pe), pe.size);
+      ops->decode(ops->ctx, 1, item(pe), item_size(pe));
       if (!ops->before(ops->ctx, 0, 1)) break;
       write_slot(pos, pe);
       pos = parent;
@@ -315,16 +341,16 @@ void OrderedQueueCore::pop_top(const OrderOps* ops) {
     top = store_.index[0];
     if (m > 0) {
       const StoreEntry last = store_.index[m];
-      ops->decode(ops->ctx, 0, item(last), last.size);
+      ops->decode(ops->ctx, 0, item(last), item_size(last));
       uint64_t pos = 0;
       for (;;) {
         const uint64_t l = 2 * pos + 1;
         if (l >= m) break;
         uint64_t c = l;
         int c_slot = 1;
-        ops->decode(ops->ctx, 1, item(store_.index[l]), store_.index[l].size);
+        ops->decode(ops->ctx, 1, item(store_.index[l]), item_size(store_.index[l]));
         if (l + 1 < m) {
-          ops->decode(ops->ctx, 2, item(store_.index[l + 1]), store_.index[l + 1].size);
+          ops->decode(ops->ctx, 2, item(store_.index[l + 1]), item_size(store_.index[l + 1]));
           if (ops->before(ops->ctx, 2, 1)) {
             c = l + 1;
             c_slot = 2;
@@ -355,10 +381,16 @@ size_t OrderedQueueCore::put_locked(size_t first, size_t count, const size_t* si
                                     FillFn fill, void* ctx, const OrderOps* ops) {
   size_t n = first;
   for (; n < first + count; ++n) {
-    const uint64_t size = sizes[n * stride];
+    uint64_t size = sizes[n * stride];
+    const bool refs = (size & kItemHasRefs) != 0;
+    size &= ~kItemHasRefs;
     if (size > kMaxStoreBytes) throw ProcessError("queue item too large");
     StoreEntry e{};
     e.size = size;
+    if (refs) {
+      if (e.is_inline()) throw ProcessError("queue item's references trailer is malformed");
+      e.set_has_refs();
+    }
     const uint64_t asz = e.is_inline() ? 0 : align8(size);
     ensure_room(asz);
     StoreHeader* h = store_.h;
@@ -431,7 +463,7 @@ size_t OrderedQueueCore::get_locked(size_t max_items, DeliverFn deliver, void* c
     if (n == 0) break;
     const StoreEntry top = order_ == QueueOrder::lifo ? store_.index[n - 1] : store_.index[0];
     // Copy first: if this process dies or deliver throws, nothing has changed yet.
-    deliver(ctx, item(top), top.size);
+    deliver(ctx, item(top), item_size(top));
     begin();
     try {
       pop_top(ops);

@@ -56,14 +56,15 @@ std::shared_ptr<Segment> create_ring(uint64_t capacity, uint64_t id) {
   return seg;
 }
 
-// Where the item ends in a record (or blob) of `size` bytes that carries a references trailer;
-// false if the footer is damaged.
+}  // namespace
+
 bool split_refs(const char* p, uint64_t size, uint64_t& item_len) {
   if (size < sizeof(uint64_t)) return false;
   std::memcpy(&item_len, p + size - sizeof(uint64_t), sizeof(uint64_t));
   return item_len <= size - sizeof(uint64_t);
 }
 
+namespace {
 // Gives back the in-flight references listed in a trailer (FlightRefLog entries): each is taken
 // over by mapping its segment and dropped with the mapping, which runs that segment's
 // finalizer when it was the last reference. A damaged entry ends the walk.
@@ -82,11 +83,14 @@ void release_refs(const char* p, uint64_t len) {
     len -= 8 + name_len;
   }
 }
+}  // namespace
 
 void release_item_refs(const char* p, uint64_t size) {
   uint64_t item_len;
   if (split_refs(p, size, item_len)) release_refs(p + item_len, size - sizeof(uint64_t) - item_len);
 }
+
+namespace {
 
 // Called when the last handle anywhere goes: remove the rings and any blobs still queued.
 void finalize_queue(Segment& seg) {

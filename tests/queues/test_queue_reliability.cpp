@@ -356,12 +356,13 @@ int count_shm_files() {
 using BigWithHandle = std::pair<std::string, mp::Queue<int>>;
 
 void put_handles(mp::Queue<mp::Queue<int>> queues, mp::Queue<mp::Value<int>> values,
-                 mp::Queue<BigWithHandle> big) {
+                 mp::Queue<BigWithHandle> big, mp::LifoQueue<mp::Queue<int>> lifo) {
   for (int i = 0; i < 3; ++i) {
     mp::Queue<int> inner;
     inner.put(i);
     queues.put(inner);
     values.put(mp::Value<int>(i));
+    lifo.put(inner);
   }
   big.put(BigWithHandle(std::string(3 << 20, 'z'), mp::Queue<int>()));  // out of line
 }
@@ -376,11 +377,13 @@ TEST_P(QueueLeak, HandlesInsideItemsOfADestroyedQueueAreReleased) {
     mp::Queue<mp::Queue<int>> queues;
     mp::Queue<mp::Value<int>> values;
     mp::Queue<BigWithHandle> big;
-    mp::Process p(ctx(), put_handles, queues, values, big);
+    mp::LifoQueue<mp::Queue<int>> lifo;
+    mp::Process p(ctx(), put_handles, queues, values, big, lifo);
     p.start();
     p.join(30s);
     ASSERT_EQ(p.exitcode(), std::optional<int>(0));
     EXPECT_EQ(queues.get(5s).get(5s), 0);  // one is taken and opened; the others stay queued
+    EXPECT_EQ(lifo.get(5s).get(5s), 2);
     EXPECT_GT(count_shm_files(), before);
   }
   EXPECT_TRUE(eventually([&] { return count_shm_files() == before; }, 5s))
@@ -388,3 +391,20 @@ TEST_P(QueueLeak, HandlesInsideItemsOfADestroyedQueueAreReleased) {
 }
 
 MP_ALL_START_METHODS(QueueLeak);
+
+// A put that times out gives back what the refused item's handles took.
+TEST(QueueLeakSingle, HandlesOfAnItemThatWasNotPutAreReleased) {
+  const int before = count_shm_files();
+  {
+    mp::Queue<mp::Queue<int>> full(1);
+    mp::LifoQueue<mp::Queue<int>> lifo_full(1);
+    full.put(mp::Queue<int>());
+    lifo_full.put(mp::Queue<int>());
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_THROW(full.put(mp::Queue<int>(), 10ms), mp::Full);
+      EXPECT_THROW(lifo_full.put_nowait(mp::Queue<int>()), mp::Full);
+    }
+  }
+  EXPECT_TRUE(eventually([&] { return count_shm_files() == before; }, 5s))
+      << count_shm_files() - before << " segments left behind";
+}

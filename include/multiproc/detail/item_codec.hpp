@@ -54,6 +54,13 @@ struct ItemCodec {
       e.sizes.push_back((e.bytes.size() - before) | flag);
     }
   }
+  // Items from `from` on were not put after all (timeout): give back their handles' references.
+  static size_t release_unput(const Encoded& e, size_t from) {
+    for (size_t i = from; i < e.sizes.size(); ++i)
+      if (e.sizes[i] & kItemHasRefs)
+        release_item_refs(e.bytes.data() + e.offsets[i], e.sizes[i] & ~kItemHasRefs);
+    return from;
+  }
 
   // Get side.
   static void deliver_plain_one(void* ctx, const char* src, size_t size) {

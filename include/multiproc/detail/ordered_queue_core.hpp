@@ -75,7 +75,8 @@ inline constexpr uint64_t kInlineItem = 24;
 struct StoreEntry {
   uint64_t size;  // the item's bytes
   // size <= kInlineItem: the item's bytes; otherwise a uint64_t, the item's offset from the start
-  // of the arena (a multiple of 8).
+  // of the arena (a multiple of 8), then a uint64_t, non-zero when the bytes end with a
+  // references trailer (kRecordItemRefs in queue_core.hpp; such items are never inline).
   alignas(8) char data[kInlineItem];
 
   bool is_inline() const { return size <= kInlineItem; }
@@ -85,6 +86,15 @@ struct StoreEntry {
     return off;
   }
   void set_offset(uint64_t off) { std::memcpy(data, &off, sizeof off); }
+  bool has_refs() const {
+    uint64_t f;
+    std::memcpy(&f, data + 8, sizeof f);
+    return !is_inline() && f != 0;
+  }
+  void set_has_refs() {
+    const uint64_t f = 1;
+    std::memcpy(data + 8, &f, sizeof f);
+  }
 };
 static_assert(sizeof(StoreEntry) == 32 && std::is_trivially_copyable_v<StoreEntry>);
 
@@ -220,6 +230,13 @@ class OrderedQueueCore {
     const uint64_t off = e.offset();
     if (off > store_.arena_cap || e.size > store_.arena_cap - off) bad_entry(e);
     return store_.arena + off;
+  }
+  // The item's own bytes at item(e): all of them, or those before its references trailer.
+  uint64_t item_size(const StoreEntry& e) const {
+    if (!e.has_refs()) return e.size;
+    uint64_t len;
+    if (!split_refs(item(e), e.size, len)) bad_entry(e);
+    return len;
   }
   [[noreturn]] void bad_entry(const StoreEntry& e) const;
   void push(const StoreEntry& e, const OrderOps* ops);  // inside a transaction

@@ -66,6 +66,10 @@ inline constexpr uint32_t kRecordSkip = 3;  // filler: skip its payload (aligns 
 // go with it instead of staying until the program ends. Out of line, the same bytes are the
 // blob's, and BlobRef::size carries kItemHasRefs.
 inline constexpr uint32_t kRecordItemRefs = 4;
+// Where the item ends in `size` bytes that end with a references trailer (false: the footer is
+// damaged); and the release of the references such bytes list (a destroyed queue's finalizer).
+bool split_refs(const char* p, uint64_t size, uint64_t& item_len);
+void release_item_refs(const char* p, uint64_t size);
 // In QueueCore::put's sizes: this item's bytes end with the trailer described above.
 inline constexpr size_t kItemHasRefs = size_t{1} << 63;
 // Appends the trailer for the item that starts at `item_start` in `bytes`; returns the flag to
