@@ -48,16 +48,16 @@ class Queue {
     if (!detail::loading_handles()) core_ = detail::QueueCore::create(maxsize);
   }
 
-  // Waits for room (bounded queue) at most `timeout`; throws Full if none came, QueueClosed if
-  // the queue is closed.
+  // Waits for room (bounded queue) at most `timeout`; throws Full if none came, ShutDown if
+  // the queue was shut down.
   void put(const T& item, Timeout timeout = std::nullopt) {
     if (put_range(&item, 1, detail::Deadline::after(timeout)) != 1) throw Full();
   }
   void put_nowait(const T& item) {
     if (put_range(&item, 1, detail::Deadline::now()) != 1) throw Full();
   }
-  // Waits for an item at most `timeout`; throws Empty if none came, QueueClosed if the queue is
-  // closed and drained.
+  // Waits for an item at most `timeout`; throws Empty if none came, ShutDown if the queue was
+  // shut down and is drained.
   T get(Timeout timeout = std::nullopt) { return get_one(detail::Deadline::after(timeout)); }
   T get_nowait() { return get_one(detail::Deadline::now()); }
 
@@ -76,7 +76,7 @@ class Queue {
     }
   }
   // Waits at most `timeout` for the first item, then takes up to max_items that are there.
-  // Throws Empty if none came (QueueClosed if closed and drained).
+  // Throws Empty if none came (ShutDown if shut down and drained).
   std::vector<T> get_many(size_t max_items, Timeout timeout = std::nullopt) {
     auto& c = core();
     std::vector<T> out;
@@ -108,10 +108,16 @@ class Queue {
   bool empty() const { return core().empty(); }
   bool full() const { return core().full(); }
   size_t maxsize() const { return core().maxsize(); }
-  // Closes the queue for everyone: later puts throw QueueClosed; gets drain what is left, then
-  // throw QueueClosed, and getters blocked on the empty queue wake up and throw.
+  // Python's close(): this handle (and its copies in this process) puts and gets no more; later
+  // use of it throws ProcessError. Other handles and processes are unaffected: each producer
+  // may close its own when done. A handle sent to another process arrives open there.
   void close() { core().close(); }
   bool closed() const { return core().closed(); }
+  // Python 3.13's shutdown(), for everyone: later puts throw ShutDown; gets drain what is left,
+  // then throw ShutDown; blocked callers wake. immediate = true also discards what is queued
+  // (a JoinableQueue counts those items done) and gets throw ShutDown at once.
+  void shutdown(bool immediate = false) { core().shutdown(immediate); }
+  bool is_shutdown() const { return core().is_shutdown(); }
 
   // The shared-memory name of the queue's control segment (diagnostics).
   const std::string& name() const { return core().name(); }

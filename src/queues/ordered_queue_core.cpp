@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include <multiproc/errors.hpp>
 
@@ -420,16 +421,17 @@ size_t OrderedQueueCore::put(size_t count, const size_t* sizes, size_t stride, F
                              void* ctx, const OrderOps* ops, const Deadline& deadline) {
   if (order_ == QueueOrder::priority && !ops)
     throw ProcessError("PriorityQueue core used without an ordering");
+  if (closed_pid_.load(std::memory_order_relaxed)) check_open("put");
   size_t done = 0;
   while (done < count) {
-    if (closed()) throw QueueClosed("put() on a closed queue");
+    if (is_shutdown()) throw ShutDown("put() on queue " + name() + ", which was shut down");
     const uint64_t maxsize = q_->maxsize;
     if (maxsize) {
       auto has_room = [&] {
-        return q_->count.load(std::memory_order_seq_cst) < maxsize || closed();
+        return q_->count.load(std::memory_order_seq_cst) < maxsize || is_shutdown();
       };
       if (!has_room() && !wait_for(q_->not_full, has_room, deadline)) return done;
-      if (closed()) throw QueueClosed("put() on a closed queue");
+      if (is_shutdown()) throw ShutDown("put() on queue " + name() + ", which was shut down");
     }
     lock();
     size_t limit = std::min(count - done, kPutBatch);
@@ -488,11 +490,14 @@ size_t OrderedQueueCore::get_locked(size_t max_items, DeliverFn deliver, void* c
 
 size_t OrderedQueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const OrderOps* ops,
                              const Deadline& deadline) {
+  if (closed_pid_.load(std::memory_order_relaxed)) check_open("get");
   if (max_items == 0) return 0;
   if (order_ == QueueOrder::priority && !ops)
     throw ProcessError("PriorityQueue core used without an ordering");
-  auto available = [&] { return q_->count.load(std::memory_order_seq_cst) > 0 || closed(); };
+  auto available = [&] { return q_->count.load(std::memory_order_seq_cst) > 0 || is_shutdown(); };
   for (;;) {
+    if (q_->shut_down.load(std::memory_order_acquire) == kShutDownImmediate)
+      throw ShutDown("get() on queue " + name() + ", which was shut down (immediate)");
     if (available()) {
       lock();
       size_t n;
@@ -507,15 +512,49 @@ size_t OrderedQueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, con
         q_->not_full.notify(static_cast<int>(std::min<size_t>(n, 0x7fffffff)));
         return n;
       }
-      if (closed() && qsize() == 0) throw QueueClosed("get() on a closed queue with no items left");
+      if (is_shutdown() && qsize() == 0)
+        throw ShutDown("get() on queue " + name() + ", which was shut down, with no items left");
     }
     if (deadline.expired() && !available()) return 0;
     if (!wait_for(q_->not_empty, available, deadline)) return 0;
   }
 }
 
-void OrderedQueueCore::close() {
-  q_->closed.store(1, std::memory_order_seq_cst);
+void OrderedQueueCore::check_open(const char* what) const {
+  if (closed())
+    throw ProcessError(std::string(what) + "() on queue " + name() +
+                       " through a handle that was closed (close() means this process uses the "
+                       "handle no more; shutdown() is the stop for everyone)");
+}
+
+void OrderedQueueCore::shutdown(bool immediate) {
+  if (immediate) {
+    q_->shut_down.store(kShutDownImmediate, std::memory_order_seq_cst);
+    // Discard what is queued in one transaction; the references its items' handles took are
+    // given back after the commit (a repair could otherwise bring back items already released).
+    std::vector<std::string> trailers;
+    lock();
+    try {
+      const uint64_t n = count_checked();
+      for (uint64_t i = 0; i < n; ++i) {
+        const StoreEntry& e = store_.index[i];
+        if (e.has_refs()) trailers.emplace_back(item(e), e.size);
+      }
+      begin();
+      store_.h->used = 0;
+      store_.h->live = 0;
+      q_->count.store(0, std::memory_order_seq_cst);
+      commit();
+    } catch (...) {
+      unlock();
+      throw;
+    }
+    unlock();
+    for (const auto& t : trailers) release_item_refs(t.data(), t.size());
+  } else {
+    uint32_t expected = kNotShutDown;
+    q_->shut_down.compare_exchange_strong(expected, kShutDown, std::memory_order_seq_cst);
+  }
   q_->not_empty.notify_all();
   q_->not_full.notify_all();
 }

@@ -464,6 +464,7 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
 
 size_t QueueCore::put(size_t count, const size_t* sizes, size_t stride, FillFn fill, void* ctx,
                       const Deadline& deadline) {
+  if (closed_pid_.load(std::memory_order_relaxed)) check_open("put");
   return put_all(count, sizes, stride, fill, ctx, deadline);
 }
 
@@ -474,11 +475,11 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
     return q_->put_count.load(std::memory_order_seq_cst) -
                    q_->get_count.load(std::memory_order_seq_cst) <
                maxsize ||
-           closed();
+           is_shutdown();
   };
   size_t done = 0;
   while (done < count) {
-    if (closed()) throw QueueClosed("put() on a closed queue");
+    if (is_shutdown()) throw ShutDown("put() on queue " + name() + ", which was shut down");
     const bool biased = enter_put();
     size_t limit = count - done;
     if (maxsize) {
@@ -514,7 +515,7 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
       auto has_batch_room = [&] {
         return q_->put_count.load(std::memory_order_relaxed) + batch <=
                    q_->get_count.load(std::memory_order_acquire) + maxsize ||
-               closed();
+               is_shutdown();
       };
       for (int i = 0; i < kSlowPolls && !deadline.expired() && !has_batch_room(); ++i) {
         for (int k = 0; k < kSlowPollPauses; ++k) cpu_relax();
@@ -526,7 +527,8 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
       // No storage left (the ring chain is at its limit): wait for consumers to make room.
       uint64_t seen = q_->get_count.load();
       if (!wait_for(
-              q_->not_full, [&] { return q_->get_count.load() != seen || closed(); }, deadline))
+              q_->not_full, [&] { return q_->get_count.load() != seen || is_shutdown(); },
+              deadline))
         return done;
     }
   }
@@ -558,6 +560,9 @@ void QueueCore::switch_get_ring() {
 }
 
 namespace {
+// What an immediate shutdown delivers to: nothing (get_locked gives back the items' references).
+void discard_item(void*, const char*, size_t) {}
+
 void deliver_to_sink(void* ctx, const char* src, size_t size) {
   auto* sink = static_cast<PlainSink*>(ctx);
   if (size != sink->item_size) throw ProcessError("queue item has the wrong size for its type");
@@ -636,6 +641,8 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
       const char* bytes = blob ? static_cast<const char*>(blob->payload()) : nullptr;
       if (blob && (ref.size & kItemHasRefs) && !split_refs(bytes, len, len))
         corrupt("an out-of-line item's references trailer is damaged");
+      if (blob && deliver == &discard_item && (ref.size & kItemHasRefs))
+        release_item_refs(bytes, ref.size & ~kItemHasRefs);
       if (blob) {
         deliver(ctx, bytes, len);
         blob->unlink();
@@ -645,6 +652,8 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
       uint64_t len = size;
       if (header_kind(word) == kRecordItemRefs && !split_refs(slot + kHeaderSize, size, len))
         corrupt("an item's references trailer is damaged");
+      if (header_kind(word) == kRecordItemRefs && deliver == &discard_item)
+        release_item_refs(slot + kHeaderSize, size);
       deliver(ctx, slot + kHeaderSize, len);
       ++delivered;
     }
@@ -672,12 +681,16 @@ bool QueueCore::watch_fired(const Watch& w) const {
 
 size_t QueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
                       bool spin, const std::atomic<uint32_t>* interrupt) {
+  if (closed_pid_.load(std::memory_order_relaxed)) check_open("get");
   if (max_items == 0) return 0;
   auto interrupted = [&] { return interrupt && interrupt->load(std::memory_order_relaxed) != 0; };
   Watch watch;
   for (;;) {
-    // Read before looking: every put that finished before close() is then seen below.
-    const bool was_closed = closed();
+    // Read before looking: every put that finished before shutdown() is then seen below.
+    const uint32_t shut = q_->shut_down.load(std::memory_order_acquire);
+    if (shut == kShutDownImmediate)
+      throw ShutDown("get() on queue " + name() + ", which was shut down (immediate)");
+    const bool was_closed = shut != kNotShutDown;
     lock_get();
     size_t n;
     try {
@@ -691,9 +704,10 @@ size_t QueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const Dead
       q_->not_full.notify(static_cast<int>(std::min<size_t>(n, 0x7fffffff)));
       return n;
     }
-    if (was_closed) throw QueueClosed("get() on a closed queue with no items left");
+    if (was_closed)
+      throw ShutDown("get() on queue " + name() + ", which was shut down, with no items left");
     if (interrupted() || deadline.expired()) return 0;
-    auto ready = [&] { return watch_fired(watch) || closed() || interrupted(); };
+    auto ready = [&] { return watch_fired(watch) || is_shutdown() || interrupted(); };
     // A biased producer notifies without a fence (queue_core_bias.cpp): order our announcing
     // ourselves against its publishing with a barrier on its CPU.
     auto fence = [this] {
@@ -718,10 +732,40 @@ bool QueueCore::full() const {
   return q_->maxsize != 0 && qsize() >= q_->maxsize;
 }
 
-void QueueCore::close() {
-  q_->closed.store(1, std::memory_order_seq_cst);
+void QueueCore::check_open(const char* what) const {
+  if (closed())
+    throw ProcessError(std::string(what) + "() on queue " + name() +
+                       " through a handle that was closed (close() means this process uses the "
+                       "handle no more; shutdown() is the stop for everyone)");
+}
+
+void QueueCore::shutdown(bool immediate) {
+  if (immediate)
+    q_->shut_down.store(kShutDownImmediate, std::memory_order_seq_cst);
+  else {
+    uint32_t expected = kNotShutDown;
+    q_->shut_down.compare_exchange_strong(expected, kShutDown, std::memory_order_seq_cst);
+  }
+  if (immediate) discard_all();
   q_->not_empty.notify_all();
   q_->not_full.notify_all();
+  q_->all_done.notify_all();
+}
+
+// Immediate shutdown: takes everything queued, as a get would (so a producer's takeover repairs
+// stay right), giving back what the items' handles took, and counts it done (Python decrements
+// unfinished_tasks per discarded item).
+void QueueCore::discard_all() {
+  lock_get();
+  size_t n;
+  try {
+    n = get_locked(SIZE_MAX, &discard_item, nullptr, nullptr);
+  } catch (...) {
+    robust_unlock(q_->get_lock);
+    throw;
+  }
+  robust_unlock(q_->get_lock);
+  if (n) q_->tasks_done.fetch_add(n, std::memory_order_seq_cst);
 }
 
 // A JoinableQueue's unfinished tasks are the items in the queue (put_count - get_count) plus the

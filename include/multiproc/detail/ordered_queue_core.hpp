@@ -135,7 +135,7 @@ struct OrderedQueueData {
   // Sleepers: own cache lines, as they are hammered by waiters.
   alignas(64) WaitWord not_empty;
   alignas(64) WaitWord not_full;
-  alignas(64) std::atomic<uint32_t> closed;
+  alignas(64) std::atomic<uint32_t> shut_down;  // a QueueShutdown value (queue_core.hpp)
   alignas(64) UndoLog undo;
 };
 static_assert(offsetof(OrderedQueueData, lock) % 64 == 0 &&
@@ -169,13 +169,14 @@ class OrderedQueueCore {
 
   // Puts `count` items; item i has sizes[i * size_stride] bytes, written by fill(ctx, i, dst).
   // `ops` is required for a priority queue, ignored otherwise. Waits for room (bounded queues)
-  // until the deadline. Returns how many were put. Throws QueueClosed, or ProcessError when no
+  // until the deadline. Returns how many were put. Throws ShutDown, or ProcessError when no
   // storage can be had (the queue is unchanged by the refused item).
   size_t put(size_t count, const size_t* sizes, size_t size_stride, FillFn fill, void* ctx,
              const OrderOps* ops, const Deadline& deadline);
   // Gets up to `max_items` in queue order, waiting until the deadline for the first; deliver is
   // called with the lock held (copy, do not deserialize there). Returns how many. Throws
-  // QueueClosed when the queue is closed and drained.
+  // ShutDown when the queue is shut down and drained (at once after an immediate shutdown).
+  // Both throw ProcessError through a closed handle.
   size_t get(size_t max_items, DeliverFn deliver, void* ctx, const OrderOps* ops,
              const Deadline& deadline);
 
@@ -183,8 +184,14 @@ class OrderedQueueCore {
   bool empty() const { return qsize() == 0; }
   bool full() const { return q_->maxsize != 0 && qsize() >= q_->maxsize; }
   uint64_t maxsize() const { return q_->maxsize; }
-  void close();
-  bool closed() const { return q_->closed.load(std::memory_order_acquire) != 0; }
+  // As QueueCore's: close() is this handle's (this process's), shutdown() everyone's.
+  void close() { closed_pid_.store(getpid(), std::memory_order_relaxed); }
+  bool closed() const {
+    const int pid = closed_pid_.load(std::memory_order_relaxed);
+    return pid != 0 && pid == getpid();
+  }
+  void shutdown(bool immediate);
+  bool is_shutdown() const { return q_->shut_down.load(std::memory_order_acquire) != 0; }
 
  private:
   // The mapped store. index_cap and arena_cap are its sizes as checked when it was mapped:
@@ -242,10 +249,13 @@ class OrderedQueueCore {
   void push(const StoreEntry& e, const OrderOps* ops);  // inside a transaction
   void pop_top(const OrderOps* ops);                    // inside a transaction
 
+  void check_open(const char* what) const;
+
   std::shared_ptr<Segment> seg_;
   OrderedQueueData* q_;
   QueueOrder order_;
-  StoreView store_;  // touched only with the lock held
+  std::atomic<int> closed_pid_{0};  // the process that closed this handle (close())
+  StoreView store_;                 // touched only with the lock held
 };
 
 }  // namespace multiproc::detail

@@ -34,6 +34,8 @@
 #include <memory>
 #include <string>
 
+#include <unistd.h>
+
 #include <multiproc/detail/futex.hpp>
 #include <multiproc/detail/robust_mutex.hpp>
 #include <multiproc/detail/segment.hpp>
@@ -166,8 +168,8 @@ struct QueueData {
   // Sleepers.
   alignas(64) WaitWord not_empty;
   alignas(64) WaitWord not_full;
-  alignas(64) std::atomic<uint32_t> closed;
-  std::atomic<uint64_t> tasks_done;  // JoinableQueue: task_done() calls (see task_done)
+  alignas(64) std::atomic<uint32_t> shut_down;  // a QueueShutdown value
+  std::atomic<uint64_t> tasks_done;             // JoinableQueue: task_done() calls (see task_done)
   WaitWord all_done;
 };
 static_assert(offsetof(QueueData, put_count) - offsetof(QueueData, put_lock) >= 64);
@@ -175,6 +177,11 @@ static_assert(offsetof(QueueData, get_count) - offsetof(QueueData, get_lock) >= 
 static_assert(offsetof(QueueData, get_lock) - offsetof(QueueData, put_count) >= 64);
 static_assert(offsetof(QueueData, get_lock) % 64 == 0 && offsetof(QueueData, not_empty) % 64 == 0);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
+
+// A queue's global stop (Queue::shutdown, Python 3.13's): puts throw ShutDown; gets drain what is
+// left and then throw ShutDown, or throw at once after an immediate shutdown (which discarded
+// what was queued).
+enum QueueShutdown : uint32_t { kNotShutDown = 0, kShutDown = 1, kShutDownImmediate = 2 };
 
 // Fault injection for the crash-safety tests: when set, called at these instants of a producer's
 // commit (the test kills the process there). Never set outside tests.
@@ -209,11 +216,12 @@ class QueueCore {
   // kItemHasRefs flags an item with a references trailer, see kRecordItemRefs),
   // written by fill(ctx, i, dst), or, with fill null and stride 0, copied from the array at ctx.
   // Waits for room (bounded queues) until the deadline. Returns how many were put. Throws
-  // QueueClosed.
+  // ShutDown, or ProcessError through a closed handle.
   size_t put(size_t count, const size_t* sizes, size_t size_stride, FillFn fill, void* ctx,
              const Deadline& deadline);
   // Gets up to `max_items`, waiting until the deadline for the first. Returns how many.
-  // Throws QueueClosed when the queue is closed and drained. `spin` false sleeps at once; a
+  // Throws ShutDown when the queue is shut down and drained (at once after an immediate
+  // shutdown), ProcessError through a closed handle. `spin` false sleeps at once; a
   // non-zero *interrupt makes a waiting get() return 0 (wake it with wake_getters()).
   size_t get(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
              bool spin = true, const std::atomic<uint32_t>* interrupt = nullptr);
@@ -225,8 +233,16 @@ class QueueCore {
   bool empty() const { return qsize() == 0; }
   bool full() const;
   uint64_t maxsize() const { return q_->maxsize; }
-  void close();
-  bool closed() const { return q_->closed.load(std::memory_order_acquire) != 0; }
+  // Python's close(): this handle (this object, in this process) puts and gets no more. A forked
+  // child's copy, and the handle other processes get, stay open.
+  void close() { closed_pid_.store(getpid(), std::memory_order_relaxed); }
+  bool closed() const {
+    const int pid = closed_pid_.load(std::memory_order_relaxed);
+    return pid != 0 && pid == getpid();  // getpid() only once closed: not on the fast path
+  }
+  // For everyone; immediate also discards what is queued (a JoinableQueue counts it done).
+  void shutdown(bool immediate);
+  bool is_shutdown() const { return q_->shut_down.load(std::memory_order_acquire) != 0; }
 
   // JoinableQueue.
   void task_done();
@@ -309,6 +325,9 @@ class QueueCore {
   std::atomic<int> bias_index_{-1};     // its slot in producer_slots
   std::atomic<bool> bias_held_{false};  // it holds the bias now (written by that thread)
   std::atomic<uint32_t> bias_word_{0};  // put_lock's owner word for that bias
+  std::atomic<int> closed_pid_{0};      // the process that closed this handle (close())
+  void check_open(const char* what) const;
+  void discard_all();
   int bias_pid_ = 0;  // the process that claimed the slot (a forked copy must not give it back)
   // The first record of the batch being written, not sealed yet (put_lock held). The records
   // after it are sealed as they are reserved: no consumer can reach them before the first, which
