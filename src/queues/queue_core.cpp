@@ -768,34 +768,32 @@ void QueueCore::discard_all() {
   if (n) q_->tasks_done.fetch_add(n, std::memory_order_seq_cst);
 }
 
-// A JoinableQueue's unfinished tasks are the items in the queue (put_count - get_count) plus the
-// items taken and not yet done (get_count - tasks_done). Both counts are the queue's own commits,
-// which a takeover repairs, so no producer killed inside put() (or blocked in it) can leave a
-// task counted that never reached the queue; and put()/get() pay nothing for it.
+// A JoinableQueue's unfinished tasks are the items ever in the queue minus the task_done() calls.
+// "Ever in the queue" is put_count, the producers' commit (which a takeover repairs), or
+// get_count when consumers ran ahead of it (records a dead producer sealed but never
+// committed). No producer killed inside put() (or blocked in it) can then leave a task counted
+// that never reached the queue, and put()/get() pay nothing for it.
+uint64_t QueueCore::items_ever_queued() const {
+  return std::max(q_->put_count.load(std::memory_order_seq_cst),
+                  q_->get_count.load(std::memory_order_seq_cst));
+}
+
 void QueueCore::task_done() {
   uint64_t done = q_->tasks_done.load(std::memory_order_relaxed);
-  uint64_t taken;
+  uint64_t queued;
   do {
-    taken = q_->get_count.load(std::memory_order_acquire);
-    if (done >= taken)
-      throw ProcessError(
-          "task_done() called more times than there were items taken from the queue");
+    queued = items_ever_queued();
+    if (done >= queued)
+      throw ProcessError("task_done() called more times than there were items put");
   } while (!q_->tasks_done.compare_exchange_weak(done, done + 1, std::memory_order_seq_cst,
                                                  std::memory_order_relaxed));
-  if (done + 1 == taken) q_->all_done.notify_all();
+  if (done + 1 >= queued) q_->all_done.notify_all();
 }
 
 bool QueueCore::join(const Deadline& deadline) {
   return wait_for(
       q_->all_done,
-      [&] {
-        const uint64_t put = q_->put_count.load(std::memory_order_seq_cst);
-        const uint64_t got = q_->get_count.load(std::memory_order_seq_cst);
-        // A dead producer's sealed records may have been taken before any producer committed
-        // them: then got runs ahead of put.
-        return static_cast<int64_t>(put - got) <= 0 &&
-               q_->tasks_done.load(std::memory_order_seq_cst) >= got;
-      },
+      [&] { return q_->tasks_done.load(std::memory_order_seq_cst) >= items_ever_queued(); },
       deadline);
 }
 

@@ -180,6 +180,20 @@ TEST_P(JoinableQueueKill, ProducerBlockedOnAFullQueueThenKilledOrTerminated) {
 
 MP_ALL_START_METHODS(JoinableQueueKill);
 
+// As Python: task_done() counts against the items put, whether or not they were taken yet.
+TEST(JoinableQueueCount, TaskDoneCountsAgainstItemsPut) {
+  mp::JoinableQueue<int> q;
+  EXPECT_THROW(q.task_done(), mp::ProcessError);
+  q.put(1);
+  q.put(2);
+  EXPECT_FALSE(q.join(10ms));
+  q.task_done();
+  q.task_done();
+  EXPECT_TRUE(q.join(1s));
+  EXPECT_THROW(q.task_done(), mp::ProcessError);
+  EXPECT_EQ(q.get(), 1);  // the items are still there
+}
+
 // ---- 3. what a consumer reads from shared memory is validated ----------------------------------
 
 namespace {

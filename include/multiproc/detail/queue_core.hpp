@@ -328,6 +328,7 @@ class QueueCore {
   std::atomic<int> closed_pid_{0};      // the process that closed this handle (close())
   void check_open(const char* what) const;
   void discard_all();
+  uint64_t items_ever_queued() const;  // JoinableQueue (see task_done)
   int bias_pid_ = 0;  // the process that claimed the slot (a forked copy must not give it back)
   // The first record of the batch being written, not sealed yet (put_lock held). The records
   // after it are sealed as they are reserved: no consumer can reach them before the first, which
