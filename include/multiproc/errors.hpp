@@ -29,11 +29,13 @@ class Full : public ProcessError {
   using ProcessError::ProcessError;
 };
 
-// put() on a closed queue, or get() on a queue that is closed and drained.
-class QueueClosed : public ProcessError {
+// put() on a queue that was shut down, or get() on one that is shut down and drained (Python
+// 3.13's queue.ShutDown).
+class ShutDown : public ProcessError {
  public:
   using ProcessError::ProcessError;
 };
+using QueueClosed = ShutDown;  // its name before Queue::shutdown() existed
 
 // A wait (AsyncResult::get, Barrier::wait, ...) ran past its timeout.
 class TimeoutError : public ProcessError {

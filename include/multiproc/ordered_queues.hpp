@@ -6,10 +6,10 @@
 //   mp::PriorityQueue<int, std::greater<int>> maxq(100);  // largest first; bounded to 100 items
 //
 // Both have exactly Queue<T>'s surface (queues.hpp): put/put_nowait/get/get_nowait with
-// timeouts, put_many/get_many, qsize/empty/full/maxsize, close/closed, name(), ==, and the handle
-// protocol. A queue is a handle: copies share one queue, in this process and in any process the
-// handle reaches (inherited by fork, passed as a Process/Pool argument under any start method,
-// sent through another queue); it lives while any process holds a handle.
+// timeouts, put_many/get_many, qsize/empty/full/maxsize, close/closed, shutdown/is_shutdown,
+// name(), ==, and the handle protocol. A queue is a handle: copies share one queue, in this process
+// and in any process the handle reaches (inherited by fork, passed as a Process/Pool argument under
+// any start method, sent through another queue); it lives while any process holds a handle.
 //
 // Ordering. LifoQueue: get() returns the most recently put item still queued. PriorityQueue:
 // get() returns an item that no other queued item comes before (`Compare(a, b)` true means a
@@ -109,21 +109,21 @@ class BasicOrderedQueue {
   using value_type = T;
 
   BasicOrderedQueue() : BasicOrderedQueue(0) {}
-  // maxsize 0 = unbounded; otherwise put() waits while maxsize items are queued.
+  // maxsize 0 or negative = unbounded; otherwise put() waits while maxsize items are queued.
   explicit BasicOrderedQueue(size_t maxsize) {
     if (!loading_handles()) core_ = OrderedQueueCore::create(Order::kOrder, maxsize);
   }
 
   // Waits for room (bounded queue) at most `timeout` (negative = zero); throws Full if none
-  // came, QueueClosed if the queue is closed, ProcessError if the item cannot be stored.
+  // came, ShutDown if the queue was shut down, ProcessError if the item cannot be stored.
   void put(const T& item, Timeout timeout = std::nullopt) {
     if (put_range(&item, 1, Deadline::after(timeout)) != 1) throw Full();
   }
   void put_nowait(const T& item) {
     if (put_range(&item, 1, Deadline::now()) != 1) throw Full();
   }
-  // Waits for an item at most `timeout`; throws Empty if none came, QueueClosed if the queue is
-  // closed and drained.
+  // Waits for an item at most `timeout`; throws Empty if none came, ShutDown if the queue was
+  // shut down and is drained.
   T get(Timeout timeout = std::nullopt) { return get_one(Deadline::after(timeout)); }
   T get_nowait() { return get_one(Deadline::now()); }
 
@@ -142,7 +142,7 @@ class BasicOrderedQueue {
     }
   }
   // Waits at most `timeout` for the first item, then takes up to max_items that are there, in
-  // queue order. Throws Empty if none came (QueueClosed if closed and drained).
+  // queue order. Throws Empty if none came (ShutDown if shut down and drained).
   std::vector<T> get_many(size_t max_items, Timeout timeout = std::nullopt) {
     auto& c = core();
     std::vector<T> out;
@@ -168,10 +168,12 @@ class BasicOrderedQueue {
   bool empty() const { return core().empty(); }
   bool full() const { return core().full(); }
   size_t maxsize() const { return core().maxsize(); }
-  // Closes the queue for everyone: later puts throw QueueClosed; gets drain what is left, then
-  // throw QueueClosed, and getters blocked on the empty queue wake up and throw.
+  // As Queue's: close() is this handle's (this process's); shutdown() stops the queue for
+  // everyone with ShutDown, immediate = true discarding what is queued.
   void close() { core().close(); }
   bool closed() const { return core().closed(); }
+  void shutdown(bool immediate = false) { core().shutdown(immediate); }
+  bool is_shutdown() const { return core().is_shutdown(); }
 
   // The shared-memory name of the queue's control segment (diagnostics).
   const std::string& name() const { return core().name(); }
@@ -210,15 +212,9 @@ class BasicOrderedQueue {
       return c.put(n, &kSize, 0, &Codec::fill_plain, &base, scratch.ops(), deadline);
     } else {
       typename Codec::Encoded e;
-      e.sizes.reserve(n);
-      e.offsets.reserve(n);
-      for (size_t i = 0; i < n; ++i) {
-        size_t before = e.bytes.size();
-        dump(e.bytes, items[i]);
-        e.offsets.push_back(before);
-        e.sizes.push_back(e.bytes.size() - before);
-      }
-      return c.put(n, e.sizes.data(), 1, &Codec::fill_encoded, &e, scratch.ops(), deadline);
+      Codec::encode_with_refs(e, items, n);
+      return Codec::release_unput(
+          e, c.put(n, e.sizes.data(), 1, &Codec::fill_encoded, &e, scratch.ops(), deadline));
     }
   }
 

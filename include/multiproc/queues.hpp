@@ -42,21 +42,22 @@ class Queue {
   using value_type = T;
 
   Queue() : Queue(0) {}
-  // maxsize 0 = unbounded; otherwise put() waits while maxsize items are queued.
+  // maxsize 0 = unbounded, and so is a negative one (Python's rule: Queue<T>(-1) arrives as a
+  // huge size_t, which means the same); otherwise put() waits while maxsize items are queued.
   explicit Queue(size_t maxsize) {
     if (!detail::loading_handles()) core_ = detail::QueueCore::create(maxsize);
   }
 
-  // Waits for room (bounded queue) at most `timeout`; throws Full if none came, QueueClosed if
-  // the queue is closed.
+  // Waits for room (bounded queue) at most `timeout`; throws Full if none came, ShutDown if
+  // the queue was shut down.
   void put(const T& item, Timeout timeout = std::nullopt) {
     if (put_range(&item, 1, detail::Deadline::after(timeout)) != 1) throw Full();
   }
   void put_nowait(const T& item) {
     if (put_range(&item, 1, detail::Deadline::now()) != 1) throw Full();
   }
-  // Waits for an item at most `timeout`; throws Empty if none came, QueueClosed if the queue is
-  // closed and drained.
+  // Waits for an item at most `timeout`; throws Empty if none came, ShutDown if the queue was
+  // shut down and is drained.
   T get(Timeout timeout = std::nullopt) { return get_one(detail::Deadline::after(timeout)); }
   T get_nowait() { return get_one(detail::Deadline::now()); }
 
@@ -75,7 +76,7 @@ class Queue {
     }
   }
   // Waits at most `timeout` for the first item, then takes up to max_items that are there.
-  // Throws Empty if none came (QueueClosed if closed and drained).
+  // Throws Empty if none came (ShutDown if shut down and drained).
   std::vector<T> get_many(size_t max_items, Timeout timeout = std::nullopt) {
     auto& c = core();
     std::vector<T> out;
@@ -107,10 +108,16 @@ class Queue {
   bool empty() const { return core().empty(); }
   bool full() const { return core().full(); }
   size_t maxsize() const { return core().maxsize(); }
-  // Closes the queue for everyone: later puts throw QueueClosed; gets drain what is left, then
-  // throw QueueClosed, and getters blocked on the empty queue wake up and throw.
+  // Python's close(): this handle (and its copies in this process) puts and gets no more; later
+  // use of it throws ProcessError. Other handles and processes are unaffected: each producer
+  // may close its own when done. A handle sent to another process arrives open there.
   void close() { core().close(); }
   bool closed() const { return core().closed(); }
+  // Python 3.13's shutdown(), for everyone: later puts throw ShutDown; gets drain what is left,
+  // then throw ShutDown; blocked callers wake. immediate = true also discards what is queued
+  // (a JoinableQueue counts those items done) and gets throw ShutDown at once.
+  void shutdown(bool immediate = false) { core().shutdown(immediate); }
+  bool is_shutdown() const { return core().is_shutdown(); }
 
   // The shared-memory name of the queue's control segment (diagnostics).
   const std::string& name() const { return core().name(); }
@@ -151,15 +158,9 @@ class Queue {
       return c.put(n, &kSize, 0, nullptr, const_cast<T*>(items), deadline);
     } else {
       typename Codec::Encoded e;
-      e.sizes.reserve(n);
-      e.offsets.reserve(n);
-      for (size_t i = 0; i < n; ++i) {
-        size_t before = e.bytes.size();
-        detail::dump(e.bytes, items[i]);
-        e.offsets.push_back(before);
-        e.sizes.push_back(e.bytes.size() - before);
-      }
-      return c.put(n, e.sizes.data(), 1, &Codec::fill_encoded, &e, deadline);
+      Codec::encode_with_refs(e, items, n);
+      return Codec::release_unput(e,
+                                  c.put(n, e.sizes.data(), 1, &Codec::fill_encoded, &e, deadline));
     }
   }
 
@@ -190,6 +191,8 @@ class JoinableQueue : public Queue<T> {
   // One item got earlier is finished. Throws ProcessError if called more often than put().
   void task_done() { this->core().task_done(); }
   // Waits until every item put has been marked done. Returns false if the timeout passed first.
+  // What counts is what really reached the queue: a producer killed inside put() (or while it
+  // waited for room) leaves nothing for join() to wait for but the items it did put.
   bool join(Timeout timeout = std::nullopt) {
     return this->core().join(detail::Deadline::after(timeout));
   }

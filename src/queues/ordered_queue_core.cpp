@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include <multiproc/errors.hpp>
 
@@ -46,6 +47,32 @@ inline void step() {
 // a second one behind).
 void finalize_ordered_queue(Segment& seg) {
   auto* q = static_cast<OrderedQueueData*>(seg.payload());
+  // Items still queued give back the references their handles took (kRecordItemRefs). Not
+  // after a crash inside a transaction: the index may then name items twice.
+  if (!q->undo.active.load(std::memory_order_acquire)) {
+    try {
+      const char* name = q->store_name[q->store_gen.load(std::memory_order_acquire) & 1];
+      auto store = Segment::attach(read_name(name), SegmentKind::blob, false, false);
+      const auto* base = static_cast<const char*>(store->payload());
+      const auto* h = reinterpret_cast<const StoreHeader*>(base);
+      const uint64_t size = store->payload_size();
+      const uint64_t index_cap = h->index_capacity, arena_cap = h->arena_capacity;
+      const uint64_t arena_off = h->arena_offset, n = q->count.load();
+      if (size >= sizeof(StoreHeader) && h->magic == kStoreMagic &&
+          index_cap <= (size - sizeof(StoreHeader)) / sizeof(StoreEntry) && n <= index_cap &&
+          arena_off >= sizeof(StoreHeader) + index_cap * sizeof(StoreEntry) && arena_off <= size &&
+          arena_cap <= size - arena_off) {
+        const auto* index = reinterpret_cast<const StoreEntry*>(base + sizeof(StoreHeader));
+        for (uint64_t i = 0; i < n; ++i) {
+          const StoreEntry& e = index[i];
+          if (e.has_refs() && e.offset() <= arena_cap && e.size <= arena_cap - e.offset())
+            release_item_refs(base + arena_off + e.offset(), e.size);
+        }
+      }
+    } catch (const ProcessError&) {
+      // No store to read: nothing to give back.
+    }
+  }
   for (auto& name : q->store_name)
     if (name[0]) unlink_segment(read_name(name));
 }
@@ -68,7 +95,7 @@ std::shared_ptr<OrderedQueueCore> OrderedQueueCore::create(QueueOrder order, uin
   auto* q = new (seg->payload()) OrderedQueueData{};
   q->layout_version = kOrderedQueueLayoutVersion;
   q->order = static_cast<uint32_t>(order);
-  q->maxsize = maxsize;
+  q->maxsize = normalize_maxsize(maxsize);
   std::shared_ptr<OrderedQueueCore> core(new OrderedQueueCore(std::move(seg)));
   // The first store: generation 0 names nothing, so this makes store 1. No other process can
   // see the queue yet, so the lock is not needed.
@@ -123,14 +150,47 @@ void OrderedQueueCore::refresh_store() {
   v.seg = Segment::attach(read_name(q_->store_name[gen & 1]), SegmentKind::blob, false, false);
   auto* base = static_cast<char*>(v.seg->payload());
   v.h = reinterpret_cast<StoreHeader*>(base);
-  if (v.seg->payload_size() < sizeof(StoreHeader) || v.h->magic != kStoreMagic ||
-      v.h->layout_version != kOrderedQueueLayoutVersion ||
-      v.h->arena_offset + v.h->arena_capacity > v.seg->payload_size())
-    throw ProcessError("queue store " + v.seg->name() + " is damaged or of another version");
+  const uint64_t size = v.seg->payload_size();
+  if (size < sizeof(StoreHeader) || v.h->magic != kStoreMagic ||
+      v.h->layout_version != kOrderedQueueLayoutVersion)
+    corrupt("its store " + v.seg->name() + " is damaged or of another version");
+  v.index_cap = v.h->index_capacity;
+  v.arena_cap = v.h->arena_capacity;
+  const uint64_t arena_offset = v.h->arena_offset;
+  if (v.index_cap > (size - sizeof(StoreHeader)) / sizeof(StoreEntry) ||
+      arena_offset < sizeof(StoreHeader) + v.index_cap * sizeof(StoreEntry) ||
+      arena_offset > size || v.arena_cap > size - arena_offset || arena_offset % 8 != 0)
+    corrupt("its store " + v.seg->name() + " has an index or arena that does not fit");
   v.index = reinterpret_cast<StoreEntry*>(base + sizeof(StoreHeader));
-  v.arena = base + v.h->arena_offset;
+  v.arena = base + arena_offset;
   v.gen = gen;
   store_ = std::move(v);
+}
+
+void OrderedQueueCore::corrupt(const std::string& what) const {
+  throw ProcessError("queue " + name() + " is corrupt: " + what +
+                     " (a process wrote over its shared memory)");
+}
+
+void OrderedQueueCore::bad_entry(const StoreEntry& e) const {
+  corrupt("an item of " + std::to_string(e.size) + " bytes at arena offset " +
+          std::to_string(e.offset()) + " of " + std::to_string(store_.arena_cap));
+}
+
+uint64_t OrderedQueueCore::count_checked() const {
+  const uint64_t n = q_->count.load(std::memory_order_relaxed);
+  if (n > store_.index_cap)
+    corrupt("it counts " + std::to_string(n) + " items in an index of " +
+            std::to_string(store_.index_cap));
+  return n;
+}
+
+uint64_t OrderedQueueCore::used_checked() const {
+  const uint64_t used = store_.h->used;
+  if (used > store_.arena_cap || used % 8 != 0)
+    corrupt("its arena's bump pointer is " + std::to_string(used) + " of " +
+            std::to_string(store_.arena_cap));
+  return used;
 }
 
 // ---- transactions -------------------------------------------------------------------------------
@@ -168,7 +228,7 @@ void OrderedQueueCore::rollback() {
   auto& u = q_->undo;
   uint32_t len = std::min(u.len.load(std::memory_order_acquire), kUndoCapacity);
   for (uint32_t i = len; i-- > 0;)
-    if (u.rec[i].slot < store_.h->index_capacity) store_.index[u.rec[i].slot] = u.rec[i].old;
+    if (u.rec[i].slot < store_.index_cap) store_.index[u.rec[i].slot] = u.rec[i].old;
   store_.h->used = u.used;
   store_.h->live = u.live;
   q_->count.store(u.count, std::memory_order_seq_cst);
@@ -180,10 +240,11 @@ void OrderedQueueCore::rollback() {
 // ---- storage ------------------------------------------------------------------------------------
 
 void OrderedQueueCore::ensure_room(uint64_t aligned_size) {
-  const uint64_t n = q_->count.load(std::memory_order_relaxed);
-  StoreHeader* h = store_.h;
-  if (n < h->index_capacity && h->arena_capacity - h->used >= aligned_size) return;
-  rebuild(n + 1, h->live + aligned_size);
+  const uint64_t n = count_checked();
+  if (n < store_.index_cap && store_.arena_cap - used_checked() >= aligned_size) return;
+  const uint64_t live = store_.h->live;
+  if (live > store_.arena_cap) corrupt("its arena's live bytes exceed the arena");
+  rebuild(n + 1, live + aligned_size);
 }
 
 void OrderedQueueCore::rebuild(uint64_t min_entries, uint64_t min_bytes) {
@@ -216,14 +277,19 @@ void OrderedQueueCore::rebuild(uint64_t min_entries, uint64_t min_bytes) {
   v.index = reinterpret_cast<StoreEntry*>(base + sizeof(StoreHeader));
   v.arena = base + arena_offset;
   v.gen = gen + 1;
+  v.index_cap = entries;
+  v.arena_cap = arena;
   // Copy the live items in index order (for a LIFO queue that keeps the top item last in the
   // arena, so that pops keep giving space back).
   uint64_t pos = 0;
-  const uint64_t n = store_.h ? q_->count.load(std::memory_order_relaxed) : 0;
+  const uint64_t n = store_.h ? count_checked() : 0;
+  if (n > entries) corrupt("it counts more items than its store's live bytes allow");
   for (uint64_t i = 0; i < n; ++i) {
     StoreEntry e = store_.index[i];
     if (!e.is_inline()) {
-      std::memcpy(v.arena + pos, store_.arena + e.offset(), e.size);
+      const char* src = item(e);
+      if (align8(e.size) > arena - pos) corrupt("its items exceed its arena's live bytes");
+      std::memcpy(v.arena + pos, src, e.size);
       e.set_offset(pos);
       pos += align8(e.size);
     }
@@ -246,16 +312,17 @@ void OrderedQueueCore::rebuild(uint64_t min_entries, uint64_t min_bytes) {
 // ---- the index: a stack or a binary heap --------------------------------------------------------
 
 void OrderedQueueCore::push(const StoreEntry& e, const OrderOps* ops) {
-  const uint64_t n = q_->count.load(std::memory_order_relaxed);
+  const uint64_t n = count_checked();
+  if (n >= store_.index_cap) corrupt("its index is full");
   if (order_ == QueueOrder::lifo) {
     store_.index[n] = e;  // beyond the count: no record needed
   } else {
-    ops->decode(ops->ctx, 0, item(e), e.size);
+    ops->decode(ops->ctx, 0, item(e), item_size(e));
     uint64_t pos = n;
     while (pos > 0) {
       const uint64_t parent = (pos - 1) / 2;
       const StoreEntry pe = store_.index[parent];
-      ops->decode(ops->ctx, 1, item(pe), pe.size);
+      ops->decode(ops->ctx, 1, item(pe), item_size(pe));
       if (!ops->before(ops->ctx, 0, 1)) break;
       write_slot(pos, pe);
       pos = parent;
@@ -266,7 +333,7 @@ void OrderedQueueCore::push(const StoreEntry& e, const OrderOps* ops) {
 }
 
 void OrderedQueueCore::pop_top(const OrderOps* ops) {
-  const uint64_t n = q_->count.load(std::memory_order_relaxed);
+  const uint64_t n = count_checked();
   const uint64_t m = n - 1;
   StoreEntry top;
   if (order_ == QueueOrder::lifo) {
@@ -275,16 +342,16 @@ void OrderedQueueCore::pop_top(const OrderOps* ops) {
     top = store_.index[0];
     if (m > 0) {
       const StoreEntry last = store_.index[m];
-      ops->decode(ops->ctx, 0, item(last), last.size);
+      ops->decode(ops->ctx, 0, item(last), item_size(last));
       uint64_t pos = 0;
       for (;;) {
         const uint64_t l = 2 * pos + 1;
         if (l >= m) break;
         uint64_t c = l;
         int c_slot = 1;
-        ops->decode(ops->ctx, 1, item(store_.index[l]), store_.index[l].size);
+        ops->decode(ops->ctx, 1, item(store_.index[l]), item_size(store_.index[l]));
         if (l + 1 < m) {
-          ops->decode(ops->ctx, 2, item(store_.index[l + 1]), store_.index[l + 1].size);
+          ops->decode(ops->ctx, 2, item(store_.index[l + 1]), item_size(store_.index[l + 1]));
           if (ops->before(ops->ctx, 2, 1)) {
             c = l + 1;
             c_slot = 2;
@@ -315,18 +382,26 @@ size_t OrderedQueueCore::put_locked(size_t first, size_t count, const size_t* si
                                     FillFn fill, void* ctx, const OrderOps* ops) {
   size_t n = first;
   for (; n < first + count; ++n) {
-    const uint64_t size = sizes[n * stride];
+    uint64_t size = sizes[n * stride];
+    const bool refs = (size & kItemHasRefs) != 0;
+    size &= ~kItemHasRefs;
     if (size > kMaxStoreBytes) throw ProcessError("queue item too large");
     StoreEntry e{};
     e.size = size;
+    if (refs) {
+      if (e.is_inline()) throw ProcessError("queue item's references trailer is malformed");
+      e.set_has_refs();
+    }
     const uint64_t asz = e.is_inline() ? 0 : align8(size);
     ensure_room(asz);
     StoreHeader* h = store_.h;
     if (e.is_inline()) {
       fill(ctx, n, e.data);
     } else {
-      e.set_offset(h->used);
-      fill(ctx, n, store_.arena + h->used);  // free space: no entry refers to it yet
+      const uint64_t used = used_checked();
+      if (store_.arena_cap - used < asz) corrupt("its arena's bump pointer moved under the lock");
+      e.set_offset(used);
+      fill(ctx, n, store_.arena + used);  // free space: no entry refers to it yet
     }
     begin();
     try {
@@ -346,16 +421,17 @@ size_t OrderedQueueCore::put(size_t count, const size_t* sizes, size_t stride, F
                              void* ctx, const OrderOps* ops, const Deadline& deadline) {
   if (order_ == QueueOrder::priority && !ops)
     throw ProcessError("PriorityQueue core used without an ordering");
+  if (closed_pid_.load(std::memory_order_relaxed)) check_open("put");
   size_t done = 0;
   while (done < count) {
-    if (closed()) throw QueueClosed("put() on a closed queue");
+    if (is_shutdown()) throw ShutDown("put() on queue " + name() + ", which was shut down");
     const uint64_t maxsize = q_->maxsize;
     if (maxsize) {
       auto has_room = [&] {
-        return q_->count.load(std::memory_order_seq_cst) < maxsize || closed();
+        return q_->count.load(std::memory_order_seq_cst) < maxsize || is_shutdown();
       };
       if (!has_room() && !wait_for(q_->not_full, has_room, deadline)) return done;
-      if (closed()) throw QueueClosed("put() on a closed queue");
+      if (is_shutdown()) throw ShutDown("put() on queue " + name() + ", which was shut down");
     }
     lock();
     size_t limit = std::min(count - done, kPutBatch);
@@ -385,11 +461,11 @@ size_t OrderedQueueCore::get_locked(size_t max_items, DeliverFn deliver, void* c
                                     const OrderOps* ops) {
   size_t delivered = 0;
   while (delivered < max_items) {
-    const uint64_t n = q_->count.load(std::memory_order_relaxed);
+    const uint64_t n = count_checked();
     if (n == 0) break;
     const StoreEntry top = order_ == QueueOrder::lifo ? store_.index[n - 1] : store_.index[0];
     // Copy first: if this process dies or deliver throws, nothing has changed yet.
-    deliver(ctx, item(top), top.size);
+    deliver(ctx, item(top), item_size(top));
     begin();
     try {
       pop_top(ops);
@@ -402,7 +478,7 @@ size_t OrderedQueueCore::get_locked(size_t max_items, DeliverFn deliver, void* c
   }
   // An empty queue gives a store that a burst (or a huge item) made big back to the system.
   if (q_->count.load(std::memory_order_relaxed) == 0 &&
-      store_.h->arena_offset + store_.h->arena_capacity > kShrinkStoreAbove) {
+      store_.index_cap * sizeof(StoreEntry) + store_.arena_cap > kShrinkStoreAbove) {
     try {
       rebuild(0, 0);
     } catch (const ProcessError&) {
@@ -414,11 +490,14 @@ size_t OrderedQueueCore::get_locked(size_t max_items, DeliverFn deliver, void* c
 
 size_t OrderedQueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const OrderOps* ops,
                              const Deadline& deadline) {
+  if (closed_pid_.load(std::memory_order_relaxed)) check_open("get");
   if (max_items == 0) return 0;
   if (order_ == QueueOrder::priority && !ops)
     throw ProcessError("PriorityQueue core used without an ordering");
-  auto available = [&] { return q_->count.load(std::memory_order_seq_cst) > 0 || closed(); };
+  auto available = [&] { return q_->count.load(std::memory_order_seq_cst) > 0 || is_shutdown(); };
   for (;;) {
+    if (q_->shut_down.load(std::memory_order_acquire) == kShutDownImmediate)
+      throw ShutDown("get() on queue " + name() + ", which was shut down (immediate)");
     if (available()) {
       lock();
       size_t n;
@@ -433,15 +512,49 @@ size_t OrderedQueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, con
         q_->not_full.notify(static_cast<int>(std::min<size_t>(n, 0x7fffffff)));
         return n;
       }
-      if (closed() && qsize() == 0) throw QueueClosed("get() on a closed queue with no items left");
+      if (is_shutdown() && qsize() == 0)
+        throw ShutDown("get() on queue " + name() + ", which was shut down, with no items left");
     }
     if (deadline.expired() && !available()) return 0;
     if (!wait_for(q_->not_empty, available, deadline)) return 0;
   }
 }
 
-void OrderedQueueCore::close() {
-  q_->closed.store(1, std::memory_order_seq_cst);
+void OrderedQueueCore::check_open(const char* what) const {
+  if (closed())
+    throw ProcessError(std::string(what) + "() on queue " + name() +
+                       " through a handle that was closed (close() means this process uses the "
+                       "handle no more; shutdown() is the stop for everyone)");
+}
+
+void OrderedQueueCore::shutdown(bool immediate) {
+  if (immediate) {
+    q_->shut_down.store(kShutDownImmediate, std::memory_order_seq_cst);
+    // Discard what is queued in one transaction; the references its items' handles took are
+    // given back after the commit (a repair could otherwise bring back items already released).
+    std::vector<std::string> trailers;
+    lock();
+    try {
+      const uint64_t n = count_checked();
+      for (uint64_t i = 0; i < n; ++i) {
+        const StoreEntry& e = store_.index[i];
+        if (e.has_refs()) trailers.emplace_back(item(e), e.size);
+      }
+      begin();
+      store_.h->used = 0;
+      store_.h->live = 0;
+      q_->count.store(0, std::memory_order_seq_cst);
+      commit();
+    } catch (...) {
+      unlock();
+      throw;
+    }
+    unlock();
+    for (const auto& t : trailers) release_item_refs(t.data(), t.size());
+  } else {
+    uint32_t expected = kNotShutDown;
+    q_->shut_down.compare_exchange_strong(expected, kShutDown, std::memory_order_seq_cst);
+  }
   q_->not_empty.notify_all();
   q_->not_full.notify_all();
 }

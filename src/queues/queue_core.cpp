@@ -42,6 +42,12 @@ std::string read_name(const char* src) {
   return std::string(src, strnlen(src, kMaxSegmentName));
 }
 
+// A ring's capacity is a power of two that fits in its segment.
+bool valid_capacity(uint64_t cap, uint64_t payload_size) {
+  return cap >= 64 && (cap & (cap - 1)) == 0 && payload_size >= kRingDataSize &&
+         cap <= payload_size - kRingDataSize;
+}
+
 std::shared_ptr<Segment> create_ring(uint64_t capacity, uint64_t id) {
   auto seg = Segment::create(SegmentKind::ring, kRingDataSize + capacity, false);
   auto* r = new (seg->payload()) RingData{};
@@ -49,6 +55,42 @@ std::shared_ptr<Segment> create_ring(uint64_t capacity, uint64_t id) {
   r->id = id;
   return seg;
 }
+
+}  // namespace
+
+bool split_refs(const char* p, uint64_t size, uint64_t& item_len) {
+  if (size < sizeof(uint64_t)) return false;
+  std::memcpy(&item_len, p + size - sizeof(uint64_t), sizeof(uint64_t));
+  return item_len <= size - sizeof(uint64_t);
+}
+
+namespace {
+// Gives back the in-flight references listed in a trailer (FlightRefLog entries): each is taken
+// over by mapping its segment and dropped with the mapping, which runs that segment's
+// finalizer when it was the last reference. A damaged entry ends the walk.
+void release_refs(const char* p, uint64_t len) {
+  while (len >= 8) {
+    uint32_t kind, name_len;
+    std::memcpy(&kind, p, 4);
+    std::memcpy(&name_len, p + 4, 4);
+    if (name_len > len - 8 || name_len >= kMaxSegmentName) return;
+    try {
+      Segment::attach(std::string(p + 8, name_len), static_cast<SegmentKind>(kind), true, true);
+    } catch (const ProcessError&) {
+      // Already gone (the program is ending, or the tracker removed it): nothing to give back.
+    }
+    p += 8 + name_len;
+    len -= 8 + name_len;
+  }
+}
+}  // namespace
+
+void release_item_refs(const char* p, uint64_t size) {
+  uint64_t item_len;
+  if (split_refs(p, size, item_len)) release_refs(p + item_len, size - sizeof(uint64_t) - item_len);
+}
+
+namespace {
 
 // Called when the last handle anywhere goes: remove the rings and any blobs still queued.
 void finalize_queue(Segment& seg) {
@@ -65,7 +107,11 @@ void finalize_queue(Segment& seg) {
     }
     auto* r = static_cast<RingData*>(ring->payload());
     char* data = static_cast<char*>(ring->payload()) + kRingDataSize;
-    const uint64_t cap = r->capacity, head = r->head.load();
+    const uint64_t cap = r->capacity, head = r->head.load() & ~uint64_t{7};
+    if (!valid_capacity(cap, ring->payload_size())) {  // damaged: remove it, follow nothing
+      ring->unlink();
+      return;
+    }
     // Every sealed record not yet consumed, whether or not its producer lived to commit it.
     for (uint64_t pos = head; pos - head < cap;) {
       const uint64_t off = pos & (cap - 1);
@@ -75,11 +121,25 @@ void finalize_queue(Segment& seg) {
         pos += cap - off;
         continue;
       }
+      const uint64_t size = header_size(word);
       if (header_kind(word) == kRecordBlob && off + kHeaderSize + sizeof(BlobRef) <= cap) {
-        auto* b = reinterpret_cast<BlobRef*>(data + off + kHeaderSize);
-        unlink_segment(read_name(b->name));
+        BlobRef b;
+        std::memcpy(&b, data + off + kHeaderSize, sizeof b);
+        const std::string name = read_name(b.name);
+        if (b.size & kItemHasRefs) {
+          try {
+            auto blob = Segment::attach(name, SegmentKind::blob, false, false);
+            const uint64_t len = b.size & ~kItemHasRefs;
+            if (len <= blob->payload_size())
+              release_item_refs(static_cast<const char*>(blob->payload()), len);
+          } catch (const ProcessError&) {
+          }
+        }
+        unlink_segment(name);
+      } else if (header_kind(word) == kRecordItemRefs && size <= cap - off - kHeaderSize) {
+        release_item_refs(data + off + kHeaderSize, size);
       }
-      pos += record_bytes(header_size(word));
+      pos += record_bytes(size);
     }
     bool more = r->id != last;
     std::string next = read_name(r->next_name);
@@ -95,6 +155,7 @@ void finalize_queue(Segment& seg) {
 }  // namespace
 
 std::shared_ptr<QueueCore> QueueCore::create(uint64_t maxsize, bool joinable) {
+  maxsize = normalize_maxsize(maxsize);
   auto seg = Segment::create(SegmentKind::queue, sizeof(QueueData), true);
   auto* q = new (seg->payload()) QueueData{};
   q->layout_version = kQueueLayoutVersion;
@@ -138,6 +199,7 @@ void QueueCore::begin_put_section() {
   refresh_put_ring();
   put_pos_ = put_ring_.r->tail.load(std::memory_order_relaxed);
   put_unpublished_ = 0;
+  if (put_pos_ & 7) corrupt("its ring's tail " + std::to_string(put_pos_) + " is misaligned");
 }
 
 void QueueCore::lock_get() {
@@ -160,7 +222,8 @@ void QueueCore::repair_dead_producer() {
     q_->put_count.store(q_->put_intent_count.load(), std::memory_order_release);
   // And it may have sealed records past its tail, which consumers can already have taken: they
   // are in the queue, so commit them. The zeroed slot after the last sealed record ends the walk.
-  const uint64_t cap = r->capacity, tail = r->tail.load();
+  const uint64_t cap = put_ring_.cap, tail = r->tail.load();
+  if (tail & 7) corrupt("its ring's tail " + std::to_string(tail) + " is misaligned");
   uint64_t pos = tail, items = 0;
   while (pos - tail < cap) {
     const uint64_t off = pos & (cap - 1);
@@ -179,26 +242,37 @@ void QueueCore::repair_dead_producer() {
   publish_put();
 }
 
+void QueueCore::corrupt(const std::string& what) const {
+  throw ProcessError("queue " + name() + " is corrupt: " + what +
+                     " (a process wrote over its shared memory)");
+}
+
+QueueCore::RingView QueueCore::map_ring(const char* name_field, uint64_t id) const {
+  const size_t len = strnlen(name_field, kMaxSegmentName);
+  if (len == 0 || len == kMaxSegmentName || name_field[0] != '/')
+    corrupt("ring " + std::to_string(id) + " has no valid name");
+  RingView v;
+  v.seg = Segment::attach(std::string(name_field, len), SegmentKind::ring, false, false);
+  v.r = static_cast<RingData*>(v.seg->payload());
+  v.data = static_cast<char*>(v.seg->payload()) + kRingDataSize;
+  v.id = id;
+  v.cap = v.r->capacity;
+  if (!valid_capacity(v.cap, v.seg->payload_size()))
+    corrupt("ring " + v.seg->name() + " has capacity " + std::to_string(v.cap) + " in " +
+            std::to_string(v.seg->payload_size()) + " bytes");
+  return v;
+}
+
 void QueueCore::refresh_put_ring() {
   uint64_t gen = q_->tail_ring_gen.load(std::memory_order_acquire);
   if (gen == put_ring_.id && put_ring_.r) return;
-  RingView v;
-  v.seg = Segment::attach(read_name(q_->tail_ring_name[gen & 1]), SegmentKind::ring, false, false);
-  v.r = static_cast<RingData*>(v.seg->payload());
-  v.data = static_cast<char*>(v.seg->payload()) + kRingDataSize;
-  v.id = gen;
-  put_ring_ = std::move(v);
+  put_ring_ = map_ring(q_->tail_ring_name[gen & 1], gen);
 }
 
 void QueueCore::refresh_get_ring() {
   uint64_t gen = q_->head_ring_gen.load(std::memory_order_acquire);
   if (gen == get_ring_.id && get_ring_.r) return;
-  RingView v;
-  v.seg = Segment::attach(read_name(q_->head_ring_name[gen & 1]), SegmentKind::ring, false, false);
-  v.r = static_cast<RingData*>(v.seg->payload());
-  v.data = static_cast<char*>(v.seg->payload()) + kRingDataSize;
-  v.id = gen;
-  get_ring_ = std::move(v);
+  get_ring_ = map_ring(q_->head_ring_name[gen & 1], gen);
 }
 
 // ---- producer side ----------------------------------------------------------------------------
@@ -224,7 +298,7 @@ void QueueCore::publish_put() {
 }
 
 bool QueueCore::grow(uint64_t min_record) {
-  uint64_t cap = put_ring_.r->capacity;
+  uint64_t cap = put_ring_.cap;
   uint64_t want = std::max(cap * 2, next_pow2(min_record * 4));
   if (want > kMaxRingCapacity) {
     if (cap >= kMaxRingCapacity || min_record * 4 > kMaxRingCapacity) return false;
@@ -241,6 +315,7 @@ bool QueueCore::grow(uint64_t min_record) {
   v.r = static_cast<RingData*>(v.seg->payload());
   v.data = static_cast<char*>(v.seg->payload()) + kRingDataSize;
   v.id = id;
+  v.cap = want;
   put_ring_ = std::move(v);
   put_pos_ = 0;
   return true;
@@ -259,7 +334,7 @@ char* QueueCore::reserve(size_t payload, uint32_t kind) {
   const uint64_t rec = record_bytes(payload);
   for (;;) {
     RingData* r = put_ring_.r;
-    const uint64_t cap = r->capacity;
+    const uint64_t cap = put_ring_.cap;
     if (rec > cap / 4) {  // keep big items from hogging (or not fitting) the ring
       if (!grow(rec)) return nullptr;
       continue;
@@ -311,7 +386,7 @@ inline void copy_item(char* dst, const char* src, size_t size) {
 
 size_t QueueCore::put_run(const char* src, size_t size, size_t max_items) {
   RingData* r = put_ring_.r;
-  const uint64_t cap = r->capacity, rec = record_bytes(size);
+  const uint64_t cap = put_ring_.cap, rec = record_bytes(size);
   if (rec > cap / 4 || size >= kAlignPayloadFrom) return 0;
   const uint64_t off = put_pos_ & (cap - 1);
   const uint64_t fit = std::min<uint64_t>(max_items, (cap - off) / rec);
@@ -348,7 +423,7 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
   };
   size_t n = first;
   while (n < first + count) {
-    const size_t size = sizes[n * stride];
+    size_t size = sizes[n * stride];
     if (!fill && stride == 0 && size <= kMaxInlineItem) {
       // Same-size items from an array (put_many of plain items): copied in runs.
       const size_t k = put_run(array + n * size, size, first + count - n);
@@ -356,6 +431,11 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
         n += k;
         continue;
       }
+    }
+    uint32_t kind = kRecordItem;
+    if (size & kItemHasRefs) {
+      size &= ~kItemHasRefs;
+      kind = kRecordItemRefs;
     }
     if (size > kMaxInlineItem) {
       // Out of line: the item is written straight into a blob segment of its own.
@@ -374,12 +454,12 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
       }
       BlobRef ref{};
       copy_name(ref.name, blob->name());
-      ref.size = size;
+      ref.size = size | (kind == kRecordItemRefs ? kItemHasRefs : 0);
       std::memcpy(dst, &ref, sizeof ref);
       ++n;
       continue;
     }
-    char* dst = reserve(size, kRecordItem);
+    char* dst = reserve(size, kind);
     if (!dst) break;
     write_item(n, dst, size);
     ++n;
@@ -390,18 +470,8 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
 
 size_t QueueCore::put(size_t count, const size_t* sizes, size_t stride, FillFn fill, void* ctx,
                       const Deadline& deadline) {
-  // A JoinableQueue counts the tasks before they become visible, so a fast task_done() never
-  // sees the count go negative; whatever is not put after all is taken back.
-  if (q_->joinable) q_->unfinished.fetch_add(static_cast<int64_t>(count));
-  size_t done = 0;
-  try {
-    done = put_all(count, sizes, stride, fill, ctx, deadline);
-  } catch (...) {
-    if (q_->joinable) q_->unfinished.fetch_sub(static_cast<int64_t>(count - done));
-    throw;
-  }
-  if (q_->joinable && done < count) q_->unfinished.fetch_sub(static_cast<int64_t>(count - done));
-  return done;
+  if (closed_pid_.load(std::memory_order_relaxed)) check_open("put");
+  return put_all(count, sizes, stride, fill, ctx, deadline);
 }
 
 size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, FillFn fill, void* ctx,
@@ -411,11 +481,11 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
     return q_->put_count.load(std::memory_order_seq_cst) -
                    q_->get_count.load(std::memory_order_seq_cst) <
                maxsize ||
-           closed();
+           is_shutdown();
   };
   size_t done = 0;
   while (done < count) {
-    if (closed()) throw QueueClosed("put() on a closed queue");
+    if (is_shutdown()) throw ShutDown("put() on queue " + name() + ", which was shut down");
     const bool biased = enter_put();
     size_t limit = count - done;
     if (maxsize) {
@@ -451,7 +521,7 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
       auto has_batch_room = [&] {
         return q_->put_count.load(std::memory_order_relaxed) + batch <=
                    q_->get_count.load(std::memory_order_acquire) + maxsize ||
-               closed();
+               is_shutdown();
       };
       for (int i = 0; i < kSlowPolls && !deadline.expired() && !has_batch_room(); ++i) {
         for (int k = 0; k < kSlowPollPauses; ++k) cpu_relax();
@@ -463,7 +533,8 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
       // No storage left (the ring chain is at its limit): wait for consumers to make room.
       uint64_t seen = q_->get_count.load();
       if (!wait_for(
-              q_->not_full, [&] { return q_->get_count.load() != seen || closed(); }, deadline))
+              q_->not_full, [&] { return q_->get_count.load() != seen || is_shutdown(); },
+              deadline))
         return done;
     }
   }
@@ -483,16 +554,21 @@ void QueueCore::publish_get(uint64_t head, uint64_t items) {
 
 void QueueCore::switch_get_ring() {
   uint64_t id = get_ring_.id + 1;
-  std::string next = read_name(get_ring_.r->next_name);
-  copy_name(q_->head_ring_name[id & 1], next);
+  // Map the next ring before committing to it: a damaged name must leave the chain as it was.
+  char next[kMaxSegmentName];
+  std::memcpy(next, get_ring_.r->next_name, kMaxSegmentName);
+  RingView v = map_ring(next, id);
+  std::memcpy(q_->head_ring_name[id & 1], next, kMaxSegmentName);
   q_->head_ring_gen.store(id, std::memory_order_release);  // the commit
   auto old = std::move(get_ring_.seg);
-  get_ring_ = RingView{};
-  refresh_get_ring();
+  get_ring_ = std::move(v);
   old->unlink();
 }
 
 namespace {
+// What an immediate shutdown delivers to: nothing (get_locked gives back the items' references).
+void discard_item(void*, const char*, size_t) {}
+
 void deliver_to_sink(void* ctx, const char* src, size_t size) {
   auto* sink = static_cast<PlainSink*>(ctx);
   if (size != sink->item_size) throw ProcessError("queue item has the wrong size for its type");
@@ -511,8 +587,11 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
   const uint64_t plain_rec = sink ? record_bytes(sink->item_size) : 0;
   if (sink) deliver = &deliver_to_sink;
   uint64_t pos = r->head.load(std::memory_order_relaxed);
+  uint64_t cap = get_ring_.cap;
+  // Records are 8-byte multiples: an aligned head stays aligned, and every record is checked to
+  // end inside the ring before it is read.
+  if (pos & 7) corrupt("its ring's head " + std::to_string(pos) + " is misaligned");
   while (delivered < max_items) {
-    const uint64_t cap = r->capacity;
     const uint64_t off = pos & (cap - 1);
     char* slot = get_ring_.data + off;
     const uint64_t word = header_at(slot).load(std::memory_order_acquire);
@@ -533,7 +612,9 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
       consumed = 0;
       switch_get_ring();
       r = get_ring_.r;
+      cap = get_ring_.cap;
       pos = r->head.load(std::memory_order_relaxed);
+      if (pos & 7) corrupt("its ring's head " + std::to_string(pos) + " is misaligned");
       continue;
     }
     if (header_kind(word) == kRecordWrap) {
@@ -542,8 +623,10 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
     }
     const uint64_t size = header_size(word);
     const uint64_t rec = record_bytes(size);
-    if (rec > cap - off || header_kind(word) > kRecordSkip)
-      throw ProcessError("queue " + name() + ": corrupt record in its ring");
+    if (rec > cap - off || header_kind(word) > kRecordItemRefs ||
+        (header_kind(word) == kRecordBlob && size < sizeof(BlobRef)))
+      corrupt("record header " + std::to_string(word) + " at offset " + std::to_string(off) +
+              " of a " + std::to_string(cap) + "-byte ring");
     if (header_kind(word) == kRecordSkip) {
       pos += rec;
       continue;
@@ -557,13 +640,27 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
       } catch (const ProcessError&) {
         // A consumer died after removing this blob but before committing: its item is lost.
       }
+      uint64_t len = ref.size & ~kItemHasRefs;
+      if (blob && len > blob->payload_size())
+        corrupt("an out-of-line item claims " + std::to_string(len) + " bytes in a " +
+                std::to_string(blob->payload_size()) + "-byte segment");
+      const char* bytes = blob ? static_cast<const char*>(blob->payload()) : nullptr;
+      if (blob && (ref.size & kItemHasRefs) && !split_refs(bytes, len, len))
+        corrupt("an out-of-line item's references trailer is damaged");
+      if (blob && deliver == &discard_item && (ref.size & kItemHasRefs))
+        release_item_refs(bytes, ref.size & ~kItemHasRefs);
       if (blob) {
-        deliver(ctx, static_cast<const char*>(blob->payload()), ref.size);
+        deliver(ctx, bytes, len);
         blob->unlink();
         ++delivered;
       }
     } else {
-      deliver(ctx, slot + kHeaderSize, size);
+      uint64_t len = size;
+      if (header_kind(word) == kRecordItemRefs && !split_refs(slot + kHeaderSize, size, len))
+        corrupt("an item's references trailer is damaged");
+      if (header_kind(word) == kRecordItemRefs && deliver == &discard_item)
+        release_item_refs(slot + kHeaderSize, size);
+      deliver(ctx, slot + kHeaderSize, len);
       ++delivered;
     }
     pos += rec;
@@ -572,7 +669,7 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
   if (consumed || pos != r->head.load(std::memory_order_relaxed)) publish_get(pos, consumed);
   if (watch && delivered == 0) {
     watch->ring = get_ring_.seg;
-    watch->slot = get_ring_.data + (pos & (r->capacity - 1));
+    watch->slot = get_ring_.data + (pos & (cap - 1));
     watch->ring_id = get_ring_.id;
     watch->get_count = q_->get_count.load(std::memory_order_relaxed);
   }
@@ -590,12 +687,16 @@ bool QueueCore::watch_fired(const Watch& w) const {
 
 size_t QueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
                       bool spin, const std::atomic<uint32_t>* interrupt) {
+  if (closed_pid_.load(std::memory_order_relaxed)) check_open("get");
   if (max_items == 0) return 0;
   auto interrupted = [&] { return interrupt && interrupt->load(std::memory_order_relaxed) != 0; };
   Watch watch;
   for (;;) {
-    // Read before looking: every put that finished before close() is then seen below.
-    const bool was_closed = closed();
+    // Read before looking: every put that finished before shutdown() is then seen below.
+    const uint32_t shut = q_->shut_down.load(std::memory_order_acquire);
+    if (shut == kShutDownImmediate)
+      throw ShutDown("get() on queue " + name() + ", which was shut down (immediate)");
+    const bool was_closed = shut != kNotShutDown;
     lock_get();
     size_t n;
     try {
@@ -609,9 +710,10 @@ size_t QueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const Dead
       q_->not_full.notify(static_cast<int>(std::min<size_t>(n, 0x7fffffff)));
       return n;
     }
-    if (was_closed) throw QueueClosed("get() on a closed queue with no items left");
+    if (was_closed)
+      throw ShutDown("get() on queue " + name() + ", which was shut down, with no items left");
     if (interrupted() || deadline.expired()) return 0;
-    auto ready = [&] { return watch_fired(watch) || closed() || interrupted(); };
+    auto ready = [&] { return watch_fired(watch) || is_shutdown() || interrupted(); };
     // A biased producer notifies without a fence (queue_core_bias.cpp): order our announcing
     // ourselves against its publishing with a barrier on its CPU.
     auto fence = [this] {
@@ -636,24 +738,69 @@ bool QueueCore::full() const {
   return q_->maxsize != 0 && qsize() >= q_->maxsize;
 }
 
-void QueueCore::close() {
-  q_->closed.store(1, std::memory_order_seq_cst);
+void QueueCore::check_open(const char* what) const {
+  if (closed())
+    throw ProcessError(std::string(what) + "() on queue " + name() +
+                       " through a handle that was closed (close() means this process uses the "
+                       "handle no more; shutdown() is the stop for everyone)");
+}
+
+void QueueCore::shutdown(bool immediate) {
+  if (immediate)
+    q_->shut_down.store(kShutDownImmediate, std::memory_order_seq_cst);
+  else {
+    uint32_t expected = kNotShutDown;
+    q_->shut_down.compare_exchange_strong(expected, kShutDown, std::memory_order_seq_cst);
+  }
+  if (immediate) discard_all();
   q_->not_empty.notify_all();
   q_->not_full.notify_all();
+  q_->all_done.notify_all();
+}
+
+// Immediate shutdown: takes everything queued, as a get would (so a producer's takeover repairs
+// stay right), giving back what the items' handles took, and counts it done (Python decrements
+// unfinished_tasks per discarded item).
+void QueueCore::discard_all() {
+  lock_get();
+  size_t n;
+  try {
+    n = get_locked(SIZE_MAX, &discard_item, nullptr, nullptr);
+  } catch (...) {
+    robust_unlock(q_->get_lock);
+    throw;
+  }
+  robust_unlock(q_->get_lock);
+  if (n) q_->tasks_done.fetch_add(n, std::memory_order_seq_cst);
+}
+
+// A JoinableQueue's unfinished tasks are the items ever in the queue minus the task_done() calls.
+// "Ever in the queue" is put_count, the producers' commit (which a takeover repairs), or
+// get_count when consumers ran ahead of it (records a dead producer sealed but never
+// committed). No producer killed inside put() (or blocked in it) can then leave a task counted
+// that never reached the queue, and put()/get() pay nothing for it.
+uint64_t QueueCore::items_ever_queued() const {
+  return std::max(q_->put_count.load(std::memory_order_seq_cst),
+                  q_->get_count.load(std::memory_order_seq_cst));
 }
 
 void QueueCore::task_done() {
-  int64_t left = q_->unfinished.fetch_sub(1, std::memory_order_seq_cst) - 1;
-  if (left < 0) {
-    q_->unfinished.fetch_add(1, std::memory_order_relaxed);
-    throw ProcessError("task_done() called more times than there were items put");
-  }
-  if (left == 0) q_->all_done.notify_all();
+  uint64_t done = q_->tasks_done.load(std::memory_order_relaxed);
+  uint64_t queued;
+  do {
+    queued = items_ever_queued();
+    if (done >= queued)
+      throw ProcessError("task_done() called more times than there were items put");
+  } while (!q_->tasks_done.compare_exchange_weak(done, done + 1, std::memory_order_seq_cst,
+                                                 std::memory_order_relaxed));
+  if (done + 1 >= queued) q_->all_done.notify_all();
 }
 
 bool QueueCore::join(const Deadline& deadline) {
   return wait_for(
-      q_->all_done, [&] { return q_->unfinished.load(std::memory_order_seq_cst) <= 0; }, deadline);
+      q_->all_done,
+      [&] { return q_->tasks_done.load(std::memory_order_seq_cst) >= items_ever_queued(); },
+      deadline);
 }
 
 }  // namespace multiproc::detail

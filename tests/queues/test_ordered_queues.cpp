@@ -63,7 +63,7 @@ void pq_consume(mp::PriorityQueue<int64_t> q, mp::Queue<int64_t> out, int n) {
 void lifo_drain_until_closed(mp::LifoQueue<std::string> q, mp::Queue<std::string> out) {
   try {
     for (;;) out.put(q.get());
-  } catch (const mp::QueueClosed&) {
+  } catch (const mp::ShutDown&) {
   }
   out.put("closed");
 }
@@ -86,7 +86,7 @@ void pq_sum_until_closed(mp::PriorityQueue<int64_t, std::greater<int64_t>> q,
       for (int64_t x : batch) sum += x;
       count += static_cast<int64_t>(batch.size());
     }
-  } catch (const mp::QueueClosed&) {
+  } catch (const mp::ShutDown&) {
   }
   out.put({sum, count});
 }
@@ -352,21 +352,21 @@ TEST(OrderedQueues, BoundedPutWaitsForAConsumerThread) {
   EXPECT_TRUE(q.empty());
 }
 
-TEST(OrderedQueues, CloseRefusesPutsDrainsGetsAndWakesGetters) {
+TEST(OrderedQueues, ShutdownRefusesPutsDrainsGetsAndWakesGetters) {
   mp::PriorityQueue<int> q;
   q.put(2);
   q.put(1);
-  q.close();
-  EXPECT_TRUE(q.closed());
-  EXPECT_THROW(q.put(3), mp::QueueClosed);
+  q.shutdown();
+  EXPECT_TRUE(q.is_shutdown());
+  EXPECT_THROW(q.put(3), mp::ShutDown);
   EXPECT_EQ(q.get(), 1);
   EXPECT_EQ(q.get(), 2);
-  EXPECT_THROW(q.get(), mp::QueueClosed);
+  EXPECT_THROW(q.get(), mp::ShutDown);
 
   mp::LifoQueue<int> l;
-  std::thread getter([l]() mutable { EXPECT_THROW(l.get(), mp::QueueClosed); });
+  std::thread getter([l]() mutable { EXPECT_THROW(l.get(), mp::ShutDown); });
   std::this_thread::sleep_for(50ms);
-  l.close();
+  l.shutdown();
   getter.join();
 }
 
@@ -517,7 +517,7 @@ TEST_P(OrderedQueueTest, CloseWakesGetterInChild) {
   q.put("x");
   EXPECT_EQ(out.get(30s), "x");
   std::this_thread::sleep_for(50ms);  // let the child block on the empty queue
-  q.close();
+  q.shutdown();
   EXPECT_EQ(out.get(30s), "closed");
   p.join();
   EXPECT_EQ(p.exitcode(), 0);
@@ -535,7 +535,7 @@ TEST_P(OrderedQueueTest, ManyProducersAndConsumersOnABoundedQueue) {
   ASSERT_TRUE(ps[0].join(60s));
   ASSERT_TRUE(ps[1].join(60s));
   ASSERT_TRUE(eventually([&] { return q.empty(); }));
-  q.close();
+  q.shutdown();
   int64_t sum = 0, count = 0;
   for (int i = 0; i < 2; ++i) {
     auto [s, c] = out.get(30s);

@@ -27,7 +27,7 @@ void sum_until_closed(mp::Queue<int64_t> in, mp::Queue<int64_t> out) {
   int64_t sum = 0;
   try {
     for (;;) sum += in.get();
-  } catch (const mp::QueueClosed&) {
+  } catch (const mp::ShutDown&) {
   }
   out.put(sum);
 }
@@ -108,13 +108,13 @@ TEST_P(QueueTest, HugeItemsFromAChild) {
   p.join();
 }
 
-TEST_P(QueueTest, CloseWakesBlockedGetterInChild) {
+TEST_P(QueueTest, ShutdownWakesBlockedGetterInChild) {
   mp::Queue<int64_t> in, out;
   mp::Process p(ctx(), sum_until_closed, in, out);
   p.start();
   for (int64_t i = 1; i <= 100; ++i) in.put(i);
   std::this_thread::sleep_for(50ms);  // let the child block on the empty queue
-  in.close();
+  in.shutdown();
   EXPECT_EQ(out.get(30s), 5050);
   p.join();
   EXPECT_EQ(p.exitcode(), 0);
@@ -214,14 +214,15 @@ TEST(Queue, BoundedPutManyWaitsForRoom) {
   consumer.join();
 }
 
-TEST(Queue, CloseRefusesPutsAndDrainsGets) {
+TEST(Queue, ShutdownRefusesPutsAndDrainsGets) {
   mp::Queue<int> q;
   q.put(1);
-  q.close();
-  EXPECT_TRUE(q.closed());
-  EXPECT_THROW(q.put(2), mp::QueueClosed);
+  q.shutdown();
+  EXPECT_TRUE(q.is_shutdown());
+  EXPECT_FALSE(q.closed());
+  EXPECT_THROW(q.put(2), mp::ShutDown);
   EXPECT_EQ(q.get(), 1);
-  EXPECT_THROW(q.get(), mp::QueueClosed);
+  EXPECT_THROW(q.get(), mp::ShutDown);
 }
 
 TEST(Queue, MixOfTinyAndLargeKeepsOrder) {
@@ -279,8 +280,8 @@ TEST(SimpleQueue, PutGetEmptyClose) {
   q.put("x");
   EXPECT_FALSE(q.empty());
   EXPECT_EQ(q.get(), "x");
-  q.close();
-  EXPECT_THROW(q.put("y"), mp::QueueClosed);
+  q.close();  // this handle puts no more (Python's close)
+  EXPECT_THROW(q.put("y"), mp::ProcessError);
 }
 
 TEST(Queue, NoSegmentLeftAfterLastHandle) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <multiproc/detail/handle.hpp>
+#include <multiproc/detail/queue_core.hpp>  // kItemHasRefs
 #include <multiproc/errors.hpp>
 #include <multiproc/serialization.hpp>
 
@@ -36,7 +37,29 @@ struct ItemCodec {
   }
   static void fill_encoded(void* ctx, size_t i, char* dst) {
     auto* e = static_cast<Encoded*>(ctx);
-    std::memcpy(dst, e->bytes.data() + e->offsets[i], e->sizes[i]);
+    std::memcpy(dst, e->bytes.data() + e->offsets[i], e->sizes[i] & ~kItemHasRefs);
+  }
+  // Encodes items[0..n) for QueueCore::put. An item whose handles took in-flight references
+  // carries them in a trailer (kRecordItemRefs), so that a queue destroyed with it inside
+  // releases them.
+  static void encode_with_refs(Encoded& e, const T* items, size_t n) {
+    e.sizes.reserve(n);
+    e.offsets.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      const size_t before = e.bytes.size();
+      FlightRefLog log;
+      dump(e.bytes, items[i]);
+      const size_t flag = append_refs_trailer(e.bytes, before, log.entries);
+      e.offsets.push_back(before);
+      e.sizes.push_back((e.bytes.size() - before) | flag);
+    }
+  }
+  // Items from `from` on were not put after all (timeout): give back their handles' references.
+  static size_t release_unput(const Encoded& e, size_t from) {
+    for (size_t i = from; i < e.sizes.size(); ++i)
+      if (e.sizes[i] & kItemHasRefs)
+        release_item_refs(e.bytes.data() + e.offsets[i], e.sizes[i] & ~kItemHasRefs);
+    return from;
   }
 
   // Get side.

@@ -75,7 +75,8 @@ inline constexpr uint64_t kInlineItem = 24;
 struct StoreEntry {
   uint64_t size;  // the item's bytes
   // size <= kInlineItem: the item's bytes; otherwise a uint64_t, the item's offset from the start
-  // of the arena (a multiple of 8).
+  // of the arena (a multiple of 8), then a uint64_t, non-zero when the bytes end with a
+  // references trailer (kRecordItemRefs in queue_core.hpp; such items are never inline).
   alignas(8) char data[kInlineItem];
 
   bool is_inline() const { return size <= kInlineItem; }
@@ -85,6 +86,15 @@ struct StoreEntry {
     return off;
   }
   void set_offset(uint64_t off) { std::memcpy(data, &off, sizeof off); }
+  bool has_refs() const {
+    uint64_t f;
+    std::memcpy(&f, data + 8, sizeof f);
+    return !is_inline() && f != 0;
+  }
+  void set_has_refs() {
+    const uint64_t f = 1;
+    std::memcpy(data + 8, &f, sizeof f);
+  }
 };
 static_assert(sizeof(StoreEntry) == 32 && std::is_trivially_copyable_v<StoreEntry>);
 
@@ -125,7 +135,7 @@ struct OrderedQueueData {
   // Sleepers: own cache lines, as they are hammered by waiters.
   alignas(64) WaitWord not_empty;
   alignas(64) WaitWord not_full;
-  alignas(64) std::atomic<uint32_t> closed;
+  alignas(64) std::atomic<uint32_t> shut_down;  // a QueueShutdown value (queue_core.hpp)
   alignas(64) UndoLog undo;
 };
 static_assert(offsetof(OrderedQueueData, lock) % 64 == 0 &&
@@ -159,13 +169,14 @@ class OrderedQueueCore {
 
   // Puts `count` items; item i has sizes[i * size_stride] bytes, written by fill(ctx, i, dst).
   // `ops` is required for a priority queue, ignored otherwise. Waits for room (bounded queues)
-  // until the deadline. Returns how many were put. Throws QueueClosed, or ProcessError when no
+  // until the deadline. Returns how many were put. Throws ShutDown, or ProcessError when no
   // storage can be had (the queue is unchanged by the refused item).
   size_t put(size_t count, const size_t* sizes, size_t size_stride, FillFn fill, void* ctx,
              const OrderOps* ops, const Deadline& deadline);
   // Gets up to `max_items` in queue order, waiting until the deadline for the first; deliver is
   // called with the lock held (copy, do not deserialize there). Returns how many. Throws
-  // QueueClosed when the queue is closed and drained.
+  // ShutDown when the queue is shut down and drained (at once after an immediate shutdown).
+  // Both throw ProcessError through a closed handle.
   size_t get(size_t max_items, DeliverFn deliver, void* ctx, const OrderOps* ops,
              const Deadline& deadline);
 
@@ -173,17 +184,35 @@ class OrderedQueueCore {
   bool empty() const { return qsize() == 0; }
   bool full() const { return q_->maxsize != 0 && qsize() >= q_->maxsize; }
   uint64_t maxsize() const { return q_->maxsize; }
-  void close();
-  bool closed() const { return q_->closed.load(std::memory_order_acquire) != 0; }
+  // As QueueCore's: close() is this handle's (this process's), shutdown() everyone's.
+  void close() { closed_pid_.store(getpid(), std::memory_order_relaxed); }
+  bool closed() const {
+    const int pid = closed_pid_.load(std::memory_order_relaxed);
+    return pid != 0 && pid == getpid();
+  }
+  void shutdown(bool immediate);
+  bool is_shutdown() const { return q_->shut_down.load(std::memory_order_acquire) != 0; }
 
  private:
+  // The mapped store. index_cap and arena_cap are its sizes as checked when it was mapped:
+  // bounds are checked against these copies, never against the shared header, which another
+  // process may overwrite.
   struct StoreView {
     std::shared_ptr<Segment> seg;
     StoreHeader* h = nullptr;
     StoreEntry* index = nullptr;
     char* arena = nullptr;
     uint64_t gen = 0;
+    uint64_t index_cap = 0;
+    uint64_t arena_cap = 0;
   };
+  // What this process reads from shared memory that others can write is checked (a few
+  // compares per item): damage gives this error, never an access out of bounds.
+  [[noreturn]] void corrupt(const std::string& what) const;
+  // The item count, checked against the index (lock held).
+  uint64_t count_checked() const;
+  // The arena's bump pointer, checked against the arena (lock held).
+  uint64_t used_checked() const;
   explicit OrderedQueueCore(std::shared_ptr<Segment> seg);
 
   void lock();  // takes the lock, repairs after a dead owner, maps the current store
@@ -204,15 +233,29 @@ class OrderedQueueCore {
   // Where an entry's item bytes are: inside the entry itself (valid while it does not move) or
   // in the arena.
   const char* item(const StoreEntry& e) const {
-    return e.is_inline() ? e.data : store_.arena + e.offset();
+    if (e.is_inline()) return e.data;
+    const uint64_t off = e.offset();
+    if (off > store_.arena_cap || e.size > store_.arena_cap - off) bad_entry(e);
+    return store_.arena + off;
   }
+  // The item's own bytes at item(e): all of them, or those before its references trailer.
+  uint64_t item_size(const StoreEntry& e) const {
+    if (!e.has_refs()) return e.size;
+    uint64_t len;
+    if (!split_refs(item(e), e.size, len)) bad_entry(e);
+    return len;
+  }
+  [[noreturn]] void bad_entry(const StoreEntry& e) const;
   void push(const StoreEntry& e, const OrderOps* ops);  // inside a transaction
   void pop_top(const OrderOps* ops);                    // inside a transaction
+
+  void check_open(const char* what) const;
 
   std::shared_ptr<Segment> seg_;
   OrderedQueueData* q_;
   QueueOrder order_;
-  StoreView store_;  // touched only with the lock held
+  std::atomic<int> closed_pid_{0};  // the process that closed this handle (close())
+  StoreView store_;                 // touched only with the lock held
 };
 
 }  // namespace multiproc::detail

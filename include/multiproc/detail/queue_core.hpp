@@ -34,6 +34,8 @@
 #include <memory>
 #include <string>
 
+#include <unistd.h>
+
 #include <multiproc/detail/futex.hpp>
 #include <multiproc/detail/robust_mutex.hpp>
 #include <multiproc/detail/segment.hpp>
@@ -41,10 +43,17 @@
 
 namespace multiproc::detail {
 
-inline constexpr uint32_t kQueueLayoutVersion = 2;
+inline constexpr uint32_t kQueueLayoutVersion = 3;
 inline constexpr uint64_t kInitialRingCapacity = 256 * 1024;
 inline constexpr uint64_t kMaxRingCapacity = 1ULL << 30;
 inline constexpr uint64_t kMaxInlineItem = 2 * 1024 * 1024;
+
+// Python's rule: a maxsize of 0 or less means unbounded. The typed constructors take size_t, so
+// a negative count arrives as a huge one; anything past INT64_MAX can only be that (and would
+// overflow the producers' room arithmetic, which made put() spin). Stored as 0.
+constexpr uint64_t normalize_maxsize(uint64_t maxsize) {
+  return maxsize > uint64_t{INT64_MAX} ? 0 : maxsize;
+}
 
 // A record's header: one 8-byte word, (kind + 1) << 32 | payload size; 0 = no record (yet).
 inline constexpr uint64_t kHeaderSize = 8;
@@ -52,6 +61,28 @@ inline constexpr uint32_t kRecordItem = 0;
 inline constexpr uint32_t kRecordBlob = 1;  // payload is a BlobRef
 inline constexpr uint32_t kRecordWrap = 2;  // skip to the start of the ring
 inline constexpr uint32_t kRecordSkip = 3;  // filler: skip its payload (aligns the next record's)
+// An item that holds handles (queues, locks, values...): its bytes are followed by the in-flight
+// references its handles took (FlightRefLog entries) and a u64 footer, the item's own length.
+// A consumer delivers the item alone (opening its handles consumes those references); a queue
+// destroyed with the item still in it releases them (the finalizer), so the handles' segments
+// go with it instead of staying until the program ends. Out of line, the same bytes are the
+// blob's, and BlobRef::size carries kItemHasRefs.
+inline constexpr uint32_t kRecordItemRefs = 4;
+// Where the item ends in `size` bytes that end with a references trailer (false: the footer is
+// damaged); and the release of the references such bytes list (a destroyed queue's finalizer).
+bool split_refs(const char* p, uint64_t size, uint64_t& item_len);
+void release_item_refs(const char* p, uint64_t size);
+// In QueueCore::put's sizes: this item's bytes end with the trailer described above.
+inline constexpr size_t kItemHasRefs = size_t{1} << 63;
+// Appends the trailer for the item that starts at `item_start` in `bytes`; returns the flag to
+// put into its size.
+inline size_t append_refs_trailer(std::string& bytes, size_t item_start, const std::string& refs) {
+  if (refs.empty()) return 0;
+  const uint64_t item_len = bytes.size() - item_start;
+  bytes.append(refs);
+  bytes.append(reinterpret_cast<const char*>(&item_len), sizeof item_len);
+  return kItemHasRefs;
+}
 // Items from this size on get their payload on a 64-byte boundary: copies of misaligned data
 // split every vector load or store across two cache lines.
 inline constexpr uint64_t kAlignPayloadFrom = 512;
@@ -106,7 +137,7 @@ inline constexpr uint32_t kBiasEpochMask = (kPutLockBiased - 1) & ~kOwnerTidMask
 // steal a line the other side reads per item (the cost that dominates an item's transfer).
 struct QueueData {
   uint32_t layout_version;
-  uint32_t joinable;  // put() counts unfinished tasks (JoinableQueue)
+  uint32_t joinable;  // made as a JoinableQueue
   uint64_t maxsize;   // items; 0 = unbounded
   // Producer side: the lock and what a takeover needs, touched only by producers.
   alignas(64) RobustMutexData put_lock;
@@ -137,16 +168,20 @@ struct QueueData {
   // Sleepers.
   alignas(64) WaitWord not_empty;
   alignas(64) WaitWord not_full;
-  alignas(64) std::atomic<uint32_t> closed;
-  std::atomic<int64_t> unfinished;  // JoinableQueue: put() minus task_done()
+  alignas(64) std::atomic<uint32_t> shut_down;  // a QueueShutdown value
+  std::atomic<uint64_t> tasks_done;             // JoinableQueue: task_done() calls (see task_done)
   WaitWord all_done;
 };
 static_assert(offsetof(QueueData, put_count) - offsetof(QueueData, put_lock) >= 64);
 static_assert(offsetof(QueueData, get_count) - offsetof(QueueData, get_lock) >= 64);
 static_assert(offsetof(QueueData, get_lock) - offsetof(QueueData, put_count) >= 64);
 static_assert(offsetof(QueueData, get_lock) % 64 == 0 && offsetof(QueueData, not_empty) % 64 == 0);
-static_assert(std::atomic<uint64_t>::is_always_lock_free &&
-              std::atomic<int64_t>::is_always_lock_free);
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
+
+// A queue's global stop (Queue::shutdown, Python 3.13's): puts throw ShutDown; gets drain what is
+// left and then throw ShutDown, or throw at once after an immediate shutdown (which discarded
+// what was queued).
+enum QueueShutdown : uint32_t { kNotShutDown = 0, kShutDown = 1, kShutDownImmediate = 2 };
 
 // Fault injection for the crash-safety tests: when set, called at these instants of a producer's
 // commit (the test kills the process there). Never set outside tests.
@@ -177,14 +212,16 @@ class QueueCore {
   const std::string& name() const { return seg_->name(); }
   void add_flight_ref() { seg_->add_flight_ref(); }
 
-  // Puts `count` items; item i has sizes[i * size_stride] bytes (stride 0: all the same size),
+  // Puts `count` items; item i has sizes[i * size_stride] bytes (stride 0: all the same size;
+  // kItemHasRefs flags an item with a references trailer, see kRecordItemRefs),
   // written by fill(ctx, i, dst), or, with fill null and stride 0, copied from the array at ctx.
   // Waits for room (bounded queues) until the deadline. Returns how many were put. Throws
-  // QueueClosed.
+  // ShutDown, or ProcessError through a closed handle.
   size_t put(size_t count, const size_t* sizes, size_t size_stride, FillFn fill, void* ctx,
              const Deadline& deadline);
   // Gets up to `max_items`, waiting until the deadline for the first. Returns how many.
-  // Throws QueueClosed when the queue is closed and drained. `spin` false sleeps at once; a
+  // Throws ShutDown when the queue is shut down and drained (at once after an immediate
+  // shutdown), ProcessError through a closed handle. `spin` false sleeps at once; a
   // non-zero *interrupt makes a waiting get() return 0 (wake it with wake_getters()).
   size_t get(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
              bool spin = true, const std::atomic<uint32_t>* interrupt = nullptr);
@@ -196,20 +233,35 @@ class QueueCore {
   bool empty() const { return qsize() == 0; }
   bool full() const;
   uint64_t maxsize() const { return q_->maxsize; }
-  void close();
-  bool closed() const { return q_->closed.load(std::memory_order_acquire) != 0; }
+  // Python's close(): this handle (this object, in this process) puts and gets no more. A forked
+  // child's copy, and the handle other processes get, stay open.
+  void close() { closed_pid_.store(getpid(), std::memory_order_relaxed); }
+  bool closed() const {
+    const int pid = closed_pid_.load(std::memory_order_relaxed);
+    return pid != 0 && pid == getpid();  // getpid() only once closed: not on the fast path
+  }
+  // For everyone; immediate also discards what is queued (a JoinableQueue counts it done).
+  void shutdown(bool immediate);
+  bool is_shutdown() const { return q_->shut_down.load(std::memory_order_acquire) != 0; }
 
   // JoinableQueue.
   void task_done();
   bool join(const Deadline& deadline);
 
  private:
+  // A mapped ring. `cap` is its capacity as checked when it was mapped: every offset is masked
+  // with this copy, never with the shared field, which another process may overwrite.
   struct RingView {
     std::shared_ptr<Segment> seg;
     RingData* r = nullptr;
     char* data = nullptr;
     uint64_t id = 0;
+    uint64_t cap = 0;
   };
+  RingView map_ring(const char* name_field, uint64_t id) const;
+  // What a process reads from shared memory that others can write is checked (a few compares
+  // on the slow paths and per record): damage gives this error, never an access out of bounds.
+  [[noreturn]] void corrupt(const std::string& what) const;
   explicit QueueCore(std::shared_ptr<Segment> seg);
   static std::shared_ptr<QueueCore> open(const std::string& name, bool consume_flight_ref);
   // What a waiting consumer watches (without get_lock): the header slot at the head it last saw.
@@ -273,6 +325,10 @@ class QueueCore {
   std::atomic<int> bias_index_{-1};     // its slot in producer_slots
   std::atomic<bool> bias_held_{false};  // it holds the bias now (written by that thread)
   std::atomic<uint32_t> bias_word_{0};  // put_lock's owner word for that bias
+  std::atomic<int> closed_pid_{0};      // the process that closed this handle (close())
+  void check_open(const char* what) const;
+  void discard_all();
+  uint64_t items_ever_queued() const;  // JoinableQueue (see task_done)
   int bias_pid_ = 0;  // the process that claimed the slot (a forked copy must not give it back)
   // The first record of the batch being written, not sealed yet (put_lock held). The records
   // after it are sealed as they are reserved: no consumer can reach them before the first, which

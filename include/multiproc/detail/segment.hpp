@@ -46,6 +46,32 @@ struct alignas(64) SegmentHeader {
 static_assert(sizeof(SegmentHeader) == 64);
 static_assert(std::atomic<int64_t>::is_always_lock_free);
 
+// The in-flight references a thread takes while one of these is active (serializing a queue
+// item): a queue that holds the item records them, so that it can release them if it is
+// destroyed with the item still in it (queue_core.hpp).
+struct FlightRefLog {
+  std::string entries;  // per reference: u32 kind, u32 name length, the name
+  FlightRefLog* outer;
+  FlightRefLog();
+  ~FlightRefLog();
+  FlightRefLog(const FlightRefLog&) = delete;
+  FlightRefLog& operator=(const FlightRefLog&) = delete;
+  void add(uint32_t kind, const std::string& name);
+};
+inline thread_local FlightRefLog* t_flight_ref_log = nullptr;
+inline FlightRefLog::FlightRefLog() : outer(t_flight_ref_log) {
+  t_flight_ref_log = this;
+}
+inline FlightRefLog::~FlightRefLog() {
+  t_flight_ref_log = outer;
+}
+inline void FlightRefLog::add(uint32_t kind, const std::string& name) {
+  const uint32_t len = static_cast<uint32_t>(name.size());
+  entries.append(reinterpret_cast<const char*>(&kind), 4);
+  entries.append(reinterpret_cast<const char*>(&len), 4);
+  entries.append(name);
+}
+
 class Segment {
  public:
   // A fresh segment with `payload_size` zeroed bytes. Refcounted ones start with one reference,
@@ -69,7 +95,10 @@ class Segment {
   SegmentHeader& header() const { return *header_; }
 
   // Serializing a handle takes a reference for the copy in flight.
-  void add_flight_ref() { header_->refs.fetch_add(1, std::memory_order_relaxed); }
+  void add_flight_ref() {
+    header_->refs.fetch_add(1, std::memory_order_relaxed);
+    if (t_flight_ref_log) t_flight_ref_log->add(header_->kind, name_);
+  }
   // Removes the name now (owned segments). Mappings stay valid until unmapped.
   void unlink();
 
