@@ -21,6 +21,7 @@
 
 #include <multiproc/connection.hpp>
 #include "connection/io.hpp"
+#include "process/children.hpp"
 
 namespace multiproc::detail {
 namespace {
@@ -144,6 +145,9 @@ void start_locked(Sharer& s) {
   s.listen_fd = fd;
   s.pid = ::getpid();
   std::thread(serve, fd).detach();
+  // Safe across fork: it holds no lock but the sharer's (see the atfork handlers) and touches
+  // nothing a forked child uses, so fork() need not warn about it.
+  note_internal_thread(1);
 }
 
 }  // namespace

@@ -1,0 +1,185 @@
+// Manager (the owner of the server process) and the client side of every proxy call.
+#include <multiproc/managers.hpp>
+
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <cerrno>
+#include <chrono>
+#include <map>
+#include <stdexcept>
+
+#include "connection/io.hpp"
+#include "managers/server.hpp"
+
+namespace multiproc {
+
+namespace detail {
+namespace {
+
+// One connection per server, per thread, per process (CPython's BaseProxy._tls): a blocking
+// call (Lock.acquire) in one thread never holds up another's, and no two threads interleave
+// frames on one socket. A forked child starts with none of its parent's.
+struct ClientCache {
+  pid_t pid = -1;
+  std::map<std::string, Connection> conns;  // by address + key
+};
+thread_local ClientCache t_cache;
+
+[[noreturn]] void server_gone(const ProxyRef& ref, const std::string& why) {
+  throw ProcessError("the manager's server at " + ref.address +
+                     " cannot be reached (it has been shut down or has died): " + why);
+}
+
+Connection& connection_for(const ProxyRef& ref) {
+  if (t_cache.pid != ::getpid()) {
+    t_cache.conns.clear();
+    t_cache.pid = ::getpid();
+  }
+  std::string key = ref.address;
+  key.push_back('\0');
+  key += ref.authkey;
+  auto it = t_cache.conns.find(key);
+  if (it != t_cache.conns.end() && !it->second.closed()) return it->second;
+  Connection c;
+  try {
+    c = Client(ref.address, ref.authkey);
+  } catch (const AuthenticationError&) {
+    throw;
+  } catch (const ProcessError& e) {
+    server_gone(ref, e.what());
+  }
+  return t_cache.conns[key] = c;
+}
+
+}  // namespace
+
+std::string proxy_call(const ProxyRef& ref, const std::string& method, const std::string& args) {
+  std::string request;
+  dump(request, std::tuple<uint64_t, std::string, std::string>(ref.id, method, args));
+  Connection& c = connection_for(ref);
+  std::string frame;
+  try {
+    c.send_bytes(request);
+    frame = c.recv_bytes();
+  } catch (const ProcessError& e) {
+    c.close();  // out of step or dead: the next call reconnects (and fails at once if gone)
+    server_gone(ref, e.what());
+  }
+  auto [kind, payload] = load<std::tuple<uint8_t, std::string>>(frame);
+  switch (static_cast<ReplyKind>(kind)) {
+    case ReplyKind::ok:
+      return payload;
+    case ReplyKind::key_error:
+      throw KeyError(payload);
+    case ReplyKind::index_error:
+      throw std::out_of_range(payload);
+    case ReplyKind::timeout:
+      throw TimeoutError(payload);
+    default:
+      throw ProcessError("manager: " + method + ": " + payload);
+  }
+}
+
+}  // namespace detail
+
+Manager::Manager() : Manager(get_context()) {}
+
+Manager::Manager(const Context& ctx) : authkey_(process_authkey()) {
+  dir_ = detail::make_private_dir("multiproc-manager");
+  address_ = "unix:" + dir_ + "/server";
+  auto [mine, theirs] = Pipe();
+  struct stat st {};
+  ::fstat(mine.fileno(), &st);
+  // The parent-death signal follows the thread that forked: arm it only when that thread is the
+  // main one (whose end is the program's).
+  const bool main_thread = ::syscall(SYS_gettid) == ::getpid();
+  try {
+    server_ =
+        std::make_unique<Process>(ctx, detail::manager_server_main, address_, authkey_, theirs,
+                                  mine.fileno(), static_cast<uint64_t>(st.st_ino), main_thread);
+    server_->name("SyncManager");
+    server_->daemon(true);
+    server_->start();
+    theirs.close();
+    std::string answer;
+    try {
+      answer = mine.recv_bytes(std::chrono::seconds(60));
+    } catch (const ProcessError& e) {
+      throw ProcessError(std::string("the manager's server did not start: ") + e.what());
+    }
+    if (answer != "ok") throw ProcessError("the manager's server did not start: " + answer);
+  } catch (...) {
+    if (server_ && server_->pid() > 0) {
+      server_->kill();
+      server_->join();
+    }
+    server_.reset();
+    ::rmdir(dir_.c_str());
+    throw;
+  }
+  control_ = mine;
+}
+
+Manager::Manager(Manager&& o) noexcept {
+  *this = std::move(o);
+}
+
+Manager& Manager::operator=(Manager&& o) noexcept {
+  if (this != &o) {
+    shutdown();
+    address_ = std::move(o.address_);
+    authkey_ = std::move(o.authkey_);
+    dir_ = std::move(o.dir_);
+    server_ = std::move(o.server_);
+    control_ = std::move(o.control_);
+    o.dir_.clear();
+  }
+  return *this;
+}
+
+Manager::~Manager() {
+  try {
+    shutdown();
+  } catch (...) {
+  }
+}
+
+pid_t Manager::pid() const {
+  return server_ ? server_->pid() : -1;
+}
+
+void Manager::shutdown() {
+  if (!server_) return;
+  try {
+    control_.send_bytes("stop");
+  } catch (const ProcessError&) {
+    // already gone
+  }
+  control_.close();
+  if (!server_->join(std::chrono::seconds(5))) {
+    server_->kill();
+    server_->join();
+  }
+  server_.reset();
+  // The server removes its socket; after a crash it could not.
+  ::unlink(address_.substr(5).c_str());
+  if (!dir_.empty()) ::rmdir(dir_.c_str());
+}
+
+detail::ProxyRef Manager::create(const std::string& kind, const std::string& init) {
+  detail::ProxyRef server{address_, authkey_, 0};
+  detail::ProxyRef ref = server;
+  ref.id = detail::load<uint64_t>(detail::proxy_call(server, "create", detail::pack(kind, init)));
+  return ref;
+}
+
+std::string Manager::create_queue(size_t maxsize, bool joinable) {
+  detail::ProxyRef server{address_, authkey_, 0};
+  // The payload is the queue's name; returned encoded, as a queue handle travels.
+  std::string name = detail::load<std::string>(detail::proxy_call(
+      server, "create_queue", detail::pack(static_cast<uint64_t>(maxsize), joinable)));
+  return detail::encode(name);
+}
+
+}  // namespace multiproc

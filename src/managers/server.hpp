@@ -1,0 +1,28 @@
+// The manager's server process and its wire protocol. Internal to src/managers/.
+//
+// A request is one frame: dump(tuple<uint64_t id, std::string method, std::string args>); id 0
+// names the server itself ("create", "create_queue"). A reply is one frame:
+// dump(tuple<uint8_t ReplyKind, std::string payload>). args and payload are dump()s of tuples of
+// strings and numbers: the server never decodes a user's type, it keeps values as their bytes.
+#pragma once
+
+#include <sys/types.h>
+#include <cstdint>
+#include <string>
+
+#include <multiproc/connection.hpp>
+
+namespace multiproc::detail {
+
+enum class ReplyKind : uint8_t { ok = 0, key_error = 1, index_error = 2, timeout = 3, error = 4 };
+
+// Requests are small; a frame over this is a hostile or broken client.
+inline constexpr uint64_t kMaxRequestBytes = uint64_t{1} << 30;
+
+// The server's task. control: its end of the pipe to the Manager (a message or EOF stops the
+// server). parent_fd/parent_ino: under fork the server inherits the Manager's end too, which it
+// closes (found by fd number and inode) so that the Manager's death reads as EOF.
+void manager_server_main(std::string address, std::string authkey, Connection control,
+                         int parent_fd, uint64_t parent_ino, bool pdeathsig);
+
+}  // namespace multiproc::detail

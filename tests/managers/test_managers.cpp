@@ -1,0 +1,345 @@
+// Manager and proxies (CPython's _TestContainers basics, TestManagerExceptions, the lock and
+// event parts of TestSyncManagerTypes, a dead server, hostile clients), under fork, spawn and
+// forkserver: the server is started with the test's start method and proxies travel to
+// children started with it.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <multiproc/connection.hpp>
+#include <multiproc/managers.hpp>
+
+#include "start_methods.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+// --- child tasks --------------------------------------------------------------------------------
+
+void fill_dict(mp::DictProxy<std::string, int> d, int n) {
+  for (int i = 0; i < n; ++i) d.set("k" + std::to_string(i), i);
+}
+
+void add_to_value(mp::ValueProxy<int> v, mp::AcquirerProxy lock, int times) {
+  for (int i = 0; i < times; ++i) {
+    std::lock_guard g(lock);
+    v.set(v.get() + 1);
+  }
+}
+
+void put_squares(mp::Queue<double> q, int n) {
+  for (int i = 0; i < n; ++i) q.put(double(i) * i);
+}
+
+void set_event_after(mp::EventProxy e, mp::NamespaceProxy ns) {
+  ns.set("who", std::string("child"));
+  e.set();
+}
+
+void take_lock_and_die(mp::AcquirerProxy lock, mp::Connection done) {
+  lock.acquire();
+  done.send(1);
+  ::kill(::getpid(), SIGKILL);
+}
+
+int double_it(mp::ValueProxy<int> v) {
+  return v.get() * 2;
+}
+
+void list_appender(mp::ListProxy<std::string> l, std::string s) {
+  l.append(s);
+}
+
+// --- tests --------------------------------------------------------------------------------------
+
+class ManagerTest : public StartMethodTest {};
+
+TEST_P(ManagerTest, DictBasics) {
+  mp::Manager manager(ctx());
+  auto d = manager.dict<std::string, int>();
+  EXPECT_EQ(d.size(), 0u);
+  d.set("a", 1);
+  d.set("b", 2);
+  d.set("a", 3);  // overwrite keeps the original position
+  EXPECT_EQ(d.get("a"), 3);
+  EXPECT_EQ(d.get("zz", -1), -1);
+  EXPECT_TRUE(d.contains("b"));
+  EXPECT_FALSE(d.contains("c"));
+  EXPECT_THROW(d.get("c"), mp::KeyError);
+  EXPECT_EQ(d.keys(), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(d.values(), (std::vector<int>{3, 2}));
+  EXPECT_EQ(d.pop("a"), 3);
+  EXPECT_THROW(d.pop("a"), mp::KeyError);
+  EXPECT_EQ(d.size(), 1u);
+  d.clear();
+  EXPECT_EQ(d.size(), 0u);
+}
+
+TEST_P(ManagerTest, DictFilledByAChild) {
+  mp::Manager manager(ctx());
+  auto d = manager.dict<std::string, int>();
+  mp::Process p(ctx(), fill_dict, d, 20);
+  p.start();
+  ASSERT_TRUE(p.join(30s));
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_EQ(d.size(), 20u);
+  EXPECT_EQ(d.get("k7"), 7);
+  auto items = d.items();
+  ASSERT_EQ(items.size(), 20u);
+  EXPECT_EQ(items[0], (std::pair<std::string, int>{"k0", 0}));  // insertion order
+}
+
+TEST_P(ManagerTest, ListBasics) {
+  mp::Manager manager(ctx());
+  auto l = manager.list<std::string>();
+  l.append("x");
+  l.extend(std::vector<std::string>{"y", "z"});
+  EXPECT_EQ(l.size(), 3u);
+  EXPECT_EQ(l.get(-1), "z");
+  l.set(0, "w");
+  EXPECT_EQ(l.copy(), (std::vector<std::string>{"w", "y", "z"}));
+  EXPECT_THROW(l.get(3), std::out_of_range);
+  EXPECT_EQ(l.pop(), "z");
+  mp::Process p(ctx(), list_appender, l, std::string("from child"));
+  p.start();
+  ASSERT_TRUE(p.join(30s));
+  EXPECT_EQ(l.get(2), "from child");
+}
+
+TEST_P(ManagerTest, ValueAndLockAcrossProcesses) {
+  mp::Manager manager(ctx());
+  auto v = manager.Value<int>(0);
+  auto lock = manager.Lock();
+  std::vector<mp::Process> ps;
+  for (int i = 0; i < 3; ++i) {
+    ps.emplace_back(ctx(), add_to_value, v, lock, 50);
+    ps.back().start();
+  }
+  for (auto& p : ps) {
+    ASSERT_TRUE(p.join(60s));
+    EXPECT_EQ(p.exitcode(), 0);
+  }
+  EXPECT_EQ(v.get(), 150);
+}
+
+TEST_P(ManagerTest, LockSemantics) {
+  mp::Manager manager(ctx());
+  auto lock = manager.Lock();
+  EXPECT_TRUE(lock.acquire());
+  EXPECT_FALSE(lock.acquire(false));
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(lock.acquire(true, 100ms));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 90ms);
+  lock.release();
+  EXPECT_THROW(lock.release(), mp::ProcessError);
+  // Another thread (its own connection) is not held up by one blocked in acquire.
+  EXPECT_TRUE(lock.acquire());
+  std::thread t([lock]() mutable {
+    EXPECT_TRUE(lock.acquire(true, 20s));
+    lock.release();
+  });
+  std::this_thread::sleep_for(50ms);
+  auto v = manager.Value<int>(5);
+  EXPECT_EQ(v.get(), 5);
+  lock.release();
+  t.join();
+}
+
+TEST_P(ManagerTest, ALockHeldByADeadClientIsReleased) {
+  mp::Manager manager(ctx());
+  auto lock = manager.Lock();
+  auto [r, w] = mp::Pipe(false);
+  mp::Process p(ctx(), take_lock_and_die, lock, w);
+  p.start();
+  EXPECT_EQ(r.recv<int>(30s), 1);
+  ASSERT_TRUE(p.join(30s));
+  EXPECT_TRUE(lock.acquire(true, 20s));
+  lock.release();
+}
+
+TEST_P(ManagerTest, EventAndNamespace) {
+  mp::Manager manager(ctx());
+  auto e = manager.Event();
+  auto ns = manager.Namespace();
+  EXPECT_FALSE(e.is_set());
+  EXPECT_FALSE(e.wait(50ms));
+  ns.set("x", 10);
+  ns.set("name", std::string("abc"));
+  EXPECT_EQ(ns.get<int>("x"), 10);
+  EXPECT_EQ(ns.get<std::string>("name"), "abc");
+  EXPECT_THROW(ns.get<double>("x"), mp::ProcessError);
+  EXPECT_THROW(ns.get<int>("missing"), mp::KeyError);
+  EXPECT_TRUE(ns.contains("x"));
+  ns.erase("x");
+  EXPECT_FALSE(ns.contains("x"));
+  mp::Process p(ctx(), set_event_after, e, ns);
+  p.start();
+  EXPECT_TRUE(e.wait(30s));
+  EXPECT_TRUE(e.is_set());
+  EXPECT_EQ(ns.get<std::string>("who"), "child");
+  e.clear();
+  EXPECT_FALSE(e.is_set());
+  ASSERT_TRUE(p.join(30s));
+}
+
+TEST_P(ManagerTest, QueueIsASharedMemoryQueueKeptAliveByTheServer) {
+  mp::Manager manager(ctx());
+  mp::QueueProxy<double> q = manager.Queue<double>();
+  mp::Process p(ctx(), put_squares, q, 10);
+  p.start();
+  ASSERT_TRUE(p.join(30s));
+  double sum = 0;
+  for (int i = 0; i < 10; ++i) sum += q.get(10s);
+  EXPECT_EQ(sum, 285.0);
+  auto jq = manager.JoinableQueue<int>(2);
+  jq.put(1);
+  jq.put(2);
+  EXPECT_THROW(jq.put(3, 10ms), mp::Full);
+  jq.get();
+  jq.task_done();
+  jq.get();
+  jq.task_done();
+  EXPECT_TRUE(jq.join(1s));
+}
+
+TEST_P(ManagerTest, ProxiesAsPoolArguments) {
+  mp::Manager manager(ctx());
+  auto v = manager.Value<int>(21);
+  mp::Pool pool(mp::PoolOptions{.processes = 2, .context = ctx()});
+  auto r = pool.map(double_it, std::vector<mp::ValueProxy<int>>(4, v));
+  EXPECT_EQ(r, (std::vector<int>{42, 42, 42, 42}));
+}
+
+TEST_P(ManagerTest, ADeadServerMakesEveryCallFailAtOnce) {
+  mp::Manager manager(ctx());
+  auto d = manager.dict<int, int>();
+  auto lock = manager.Lock();
+  d.set(1, 1);
+  ASSERT_GT(manager.pid(), 0);
+  ::kill(manager.pid(), SIGKILL);
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(d.get(1), mp::ProcessError);
+  EXPECT_THROW(d.get(1), mp::ProcessError);  // and again, reconnecting
+  EXPECT_THROW(lock.acquire(), mp::ProcessError);
+  try {
+    d.size();
+  } catch (const mp::ProcessError& e) {
+    EXPECT_NE(std::string(e.what()).find("manager"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  manager.shutdown();
+}
+
+TEST_P(ManagerTest, ShutdownStopsTheServerAndProxiesFail) {
+  mp::Manager manager(ctx());
+  auto v = manager.Value<std::string>("x");
+  pid_t pid = manager.pid();
+  manager.shutdown();
+  EXPECT_EQ(manager.pid(), -1);
+  EXPECT_NE(::kill(pid, 0) == 0 && ::waitpid(pid, nullptr, WNOHANG) == 0, true);
+  EXPECT_THROW(v.get(), mp::ProcessError);
+  manager.shutdown();  // idempotent
+}
+
+MP_ALL_START_METHODS(ManagerTest);
+
+// The server's side: a wrong key, garbage, an oversized frame or a malformed request gets that
+// connection closed and nothing else; the server goes on serving.
+TEST(ManagerServer, HostileClientsNeverStopTheServer) {
+  mp::Manager manager;
+  auto v = manager.Value<int>(1);
+  EXPECT_THROW(mp::Client(manager.address(), std::string("wrong key")), mp::AuthenticationError);
+  std::string path = manager.address().substr(5);
+  auto raw = [&](const std::string& bytes) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strcpy(sa.sun_path, path.c_str());
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    (void)!::write(fd, bytes.data(), bytes.size());
+    ::shutdown(fd, SHUT_WR);
+    char buf[512];
+    while (::read(fd, buf, sizeof buf) > 0) {
+    }
+    ::close(fd);
+  };
+  uint64_t huge = uint64_t{1} << 50;
+  raw("garbage before the handshake");
+  raw(std::string(reinterpret_cast<const char*>(&huge), 8));
+  raw(std::string(10000, '\xff'));
+  // Authenticated, then an oversized frame and a request that does not decode.
+  {
+    mp::Connection c = mp::Client(manager.address(), manager.authkey());
+    ASSERT_EQ(::write(c.fileno(), &huge, 8), 8);
+    EXPECT_THROW(c.recv_bytes(10s), mp::ProcessError);  // the server hung up
+  }
+  {
+    mp::Connection c = mp::Client(manager.address(), manager.authkey());
+    c.send_bytes("not a request");
+    EXPECT_THROW(c.recv_bytes(10s), mp::ProcessError);
+  }
+  {
+    // Well-formed, but arguments of the wrong shape: an error reply, the connection stays.
+    mp::Connection c = mp::Client(manager.address(), manager.authkey());
+    std::string req;
+    mp::detail::dump(req, std::tuple<uint64_t, std::string, std::string>(v.id(), "set", "\x01"));
+    c.send_bytes(req);
+    auto [kind, msg] = mp::detail::load<std::tuple<uint8_t, std::string>>(c.recv_bytes(10s));
+    EXPECT_NE(kind, 0);
+    mp::detail::dump(req = "", std::tuple<uint64_t, std::string, std::string>(99999, "get", ""));
+    c.send_bytes(req);
+    auto [kind2, msg2] = mp::detail::load<std::tuple<uint8_t, std::string>>(c.recv_bytes(10s));
+    EXPECT_NE(kind2, 0);
+  }
+  EXPECT_EQ(v.get(), 1);
+  v.set(2);
+  EXPECT_EQ(v.get(), 2);
+}
+
+TEST(ManagerServer, ProxyWithAnotherKeyIsRefused) {
+  mp::Manager manager;
+  auto v = manager.Value<int>(1);
+  std::string bytes;
+  mp::detail::dump(bytes, v);
+  // Rewrite the key inside a copy of the proxy: the server must refuse it.
+  mp::detail::ProxyRef ref{manager.address(), "not the key", v.id()};
+  EXPECT_THROW(mp::detail::proxy_call(ref, "get", ""), mp::AuthenticationError);
+  EXPECT_EQ(mp::detail::load<mp::ValueProxy<int>>(bytes).get(), 1);
+}
+
+// The server ends with the program that started it, however that program ends.
+TEST(ManagerServer, EndsWhenItsProgramIsKilled) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t prog = ::fork();
+  if (prog == 0) {
+    ::close(fds[0]);
+    mp::Manager manager(mp::get_context(mp::StartMethod::fork));
+    pid_t server = manager.pid();
+    (void)!::write(fds[1], &server, sizeof server);
+    ::pause();
+    _exit(0);
+  }
+  ::close(fds[1]);
+  pid_t server = -1;
+  ASSERT_EQ(::read(fds[0], &server, sizeof server), static_cast<ssize_t>(sizeof server));
+  ::close(fds[0]);
+  ::kill(prog, SIGKILL);
+  ::waitpid(prog, nullptr, 0);
+  // The server was the killed program's child: once it ends, init reaps it and kill() fails.
+  EXPECT_TRUE(eventually([&] { return ::kill(server, 0) != 0; }));
+}
+
+}  // namespace
