@@ -27,3 +27,4 @@
 #if __has_include(<multiproc/pool.hpp>)
 #include <multiproc/pool.hpp>
 #endif
+#include <multiproc/managers.hpp>  // connection.hpp too
