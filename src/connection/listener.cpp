@@ -244,6 +244,8 @@ Connection Listener::accept(Timeout timeout) {
   while (fd < 0 && errno == EINTR);
   if (fd < 0) throw ProcessError("accept failed: " + std::string(strerror(errno)));
   Connection c(fd, true, true);
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on Unix
   if (authkey_) {
     detail::set_recv_timeout(fd, detail::kHandshakeTimeoutS);
     deliver_challenge(c, *authkey_);

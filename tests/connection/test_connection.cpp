@@ -51,6 +51,11 @@ void client_sends(std::string address, std::string key, std::string text) {
   c.recv<int>();  // wait for the listener's answer before closing
 }
 
+int send_square(mp::Connection c, int x) {
+  c.send(x * x);
+  return x;
+}
+
 void sleep_then_send(mp::Connection c, int ms, int value) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   c.send(value);
@@ -408,7 +413,39 @@ TEST_P(ConnectionProcess, WaitOverConnectionsAndSentinels) {
   for (auto& p : procs) EXPECT_TRUE(p.join(20s));
 }
 
+TEST_P(ConnectionProcess, AsPoolTaskArguments) {
+  auto [r, w] = mp::Pipe(false);
+  mp::Pool pool(mp::PoolOptions{.processes = 2, .context = ctx()});
+  std::vector<std::tuple<mp::Connection, int>> args;
+  for (int i = 0; i < 4; ++i) args.emplace_back(w, i);
+  EXPECT_EQ(pool.starmap(send_square, args), (std::vector<int>{0, 1, 2, 3}));
+  std::vector<int> got;
+  for (int i = 0; i < 4; ++i) got.push_back(r.recv<int>(20s));
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<int>{0, 1, 4, 9}));
+}
+
+TEST_P(ConnectionProcess, ThroughAQueue) {
+  mp::Queue<mp::Connection> q;
+  auto [r, w] = mp::Pipe(false);
+  q.put(w);
+  mp::Process p(
+      ctx(), [](mp::Queue<mp::Connection> q) { q.get().send(std::string("queued")); }, q);
+  p.start();
+  EXPECT_EQ(r.recv<std::string>(20s), "queued");
+  ASSERT_TRUE(p.join(20s));
+}
+
 MP_ALL_START_METHODS(ConnectionProcess);
+
+TEST(Connection, ReceivedOnceOnly) {
+  auto [a, b] = mp::Pipe();
+  std::string bytes;
+  mp::detail::dump(bytes, a);
+  mp::Connection first = mp::detail::load<mp::Connection>(bytes);
+  EXPECT_FALSE(first.closed());
+  EXPECT_THROW(mp::detail::load<mp::Connection>(bytes), mp::ProcessError);
+}
 
 TEST(Wait, TimeoutReturnsEmpty) {
   auto [a, b] = mp::Pipe();

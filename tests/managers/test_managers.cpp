@@ -54,6 +54,10 @@ void take_lock_and_die(mp::AcquirerProxy lock, mp::Connection done) {
   ::kill(::getpid(), SIGKILL);
 }
 
+void use_nested(mp::ListProxy<mp::DictProxy<std::string, int>> l) {
+  l.get(0).set("seen", 1);
+}
+
 int double_it(mp::ValueProxy<int> v) {
   return v.get() * 2;
 }
@@ -116,6 +120,20 @@ TEST_P(ManagerTest, ListBasics) {
   p.start();
   ASSERT_TRUE(p.join(30s));
   EXPECT_EQ(l.get(2), "from child");
+}
+
+TEST_P(ManagerTest, NestedProxies) {
+  // A proxy inside a proxy's object (CPython's test_dict_proxy_nested), used from a child.
+  mp::Manager manager(ctx());
+  auto d = manager.dict<std::string, int>();
+  auto l = manager.list<mp::DictProxy<std::string, int>>();
+  l.append(d);
+  mp::Process p(ctx(), use_nested, l);
+  p.start();
+  ASSERT_TRUE(p.join(30s));
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_EQ(d.get("seen"), 1);
+  EXPECT_EQ(l.get(0).get("seen"), 1);
 }
 
 TEST_P(ManagerTest, ValueAndLockAcrossProcesses) {
