@@ -17,6 +17,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <new>
 #include <thread>
 
 #include <multiproc/connection.hpp>
@@ -34,6 +35,10 @@ struct Sharer {
   int listen_fd = -1;
   std::string dir, path;
   std::map<std::string, int> fds;
+  // The serving thread. It ends itself when nothing is left to hand out; the next start joins
+  // it, and only then is it no longer counted as one of multiproc's threads (so that a fork()
+  // in between never sees a thread it cannot account for).
+  std::thread thread;
 };
 
 Sharer& sharer() {
@@ -65,6 +70,7 @@ void atfork_child() {
   s.pid = -1;
   s.path.clear();
   s.dir.clear();
+  new (&s.thread) std::thread();  // the parent's thread does not exist here: forget its handle
   s.mu.unlock();
 }
 
@@ -117,6 +123,20 @@ void serve(int listen_fd) {
     send_fd(c, fd);
     if (fd >= 0) ::close(fd);
     ::close(c);
+    // Nothing left to hand out: stop, so that no socket or directory is left behind by a
+    // process that later ends without running atexit handlers (children end with _exit).
+    Sharer& s = sharer();
+    std::lock_guard lk(s.mu);
+    if (s.fds.empty() && s.listen_fd == listen_fd) {
+      ::close(listen_fd);
+      ::unlink(s.path.c_str());
+      ::rmdir(s.dir.c_str());
+      s.listen_fd = -1;
+      s.pid = -1;
+      s.path.clear();
+      s.dir.clear();
+      return;
+    }
   }
 }
 
@@ -142,9 +162,13 @@ void start_locked(Sharer& s) {
     ::rmdir(s.dir.c_str());
     throw ProcessError("cannot start the connection sharer: " + std::string(strerror(err)));
   }
+  if (s.thread.joinable()) {
+    s.thread.join();  // it has finished: it left the state as we found it, under s.mu
+    note_internal_thread(-1);
+  }
   s.listen_fd = fd;
   s.pid = ::getpid();
-  std::thread(serve, fd).detach();
+  s.thread = std::thread(serve, fd);
   // Safe across fork: it holds no lock but the sharer's (see the atfork handlers) and touches
   // nothing a forked child uses, so fork() need not warn about it.
   note_internal_thread(1);
