@@ -51,6 +51,12 @@ void client_sends(std::string address, std::string key, std::string text) {
   c.recv<int>();  // wait for the listener's answer before closing
 }
 
+// CPython's inheritance case: a fork child uses the parent's connection from its memory.
+mp::Connection g_inherited;
+void send_on_inherited() {
+  g_inherited.send(std::string("inherited"));
+}
+
 int send_square(mp::Connection c, int x) {
   c.send(x * x);
   return x;
@@ -437,6 +443,17 @@ TEST_P(ConnectionProcess, ThroughAQueue) {
 }
 
 MP_ALL_START_METHODS(ConnectionProcess);
+
+TEST(Connection, UsableByForkInheritance) {
+  auto [r, w] = mp::Pipe(false);
+  g_inherited = w;
+  mp::Process p(mp::get_context(mp::StartMethod::fork), send_on_inherited);
+  p.start();
+  EXPECT_EQ(r.recv<std::string>(20s), "inherited");
+  ASSERT_TRUE(p.join(20s));
+  EXPECT_EQ(p.exitcode(), 0);
+  g_inherited = mp::Connection();
+}
 
 TEST(Connection, ReceivedOnceOnly) {
   auto [a, b] = mp::Pipe();

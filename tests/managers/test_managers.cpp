@@ -337,27 +337,39 @@ TEST(ManagerServer, ProxyWithAnotherKeyIsRefused) {
   EXPECT_EQ(mp::detail::load<mp::ValueProxy<int>>(bytes).get(), 1);
 }
 
-// The server ends with the program that started it, however that program ends.
-TEST(ManagerServer, EndsWhenItsProgramIsKilled) {
+// The server ends with the program that started it, however that program ends: here the
+// program (a forked copy of this test) is killed with SIGKILL.
+class ManagerLifetime : public StartMethodTest {};
+
+TEST_P(ManagerLifetime, ServerEndsWhenItsProgramIsKilled) {
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);
   pid_t prog = ::fork();
   if (prog == 0) {
     ::close(fds[0]);
-    mp::Manager manager(mp::get_context(mp::StartMethod::fork));
-    pid_t server = manager.pid();
-    (void)!::write(fds[1], &server, sizeof server);
-    ::pause();
+    pid_t server = -1;
+    try {
+      mp::Manager manager(ctx());
+      server = manager.pid();
+      (void)!::write(fds[1], &server, sizeof server);
+      ::pause();
+    } catch (...) {
+      (void)!::write(fds[1], &server, sizeof server);
+    }
     _exit(0);
   }
   ::close(fds[1]);
   pid_t server = -1;
   ASSERT_EQ(::read(fds[0], &server, sizeof server), static_cast<ssize_t>(sizeof server));
   ::close(fds[0]);
+  ASSERT_GT(server, 0);
   ::kill(prog, SIGKILL);
   ::waitpid(prog, nullptr, 0);
-  // The server was the killed program's child: once it ends, init reaps it and kill() fails.
+  // The server was the killed program's child (or the fork server's): once it ends it is
+  // reaped by init, and kill(pid, 0) fails.
   EXPECT_TRUE(eventually([&] { return ::kill(server, 0) != 0; }));
 }
+
+MP_ALL_START_METHODS(ManagerLifetime);
 
 }  // namespace
