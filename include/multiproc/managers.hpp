@@ -19,6 +19,10 @@
 // Manager was made on the main thread). Once it has ended, every proxy call throws ProcessError
 // at once. A client that disconnects releases the hosted locks it held. Hosted objects live as
 // long as the server (no per-proxy reference counting yet).
+//
+// Manager::serve(address, key) serves on TCP; Manager::connect(address, key) reaches that server
+// from another program, and manager.dict<K, V>("name") (Queue, list, Value... alike) returns the
+// one object of that name.
 #pragma once
 
 #include <sys/types.h>
@@ -284,43 +288,91 @@ class Manager {
   // shutdown().
   ~Manager();
 
-  // A shared-memory queue hosted by the server (kept alive while the server runs).
+  // Serves on a TCP address ("host:port"; port 0 picks one, see address()) with `authkey`,
+  // from a server process this Manager owns (started with `ctx`'s method or the default one).
+  // Other processes and programs reach it with connect(); objects made by name are found by
+  // that name.
+  static Manager serve(const std::string& address, const std::string& authkey,
+                       std::optional<Context> ctx = std::nullopt);
+  // A handle on a manager served elsewhere ("host:port" or "unix:/path"): it makes and finds
+  // objects but does not own the server (shutdown() and destruction leave it running). Throws
+  // ProcessError if nothing serves there, AuthenticationError on a wrong key.
+  static Manager connect(const std::string& address, const std::string& authkey);
+
+  // A shared-memory queue hosted by the server (kept alive while the server runs). Shared memory
+  // is of this machine: a queue from a manager on another host is not supported.
   template <class T>
   ::multiproc::Queue<T> Queue(size_t maxsize = 0) {
-    return detail::load<::multiproc::Queue<T>>(create_queue(maxsize, false));
+    return detail::load<::multiproc::Queue<T>>(create_queue(maxsize, false, {}));
   }
   template <class T>
   ::multiproc::JoinableQueue<T> JoinableQueue(size_t maxsize = 0) {
-    return detail::load<::multiproc::JoinableQueue<T>>(create_queue(maxsize, true));
+    return detail::load<::multiproc::JoinableQueue<T>>(create_queue(maxsize, true, {}));
   }
   template <class K, class V>
   DictProxy<K, V> dict() {
-    return DictProxy<K, V>(create("dict", {}));
+    return DictProxy<K, V>(create("dict", {}, {}));
   }
   template <class T>
   ListProxy<T> list() {
-    return ListProxy<T>(create("list", {}));
+    return ListProxy<T>(create("list", {}, {}));
   }
   template <class T>
   ValueProxy<T> Value(const T& init = T{}) {
     detail::require_transferable<T>();
-    return ValueProxy<T>(create("value", detail::encode(init)));
+    return ValueProxy<T>(create("value", detail::encode(init), {}));
   }
-  NamespaceProxy Namespace() { return NamespaceProxy(create("namespace", {})); }
-  AcquirerProxy Lock() { return AcquirerProxy(create("lock", {})); }
-  EventProxy Event() { return EventProxy(create("event", {})); }
+  NamespaceProxy Namespace() { return NamespaceProxy(create("namespace", {}, {})); }
+  AcquirerProxy Lock() { return AcquirerProxy(create("lock", {}, {})); }
+  EventProxy Event() { return EventProxy(create("event", {}, {})); }
 
-  // "unix:/path" of the server's socket, in a directory only this user can enter.
+  // Objects by name: the one object of that name, made on first use (with maxsize or init) and
+  // found by every later call from any process or program; a name already used for another
+  // kind of object is a ProcessError. The element types are the caller's promise.
+  template <class T>
+  ::multiproc::Queue<T> Queue(const std::string& name, size_t maxsize = 0) {
+    return detail::load<::multiproc::Queue<T>>(create_queue(maxsize, false, name));
+  }
+  template <class T>
+  ::multiproc::JoinableQueue<T> JoinableQueue(const std::string& name, size_t maxsize = 0) {
+    return detail::load<::multiproc::JoinableQueue<T>>(create_queue(maxsize, true, name));
+  }
+  template <class K, class V>
+  DictProxy<K, V> dict(const std::string& name) {
+    return DictProxy<K, V>(create("dict", {}, name));
+  }
+  template <class T>
+  ListProxy<T> list(const std::string& name) {
+    return ListProxy<T>(create("list", {}, name));
+  }
+  template <class T>
+  ValueProxy<T> Value(const std::string& name, const T& init) {
+    detail::require_transferable<T>();
+    return ValueProxy<T>(create("value", detail::encode(init), name));
+  }
+  NamespaceProxy Namespace(const std::string& name) {
+    return NamespaceProxy(create("namespace", {}, name));
+  }
+  AcquirerProxy Lock(const std::string& name) { return AcquirerProxy(create("lock", {}, name)); }
+  EventProxy Event(const std::string& name) { return EventProxy(create("event", {}, name)); }
+
+  // Where the server listens: "unix:/path" (a directory only this user can enter) or, for
+  // serve(), "host:port".
   const std::string& address() const { return address_; }
   const std::string& authkey() const { return authkey_; }
-  // The server's pid (-1 once shut down).
+  // The server's pid (-1 once shut down, or for a connect()ed manager).
   pid_t pid() const;
-  // Stops the server and waits for it (at most a few seconds, then kills it). Idempotent.
+  // Stops the server this Manager owns and waits for it (at most a few seconds, then kills it).
+  // Idempotent; does nothing for a connect()ed manager.
   void shutdown();
 
  private:
-  detail::ProxyRef create(const std::string& kind, const std::string& init);
-  std::string create_queue(size_t maxsize, bool joinable);
+  struct Connected {};
+  Manager(Connected, std::string address, std::string authkey);
+  Manager(const Context& ctx, std::string listen_address, std::string authkey);
+  detail::ProxyRef create(const std::string& kind, const std::string& init,
+                          const std::string& name);
+  std::string create_queue(size_t maxsize, bool joinable, const std::string& name);
 
   std::string address_, authkey_, dir_;
   std::unique_ptr<Process> server_;

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <chrono>
 #include <map>
+#include <optional>
 #include <stdexcept>
 
 #include "connection/io.hpp"
@@ -85,9 +86,31 @@ std::string proxy_call(const ProxyRef& ref, const std::string& method, const std
 
 Manager::Manager() : Manager(get_context()) {}
 
-Manager::Manager(const Context& ctx) : authkey_(process_authkey()) {
-  dir_ = detail::make_private_dir("multiproc-manager");
-  address_ = "unix:" + dir_ + "/server";
+Manager::Manager(const Context& ctx) : Manager(ctx, std::string(), process_authkey()) {}
+
+Manager Manager::serve(const std::string& address, const std::string& authkey,
+                       std::optional<Context> ctx) {
+  if (address.empty()) throw ProcessError("Manager::serve: an address is needed");
+  return Manager(ctx ? *ctx : get_context(), address, authkey);
+}
+
+Manager Manager::connect(const std::string& address, const std::string& authkey) {
+  Manager m(Connected{}, address, authkey);
+  // Fail here, not at the first proxy call, when nothing serves there or the key is wrong.
+  detail::proxy_call(detail::ProxyRef{address, authkey, 0}, "ping", {});
+  return m;
+}
+
+Manager::Manager(Connected, std::string address, std::string authkey)
+    : address_(std::move(address)), authkey_(std::move(authkey)) {}
+
+Manager::Manager(const Context& ctx, std::string listen_address, std::string authkey)
+    : authkey_(std::move(authkey)) {
+  if (authkey_.empty()) throw AuthenticationError("a manager needs a non-empty auth key");
+  if (listen_address.empty()) {
+    dir_ = detail::make_private_dir("multiproc-manager");
+    listen_address = "unix:" + dir_ + "/server";
+  }
   auto [mine, theirs] = Pipe();
   struct stat st {};
   ::fstat(mine.fileno(), &st);
@@ -95,9 +118,9 @@ Manager::Manager(const Context& ctx) : authkey_(process_authkey()) {
   // main one (whose end is the program's).
   const bool main_thread = ::syscall(SYS_gettid) == ::getpid();
   try {
-    server_ =
-        std::make_unique<Process>(ctx, detail::manager_server_main, address_, authkey_, theirs,
-                                  mine.fileno(), static_cast<uint64_t>(st.st_ino), main_thread);
+    server_ = std::make_unique<Process>(ctx, detail::manager_server_main, listen_address, dir_,
+                                        authkey_, theirs, mine.fileno(),
+                                        static_cast<uint64_t>(st.st_ino), main_thread);
     server_->name("SyncManager");
     server_->daemon(true);
     server_->start();
@@ -108,14 +131,16 @@ Manager::Manager(const Context& ctx) : authkey_(process_authkey()) {
     } catch (const ProcessError& e) {
       throw ProcessError(std::string("the manager's server did not start: ") + e.what());
     }
-    if (answer != "ok") throw ProcessError("the manager's server did not start: " + answer);
+    if (answer.rfind("ok ", 0) != 0)
+      throw ProcessError("the manager's server did not start: " + answer);
+    address_ = answer.substr(3);
   } catch (...) {
     if (server_ && server_->pid() > 0) {
       server_->kill();
       server_->join();
     }
     server_.reset();
-    ::rmdir(dir_.c_str());
+    if (!dir_.empty()) ::rmdir(dir_.c_str());
     throw;
   }
   control_ = mine;
@@ -163,23 +188,27 @@ void Manager::shutdown() {
   }
   server_.reset();
   // The server removes its socket; after a crash it could not.
-  ::unlink(address_.substr(5).c_str());
-  if (!dir_.empty()) ::rmdir(dir_.c_str());
+  if (!dir_.empty()) {
+    ::unlink(address_.substr(5).c_str());
+    ::rmdir(dir_.c_str());
+  }
 }
 
-detail::ProxyRef Manager::create(const std::string& kind, const std::string& init) {
+detail::ProxyRef Manager::create(const std::string& kind, const std::string& init,
+                                 const std::string& name) {
   detail::ProxyRef server{address_, authkey_, 0};
   detail::ProxyRef ref = server;
-  ref.id = detail::load<uint64_t>(detail::proxy_call(server, "create", detail::pack(kind, init)));
+  ref.id =
+      detail::load<uint64_t>(detail::proxy_call(server, "create", detail::pack(kind, init, name)));
   return ref;
 }
 
-std::string Manager::create_queue(size_t maxsize, bool joinable) {
+std::string Manager::create_queue(size_t maxsize, bool joinable, const std::string& name) {
   detail::ProxyRef server{address_, authkey_, 0};
   // The payload is the queue's name; returned encoded, as a queue handle travels.
-  std::string name = detail::load<std::string>(detail::proxy_call(
-      server, "create_queue", detail::pack(static_cast<uint64_t>(maxsize), joinable)));
-  return detail::encode(name);
+  std::string queue = detail::load<std::string>(detail::proxy_call(
+      server, "create_queue", detail::pack(static_cast<uint64_t>(maxsize), joinable, name)));
+  return detail::encode(queue);
 }
 
 }  // namespace multiproc

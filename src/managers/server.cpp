@@ -47,6 +47,7 @@ struct Server {
   std::mutex mu;
   std::condition_variable changed;
   std::map<uint64_t, Object> objects;
+  std::map<std::string, uint64_t> names;  // objects made by name
   uint64_t next_id = 1;
   uint64_t next_client = 1;
   std::string authkey;
@@ -96,23 +97,36 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
                    const std::string& method, const std::string& args) {
   std::unique_lock lk(s.mu);
   if (id == 0) {
-    if (method == "create") {
-      auto [kind, init] = args_as<std::string, std::string>(args);
-      if (kind != "dict" && kind != "list" && kind != "value" && kind != "namespace" &&
-          kind != "lock" && kind != "event")
-        fail(ReplyKind::error, "unknown type '" + kind + "'");
-      uint64_t nid = s.next_id++;
+    if (method == "ping") return {};
+    if (method == "create" || method == "create_queue") {
+      std::string kind, init, name;
+      uint64_t maxsize = 0;
+      bool joinable = false;
+      if (method == "create") {
+        std::tie(kind, init, name) = args_as<std::string, std::string, std::string>(args);
+        if (kind != "dict" && kind != "list" && kind != "value" && kind != "namespace" &&
+            kind != "lock" && kind != "event")
+          fail(ReplyKind::error, "unknown type '" + kind + "'");
+      } else {
+        std::tie(maxsize, joinable, name) = args_as<uint64_t, bool, std::string>(args);
+        kind = joinable ? "joinable_queue" : "queue";
+      }
+      uint64_t nid = 0;
+      if (auto n = name.empty() ? s.names.end() : s.names.find(name); n != s.names.end()) {
+        nid = n->second;
+        if (s.objects[nid].kind != kind)
+          fail(ReplyKind::error,
+               "the name '" + name + "' is a " + s.objects[nid].kind + ", not a " + kind);
+      } else {
+        nid = s.next_id++;
+        Object& o = s.objects[nid];
+        o.kind = kind;
+        o.value = init;
+        if (method == "create_queue") o.queue = QueueCore::create(maxsize, joinable);
+        if (!name.empty()) s.names[name] = nid;
+      }
       Object& o = s.objects[nid];
-      o.kind = kind;
-      o.value = init;
-      return encode(nid);
-    }
-    if (method == "create_queue") {
-      auto [maxsize, joinable] = args_as<uint64_t, bool>(args);
-      uint64_t nid = s.next_id++;
-      Object& o = s.objects[nid];
-      o.kind = "queue";
-      o.queue = QueueCore::create(maxsize, joinable);
+      if (!o.queue) return encode(nid);
       // The reply is a serialized queue handle: it carries a reference for the receiver.
       o.queue->add_flight_ref();
       return encode(o.queue->name());
@@ -305,8 +319,8 @@ void serve_client(Server* s, Connection c) {
 
 }  // namespace
 
-void manager_server_main(std::string address, std::string authkey, Connection control,
-                         int parent_fd, uint64_t parent_ino, bool pdeathsig) {
+void manager_server_main(std::string address, std::string private_dir, std::string authkey,
+                         Connection control, int parent_fd, uint64_t parent_ino, bool pdeathsig) {
   // SIGTERM (and the parent-death signal) become a clean stop through the poll loop below.
   sigset_t term;
   sigemptyset(&term);
@@ -329,7 +343,7 @@ void manager_server_main(std::string address, std::string authkey, Connection co
     control.send_bytes(std::string("error: ") + e.what());
     return;
   }
-  control.send_bytes("ok");
+  control.send_bytes("ok " + listener->address());
   for (;;) {
     pollfd fds[3] = {
         {listener->fileno(), POLLIN, 0}, {control.fileno(), POLLIN, 0}, {sig_fd, POLLIN, 0}};
@@ -346,9 +360,8 @@ void manager_server_main(std::string address, std::string authkey, Connection co
       }
     }
   }
-  std::string dir = address.substr(5, address.rfind('/') - 5);
-  listener.reset();  // unlinks the socket
-  ::rmdir(dir.c_str());
+  listener.reset();  // unlinks a Unix socket
+  if (!private_dir.empty()) ::rmdir(private_dir.c_str());
   // Returning ends the process (_exit, without running the detached threads' destructors).
 }
 

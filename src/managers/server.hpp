@@ -19,10 +19,12 @@ enum class ReplyKind : uint8_t { ok = 0, key_error = 1, index_error = 2, timeout
 // Requests are small; a frame over this is a hostile or broken client.
 inline constexpr uint64_t kMaxRequestBytes = uint64_t{1} << 30;
 
-// The server's task. control: its end of the pipe to the Manager (a message or EOF stops the
-// server). parent_fd/parent_ino: under fork the server inherits the Manager's end too, which it
-// closes (found by fd number and inode) so that the Manager's death reads as EOF.
-void manager_server_main(std::string address, std::string authkey, Connection control,
-                         int parent_fd, uint64_t parent_ino, bool pdeathsig);
+// The server's task. It listens on `address`, answers "ok <address it listens on>" (or
+// "error: ...") on control, its end of the pipe to the Manager, and stops at a message or EOF
+// there; then it removes private_dir (when not empty), the directory made for its socket.
+// parent_fd/parent_ino: under fork the server inherits the Manager's end too, which it closes
+// (found by fd number and inode) so that the Manager's death reads as EOF.
+void manager_server_main(std::string address, std::string private_dir, std::string authkey,
+                         Connection control, int parent_fd, uint64_t parent_ino, bool pdeathsig);
 
 }  // namespace multiproc::detail

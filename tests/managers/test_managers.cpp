@@ -58,6 +58,14 @@ void use_nested(mp::ListProxy<mp::DictProxy<std::string, int>> l) {
   l.get(0).set("seen", 1);
 }
 
+// Another program would do the same: connect by address and key, find objects by name.
+void remote_client(std::string address, std::string key) {
+  mp::Manager m = mp::Manager::connect(address, key);
+  m.dict<std::string, int>("shared").set("child", 1);
+  m.Queue<int>("jobs").put(7);
+  m.shutdown();  // a connected manager does not own the server: nothing happens
+}
+
 int double_it(mp::ValueProxy<int> v) {
   return v.get() * 2;
 }
@@ -271,7 +279,32 @@ TEST_P(ManagerTest, ShutdownStopsTheServerAndProxiesFail) {
   manager.shutdown();  // idempotent
 }
 
+TEST_P(ManagerTest, ServeOnTcpAndConnectFromAnotherProcess) {
+  mp::Manager server = mp::Manager::serve("127.0.0.1:0", "remote key", ctx());
+  ASSERT_EQ(server.address().rfind("127.0.0.1:", 0), 0u) << server.address();
+  EXPECT_NE(server.address(), "127.0.0.1:0");
+  auto shared = server.dict<std::string, int>("shared");
+  mp::Process p(ctx(), remote_client, server.address(), std::string("remote key"));
+  p.start();
+  ASSERT_TRUE(p.join(30s));
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_EQ(shared.get("child"), 1);
+  EXPECT_EQ(server.Queue<int>("jobs").get(10s), 7);
+  auto again = server.dict<std::string, int>("shared");
+  EXPECT_EQ(again.id(), shared.id());                          // the same object
+  EXPECT_THROW(server.list<int>("shared"), mp::ProcessError);  // another kind
+  EXPECT_GT(server.pid(), 0);  // the client's shutdown() left it running
+  EXPECT_THROW(mp::Manager::connect(server.address(), "wrong key"), mp::AuthenticationError);
+}
+
 MP_ALL_START_METHODS(ManagerTest);
+
+TEST(ManagerRemote, ConnectToNothingFailsAtOnce) {
+  mp::Listener l("127.0.0.1:0");
+  std::string addr = l.address();
+  l.close();
+  EXPECT_THROW(mp::Manager::connect(addr, "key"), mp::ProcessError);
+}
 
 // The server's side: a wrong key, garbage, an oversized frame or a malformed request gets that
 // connection closed and nothing else; the server goes on serving.
