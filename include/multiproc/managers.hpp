@@ -8,7 +8,8 @@
 //
 // Queues are shared-memory queues (queues.hpp) handed out by the server, so put/get never make a
 // round trip; manager.Queue<T>() returns a Queue<T> (QueueProxy<T> is an alias). The other
-// hosted objects (dict, list, Value, Namespace, Lock, Event) live in the server; a proxy is a
+// hosted objects (dict, list, Value, Namespace, Lock, RLock, Semaphore, BoundedSemaphore, Event)
+// live in the server; a proxy is a
 // copyable handle naming the server's address, its auth key and the object's id, and each call is
 // one authenticated request/response on a connection that each thread of each process opens on
 // first use. A proxy that travels carries the auth key, so it reconnects in any process, even
@@ -235,8 +236,10 @@ class NamespaceProxy : public BaseProxy {
   friend class Manager;
 };
 
-// A lock held by the server (Python's AcquirerProxy over threading.Lock). Released by the server
-// if the connection that acquired it goes away (its process died).
+// A lock or semaphore held by the server (Python's AcquirerProxy over threading.Lock, RLock,
+// Semaphore, BoundedSemaphore). A Lock or RLock is released by the server if the connection
+// that acquired it goes away (its process died); a semaphore, which any process may release,
+// is not.
 class AcquirerProxy : public BaseProxy {
  public:
   AcquirerProxy() = default;
@@ -324,6 +327,16 @@ class Manager {
   }
   NamespaceProxy Namespace() { return NamespaceProxy(create("namespace", {}, {})); }
   AcquirerProxy Lock() { return AcquirerProxy(create("lock", {}, {})); }
+  // Re-entrant per thread: each thread of each process has its own connection, which is the
+  // owner the server sees.
+  AcquirerProxy RLock() { return AcquirerProxy(create("rlock", {}, {})); }
+  AcquirerProxy Semaphore(int64_t value = 1) {
+    return AcquirerProxy(create("semaphore", detail::pack(value), {}));
+  }
+  // release() beyond the initial value is a ProcessError.
+  AcquirerProxy BoundedSemaphore(int64_t value = 1) {
+    return AcquirerProxy(create("bounded_semaphore", detail::pack(value), {}));
+  }
   EventProxy Event() { return EventProxy(create("event", {}, {})); }
 
   // Objects by name: the one object of that name, made on first use (with maxsize or init) and

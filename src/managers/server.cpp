@@ -39,7 +39,9 @@ struct Object {
   std::string value;                                              // value
   std::map<std::string, std::pair<std::string, std::string>> ns;  // namespace: type, bytes
   bool flag = false;                                              // lock: held; event: set
-  uint64_t owner = 0;                                             // lock: the client holding it
+  uint64_t owner = 0;  // lock, rlock: the client (one per thread of a process) holding it
+  int64_t count = 0;   // rlock: depth; semaphore: value
+  int64_t bound = 0;   // bounded_semaphore: the initial value, never to be exceeded
   std::shared_ptr<QueueCore> queue;
 };
 
@@ -105,7 +107,8 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
       if (method == "create") {
         std::tie(kind, init, name) = args_as<std::string, std::string, std::string>(args);
         if (kind != "dict" && kind != "list" && kind != "value" && kind != "namespace" &&
-            kind != "lock" && kind != "event")
+            kind != "lock" && kind != "rlock" && kind != "semaphore" &&
+            kind != "bounded_semaphore" && kind != "event")
           fail(ReplyKind::error, "unknown type '" + kind + "'");
       } else {
         std::tie(maxsize, joinable, name) = args_as<uint64_t, bool, std::string>(args);
@@ -122,6 +125,11 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
         Object& o = s.objects[nid];
         o.kind = kind;
         o.value = init;
+        if (kind == "semaphore" || kind == "bounded_semaphore") {
+          auto [v] = args_as<int64_t>(init);
+          if (v < 0) fail(ReplyKind::error, "a semaphore's initial value must be >= 0");
+          o.count = o.bound = v;
+        }
         if (method == "create_queue") o.queue = QueueCore::create(maxsize, joinable);
         if (!name.empty()) s.names[name] = nid;
       }
@@ -244,6 +252,45 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
       s.changed.notify_all();
       return {};
     }
+  } else if (k == "rlock") {
+    if (method == "acquire") {
+      auto [block, seconds] = args_as<bool, double>(args);
+      bool got = !o.flag || o.owner == client;
+      if (!got && block) got = wait_until(s, lk, seconds, [&] { return !o.flag; });
+      if (got) {
+        o.count = o.flag ? o.count + 1 : 1;
+        o.flag = true;
+        o.owner = client;
+        held.insert(id);
+      }
+      return encode(got);
+    }
+    if (method == "release") {
+      if (!o.flag || o.owner != client) fail(ReplyKind::error, "cannot release un-acquired lock");
+      if (--o.count == 0) {
+        o.flag = false;
+        s.changed.notify_all();
+      }
+      if (auto h = held.find(id); h != held.end()) held.erase(h);
+      return {};
+    }
+  } else if (k == "semaphore" || k == "bounded_semaphore") {
+    // Not owned (any process may release), so not released for a client that goes away.
+    if (method == "acquire") {
+      auto [block, seconds] = args_as<bool, double>(args);
+      bool got = o.count > 0;
+      if (!got && block) got = wait_until(s, lk, seconds, [&] { return o.count > 0; });
+      if (got) --o.count;
+      return encode(got);
+    }
+    if (method == "release") {
+      if (k == "bounded_semaphore" && o.count >= o.bound)
+        fail(ReplyKind::error, "Semaphore released too many times");
+      ++o.count;
+      s.changed.notify_all();
+      return {};
+    }
+    if (method == "get_value") return encode(o.count);
   } else if (k == "event") {
     if (method == "set") {
       o.flag = true;
@@ -310,8 +357,10 @@ void serve_client(Server* s, Connection c) {
     std::lock_guard lk(s->mu);
     for (uint64_t id : held) {
       auto it = s->objects.find(id);
-      if (it != s->objects.end() && it->second.flag && it->second.owner == client)
+      if (it != s->objects.end() && it->second.flag && it->second.owner == client) {
         it->second.flag = false;
+        it->second.count = 0;
+      }
     }
     s->changed.notify_all();
   }

@@ -183,6 +183,33 @@ TEST_P(ManagerTest, LockSemantics) {
   t.join();
 }
 
+TEST_P(ManagerTest, RLockAndSemaphores) {
+  mp::Manager manager(ctx());
+  auto rlock = manager.RLock();
+  EXPECT_TRUE(rlock.acquire());
+  EXPECT_TRUE(rlock.acquire());  // re-entrant for its owner
+  std::thread other([rlock]() mutable {
+    EXPECT_FALSE(rlock.acquire(false));  // another thread is another owner
+    EXPECT_THROW(rlock.release(), mp::ProcessError);
+  });
+  other.join();
+  rlock.release();
+  rlock.release();
+  EXPECT_THROW(rlock.release(), mp::ProcessError);
+
+  auto sem = manager.Semaphore(2);
+  EXPECT_TRUE(sem.acquire());
+  EXPECT_TRUE(sem.acquire());
+  EXPECT_FALSE(sem.acquire(true, 50ms));
+  sem.release();
+  sem.release();
+  sem.release();  // unbounded: allowed
+  auto bsem = manager.BoundedSemaphore(1);
+  EXPECT_TRUE(bsem.acquire());
+  bsem.release();
+  EXPECT_THROW(bsem.release(), mp::ProcessError);
+}
+
 TEST_P(ManagerTest, ALockHeldByADeadClientIsReleased) {
   mp::Manager manager(ctx());
   auto lock = manager.Lock();
