@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <cerrno>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 
@@ -187,8 +188,17 @@ std::string Connection::recv_bytes(Timeout timeout) {
                          " bytes is over this connection's limit of " +
                          std::to_string(s.max_message) + " bytes; the connection is closed");
     }
-    std::string out(static_cast<size_t>(len), '\0');
+    // Memory follows the bytes that actually arrive: a peer that announces a large frame and
+    // sends little makes us hold little.
+    constexpr uint64_t kChunk = uint64_t{1} << 20;
+    std::string out;
+    out.resize(static_cast<size_t>(std::min(len, kChunk)));
     detail::conn_read_exact(s.fd, out.data(), out.size(), false);
+    while (out.size() < len) {
+      size_t at = out.size();
+      out.resize(static_cast<size_t>(std::min<uint64_t>(len, at * 2)));
+      detail::conn_read_exact(s.fd, out.data() + at, out.size() - at, false);
+    }
     return out;
   } catch (const EOFError&) {
     throw;
