@@ -165,12 +165,14 @@ Listener::Listener(std::string address, std::optional<std::string> authkey, int 
     fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd_ < 0) throw ProcessError("socket failed: " + std::string(strerror(errno)));
     sockaddr_un sa = unix_addr(a.path);
-    // The socket is born 0600: only this user may connect, whatever the directory allows.
-    mode_t old = ::umask(0177);
+    // Only this user may connect (connect() needs write permission on the socket), whatever
+    // the directory allows. Set before listen(), so no client can have connected meanwhile.
     int rc = ::bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-    ::umask(old);
+    const bool bound = rc == 0;
+    if (rc == 0) rc = ::chmod(a.path.c_str(), 0600);
     if (rc != 0 || ::listen(fd_, backlog) != 0) {
       int err = errno;
+      if (bound) ::unlink(a.path.c_str());
       ::close(fd_);
       fd_ = -1;
       if (!rmdir_path_.empty()) ::rmdir(rmdir_path_.c_str());
