@@ -8,8 +8,8 @@
 //
 // Queues are shared-memory queues (queues.hpp) handed out by the server, so put/get never make a
 // round trip; manager.Queue<T>() returns a Queue<T> (QueueProxy<T> is an alias). The other
-// hosted objects (dict, list, Value, Namespace, Lock, RLock, Semaphore, BoundedSemaphore, Event)
-// live in the server; a proxy is a
+// hosted objects (dict, list, Value, Namespace, Lock, RLock, Semaphore, BoundedSemaphore,
+// Condition, Event, Barrier) live in the server; a proxy is a
 // copyable handle naming the server's address, its auth key and the object's id, and each call is
 // one authenticated request/response on a connection that each thread of each process opens on
 // first use. A proxy that travels carries the auth key, so it reconnects in any process, even
@@ -27,6 +27,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -41,6 +42,7 @@
 #include <multiproc/process.hpp>
 #include <multiproc/queues.hpp>
 #include <multiproc/serialization.hpp>
+#include <multiproc/synchronize.hpp>
 #include <multiproc/timeout.hpp>
 
 namespace multiproc {
@@ -258,6 +260,64 @@ class AcquirerProxy : public BaseProxy {
   friend class Manager;
 };
 
+// threading.Condition hosted by the server, with its own re-entrant lock (owned per thread).
+// wait() gives the lock up while it waits and has it back when it returns, notified or not.
+class ConditionProxy : public BaseProxy {
+ public:
+  ConditionProxy() = default;
+  bool acquire(bool block = true, Timeout timeout = std::nullopt) {
+    return call_as<bool>("acquire", detail::pack(block, detail::timeout_seconds(timeout)));
+  }
+  void release() { call("release"); }
+  void lock() { acquire(); }
+  void unlock() { release(); }
+  bool try_lock() { return acquire(false); }
+  // Must hold the lock (ProcessError otherwise). Returns false on timeout.
+  bool wait(Timeout timeout = std::nullopt) {
+    return call_as<bool>("wait", detail::pack(detail::timeout_seconds(timeout)));
+  }
+  // Waits until pred() holds, at most `timeout` in all; returns pred()'s last value.
+  template <class Pred>
+  bool wait_for(Pred pred, Timeout timeout = std::nullopt) {
+    auto deadline = detail::Deadline::after(timeout);
+    while (!pred()) {
+      Timeout left;
+      if (!deadline.is_never()) {
+        left = std::chrono::duration<double>(*deadline.at - detail::Deadline::Clock::now());
+        if (left->count() <= 0) return pred();
+      }
+      wait(left);
+    }
+    return true;
+  }
+  // Wakes up to n waiters (all: notify_all). Must hold the lock.
+  void notify(int64_t n = 1) { call("notify", detail::pack(n)); }
+  void notify_all() { notify(INT64_MAX); }
+
+ private:
+  using BaseProxy::BaseProxy;
+  friend class Manager;
+};
+
+// threading.Barrier hosted by the server. wait() returns this party's arrival index (0 first);
+// a timeout, abort() or a reset() while parties wait breaks it: BrokenBarrierError.
+class BarrierProxy : public BaseProxy {
+ public:
+  BarrierProxy() = default;
+  int64_t wait(Timeout timeout = std::nullopt) {
+    return call_as<int64_t>("wait", detail::pack(detail::timeout_seconds(timeout)));
+  }
+  void abort() { call("abort"); }
+  void reset() { call("reset"); }
+  int64_t parties() const { return call_as<int64_t>("parties"); }
+  int64_t n_waiting() const { return call_as<int64_t>("n_waiting"); }
+  bool broken() const { return call_as<bool>("broken"); }
+
+ private:
+  using BaseProxy::BaseProxy;
+  friend class Manager;
+};
+
 class EventProxy : public BaseProxy {
  public:
   EventProxy() = default;
@@ -338,6 +398,10 @@ class Manager {
     return AcquirerProxy(create("bounded_semaphore", detail::pack(value), {}));
   }
   EventProxy Event() { return EventProxy(create("event", {}, {})); }
+  ConditionProxy Condition() { return ConditionProxy(create("condition", {}, {})); }
+  BarrierProxy Barrier(int64_t parties) {
+    return BarrierProxy(create("barrier", detail::pack(parties), {}));
+  }
 
   // Objects by name: the one object of that name, made on first use (with maxsize or init) and
   // found by every later call from any process or program; a name already used for another

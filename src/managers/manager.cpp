@@ -77,6 +77,8 @@ std::string proxy_call(const ProxyRef& ref, const std::string& method, const std
       throw std::out_of_range(payload);
     case ReplyKind::timeout:
       throw TimeoutError(payload);
+    case ReplyKind::broken_barrier:
+      throw BrokenBarrierError(payload);
     default:
       throw ProcessError("manager: " + method + ": " + payload);
   }

@@ -42,6 +42,14 @@ struct Object {
   uint64_t owner = 0;  // lock, rlock: the client (one per thread of a process) holding it
   int64_t count = 0;   // rlock: depth; semaphore: value
   int64_t bound = 0;   // bounded_semaphore: the initial value, never to be exceeded
+  // condition: tickets of the waiters, and those notified but not yet awake.
+  uint64_t next_ticket = 0;
+  std::set<uint64_t> waiting, woken;
+  // barrier: parties in `bound`, arrivals of this round in `count`; a round ends when the
+  // generation moves on; a reset while parties wait breaks that round for them.
+  uint64_t generation = 0;
+  uint64_t broken_generation = UINT64_MAX;
+  bool broken = false;
   std::shared_ptr<QueueCore> queue;
 };
 
@@ -108,7 +116,8 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
         std::tie(kind, init, name) = args_as<std::string, std::string, std::string>(args);
         if (kind != "dict" && kind != "list" && kind != "value" && kind != "namespace" &&
             kind != "lock" && kind != "rlock" && kind != "semaphore" &&
-            kind != "bounded_semaphore" && kind != "event")
+            kind != "bounded_semaphore" && kind != "event" && kind != "condition" &&
+            kind != "barrier")
           fail(ReplyKind::error, "unknown type '" + kind + "'");
       } else {
         std::tie(maxsize, joinable, name) = args_as<uint64_t, bool, std::string>(args);
@@ -129,6 +138,11 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
           auto [v] = args_as<int64_t>(init);
           if (v < 0) fail(ReplyKind::error, "a semaphore's initial value must be >= 0");
           o.count = o.bound = v;
+        }
+        if (kind == "barrier") {
+          auto [parties] = args_as<int64_t>(init);
+          if (parties < 1) fail(ReplyKind::error, "a barrier needs at least one party");
+          o.bound = parties;
         }
         if (method == "create_queue") o.queue = QueueCore::create(maxsize, joinable);
         if (!name.empty()) s.names[name] = nid;
@@ -252,7 +266,36 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
       s.changed.notify_all();
       return {};
     }
-  } else if (k == "rlock") {
+  } else if (k == "rlock" || k == "condition") {
+    if (k == "condition" && method == "wait") {
+      auto [seconds] = args_as<double>(args);
+      if (!o.flag || o.owner != client) fail(ReplyKind::error, "cannot wait on un-acquired lock");
+      const int64_t depth = o.count;
+      const uint64_t ticket = o.next_ticket++;
+      o.waiting.insert(ticket);
+      o.flag = false;
+      o.count = 0;
+      s.changed.notify_all();
+      bool notified = wait_until(s, lk, seconds, [&] { return o.woken.count(ticket) != 0; });
+      o.woken.erase(ticket);
+      o.waiting.erase(ticket);
+      // The lock comes back whatever happened, as threading.Condition's does.
+      s.changed.wait(lk, [&] { return !o.flag; });
+      o.flag = true;
+      o.owner = client;
+      o.count = depth;
+      return encode(notified);
+    }
+    if (k == "condition" && method == "notify") {
+      auto [n] = args_as<int64_t>(args);
+      if (!o.flag || o.owner != client) fail(ReplyKind::error, "cannot notify on un-acquired lock");
+      while (n-- > 0 && !o.waiting.empty()) {
+        o.woken.insert(*o.waiting.begin());
+        o.waiting.erase(o.waiting.begin());
+      }
+      s.changed.notify_all();
+      return {};
+    }
     if (method == "acquire") {
       auto [block, seconds] = args_as<bool, double>(args);
       bool got = !o.flag || o.owner == client;
@@ -291,6 +334,46 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
       return {};
     }
     if (method == "get_value") return encode(o.count);
+  } else if (k == "barrier") {
+    if (method == "wait") {
+      auto [seconds] = args_as<double>(args);
+      if (o.broken) fail(ReplyKind::broken_barrier, "the barrier is broken");
+      const int64_t index = o.count++;
+      const uint64_t gen = o.generation;
+      if (o.count == o.bound) {
+        o.count = 0;
+        ++o.generation;
+        s.changed.notify_all();
+        return encode(index);
+      }
+      bool done = wait_until(s, lk, seconds, [&] { return o.generation != gen || o.broken; });
+      if (o.generation != gen) {
+        if (o.broken_generation == gen) fail(ReplyKind::broken_barrier, "the barrier was reset");
+        return encode(index);
+      }
+      if (!done) {  // this party's timeout breaks the barrier for everyone, as Python's does
+        o.broken = true;
+        s.changed.notify_all();
+      }
+      if (o.count > 0) --o.count;
+      fail(ReplyKind::broken_barrier, "the barrier is broken");
+    }
+    if (method == "abort") {
+      o.broken = true;
+      s.changed.notify_all();
+      return {};
+    }
+    if (method == "reset") {
+      if (o.count > 0) o.broken_generation = o.generation;
+      ++o.generation;
+      o.count = 0;
+      o.broken = false;
+      s.changed.notify_all();
+      return {};
+    }
+    if (method == "parties") return encode(o.bound);
+    if (method == "n_waiting") return encode(o.broken ? int64_t{0} : o.count);
+    if (method == "broken") return encode(o.broken);
   } else if (k == "event") {
     if (method == "set") {
       o.flag = true;

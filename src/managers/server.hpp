@@ -14,7 +14,14 @@
 
 namespace multiproc::detail {
 
-enum class ReplyKind : uint8_t { ok = 0, key_error = 1, index_error = 2, timeout = 3, error = 4 };
+enum class ReplyKind : uint8_t {
+  ok = 0,
+  key_error = 1,
+  index_error = 2,
+  timeout = 3,
+  error = 4,
+  broken_barrier = 5,
+};
 
 // Requests are small; a frame over this is a hostile or broken client.
 inline constexpr uint64_t kMaxRequestBytes = uint64_t{1} << 30;

@@ -67,6 +67,16 @@ void remote_client(std::string address, std::string key) {
   m.shutdown();  // a connected manager does not own the server: nothing happens
 }
 
+void notify_after(mp::ConditionProxy cond, mp::ValueProxy<int> v) {
+  std::lock_guard g(cond);
+  v.set(1);
+  cond.notify_all();
+}
+
+void barrier_party(mp::BarrierProxy b, mp::ListProxy<int64_t> out) {
+  out.append(b.wait(std::chrono::seconds(30)));
+}
+
 int double_it(mp::ValueProxy<int> v) {
   return v.get() * 2;
 }
@@ -209,6 +219,46 @@ TEST_P(ManagerTest, RLockAndSemaphores) {
   EXPECT_TRUE(bsem.acquire());
   bsem.release();
   EXPECT_THROW(bsem.release(), mp::ProcessError);
+}
+
+TEST_P(ManagerTest, ConditionWaitAndNotify) {
+  mp::Manager manager(ctx());
+  auto cond = manager.Condition();
+  auto v = manager.Value<int>(0);
+  EXPECT_THROW(cond.wait(10ms), mp::ProcessError);  // not holding the lock
+  EXPECT_THROW(cond.notify(), mp::ProcessError);
+  std::unique_lock lk(cond);
+  EXPECT_FALSE(cond.wait(50ms));  // nobody notifies: timeout, lock held again
+  mp::Process p(ctx(), notify_after, cond, v);
+  p.start();  // it can only take the lock while we wait
+  EXPECT_TRUE(cond.wait_for([&] { return v.get() == 1; }, 30s));
+  lk.unlock();
+  ASSERT_TRUE(p.join(30s));
+}
+
+TEST_P(ManagerTest, BarrierAcrossProcesses) {
+  mp::Manager manager(ctx());
+  auto b = manager.Barrier(3);
+  auto out = manager.list<int64_t>();
+  EXPECT_EQ(b.parties(), 3);
+  std::vector<mp::Process> ps;
+  for (int i = 0; i < 2; ++i) {
+    ps.emplace_back(ctx(), barrier_party, b, out);
+    ps.back().start();
+  }
+  out.append(b.wait(30s));
+  for (auto& p : ps) ASSERT_TRUE(p.join(30s));
+  auto got = out.copy();
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<int64_t>{0, 1, 2}));
+  // A timeout breaks it for everyone until reset().
+  EXPECT_THROW(b.wait(50ms), mp::BrokenBarrierError);
+  EXPECT_TRUE(b.broken());
+  EXPECT_THROW(b.wait(), mp::BrokenBarrierError);
+  b.reset();
+  EXPECT_FALSE(b.broken());
+  b.abort();
+  EXPECT_THROW(b.wait(), mp::BrokenBarrierError);
 }
 
 TEST_P(ManagerTest, ALockHeldByADeadClientIsReleased) {
