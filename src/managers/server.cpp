@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <list>
 #include <map>
@@ -78,6 +79,7 @@ std::tuple<A...> args_as(const std::string& args) {
 }
 
 std::optional<std::chrono::steady_clock::time_point> deadline_of(double seconds) {
+  if (std::isnan(seconds)) seconds = 0;  // from a broken client: do not wait
   if (seconds < 0) return std::nullopt;
   return std::chrono::steady_clock::now() +
          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
@@ -289,7 +291,7 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
     if (k == "condition" && method == "notify") {
       auto [n] = args_as<int64_t>(args);
       if (!o.flag || o.owner != client) fail(ReplyKind::error, "cannot notify on un-acquired lock");
-      while (n-- > 0 && !o.waiting.empty()) {
+      for (; n > 0 && !o.waiting.empty(); --n) {
         o.woken.insert(*o.waiting.begin());
         o.waiting.erase(o.waiting.begin());
       }

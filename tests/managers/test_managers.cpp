@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <chrono>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <random>
@@ -504,6 +505,31 @@ TEST(ManagerServer, SurvivesMutatedRequests) {
   EXPECT_TRUE(d.contains("a"));
   l.append(5);
   EXPECT_GE(l.size(), 2u);
+}
+
+// Arguments at the edges of their types, as a broken client could send them: no wait forever,
+// no arithmetic overflow (UBSan builds abort on one), a reply every time.
+TEST(ManagerServer, ExtremeArguments) {
+  mp::Manager manager;
+  auto cond = manager.Condition();
+  auto e = manager.Event();
+  auto lock = manager.Lock();
+  mp::Connection c = mp::Client(manager.address(), manager.authkey());
+  auto call = [&](uint64_t id, const std::string& method, const std::string& args) {
+    std::string req;
+    mp::detail::dump(req, std::tuple<uint64_t, std::string, std::string>(id, method, args));
+    c.send_bytes(req);
+    return mp::detail::load<std::tuple<uint8_t, std::string>>(c.recv_bytes(10s));
+  };
+  using mp::detail::pack;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  EXPECT_EQ(std::get<0>(call(cond.id(), "acquire", pack(true, -1.0))), 0);
+  EXPECT_EQ(std::get<0>(call(cond.id(), "notify", pack(std::numeric_limits<int64_t>::min()))), 0);
+  EXPECT_EQ(std::get<0>(call(cond.id(), "wait", pack(nan))), 0);
+  EXPECT_EQ(std::get<0>(call(e.id(), "wait", pack(nan))), 0);
+  EXPECT_EQ(std::get<0>(call(lock.id(), "acquire", pack(true, nan))), 0);
+  EXPECT_EQ(std::get<0>(call(lock.id(), "acquire", pack(true, nan))), 0);  // held: no wait
+  EXPECT_EQ(std::get<0>(call(lock.id(), "acquire", pack(false, 1e300))), 0);
 }
 
 TEST(ManagerServer, ProxyWithAnotherKeyIsRefused) {
