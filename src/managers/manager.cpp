@@ -1,7 +1,6 @@
 // Manager (the owner of the server process) and the client side of every proxy call.
 #include <multiproc/managers.hpp>
 
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <cerrno>
@@ -113,23 +112,34 @@ Manager::Manager(const Context& ctx, std::string listen_address, std::string aut
     dir_ = detail::make_private_dir("multiproc-manager");
     listen_address = "unix:" + dir_ + "/server";
   }
-  auto [mine, theirs] = Pipe();
-  struct stat st {};
-  ::fstat(mine.fileno(), &st);
-  // The parent-death signal follows the thread that forked: arm it only when that thread is the
-  // main one (whose end is the program's).
-  const bool main_thread = ::syscall(SYS_gettid) == ::getpid();
+  // The server connects back here; until then this listener is this Manager's alone (its
+  // directory is private and the server must pass the handshake).
+  std::string control_dir = detail::make_private_dir("multiproc-manager-control");
+  Connection control;
   try {
+    Listener control_listener("unix:" + control_dir + "/control", authkey_);
+    // The parent-death signal follows the thread that forked: arm it only when that thread is
+    // the main one (whose end is the program's).
+    const bool main_thread = ::syscall(SYS_gettid) == ::getpid();
     server_ = std::make_unique<Process>(ctx, detail::manager_server_main, listen_address, dir_,
-                                        authkey_, theirs, mine.fileno(),
-                                        static_cast<uint64_t>(st.st_ino), main_thread);
+                                        authkey_, control_listener.address(), main_thread);
     server_->name("SyncManager");
     server_->daemon(true);
     server_->start();
-    theirs.close();
+    // Wait for the server to connect back, or to die trying.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    for (;;) {
+      auto ready = wait(std::vector<int>{control_listener.fileno(), server_->sentinel()},
+                        std::chrono::milliseconds(100));
+      if (!ready.empty() && ready[0] == control_listener.fileno()) break;
+      if (!ready.empty() || std::chrono::steady_clock::now() > deadline)
+        throw ProcessError("the manager's server ended (or hung) before it started serving");
+    }
+    control = control_listener.accept(std::chrono::seconds(20));
+    control_listener.close();
     std::string answer;
     try {
-      answer = mine.recv_bytes(std::chrono::seconds(60));
+      answer = control.recv_bytes(std::chrono::seconds(60));
     } catch (const ProcessError& e) {
       throw ProcessError(std::string("the manager's server did not start: ") + e.what());
     }
@@ -142,10 +152,12 @@ Manager::Manager(const Context& ctx, std::string listen_address, std::string aut
       server_->join();
     }
     server_.reset();
+    ::rmdir(control_dir.c_str());
     if (!dir_.empty()) ::rmdir(dir_.c_str());
     throw;
   }
-  control_ = mine;
+  ::rmdir(control_dir.c_str());
+  control_ = control;
 }
 
 Manager::Manager(Manager&& o) noexcept {

@@ -454,7 +454,7 @@ void serve_client(Server* s, Connection c) {
 }  // namespace
 
 void manager_server_main(std::string address, std::string private_dir, std::string authkey,
-                         Connection control, int parent_fd, uint64_t parent_ino, bool pdeathsig) {
+                         std::string control_address, bool pdeathsig) {
   // SIGTERM (and the parent-death signal) become a clean stop through the poll loop below.
   sigset_t term;
   sigemptyset(&term);
@@ -466,8 +466,7 @@ void manager_server_main(std::string address, std::string private_dir, std::stri
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (::getppid() != parent) return;  // the parent died before the signal was armed
   }
-  struct stat st {};
-  if (parent_fd >= 0 && ::fstat(parent_fd, &st) == 0 && st.st_ino == parent_ino) ::close(parent_fd);
+  Connection control = Client(control_address, authkey);
   auto* server = new Server;  // leaked on purpose: client threads may still run at _exit
   server->authkey = authkey;
   std::optional<Listener> listener;

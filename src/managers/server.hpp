@@ -26,12 +26,13 @@ enum class ReplyKind : uint8_t {
 // Requests are small; a frame over this is a hostile or broken client.
 inline constexpr uint64_t kMaxRequestBytes = uint64_t{1} << 30;
 
-// The server's task. It listens on `address`, answers "ok <address it listens on>" (or
-// "error: ...") on control, its end of the pipe to the Manager, and stops at a message or EOF
-// there; then it removes private_dir (when not empty), the directory made for its socket.
-// parent_fd/parent_ino: under fork the server inherits the Manager's end too, which it closes
-// (found by fd number and inode) so that the Manager's death reads as EOF.
+// The server's task. It first connects back to the Manager at control_address (authenticated
+// with authkey): that connection is the control pipe. Then it listens on `address`, answers
+// "ok <address it listens on>" (or "error: ...") on the control connection, and stops at a
+// message or EOF there (the Manager's shutdown or death); then it removes private_dir (when not
+// empty), the directory made for its socket. Connecting back, rather than receiving a
+// descriptor, needs no fd-passing thread in the Manager's process and nothing inherited.
 void manager_server_main(std::string address, std::string private_dir, std::string authkey,
-                         Connection control, int parent_fd, uint64_t parent_ino, bool pdeathsig);
+                         std::string control_address, bool pdeathsig);
 
 }  // namespace multiproc::detail
