@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 ROOT=$(pwd)
 JOBS=${JOBS:-$(nproc)}
 
-PACKAGES=(g++ cmake ninja-build pkg-config libcereal-dev libgtest-dev libgmock-dev
+PACKAGES=(g++ cmake ninja-build pkg-config libcereal-dev libssl-dev libgtest-dev libgmock-dev
           libboost-dev python3 python3-matplotlib clang-format)
 
 ensure_packages() {

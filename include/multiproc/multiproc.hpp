@@ -6,12 +6,16 @@
 //   synchronize.hpp   Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier
 //   sharedctypes.hpp  Value, Array
 //   pool.hpp          Pool, AsyncResult
+//   connection.hpp    Pipe, Connection, Listener, Client, wait()
+//   managers.hpp      Manager and its proxies
 //   serialization.hpp what can cross a process boundary
 //   errors.hpp        ProcessError and its family
 #pragma once
 
 #include <multiproc/context.hpp>
+#include <multiproc/connection.hpp>
 #include <multiproc/errors.hpp>
+#include <multiproc/managers.hpp>
 #include <multiproc/ordered_queues.hpp>
 #include <multiproc/pool.hpp>
 #include <multiproc/process.hpp>
