@@ -10,11 +10,13 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include <multiproc/detail/segment.hpp>
 #include <multiproc/shared_memory.hpp>
 
 #include "start_methods.hpp"
@@ -144,6 +146,58 @@ TEST(SharedMemory, GeneratedNames) {
   b.unlink();
   EXPECT_FALSE(shm_exists(a.name()));
   EXPECT_FALSE(shm_exists(b.name()));
+}
+
+// Python's test_shared_memory_recreate: a generated name that exists already (someone else's) is
+// skipped, never opened.
+namespace {
+std::string g_taken_name;
+int g_names_drawn = 0;
+std::string taken_then_fresh() {
+  return ++g_names_drawn == 1 ? "/" + g_taken_name : "/" + g_taken_name + "_fresh";
+}
+}  // namespace
+
+TEST(SharedMemory, GeneratedNameThatExistsIsSkipped) {
+  TestName taken;
+  mp::SharedMemory other(taken.name, true, 16);
+  other.buf()[0] = std::byte{77};
+  g_taken_name = taken.name;
+  g_names_drawn = 0;
+  mp::detail::set_segment_name_source_for_testing(taken_then_fresh);
+  std::unique_ptr<mp::SharedMemory> fresh;
+  try {
+    fresh = std::make_unique<mp::SharedMemory>(mp::SharedMemory::create(4096));
+  } catch (...) {
+    mp::detail::set_segment_name_source_for_testing(nullptr);
+    throw;
+  }
+  mp::detail::set_segment_name_source_for_testing(nullptr);
+  EXPECT_EQ(g_names_drawn, 2);
+  EXPECT_EQ(fresh->name(), taken.name + "_fresh");
+  EXPECT_EQ(fresh->size(), 4096u);
+  EXPECT_EQ(other.buf()[0], std::byte{77});
+  EXPECT_EQ(mp::SharedMemory(taken.name).size(), 16u);  // untouched
+  fresh->unlink();
+}
+
+// Python's test_shared_memory_pickle_unpickle: a handle crosses as its name; once the block is
+// unlinked, decoding it fails with FileNotFoundError.
+TEST(SharedMemory, EncodedHandleAttachesByName) {
+  mp::SharedMemory shm = mp::SharedMemory::create(64);
+  shm.buf()[5] = std::byte{3};
+  std::string bytes;
+  mp::detail::dump(bytes, shm);
+  mp::SharedMemory copy = mp::detail::load<mp::SharedMemory>(bytes);
+  EXPECT_EQ(copy.name(), shm.name());
+  EXPECT_EQ(copy.size(), 64u);
+  EXPECT_NE(copy.buf().data(), shm.buf().data());  // a mapping of its own
+  EXPECT_EQ(copy.buf()[5], std::byte{3});
+  shm.unlink();
+  EXPECT_THROW(mp::detail::load<mp::SharedMemory>(bytes), mp::FileNotFoundError);
+  mp::SharedMemory empty;
+  std::string none;
+  EXPECT_THROW(mp::detail::dump(none, empty), mp::ProcessError);
 }
 
 TEST(SharedMemory, CopiesShareTheMappingAndCloseIndependently) {
