@@ -8,6 +8,7 @@
 //   pool.hpp          Pool, AsyncResult
 //   connection.hpp    Pipe, Connection, Listener, Client, wait()
 //   managers.hpp      Manager and its proxies
+//   shared_memory.hpp SharedMemory, ShareableList, SharedMemoryManager
 //   serialization.hpp what can cross a process boundary
 //   errors.hpp        ProcessError and its family
 #pragma once
@@ -21,6 +22,7 @@
 #include <multiproc/process.hpp>
 #include <multiproc/queues.hpp>
 #include <multiproc/serialization.hpp>
+#include <multiproc/shared_memory.hpp>
 #include <multiproc/sharedctypes.hpp>
 #include <multiproc/synchronize.hpp>
 #include <multiproc/timeout.hpp>
