@@ -102,6 +102,7 @@ class QueueCore {
   bool is_shutdown();
   void ack(size_t n);
   size_t unacked() const;
+  void heartbeat();
   void task_done();
   bool join(const multiproc::detail::Deadline& deadline);
   void unlink();
@@ -169,6 +170,9 @@ class Queue {
   // Reliable mode: the oldest n items this handle took are done and will not come back.
   void ack(size_t n = 1) { core().ack(n); }
   size_t unacked() const { return core().unacked(); }
+  // Reliable mode: every call on the queue says this consumer is alive; one busy for longer than
+  // heartbeat_ttl between calls says so with heartbeat(), or its items are handed out again.
+  void heartbeat() { core().heartbeat(); }
   // Deletes the queue's keys on the server (items, shutdown flag, counters).
   void unlink() { core().unlink(); }
 

@@ -60,7 +60,8 @@ return n
 )lua";
 
 // KEYS: items, shutdown flag, proc, hb, consumers. ARGV: max, reliable, known unacked, ttl ms,
-// consumer id, reap, key prefix. -> {status, items...}; status 1: shut down (and drained).
+// consumer id, reap, key prefix. -> {status, processing list length, items...}; status 1: shut
+// down (and drained).
 // Keys of other consumers are derived from the prefix: they share the {name} hash tag, so a
 // cluster keeps them in one slot.
 constexpr const char* kTakeScript = R"lua(
@@ -84,7 +85,9 @@ if ARGV[6] == '1' then
   end
 end
 local flag = redis.call('GET', KEYS[2])
-local out = {0}
+-- out[2]: what is left in our processing list (less than we know of when the reaper took our
+-- items back, after we made no call for the heartbeat's time).
+local out = {0, reliable and redis.call('LLEN', KEYS[3]) or 0}
 if flag == '2' then out[1] = 1 return out end
 local max = tonumber(ARGV[1])
 if reliable then
@@ -97,7 +100,7 @@ else
   local vs = redis.call('RPOP', KEYS[1], max)
   if vs then for _, v in ipairs(vs) do out[#out + 1] = v end end
 end
-if #out == 1 and flag then out[1] = 1 end
+if #out == 2 and flag then out[1] = 1 end
 return out
 )lua";
 
@@ -583,11 +586,11 @@ std::vector<std::string> QueueCore::get(size_t max_items, const Deadline& deadli
         m.eval(kTake, {m.k_items, m.k_flag, reliable ? m.k_proc : m.k_items, m.k_hb, m.k_consumers},
                {count, reliable ? "1" : "0", known, ttl_ms, m.consumer, reap ? "1" : "0", m.prefix},
                deadline);
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2)
       throw ProcessError("multiproc: redis: unexpected reply to a get");
-    for (size_t i = 1; i < r->elements; ++i)
+    for (size_t i = 2; i < r->elements; ++i)
       out.emplace_back(r->element[i]->str, r->element[i]->len);
-    if (reliable) m.unacked += r->elements - 1;
+    if (reliable) m.unacked = static_cast<size_t>(r->element[1]->integer) + (r->elements - 2);
     return r->element[0]->integer;
   };
   for (;;) {
@@ -659,6 +662,16 @@ void QueueCore::ack(size_t n) {
 
 size_t QueueCore::unacked() const {
   return impl_->unacked;
+}
+
+void QueueCore::heartbeat() {
+  auto& m = *impl_;
+  if (!m.options.reliable) return;
+  m.own_consumer();
+  const double ttl = std::max(m.options.heartbeat_ttl.count(), 0.01);
+  m.conn.run({"SET", m.k_hb, "1", "PX", std::to_string(static_cast<long long>(ttl * 1000))},
+             Deadline::never());
+  m.conn.run({"SADD", m.k_consumers, m.consumer}, Deadline::never());
 }
 
 void QueueCore::task_done() {

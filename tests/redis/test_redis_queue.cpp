@@ -335,14 +335,39 @@ TEST(RedisQueue, ReliableItemsStayUntilAcked) {
   EXPECT_THROW(q.get_nowait(), mp::Empty);
 }
 
+TEST(RedisQueue, ReliableBusyConsumerKeepsItsItemsWhileItBeats) {
+  MP_REQUIRE_REDIS();
+  const mpr::Options reliable{.reliable = true, .heartbeat_ttl = 0.5s};
+  mpr::Queue<int> busy(url(), qname(), 0, reliable);
+  mpr::Queue<int> other(url(), qname(), 0, reliable);
+  busy.put(1);
+  EXPECT_EQ(busy.get(), 1);
+  std::atomic<bool> stop{false};
+  std::thread beating([&] {
+    while (!stop) {
+      busy.heartbeat();
+      std::this_thread::sleep_for(100ms);
+    }
+  });
+  EXPECT_THROW(other.get(1.5s), mp::Empty);  // alive: its item stays with it
+  stop = true;
+  beating.join();
+  // Silent for longer than its heartbeat: the item is handed out again, and the busy consumer
+  // learns at its next call that it no longer holds it.
+  EXPECT_EQ(other.get(10s), 1);
+  EXPECT_THROW(busy.get_nowait(), mp::Empty);
+  EXPECT_EQ(busy.unacked(), 0u);
+  other.ack();
+}
+
 TEST(RedisQueue, ServerRestartLosesNothingThatWasPut) {
   MP_REQUIRE_REDIS();
   mpr::Queue<int> q(url(), qname());
   mpr::JoinableQueue<int> counted(url(), qname("counted"));
   for (int i = 0; i < 100; ++i) q.put(i);
   counted.put(1);
-  ASSERT_TRUE(RedisServer::instance()->restart());
-  for (int i = 100; i < 200; ++i) q.put(i);  // reconnects
+  ASSERT_TRUE(RedisServer::instance()->restart(SIGKILL));  // a crash, not a clean shutdown
+  for (int i = 100; i < 200; ++i) q.put(i);                // reconnects
   EXPECT_EQ(q.qsize(), 200u);
   for (int i = 0; i < 200; ++i) EXPECT_EQ(q.get(5s), i);
   EXPECT_FALSE(counted.join(0s));

@@ -70,10 +70,11 @@ class RedisServer {
     return false;
   }
 
-  // SIGTERM: redis flushes its append-only file and exits; we wait for it.
-  void stop() {
+  // SIGTERM: redis flushes its append-only file and exits; SIGKILL: a crash (what it replied to
+  // was written to the file before the reply). We wait for it either way.
+  void stop(int sig = SIGTERM) {
     if (pid_ > 0 && owner_ == getpid()) {
-      kill(pid_, SIGTERM);
+      kill(pid_, sig);
       int status;
       waitpid(pid_, &status, 0);
     }
@@ -81,8 +82,8 @@ class RedisServer {
   }
 
   // Same port, same folder: the server reloads the append-only file.
-  bool restart() {
-    stop();
+  bool restart(int sig = SIGTERM) {
+    stop(sig);
     return start();
   }
 
