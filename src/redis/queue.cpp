@@ -166,6 +166,12 @@ timeval to_timeval(double seconds) {
   return tv;
 }
 
+std::string seconds(Clock::duration d) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", std::chrono::duration<double>(d).count());
+  return buf;
+}
+
 bool starts_with(std::string_view s, std::string_view prefix) {
   return s.substr(0, prefix.size()) == prefix;
 }
@@ -239,8 +245,7 @@ class Connection {
       if (!retry || now >= give_up) {
         throw ConnectionError(
             "multiproc: redis: cannot reach the server at " + url_.host + ":" +
-            std::to_string(url_.port) + " (" + last_error + "), tried for " +
-            std::to_string(std::chrono::duration<double>(now - start).count()) +
+            std::to_string(url_.port) + " (" + last_error + "), tried for " + seconds(now - start) +
             " s; is it running? (a call gives up after the larger of its timeout and "
             "redis::Options::unreachable_timeout)");
       }

@@ -2,6 +2,8 @@
 // append-only file in a temporary folder, stopped by its pid (never by name) and its folder
 // removed when the binary's tests end, passed or failed. If the test binary dies, the server gets
 // SIGTERM from the kernel (PR_SET_PDEATHSIG). Children forked from the test do not own it.
+// Start and restart it from the main thread: the parent-death signal follows the thread that
+// forked, so a server started from a short-lived thread would die with that thread.
 //   RedisServer& server = RedisServer::global();   // after RedisEnvironment has set it up
 #pragma once
 
