@@ -215,7 +215,11 @@ class Connection {
         connect(std::clamp(left, 0.05, 2.0), last_error);
       }
       if (ctx_) {
-        redisSetTimeout(ctx_, to_timeval(block_s + 10.0));
+        // Two setsockopt calls: only when a blocking wait needs another limit than the last.
+        if (block_s != timeout_block_s_) {
+          redisSetTimeout(ctx_, to_timeval(block_s + 10.0));
+          timeout_block_s_ = block_s;
+        }
         std::vector<const char*> ptrs;
         std::vector<size_t> lens;
         for (auto a : argv) {
@@ -288,6 +292,7 @@ class Connection {
     }
     redisEnableKeepAlive(c);
     redisSetTimeout(c, to_timeval(10.0));
+    timeout_block_s_ = 0;
     ctx_ = c;
     pid_ = getpid();
     std::vector<std::string_view> auth;
@@ -360,6 +365,7 @@ class Connection {
   std::string url_text_;
   double unreachable_s_;
   redisContext* ctx_ = nullptr;
+  double timeout_block_s_ = 0;  // the socket's timeout is this + 10 s
   pid_t pid_ = 0;
   std::string shas_[kScriptCount];
 };
