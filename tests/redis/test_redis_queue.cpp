@@ -60,6 +60,10 @@ void double_and_mark_done(mpr::JoinableQueue<int> q, mpr::Queue<int> out, int n)
   }
 }
 
+void produce_joinable(mpr::JoinableQueue<int> q, int n) {
+  for (int i = 0; i < n; ++i) q.put(i);
+}
+
 void take_one_then_hang(mpr::Queue<int> q, mpr::Queue<int> got) {
   int x = q.get(30s);
   got.put(x);
@@ -431,6 +435,21 @@ TEST_P(RedisQueueProcesses, JoinWaitsForTaskDoneInOtherProcesses) {
   EXPECT_EQ(out.qsize(), 20u);
   EXPECT_TRUE(worker.join(30s));
   EXPECT_EQ(worker.exitcode(), 0);
+}
+
+TEST_P(RedisQueueProcesses, AJoinableQueuePassedToAChildStaysJoinable) {
+  MP_REQUIRE_REDIS();
+  mpr::JoinableQueue<int> q(url(), qname());
+  mp::Process producer(ctx(), produce_joinable, q, 10);
+  producer.start();
+  EXPECT_TRUE(producer.join(30s));
+  EXPECT_EQ(producer.exitcode(), 0);
+  EXPECT_FALSE(q.join(0s));  // the child's puts were counted
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(q.get(5s), i);
+    q.task_done();
+  }
+  EXPECT_TRUE(q.join(0s));
 }
 
 TEST_P(RedisQueueProcesses, ReliableItemOfAKilledConsumerComesBack) {
