@@ -259,11 +259,12 @@ class Pool {
     detail::encode_chunk_items(encoded,
                                std::vector<ArgsTuple>{ArgsTuple(std::forward<A>(args)...)});
     auto st = std::make_shared<detail::ResultState<detail::value_of<R>>>();
-    st->pool = core_;
+    st->pool = core();
     auto job =
         std::make_shared<detail::ApplyJob<R, OnOk, OnErr>>(st, std::move(encoded), std::move(cb));
     job->code_bytes = detail::chunk_code_bytes<F, ArgsTuple, true>(f);
-    core_->submit(job);
+    job->drop_args = detail::chunk_args_dropper<ArgsTuple, true>();
+    core()->submit(job);
     return AsyncResult<R>(st);
   }
 
@@ -387,18 +388,19 @@ class Pool {
     std::vector<std::string> chunks;
     std::vector<size_t> starts;
     for (size_t s = 0; s < n; s += cs) {
-      chunks.push_back(core_->take_buffer());
+      chunks.push_back(core()->take_buffer());
       chunks.back().assign(prefix, '\0');
       detail::encode_chunk_span(chunks.back(), all + s, std::min(n, s + cs) - s);
       starts.push_back(s);
     }
     auto st = std::make_shared<detail::MapState<V>>();
-    st->pool = core_;
+    st->pool = core();
     auto job = std::make_shared<detail::MapJob<R, OnOk, OnErr>>(
         st, std::move(chunks), std::move(starts), n, std::move(cb), options.progress);
     job->code_bytes = std::move(code_bytes);
     job->prefix_ = prefix;
-    if (n) core_->submit(job);
+    job->drop_args = detail::chunk_args_dropper<ArgsTuple, kStar>();
+    if (n) core()->submit(job);
     return MapResult<R>(st);
   }
 
@@ -449,8 +451,15 @@ class Pool {
     auto job = std::make_shared<detail::IMapJob<R>>(std::move(source), ordered, cs, window, total,
                                                     options.progress);
     job->code_bytes = detail::chunk_code_bytes<F, ArgsTuple, false>(f);
-    core_->submit(job);
-    return IMapResult<R>(job, core_);
+    job->drop_args = detail::chunk_args_dropper<ArgsTuple, false>();
+    core()->submit(job);
+    return IMapResult<R>(job, core());
+  }
+
+  // Every method goes through here: a moved-from Pool has no core.
+  const std::shared_ptr<detail::PoolCore>& core() const {
+    if (!core_) throw ProcessError("this Pool was moved from");
+    return core_;
   }
 
   std::shared_ptr<detail::PoolCore> core_;

@@ -19,19 +19,19 @@ Pool::~Pool() {
 }
 
 void Pool::close() {
-  core_->close();
+  core()->close();
 }
 void Pool::join() {
-  core_->join(detail::Deadline::never());
+  core()->join(detail::Deadline::never());
 }
 void Pool::terminate() {
-  core_->terminate();
+  core()->terminate();
 }
 unsigned Pool::processes() const {
-  return core_->processes();
+  return core()->processes();
 }
 std::vector<pid_t> Pool::worker_pids() const {
-  return core_->worker_pids();
+  return core()->worker_pids();
 }
 
 }  // namespace multiproc
