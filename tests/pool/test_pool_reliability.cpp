@@ -8,7 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <thread>
 
@@ -36,6 +38,24 @@ void init_kills_itself() {
 }
 void init_aborts() {
   std::abort();
+}
+
+// Writes garbage over every shared-memory mapping of this worker: the pool's table and both of
+// its queues (control words, rings, record headers).
+int scribble_over_shared_memory(int seed) {
+  FILE* maps = std::fopen("/proc/self/maps", "r");
+  if (!maps) return -1;
+  char line[512];
+  while (std::fgets(line, sizeof line, maps)) {
+    unsigned long from = 0, to = 0;
+    char perms[8] = {};
+    if (std::sscanf(line, "%lx-%lx %7s", &from, &to, perms) != 3) continue;
+    if (!std::strstr(line, "/dev/shm/") || perms[1] != 'w') continue;
+    auto* p = reinterpret_cast<unsigned char*>(from);
+    for (unsigned long i = 0; i < to - from; ++i) p[i] = static_cast<unsigned char>(seed * 31 + i);
+  }
+  std::fclose(maps);
+  return seed;
 }
 
 // Segments in /dev/shm created by this process (names "/<prefix><pid>_...").
@@ -231,6 +251,31 @@ TEST_P(PoolReliabilityTest, TerminateReleasesHandlesOfPendingTasks) {
     EXPECT_THROW(busy.get(10s), mp::BrokenPool);
   }
   EXPECT_EQ(own_segments(), before);
+}
+
+// A task that writes over its worker's shared memory must not crash the parent: what the parent
+// reads there is validated, and damage fails the pool (or the tasks concerned) with an error.
+// (Before: SIGABRT, an exception escaping the pool's result thread.) Damage crafted to look like
+// valid record headers is the queue core's to validate (src/queues/).
+TEST_P(PoolReliabilityTest, TaskScribblingOverSharedMemoryDoesNotCrashTheParent) {
+  for (int seed = 0; seed < 2; ++seed) {
+    int status = in_child([&] {
+      mp::Pool pool(options(2));
+      auto r = pool.apply_async(scribble_over_shared_memory, seed);
+      try {
+        r.get(20s);
+      } catch (const mp::ProcessError&) {
+      }
+      try {
+        pool.apply_async(sqr, 2).get(20s);
+      } catch (const mp::ProcessError&) {
+      }
+      pool.terminate();
+      return 0;
+    });
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "seed " << seed << ": " << describe(status);
+  }
 }
 
 MP_ALL_START_METHODS(PoolReliabilityTest);
