@@ -18,7 +18,8 @@
 // Lifetime. close() stops new submissions; join() (after close or terminate) waits for the
 // workers to finish what was submitted and exit. terminate() stops the workers at once; pending
 // results fail with BrokenPool. The destructor calls terminate(), as Python's `with Pool()` does:
-// wait for the results you need (or close() and join()) before a Pool goes out of scope.
+// wait for the results you need (or close() and join()) before a Pool goes out of scope: if calls
+// are still pending then, the destructor says so on stderr (as Python's ResourceWarning).
 #pragma once
 
 #include <iterator>
@@ -87,7 +88,7 @@ detail::Callbacks<OnOk, OnErr> callbacks(OnOk on_value, OnErr on_error = nullptr
 }
 
 template <class R>
-class AsyncResult {
+class [[nodiscard]] AsyncResult {
  public:
   using value_type = detail::value_of<R>;
   AsyncResult() = default;
@@ -136,7 +137,7 @@ class AsyncResult {
 // map_async's result: also every call's own outcome, so the good results of a map in which some
 // calls failed (a worker was killed, a task threw) can be used.
 template <class R>
-class MapResult : public AsyncResult<std::vector<detail::value_of<R>>> {
+class [[nodiscard]] MapResult : public AsyncResult<std::vector<detail::value_of<R>>> {
  public:
   using V = detail::value_of<R>;
   explicit MapResult(std::shared_ptr<detail::MapState<V>> st)
@@ -230,8 +231,9 @@ struct star_args<F, Elem, std::enable_if_t<callable_params<F>::known>> {
 
 class Pool {
  public:
-  Pool() : Pool(PoolOptions{}) {}
-  explicit Pool(unsigned processes) : Pool(PoolOptions{.processes = processes}) {}
+  Pool() : Pool(PoolOptions{}) {}  // cpu_count() workers
+  // At least 1 (Python's ValueError otherwise): Pool(0) or a negative count throws ProcessError.
+  explicit Pool(int processes);
   explicit Pool(PoolOptions options);
   ~Pool();
   Pool(Pool&&) noexcept = default;

@@ -180,6 +180,16 @@ void PoolCore::start_worker_locked(uint32_t index) {
   }
 }
 
+size_t PoolCore::pending_calls() const {
+  std::lock_guard lk(mu_);
+  std::vector<const JobBase*> jobs;
+  for (auto& s : slots_)
+    if (s.job) jobs.push_back(s.job.get());
+  for (auto& j : feeding_) jobs.push_back(j.get());
+  std::sort(jobs.begin(), jobs.end());
+  return static_cast<size_t>(std::unique(jobs.begin(), jobs.end()) - jobs.begin());
+}
+
 std::vector<pid_t> PoolCore::worker_pids() const {
   std::lock_guard lk(mu_);
   std::vector<pid_t> pids;

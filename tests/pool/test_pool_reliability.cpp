@@ -303,3 +303,42 @@ TEST(PoolMovedFrom, MethodsSaySo) {
   expect_moved([&] { (void)a.processes(); });
   expect_moved([&] { (void)a.worker_pids(); });
 }
+
+// Python: "Number of processes must be at least 1". Pool() and PoolOptions{} still mean
+// cpu_count().
+TEST(PoolSize, ZeroOrNegativeIsAnError) {
+  for (int n : {0, -1, -8}) {
+    try {
+      mp::Pool pool(n);
+      ADD_FAILURE() << "Pool(" << n << ") was accepted";
+    } catch (const mp::ProcessError& e) {
+      EXPECT_NE(std::string(e.what()).find("at least 1"), std::string::npos) << e.what();
+    }
+  }
+  mp::Pool by_default;
+  EXPECT_EQ(by_default.processes(), mp::cpu_count());
+  mp::Pool by_options(mp::PoolOptions{});
+  EXPECT_EQ(by_options.processes(), mp::cpu_count());
+  mp::Pool one(1);
+  EXPECT_EQ(one.processes(), 1u);
+}
+
+// As Python's ResourceWarning for a pool left running: calls whose results are lost are reported.
+TEST(PoolDestructor, WarnsAboutCallsStillPending) {
+  testing::internal::CaptureStderr();
+  {
+    mp::Pool pool(1);
+    auto slow = pool.apply_async(sleep_long);
+    auto r = pool.map_async(sqr, std::vector<int64_t>{1, 2, 3});
+  }
+  std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("Pool destroyed with 2 submitted call(s) still pending"), std::string::npos)
+      << err;
+  testing::internal::CaptureStderr();
+  {
+    mp::Pool pool(1);
+    EXPECT_EQ(pool.apply(sqr, 2), 4);
+  }
+  err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(err.find("pending"), std::string::npos) << err;
+}

@@ -91,6 +91,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void give_buffer(std::string&& buffer);
 
   unsigned processes() const { return config_.processes; }
+  // Submitted jobs (apply, map...) not yet complete, for ~Pool's warning.
+  size_t pending_calls() const;
   std::vector<pid_t> worker_pids() const;
   bool closed() const { return state_.load() != State::running; }
 
