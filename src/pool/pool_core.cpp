@@ -169,6 +169,7 @@ void PoolCore::start_worker_locked(uint32_t index) {
   std::string bytes;
   dump(bytes, payload);
   data_->workers[index].exit_reason.store(static_cast<uint32_t>(WorkerExit::running));
+  data_->workers[index].took_task.store(0);  // the slot's previous worker may have set it
   check_can_start_processes(config_.method);
   note_process_started();
   std::shared_ptr<Popen> popen = launch(config_.method, bytes);

@@ -58,6 +58,13 @@ int scribble_over_shared_memory(int seed) {
   return seed;
 }
 
+// Succeeds for the first worker only (the one that creates `marker`); every later one dies.
+void init_only_once(std::string marker) {
+  int fd = ::open(marker.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0) ::kill(getpid(), SIGKILL);
+  ::close(fd);
+}
+
 // Segments in /dev/shm created by this process (names "/<prefix><pid>_...").
 int own_segments() {
   const char* env = std::getenv("MULTIPROC_SHM_PREFIX");
@@ -227,6 +234,26 @@ TEST_P(PoolReliabilityTest, RespawnStormBreaksThePool) {
     EXPECT_THROW(pool.apply_async(sqr, 1), mp::BrokenPool);
   }
   EXPECT_EQ(mp::active_children(), 0u);
+}
+
+// The storm starts after a worker ran tasks and died: its replacements (same worker slot) never
+// take a task, and the pool must still notice.
+TEST_P(PoolReliabilityTest, RespawnStormAfterAWorkerRanTasks) {
+  std::string marker = "/tmp/mp_pool_storm_" + std::to_string(getpid());
+  ::unlink(marker.c_str());
+  {
+    mp::Pool pool(
+        mp::PoolOptions{.processes = 1, .initializer = {init_only_once, marker}, .context = ctx()});
+    EXPECT_EQ(pool.apply(sqr, 3), 9);
+    EXPECT_THROW(pool.apply(kill_self, 0), mp::WorkerLost);
+    try {
+      pool.apply_async(sqr, 1).get(60s);
+      ADD_FAILURE() << "a task ran although every replacement dies";
+    } catch (const mp::BrokenPool& e) {
+      EXPECT_NE(std::string(e.what()).find("SIGKILL"), std::string::npos) << e.what();
+    }
+  }
+  ::unlink(marker.c_str());
 }
 
 // Handles inside tasks that were sent but never run keep their segments alive until someone
