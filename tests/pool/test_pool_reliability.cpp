@@ -293,11 +293,9 @@ TEST_P(PoolReliabilityTest, TerminateReleasesHandlesOfPendingTasks) {
 // A task that writes over its worker's shared memory must not crash the parent: what the parent
 // reads there is validated, and damage fails the pool (or the tasks concerned) with an error.
 // (Before: SIGABRT, an exception escaping the pool's result thread.)
-// DISABLED until the queue core's part is merged (src/queues/, done separately): the pool's side
-// passes, but now and then the damage lands on the result queue's get lock while the parent holds
-// it, and the parent's result thread then waits on that lock forever (seen under ASan: the lock
-// word left holding the main thread's tid), so terminate() hangs joining it.
-TEST_P(PoolReliabilityTest, DISABLED_TaskScribblingOverSharedMemoryDoesNotCrashTheParent) {
+// (A damaged ring found while a thread holds the queue's lock used to leave the lock held by that
+// live thread, so the pool's result thread then waited on it forever.)
+TEST_P(PoolReliabilityTest, TaskScribblingOverSharedMemoryDoesNotCrashTheParent) {
   for (int seed = 0; seed < 2; ++seed) {
     int status = in_child([&] {
       mp::Pool pool(options(2));
