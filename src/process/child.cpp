@@ -53,6 +53,8 @@ ResolvedTask resolve_task(const TaskCode& code) {
 }
 
 void exit_child(int code) {
+  // Every child ends here (pool workers too), so this is where Python's exit record is written.
+  get_logger().info("process exiting with exitcode " + std::to_string(code));
   std::cout.flush();
   std::cerr.flush();
   std::fflush(nullptr);
@@ -80,7 +82,6 @@ void run_child(const char* payload, size_t size) {
                  type.c_str(), msg.c_str());
     code = 1;
   }
-  get_logger().info("process exiting with exitcode " + std::to_string(code));
   exit_child(code);
 }
 

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <multiproc/pool.hpp>
+
 #include "start_methods.hpp"
 
 using namespace std::chrono_literals;
@@ -58,6 +60,62 @@ void log_something() {
       mp::get_logger().is_enabled_for(mp::LogLevel::debug))
     std::_Exit(5);
   mp::get_logger().info("from the task");
+}
+
+int square(int x) {
+  return x * x;
+}
+
+// Runs `body(m)` in a forked process of its own, so that the logger's settings stay out of the
+// other tests; returns what it wrote to stderr, and its exit status in `status`.
+std::string stderr_of_forked(void (*body)(mp::StartMethod), mp::StartMethod m, int& status) {
+  int err[2];
+  if (pipe(err) != 0) return "pipe failed";
+  pid_t tester = fork();
+  if (tester < 0) return "fork failed";
+  if (tester == 0) {
+    dup2(err[1], 2);
+    close(err[0]);
+    close(err[1]);
+    body(m);
+    std::_Exit(0);
+  }
+  close(err[1]);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = read(err[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  close(err[0]);
+  status = -1;
+  waitpid(tester, &status, 0);
+  return out;
+}
+
+void run_logged_process(mp::StartMethod m) {
+  mp::log_to_stderr(mp::LogLevel::info);
+  mp::Process p(mp::get_context(m), log_something);
+  p.name("Logged-1");
+  p.start();
+  p.join(30s);
+  std::_Exit(p.exitcode() == 0 ? 0 : 1);
+}
+
+void run_logged_pool(mp::StartMethod m) {
+  mp::log_to_stderr(mp::LogLevel::info);
+  {
+    // One task per worker: the second item runs in a replacement.
+    mp::Pool pool(
+        mp::PoolOptions{.processes = 1, .maxtasksperchild = 1, .context = mp::get_context(m)});
+    if (pool.map(square, std::vector<int>{2, 3}, 1) != std::vector<int>{4, 9}) std::_Exit(2);
+    pool.close();
+    pool.join();
+  }
+  std::_Exit(0);
+}
+
+size_t count_of(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
 }
 
 }  // namespace
@@ -139,39 +197,29 @@ TEST_P(ProcessApiTest, CloseReleasesAndLaterUseThrows) {
 }
 
 TEST_P(ProcessApiTest, LoggerReportsChildStartAndExit) {
-  // In a forked process of its own, so that the logger's settings stay out of the other tests.
-  int err[2];
-  ASSERT_EQ(pipe(err), 0);
-  const mp::StartMethod m = method();
-  pid_t tester = fork();
-  ASSERT_GE(tester, 0);
-  if (tester == 0) {
-    dup2(err[1], 2);
-    close(err[0]);
-    close(err[1]);
-    mp::log_to_stderr(mp::LogLevel::info);
-    mp::Process p(mp::get_context(m), log_something);
-    p.name("Logged-1");
-    p.start();
-    p.join(30s);
-    std::_Exit(p.exitcode() == 0 ? 0 : 1);
-  }
-  close(err[1]);
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = read(err[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
-  close(err[0]);
   int status = 0;
-  ASSERT_EQ(waitpid(tester, &status, 0), tester);
+  std::string out = stderr_of_forked(run_logged_process, method(), status);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
   // A forkserver child writes to the fork server's stderr (as in Python), which the server took
-  // from the test process before this test redirected it: only its exit status can be checked.
-  if (m == mp::StartMethod::forkserver) return;
+  // from the test process before this test redirected it: there only the exit status (which
+  // says the child had the logger's settings) can be checked.
+  if (method() == mp::StartMethod::forkserver) return;
   EXPECT_NE(out.find("[INFO/Logged-1] child process calling self.run()\n"), std::string::npos)
       << out;
   EXPECT_NE(out.find("[INFO/Logged-1] from the task\n"), std::string::npos) << out;
   EXPECT_NE(out.find("[INFO/Logged-1] process exiting with exitcode 0\n"), std::string::npos)
       << out;
+}
+
+TEST_P(ProcessApiTest, LoggerReportsPoolWorkersAndTheirReplacement) {
+  int status = 0;
+  std::string out = stderr_of_forked(run_logged_pool, method(), status);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  if (method() == mp::StartMethod::forkserver) return;  // as above
+  // Two workers ran a task each; the replacement of the second may start before the pool stops.
+  const size_t started = count_of(out, "[INFO/PoolWorker-1] child process calling self.run()\n");
+  EXPECT_GE(started, 2u) << out;
+  EXPECT_EQ(count_of(out, "[INFO/PoolWorker-1] process exiting with exitcode 0\n"), started) << out;
 }
 
 MP_ALL_START_METHODS(ProcessApiTest);
