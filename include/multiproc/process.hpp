@@ -7,6 +7,9 @@
 // child, so a queue, lock or value handle works as an argument under every start method. A
 // Process owns its child: destroying a started Process that is still running leaves the child
 // running (as Python does) and reaps it at exit; daemon children are terminated at exit.
+//
+// Also Python's module functions about processes: current_process(), parent_process() and
+// active_children(), which describe processes as ProcessInfo values.
 #pragma once
 
 #include <sys/types.h>
@@ -98,7 +101,7 @@ class Process {
 struct ProcessInfo {
   std::string name;
   pid_t pid = -1;
-  pid_t ppid = -1;  // -1 where unknown (a parent's parent)
+  pid_t ppid = -1;  // the kernel's parent (under forkserver, the fork server); -1 where unknown
   bool daemon = false;
   // The kernel's start time of `pid` (clock ticks since boot): tells that process from a later
   // one given the same pid. 0 = unknown.

@@ -7,6 +7,8 @@
 #include <multiproc/detail/child.hpp>
 
 namespace multiproc::detail {
+// current_process().name without the rest (the logger's, once per record).
+std::string current_process_name();
 // Called once in a child, before its task runs.
 void set_current_process(const std::string& name, bool daemon, const ParentIdentity& parent);
 // The start time of `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat), or 0 when it

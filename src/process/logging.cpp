@@ -6,7 +6,7 @@
 #include <cerrno>
 #include <string>
 
-#include <multiproc/process.hpp>
+#include "current_process.hpp"
 
 namespace multiproc {
 namespace {
@@ -52,7 +52,7 @@ bool Logger::is_enabled_for(LogLevel level) const {
 void Logger::log(LogLevel level, std::string_view message) {
   if (!is_enabled_for(level)) return;
   std::string line =
-      "[" + level_name(static_cast<int>(level)) + "/" + current_process().name + "] ";
+      "[" + level_name(static_cast<int>(level)) + "/" + detail::current_process_name() + "] ";
   line.append(message);
   line += '\n';
   // One write, so that lines from several processes stay whole.

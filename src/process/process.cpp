@@ -68,12 +68,14 @@ void set_current_process(const std::string& name, bool daemon, const ParentIdent
   parent_info() = std::move(info);
 }
 
+std::string current_process_name() {
+  std::lock_guard lk(g_name_mu);
+  return process_name();
+}
+
 ParentIdentity identity_for_child() {
   ParentIdentity id;
-  {
-    std::lock_guard lk(g_name_mu);
-    id.name = process_name();
-  }
+  id.name = current_process_name();
   id.pid = getpid();
   id.start_time = live_process_start_time(id.pid);
   return id;
