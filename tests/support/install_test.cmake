@@ -29,7 +29,7 @@ if(NOT "${BUILD_KIND}" STREQUAL "${KIND}")
   run(${CMAKE_COMMAND} -S ${PROJECT_DIR} -B ${lib_build} -DCMAKE_CXX_COMPILER=${CXX} ${launcher}
       -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=${shared} -DMULTIPROC_BUILD_TESTS=OFF
       -DMULTIPROC_BUILD_EXAMPLES=OFF -DMULTIPROC_BUILD_BENCH=OFF)
-  run(${CMAKE_COMMAND} --build ${lib_build} --target multiproc --parallel 2)
+  run(${CMAKE_COMMAND} --build ${lib_build} --parallel 2)  # what install installs: redis too
 endif()
 run(${CMAKE_COMMAND} --install ${lib_build} --prefix ${prefix})
 
