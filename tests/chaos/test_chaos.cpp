@@ -295,7 +295,7 @@ TEST(ChaosRun, Pipeline) {
           size_t i = rng() % kProducers;
           if (!producers[i].is_alive()) break;
           producers[i].kill();
-          ASSERT_TRUE(producers[i].join(30s));
+          EXPECT_TRUE(producers[i].join(30s)) << "a SIGKILLed producer did not end";
           ++t.producer_kills, ++t.kills;
           producers[i] = mp::Process(ctx, producer, in, shm, static_cast<uint32_t>(i));
           producers[i].start();
@@ -304,7 +304,7 @@ TEST(ChaosRun, Pipeline) {
         default: {
           size_t i = rng() % kConsumers;
           consumers[i].kill();
-          ASSERT_TRUE(consumers[i].join(30s));
+          EXPECT_TRUE(consumers[i].join(30s)) << "a SIGKILLed consumer did not end";
           ++t.consumer_kills, ++t.kills;
           consumers[i] = mp::Process(ctx, consumer, mid, out, dict, shm);
           consumers[i].start();
@@ -316,12 +316,21 @@ TEST(ChaosRun, Pipeline) {
     // Wind down, every wait bounded: producers stop, the dispatcher empties `in` and settles every
     // task, the consumers empty `mid`, the drainer empties `out`.
     sh->producers_stop.store(1);
-    for (auto& p : producers) ASSERT_TRUE(p.join(30s)) << "a producer hung";
+    // EXPECT, not ASSERT: the dispatcher and drainer threads must be joined before leaving.
+    for (auto& p : producers)
+      if (!p.join(30s)) {
+        ADD_FAILURE() << "a producer hung";
+        p.kill();
+      }
     dispatch_stop.store(true);
     dispatcher.join();
     EXPECT_TRUE(eventually([&] { return mid.qsize() == 0; }, 30s)) << "mid never drained";
     sh->consumers_stop.store(1);
-    for (auto& c : consumers) ASSERT_TRUE(c.join(30s)) << "a consumer hung";
+    for (auto& c : consumers)
+      if (!c.join(30s)) {
+        ADD_FAILURE() << "a consumer hung";
+        c.kill();
+      }
     EXPECT_TRUE(eventually([&] { return out.qsize() == 0; }, 30s)) << "out never drained";
     drain_stop.store(true);
     drainer.join();
