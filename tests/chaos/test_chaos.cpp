@@ -156,6 +156,18 @@ uint64_t chaos_seed() {
   return env && *env ? std::strtoull(env, nullptr, 10) : kDefaultSeed;
 }
 
+// For a hang: the stuck process's threads, to stderr (gdb if there is one, else the kernel stack).
+void dump_stacks(pid_t pid) {
+  const std::string p = std::to_string(pid);
+  std::fprintf(stderr, "stacks of pid %s:\n", p.c_str());
+  std::fflush(nullptr);
+  (void)!std::system(("timeout 30 gdb -p " + p +
+                      " -batch -ex 'thread apply all bt 20' 2>/dev/null | grep -E '^(#|Thread)' >&2"
+                      " || cat /proc/" +
+                      p + "/stack >&2")
+                         .c_str());
+}
+
 int open_fds() {
   return count_open_fds();
 }
@@ -320,15 +332,20 @@ TEST(ChaosRun, Pipeline) {
     for (auto& p : producers)
       if (!p.join(30s)) {
         ADD_FAILURE() << "a producer hung";
+        dump_stacks(p.pid());
         p.kill();
       }
     dispatch_stop.store(true);
     dispatcher.join();
-    EXPECT_TRUE(eventually([&] { return mid.qsize() == 0; }, 30s)) << "mid never drained";
+    if (!eventually([&] { return mid.qsize() == 0; }, 30s)) {
+      ADD_FAILURE() << "mid never drained: " << mid.qsize() << " items left";
+      for (auto& c : consumers) dump_stacks(c.pid());
+    }
     sh->consumers_stop.store(1);
     for (auto& c : consumers)
       if (!c.join(30s)) {
         ADD_FAILURE() << "a consumer hung";
+        dump_stacks(c.pid());
         c.kill();
       }
     EXPECT_TRUE(eventually([&] { return out.qsize() == 0; }, 30s)) << "out never drained";
