@@ -52,6 +52,19 @@ Connection& connection_for(const ProxyRef& ref) {
   return t_cache.conns[key] = c;
 }
 
+// A Manager that shuts down closes its own thread's connection to its server: kept, it would hold
+// a descriptor for as long as the thread lives. Other threads' connections close at their next
+// call (which fails) or when they end.
+void forget_connections(const std::string& address) {
+  if (t_cache.pid != ::getpid()) return;
+  for (auto it = t_cache.conns.begin(); it != t_cache.conns.end();) {
+    if (it->first.compare(0, address.size() + 1, address + '\0') == 0)
+      it = t_cache.conns.erase(it);
+    else
+      ++it;
+  }
+}
+
 }  // namespace
 
 std::string proxy_call(const ProxyRef& ref, const std::string& method, const std::string& args) {
@@ -201,6 +214,7 @@ void Manager::shutdown() {
     server_->join();
   }
   server_.reset();
+  detail::forget_connections(address_);
   // The server removes its socket; after a crash it could not.
   if (!dir_.empty()) {
     ::unlink(address_.substr(5).c_str());
