@@ -49,7 +49,7 @@ namespace multiproc {
 
 struct ThreadPoolOptions {
   unsigned processes = 0;             // threads; 0 = cpu_count()
-  std::function<void()> initializer;  // run by every thread when it starts (captures allowed)
+  std::function<void()> initializer{};  // run by every thread when it starts (captures allowed)
 };
 
 namespace detail {
