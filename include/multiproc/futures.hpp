@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <concepts>
 #include <condition_variable>
 #include <coroutine>
 #include <deque>
@@ -542,8 +543,8 @@ class ThreadPoolExecutor : public detail::ExecutorFront<ThreadPoolExecutor> {
   ThreadPoolExecutor& operator=(const ThreadPoolExecutor&) = delete;
 
   template <class F, class... A>
-  requires std::is_invocable_v < std::decay_t<F>
-  &, std::decay_t<A>&... > auto submit(F&& f, A&&... args) {
+  requires detail::thread_task<F, A...>
+  auto submit(F&& f, A&&... args) {
     using Fn = std::decay_t<F>;
     using R = std::remove_cvref_t<std::invoke_result_t<Fn&, std::decay_t<A>&...>>;
     using V = detail::value_of<R>;

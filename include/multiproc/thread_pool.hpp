@@ -40,6 +40,7 @@
 #include <vector>
 
 #include <multiproc/detail/future_state.hpp>
+#include <multiproc/detail/pool_front.hpp>
 #include <multiproc/detail/progress.hpp>
 #include <multiproc/errors.hpp>
 #include <multiproc/pool.hpp>
@@ -48,7 +49,7 @@
 namespace multiproc {
 
 struct ThreadPoolOptions {
-  unsigned processes = 0;             // threads; 0 = cpu_count()
+  unsigned processes = 0;               // threads; 0 = cpu_count()
   std::function<void()> initializer{};  // run by every thread when it starts (captures allowed)
 };
 
@@ -93,6 +94,11 @@ template <class F, class Tuple>
 using tp_apply_result_t = decltype(std::apply(
     [](auto&&... a) -> decltype(auto) { return std::invoke(std::declval<F&>(), a...); },
     std::declval<Tuple&>()));
+
+// Any callable with these (decayed, stored) arguments.
+template <class F, class... A>
+concept thread_task = std::is_invocable_v<std::add_lvalue_reference_t<std::decay_t<F>>,
+                                          std::add_lvalue_reference_t<std::decay_t<A>>...>;
 
 template <class F, class... A>
 using tp_result_t = std::invoke_result_t<F&, A&...>;
@@ -336,7 +342,9 @@ class ThreadIMapResult {
   std::shared_ptr<detail::ThreadIMapState<value_type>> st_;
 };
 
-class ThreadPool {
+// The public calls (apply, map, imap... and their async forms) are PoolFront's, shared with
+// Pool; ThreadPool supplies how a call runs: as a closure on one of its threads.
+class ThreadPool : public detail::PoolFront<ThreadPool> {
  public:
   ThreadPool() : ThreadPool(ThreadPoolOptions{}) {}
   // At least 1: ThreadPool(0) or a negative count throws ProcessError.
@@ -346,20 +354,23 @@ class ThreadPool {
   ThreadPool(ThreadPool&&) noexcept = default;
   ThreadPool& operator=(ThreadPool&&) = delete;
 
-  // ---- apply ----
-  template <class F, class... A>
-  requires std::is_invocable_v < std::decay_t<F>
-  &, std::decay_t<A>&... > auto apply(F&& f, A&&... args) {
-    return apply_async(std::forward<F>(f), std::forward<A>(args)...).get();
-  }
-  template <class F, class... A>
-  requires std::is_invocable_v < std::decay_t<F>
-  &, std::decay_t<A>&... > auto apply_async(F&& f, A&&... args) {
-    return apply_async(callbacks(nullptr, nullptr), std::forward<F>(f), std::forward<A>(args)...);
-  }
+  // ---- lifetime ----
+  void close();
+  // After close(): waits until every submitted task is done and the threads have exited. After
+  // terminate(): returns at once. Otherwise throws ProcessError.
+  void join();
+  void terminate();
+  unsigned processes() const;
+
+ private:
+  friend class detail::PoolFront<ThreadPool>;
+  template <class F>
+  static constexpr bool accepts_task = !detail::is_callbacks_v<F>;
+
   template <class OnOk, class OnErr, class F, class... A>
-  requires std::is_invocable_v < std::decay_t<F>
-  &, std::decay_t<A>&... > auto apply_async(detail::Callbacks<OnOk, OnErr> cb, F&& f, A&&... args) {
+  auto apply_impl(detail::Callbacks<OnOk, OnErr> cb, F&& f, A&&... args) {
+    static_assert(std::is_invocable_v<std::decay_t<F>&, std::decay_t<A>&...>,
+                  "ThreadPool::apply: the task cannot be called with these arguments");
     using Fn = std::decay_t<F>;
     using R = std::remove_cvref_t<detail::tp_result_t<Fn, std::decay_t<A>...>>;
     using V = detail::value_of<R>;
@@ -388,76 +399,21 @@ class ThreadPool {
     return ThreadAsyncResult<R>(st);
   }
 
-  // ---- map / starmap ----
-  template <class F, std::ranges::input_range Range>
-  auto map(F&& f, Range&& items, size_t chunksize = 0) {
-    return map_async(std::forward<F>(f), std::forward<Range>(items), MapOptions{chunksize}).get();
-  }
-  template <class F, std::ranges::input_range Range>
-  auto map(F&& f, Range&& items, MapOptions options) {
-    return map_async(std::forward<F>(f), std::forward<Range>(items), options).get();
-  }
-  template <class F, std::ranges::input_range Range>
-  auto map_async(F&& f, Range&& items, size_t chunksize = 0) {
-    return map_async(callbacks(nullptr, nullptr), std::forward<F>(f), std::forward<Range>(items),
-                     MapOptions{chunksize});
-  }
-  template <class F, std::ranges::input_range Range>
-  auto map_async(F&& f, Range&& items, MapOptions options) {
-    return map_async(callbacks(nullptr, nullptr), std::forward<F>(f), std::forward<Range>(items),
-                     options);
-  }
-  template <class OnOk, class OnErr, class F, std::ranges::input_range Range>
-  auto map_async(detail::Callbacks<OnOk, OnErr> cb, F&& f, Range&& items, MapOptions options = {}) {
-    using Elem = std::remove_cvref_t<std::ranges::range_value_t<Range>>;
-    static_assert(std::is_invocable_v<std::decay_t<F>&, Elem&>,
-                  "ThreadPool::map: the task cannot be called with one item of the range");
-    return submit_map<false>(std::move(cb), std::forward<F>(f), std::forward<Range>(items),
+  template <bool kStar, class OnOk, class OnErr, class F, class Range>
+  auto map_impl(detail::Callbacks<OnOk, OnErr> cb, F&& f, Range&& items, MapOptions options) {
+    if constexpr (!kStar) {
+      using Elem = std::remove_cvref_t<std::ranges::range_value_t<Range>>;
+      static_assert(std::is_invocable_v<std::decay_t<F>&, Elem&>,
+                    "ThreadPool::map: the task cannot be called with one item of the range");
+    }
+    return submit_map<kStar>(std::move(cb), std::forward<F>(f), std::forward<Range>(items),
                              options);
   }
-  template <class F, std::ranges::input_range Range>
-  auto starmap(F&& f, Range&& items, size_t chunksize = 0) {
-    return starmap_async(std::forward<F>(f), std::forward<Range>(items), chunksize).get();
-  }
-  template <class F, std::ranges::input_range Range>
-  auto starmap_async(F&& f, Range&& items, size_t chunksize = 0) {
-    return starmap_async(callbacks(nullptr, nullptr), std::forward<F>(f),
-                         std::forward<Range>(items), MapOptions{chunksize});
-  }
-  template <class OnOk, class OnErr, class F, std::ranges::input_range Range>
-  auto starmap_async(detail::Callbacks<OnOk, OnErr> cb, F&& f, Range&& items,
-                     MapOptions options = {}) {
-    return submit_map<true>(std::move(cb), std::forward<F>(f), std::forward<Range>(items), options);
+  template <class F, class Range>
+  auto imap_impl(F&& f, Range&& items, MapOptions options, bool ordered) {
+    return submit_imap(std::forward<F>(f), std::forward<Range>(items), options, ordered);
   }
 
-  // ---- imap ----
-  template <class F, std::ranges::input_range Range>
-  auto imap(F&& f, Range&& items, size_t chunksize = 1) {
-    return submit_imap(std::forward<F>(f), std::forward<Range>(items), MapOptions{chunksize}, true);
-  }
-  template <class F, std::ranges::input_range Range>
-  auto imap(F&& f, Range&& items, MapOptions options) {
-    return submit_imap(std::forward<F>(f), std::forward<Range>(items), options, true);
-  }
-  template <class F, std::ranges::input_range Range>
-  auto imap_unordered(F&& f, Range&& items, size_t chunksize = 1) {
-    return submit_imap(std::forward<F>(f), std::forward<Range>(items), MapOptions{chunksize},
-                       false);
-  }
-  template <class F, std::ranges::input_range Range>
-  auto imap_unordered(F&& f, Range&& items, MapOptions options) {
-    return submit_imap(std::forward<F>(f), std::forward<Range>(items), options, false);
-  }
-
-  // ---- lifetime ----
-  void close();
-  // After close(): waits until every submitted task is done and the threads have exited. After
-  // terminate(): returns at once. Otherwise throws ProcessError.
-  void join();
-  void terminate();
-  unsigned processes() const;
-
- private:
   template <class Fn, class Elem, bool kStar>
   static decltype(auto) call_one(Fn& f, Elem& e) {
     if constexpr (kStar)
