@@ -33,6 +33,7 @@
 
 #include <multiproc/context.hpp>
 #include <multiproc/detail/pool_core.hpp>
+#include <multiproc/detail/pool_front.hpp>
 #include <multiproc/detail/pool_jobs.hpp>
 #include <multiproc/detail/task.hpp>
 #include <multiproc/errors.hpp>
@@ -71,21 +72,6 @@ struct PoolOptions {
   uint64_t maxtasksperchild = 0;     // 0 = workers live as long as the pool
   std::optional<Context> context{};  // start method for the workers (default: the global one)
 };
-
-// Per-call options for map / imap / starmap.
-struct MapOptions {
-  size_t chunksize = 0;   // 0 = automatic for map (len / (4 * processes)), 1 for imap
-  bool progress = false;  // draw a progress bar on stderr
-};
-
-// callback / error_callback for apply_async, map_async, starmap_async:
-//   pool.apply_async(mp::callbacks(on_value, on_error), task, args...)
-// on_value gets the result (nothing for void tasks); on_error gets a std::exception_ptr. They run
-// in a thread of this process that processes the pool's results.
-template <class OnOk, class OnErr = std::nullptr_t>
-detail::Callbacks<OnOk, OnErr> callbacks(OnOk on_value, OnErr on_error = nullptr) {
-  return {std::move(on_value), std::move(on_error)};
-}
 
 template <class R>
 class [[nodiscard]] AsyncResult {
@@ -229,7 +215,9 @@ struct star_args<F, Elem, std::enable_if_t<callable_params<F>::known>> {
 };
 }  // namespace detail
 
-class Pool {
+// The public calls (apply, map, imap... and their async forms) are PoolFront's, shared with
+// ThreadPool; Pool supplies how a call is encoded and sent to a worker process.
+class Pool : public detail::PoolFront<Pool> {
  public:
   Pool() : Pool(PoolOptions{}) {}  // cpu_count() workers
   // At least 1 (Python's ValueError otherwise): Pool(0) or a negative count throws ProcessError.
@@ -239,113 +227,14 @@ class Pool {
   Pool(Pool&&) noexcept = default;
   Pool& operator=(Pool&&) = delete;
 
-  // ---- apply ----
-  template <class F, class... A>
-  requires detail::is_task_callable_v<F>
-  auto apply(F f, A&&... args) { return apply_async(f, std::forward<A>(args)...).get(); }
-  template <class F, class... A>
-  requires detail::is_task_callable_v<F>
-  auto apply_async(F f, A&&... args) {
-    return apply_async(callbacks(nullptr, nullptr), f, std::forward<A>(args)...);
-  }
-  template <class OnOk, class OnErr, class F, class... A>
-  requires detail::is_task_callable_v<F>
-  auto apply_async(detail::Callbacks<OnOk, OnErr> cb, F f, A&&... args) {
-    static_assert(detail::check_task<F, A...>());  // first, so its message is the first error
-    using ArgsTuple = detail::task_args_t<F, A...>;
-    using R = detail::task_result_t<F, ArgsTuple>;
-    detail::require_all_transferable<ArgsTuple>(
-        std::make_index_sequence<std::tuple_size_v<ArgsTuple>>{});
-    if constexpr (!std::is_void_v<R>) detail::require_transferable<R>();
-    std::string encoded;
-    detail::encode_chunk_items(encoded,
-                               std::vector<ArgsTuple>{ArgsTuple(std::forward<A>(args)...)});
-    auto st = std::make_shared<detail::ResultState<detail::value_of<R>>>();
-    st->pool = core();
-    auto job =
-        std::make_shared<detail::ApplyJob<R, OnOk, OnErr>>(st, std::move(encoded), std::move(cb));
-    job->code_bytes = detail::chunk_code_bytes<F, ArgsTuple, true>(f);
-    job->drop_args = detail::chunk_args_dropper<ArgsTuple, true>();
-    core()->submit(job);
-    return AsyncResult<R>(st);
-  }
-
-  // ---- map / starmap ----
-  template <class F, std::ranges::input_range Range>
-  requires detail::is_task_callable_v<F>
-  auto map(F f, Range&& items, size_t chunksize = 0) {
-    return map_async(f, std::forward<Range>(items), MapOptions{chunksize}).get();
-  }
-  template <class F, std::ranges::input_range Range>
-  requires detail::is_task_callable_v<F>
-  auto map(F f, Range&& items, MapOptions options) {
-    return map_async(f, std::forward<Range>(items), options).get();
-  }
-  template <class F, std::ranges::input_range Range>
-  requires detail::is_task_callable_v<F>
-  auto map_async(F f, Range&& items, size_t chunksize = 0) {
-    return map_async(callbacks(nullptr, nullptr), f, std::forward<Range>(items),
-                     MapOptions{chunksize});
-  }
-  template <class F, std::ranges::input_range Range>
-  requires detail::is_task_callable_v<F>
-  auto map_async(F f, Range&& items, MapOptions options) {
-    return map_async(callbacks(nullptr, nullptr), f, std::forward<Range>(items), options);
-  }
-  template <class OnOk, class OnErr, class F, std::ranges::input_range Range>
-  requires detail::is_task_callable_v<F>
-  auto map_async(detail::Callbacks<OnOk, OnErr> cb, F f, Range&& items, MapOptions options = {}) {
-    using Elem = std::ranges::range_reference_t<Range>;
-    static_assert(detail::check_task<F, Elem>());  // first, so its message is the first error
-    using ArgsTuple = detail::task_args_t<F, Elem>;
-    static_assert(std::tuple_size_v<ArgsTuple> == 1,
-                  "map's task must take exactly one argument; use starmap for several");
-    using P = std::tuple_element_t<0, ArgsTuple>;
-    return submit_map<F, ArgsTuple, P, false>(cb, f, std::forward<Range>(items), options);
-  }
-
-  template <class F, std::ranges::input_range Range>
-  requires detail::is_task_callable_v<F>
-  auto starmap(F f, Range&& items, size_t chunksize = 0) {
-    return starmap_async(f, std::forward<Range>(items), chunksize).get();
-  }
-  template <class F, std::ranges::input_range Range>
-  requires detail::is_task_callable_v<F>
-  auto starmap_async(F f, Range&& items, size_t chunksize = 0) {
-    return starmap_async(callbacks(nullptr, nullptr), f, std::forward<Range>(items),
-                         MapOptions{chunksize});
-  }
-  template <class OnOk, class OnErr, class F, std::ranges::input_range Range>
-  requires detail::is_task_callable_v<F>
-  auto starmap_async(detail::Callbacks<OnOk, OnErr> cb, F f, Range&& items,
-                     MapOptions options = {}) {
-    using Elem = std::ranges::range_value_t<Range>;
-    using ArgsTuple = typename detail::star_args<F, Elem>::type;
-    static_assert(detail::check_task_tuple<F, ArgsTuple>());  // first: the first error
-    return submit_map<F, ArgsTuple, ArgsTuple, true>(cb, f, std::forward<Range>(items), options);
-  }
-
-  // ---- imap ----
-  template <class F, std::ranges::input_range Range>
-  requires detail::is_task_callable_v<F>
-  auto imap(F f, Range&& items, size_t chunksize = 1) {
-    return submit_imap(f, std::forward<Range>(items), MapOptions{chunksize}, true);
-  }
-  template <class F, std::ranges::input_range Range>
-  requires detail::is_task_callable_v<F>
-  auto imap(F f, Range&& items, MapOptions options) {
-    return submit_imap(f, std::forward<Range>(items), options, true);
-  }
-  template <class F, std::ranges::input_range Range>
-  requires detail::is_task_callable_v<F>
-  auto imap_unordered(F f, Range&& items, size_t chunksize = 1) {
-    return submit_imap(f, std::forward<Range>(items), MapOptions{chunksize}, false);
-  }
-  template <class F, std::ranges::input_range Range>
-  requires detail::is_task_callable_v<F>
-  auto imap_unordered(F f, Range&& items, MapOptions options) {
-    return submit_imap(f, std::forward<Range>(items), options, false);
-  }
+  using PoolFront::apply;
+  using PoolFront::apply_async;
+  using PoolFront::imap;
+  using PoolFront::imap_unordered;
+  using PoolFront::map;
+  using PoolFront::map_async;
+  using PoolFront::starmap;
+  using PoolFront::starmap_async;
 
   // ---- a task that captures (or is no function at all): one readable first error ----
   // Without these, overload resolution rejects the calls above and the user reads a list of
@@ -407,6 +296,54 @@ class Pool {
   std::vector<pid_t> worker_pids() const;
 
  private:
+  friend class detail::PoolFront<Pool>;
+  template <class F>
+  static constexpr bool accepts_task = detail::is_task_callable_v<F>;
+
+  template <class OnOk, class OnErr, class F, class... A>
+  auto apply_impl(detail::Callbacks<OnOk, OnErr> cb, F f, A&&... args) {
+    static_assert(detail::check_task<F, A...>());  // first, so its message is the first error
+    using ArgsTuple = detail::task_args_t<F, A...>;
+    using R = detail::task_result_t<F, ArgsTuple>;
+    detail::require_all_transferable<ArgsTuple>(
+        std::make_index_sequence<std::tuple_size_v<ArgsTuple>>{});
+    if constexpr (!std::is_void_v<R>) detail::require_transferable<R>();
+    std::string encoded;
+    detail::encode_chunk_items(encoded,
+                               std::vector<ArgsTuple>{ArgsTuple(std::forward<A>(args)...)});
+    auto st = std::make_shared<detail::ResultState<detail::value_of<R>>>();
+    st->pool = core();
+    auto job =
+        std::make_shared<detail::ApplyJob<R, OnOk, OnErr>>(st, std::move(encoded), std::move(cb));
+    job->code_bytes = detail::chunk_code_bytes<F, ArgsTuple, true>(f);
+    job->drop_args = detail::chunk_args_dropper<ArgsTuple, true>();
+    core()->submit(job);
+    return AsyncResult<R>(st);
+  }
+
+  template <bool kStar, class OnOk, class OnErr, class F, class Range>
+  auto map_impl(detail::Callbacks<OnOk, OnErr> cb, F f, Range&& items, MapOptions options) {
+    if constexpr (kStar) {
+      using Elem = std::ranges::range_value_t<Range>;
+      using ArgsTuple = typename detail::star_args<F, Elem>::type;
+      static_assert(detail::check_task_tuple<F, ArgsTuple>());  // first: the first error
+      return submit_map<F, ArgsTuple, ArgsTuple, true>(cb, f, std::forward<Range>(items), options);
+    } else {
+      using Elem = std::ranges::range_reference_t<Range>;
+      static_assert(detail::check_task<F, Elem>());  // first, so its message is the first error
+      using ArgsTuple = detail::task_args_t<F, Elem>;
+      static_assert(std::tuple_size_v<ArgsTuple> == 1,
+                    "map's task must take exactly one argument; use starmap for several");
+      using P = std::tuple_element_t<0, ArgsTuple>;
+      return submit_map<F, ArgsTuple, P, false>(cb, f, std::forward<Range>(items), options);
+    }
+  }
+
+  template <class F, class Range>
+  auto imap_impl(F f, Range&& items, MapOptions options, bool ordered) {
+    return submit_imap(f, std::forward<Range>(items), options, ordered);
+  }
+
   template <class F, class ArgsTuple, class P, bool kStar, class OnOk, class OnErr, class Range>
   auto submit_map(detail::Callbacks<OnOk, OnErr>& cb, F f, Range&& items, MapOptions options) {
     using R = detail::task_result_t<F, ArgsTuple>;

@@ -1,0 +1,125 @@
+// The shared state behind a ThreadPool's results and an executor's Future (internal): a value or
+// an error, set once, that any number of threads can wait on, and callbacks run when it is set.
+//
+// Unlike Pool's ResultState, nobody has to pump a queue for it to become ready: the thread that
+// runs the task sets it, so a plain mutex and condition variable suffice.
+#pragma once
+
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <multiproc/timeout.hpp>
+
+namespace multiproc::detail {
+
+class FutureStateBase {
+ public:
+  enum class Status { pending, running, cancelled, finished };
+
+  // Returns whether the state is done (finished or cancelled) by the deadline.
+  bool wait(const Deadline& deadline) const {
+    std::unique_lock lk(mu_);
+    auto is_done = [this] { return done_locked(); };
+    if (deadline.is_never()) {
+      cv_.wait(lk, is_done);
+      return true;
+    }
+    return cv_.wait_until(lk, *deadline.at, is_done);
+  }
+  bool done() const {
+    std::lock_guard lk(mu_);
+    return done_locked();
+  }
+  Status status() const {
+    std::lock_guard lk(mu_);
+    return status_;
+  }
+  // A task about to run: false if it was cancelled first (then it must not run).
+  bool set_running() {
+    std::lock_guard lk(mu_);
+    if (status_ != Status::pending) return false;
+    status_ = Status::running;
+    return true;
+  }
+  // Python's Future.cancel(): only a call that has not started can be cancelled.
+  bool cancel() {
+    std::unique_lock lk(mu_);
+    if (status_ == Status::cancelled) return true;
+    if (status_ != Status::pending) return false;
+    status_ = Status::cancelled;
+    complete(lk);
+    return true;
+  }
+  bool set_error(std::exception_ptr e) {
+    std::unique_lock lk(mu_);
+    if (done_locked()) return false;
+    error_ = std::move(e);
+    status_ = Status::finished;
+    complete(lk);
+    return true;
+  }
+  std::exception_ptr error() const {
+    std::lock_guard lk(mu_);
+    return error_;
+  }
+  bool has_error() const {
+    std::lock_guard lk(mu_);
+    return error_ != nullptr;
+  }
+  // Runs cb once the state is done: at once (in this thread) if it already is, otherwise in the
+  // thread that completes it.
+  void on_done(std::function<void()> cb) {
+    std::unique_lock lk(mu_);
+    if (!done_locked()) {
+      callbacks_.push_back(std::move(cb));
+      return;
+    }
+    lk.unlock();
+    cb();
+  }
+
+ protected:
+  bool done_locked() const { return status_ == Status::cancelled || status_ == Status::finished; }
+  // Waiters wake first, then callbacks run outside the lock, as Python's Future does: a callback
+  // may read the state (result() inside a done-callback returns at once).
+  void complete(std::unique_lock<std::mutex>& lk) {
+    auto cbs = std::move(callbacks_);
+    callbacks_.clear();
+    lk.unlock();
+    cv_.notify_all();
+    for (auto& cb : cbs) cb();
+  }
+
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  Status status_ = Status::pending;
+  std::exception_ptr error_;
+  std::vector<std::function<void()>> callbacks_;
+};
+
+template <class V>
+class FutureState : public FutureStateBase {
+ public:
+  bool set_value(V v) {
+    std::unique_lock lk(mu_);
+    if (done_locked()) return false;
+    value_.emplace(std::move(v));
+    status_ = Status::finished;
+    complete(lk);
+    return true;
+  }
+  // After done() with no error and not cancelled.
+  V& value() { return *value_; }
+  const V& value() const { return *value_; }
+
+ private:
+  std::optional<V> value_;
+};
+
+}  // namespace multiproc::detail

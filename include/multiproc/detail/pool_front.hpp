@@ -1,0 +1,140 @@
+// The API's front that Pool and ThreadPool share (internal): every public overload of apply,
+// apply_async, map, map_async, starmap, starmap_async, imap and imap_unordered, written once.
+//
+// A pool derives from PoolFront<itself> and supplies, privately (PoolFront is its friend):
+//   template <class F> static constexpr bool accepts_task;   which callables are tasks
+//   apply_impl(Callbacks, f, args...)                        -> its AsyncResult
+//   map_impl<kStar>(Callbacks, f, range, MapOptions)         -> its MapResult
+//   imap_impl(f, range, MapOptions, bool ordered)            -> its IMapResult
+// so the two pools differ only in how a call travels (encoded to a worker process, or a closure
+// for a thread), never in what the user can call.
+#pragma once
+
+#include <cstddef>
+#include <ranges>
+#include <utility>
+
+#include <multiproc/detail/pool_jobs.hpp>
+#include <multiproc/detail/task.hpp>
+
+namespace multiproc {
+
+// Per-call options for map / imap / starmap.
+struct MapOptions {
+  size_t chunksize = 0;   // 0 = automatic for map (len / (4 * processes)), 1 for imap
+  bool progress = false;  // draw a progress bar on stderr
+};
+
+// callback / error_callback for apply_async, map_async, starmap_async:
+//   pool.apply_async(mp::callbacks(on_value, on_error), task, args...)
+// on_value gets the result (nothing for void tasks); on_error gets a std::exception_ptr. They run
+// in a thread of this process that processes the pool's results.
+template <class OnOk, class OnErr = std::nullptr_t>
+detail::Callbacks<OnOk, OnErr> callbacks(OnOk on_value, OnErr on_error = nullptr) {
+  return {std::move(on_value), std::move(on_error)};
+}
+
+namespace detail {
+
+template <class D, class F>
+concept front_task = D::template accepts_task<std::decay_t<F>>;
+
+template <class Derived>
+class PoolFront {
+ public:
+  // ---- apply ----
+  template <class F, class... A>
+  requires front_task<Derived, F>
+  auto apply(F&& f, A&&... args) {
+    return apply_async(std::forward<F>(f), std::forward<A>(args)...).get();
+  }
+  template <class F, class... A>
+  requires front_task<Derived, F>
+  auto apply_async(F&& f, A&&... args) {
+    return self().apply_impl(callbacks(nullptr, nullptr), std::forward<F>(f),
+                             std::forward<A>(args)...);
+  }
+  template <class OnOk, class OnErr, class F, class... A>
+  requires front_task<Derived, F>
+  auto apply_async(Callbacks<OnOk, OnErr> cb, F&& f, A&&... args) {
+    return self().apply_impl(std::move(cb), std::forward<F>(f), std::forward<A>(args)...);
+  }
+
+  // ---- map / starmap ----
+  template <class F, std::ranges::input_range Range>
+  requires front_task<Derived, F>
+  auto map(F&& f, Range&& items, size_t chunksize = 0) {
+    return map_async(std::forward<F>(f), std::forward<Range>(items), MapOptions{chunksize}).get();
+  }
+  template <class F, std::ranges::input_range Range>
+  requires front_task<Derived, F>
+  auto map(F&& f, Range&& items, MapOptions options) {
+    return map_async(std::forward<F>(f), std::forward<Range>(items), options).get();
+  }
+  template <class F, std::ranges::input_range Range>
+  requires front_task<Derived, F>
+  auto map_async(F&& f, Range&& items, size_t chunksize = 0) {
+    return map_async(callbacks(nullptr, nullptr), std::forward<F>(f), std::forward<Range>(items),
+                     MapOptions{chunksize});
+  }
+  template <class F, std::ranges::input_range Range>
+  requires front_task<Derived, F>
+  auto map_async(F&& f, Range&& items, MapOptions options) {
+    return map_async(callbacks(nullptr, nullptr), std::forward<F>(f), std::forward<Range>(items),
+                     options);
+  }
+  template <class OnOk, class OnErr, class F, std::ranges::input_range Range>
+  requires front_task<Derived, F>
+  auto map_async(Callbacks<OnOk, OnErr> cb, F&& f, Range&& items, MapOptions options = {}) {
+    return self().template map_impl<false>(std::move(cb), std::forward<F>(f),
+                                           std::forward<Range>(items), options);
+  }
+
+  template <class F, std::ranges::input_range Range>
+  requires front_task<Derived, F>
+  auto starmap(F&& f, Range&& items, size_t chunksize = 0) {
+    return starmap_async(std::forward<F>(f), std::forward<Range>(items), chunksize).get();
+  }
+  template <class F, std::ranges::input_range Range>
+  requires front_task<Derived, F>
+  auto starmap_async(F&& f, Range&& items, size_t chunksize = 0) {
+    return starmap_async(callbacks(nullptr, nullptr), std::forward<F>(f),
+                         std::forward<Range>(items), MapOptions{chunksize});
+  }
+  template <class OnOk, class OnErr, class F, std::ranges::input_range Range>
+  requires front_task<Derived, F>
+  auto starmap_async(Callbacks<OnOk, OnErr> cb, F&& f, Range&& items, MapOptions options = {}) {
+    return self().template map_impl<true>(std::move(cb), std::forward<F>(f),
+                                          std::forward<Range>(items), options);
+  }
+
+  // ---- imap ----
+  template <class F, std::ranges::input_range Range>
+  requires front_task<Derived, F>
+  auto imap(F&& f, Range&& items, size_t chunksize = 1) {
+    return self().imap_impl(std::forward<F>(f), std::forward<Range>(items), MapOptions{chunksize},
+                            true);
+  }
+  template <class F, std::ranges::input_range Range>
+  requires front_task<Derived, F>
+  auto imap(F&& f, Range&& items, MapOptions options) {
+    return self().imap_impl(std::forward<F>(f), std::forward<Range>(items), options, true);
+  }
+  template <class F, std::ranges::input_range Range>
+  requires front_task<Derived, F>
+  auto imap_unordered(F&& f, Range&& items, size_t chunksize = 1) {
+    return self().imap_impl(std::forward<F>(f), std::forward<Range>(items), MapOptions{chunksize},
+                            false);
+  }
+  template <class F, std::ranges::input_range Range>
+  requires front_task<Derived, F>
+  auto imap_unordered(F&& f, Range&& items, MapOptions options) {
+    return self().imap_impl(std::forward<F>(f), std::forward<Range>(items), options, false);
+  }
+
+ private:
+  Derived& self() { return static_cast<Derived&>(*this); }
+};
+
+}  // namespace detail
+}  // namespace multiproc

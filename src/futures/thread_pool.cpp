@@ -1,0 +1,181 @@
+// ThreadPool's engine: a closure queue and its threads.
+#include <multiproc/thread_pool.hpp>
+
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include <multiproc/context.hpp>
+
+namespace multiproc {
+namespace detail {
+
+ThreadPoolCore::ThreadPoolCore(unsigned threads, std::function<void()> initializer)
+    : n_(threads), initializer_(std::move(initializer)) {
+  threads_.reserve(n_);
+  try {
+    for (unsigned i = 0; i < n_; ++i) threads_.emplace_back([this] { loop(); });
+  } catch (...) {
+    terminate();
+    throw;
+  }
+}
+
+ThreadPoolCore::~ThreadPoolCore() {
+  terminate();
+}
+
+void ThreadPoolCore::loop() {
+  if (initializer_) {
+    // A thread whose setup failed would run calls without it: the pool closes, and the calls
+    // queued so far fail with BrokenPool (Python's ThreadPool retries the initializer forever).
+    try {
+      initializer_();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "multiproc: ThreadPool initializer threw: %s\n", e.what());
+      std::unique_lock lk(mu_);
+      if (state_ == State::running) state_ = State::closed;
+      std::deque<Task> dropped = std::move(queue_);
+      queue_.clear();
+      lk.unlock();
+      cv_.notify_all();
+      auto err = std::make_exception_ptr(
+          BrokenPool(std::string("ThreadPool: the initializer threw: ") + e.what()));
+      for (auto& t : dropped) t.fail(err);
+      return;
+    } catch (...) {
+      std::fprintf(stderr, "multiproc: ThreadPool initializer threw a non-standard exception\n");
+      std::unique_lock lk(mu_);
+      if (state_ == State::running) state_ = State::closed;
+      std::deque<Task> dropped = std::move(queue_);
+      queue_.clear();
+      lk.unlock();
+      cv_.notify_all();
+      auto err = std::make_exception_ptr(BrokenPool("ThreadPool: the initializer threw"));
+      for (auto& t : dropped) t.fail(err);
+      return;
+    }
+  }
+  std::unique_lock lk(mu_);
+  for (;;) {
+    cv_.wait(lk, [this] { return !queue_.empty() || state_ != State::running; });
+    if (queue_.empty()) return;  // closed (or terminated) and drained
+    Task t = std::move(queue_.front());
+    queue_.pop_front();
+    ++running_;
+    lk.unlock();
+    t.run();
+    t = Task{};  // the closure's captures (arguments, results) go before the next task
+    lk.lock();
+    --running_;
+  }
+}
+
+void ThreadPoolCore::submit(Task task, bool internal) {
+  {
+    std::lock_guard lk(mu_);
+    if (state_ == State::terminated || (state_ == State::closed && !internal))
+      throw ProcessError("ThreadPool: not running (closed or terminated)");
+    queue_.push_back(std::move(task));
+  }
+  cv_.notify_one();
+}
+
+bool ThreadPoolCore::closed() const {
+  std::lock_guard lk(mu_);
+  return state_ != State::running;
+}
+
+size_t ThreadPoolCore::pending() const {
+  std::lock_guard lk(mu_);
+  return queue_.size() + running_;
+}
+
+void ThreadPoolCore::close() {
+  {
+    std::lock_guard lk(mu_);
+    if (state_ == State::running) state_ = State::closed;
+  }
+  cv_.notify_all();
+}
+
+void ThreadPoolCore::terminate() {
+  std::deque<Task> dropped;
+  {
+    std::lock_guard lk(mu_);
+    state_ = State::terminated;
+    dropped = std::move(queue_);
+    queue_.clear();
+  }
+  cv_.notify_all();
+  // Outside the lock: a fail hook completes a result, whose callbacks may do anything.
+  auto err = std::make_exception_ptr(
+      BrokenPool("ThreadPool terminated before this call started (terminate() or the pool's "
+                 "destructor): keep the pool until its results are ready"));
+  for (auto& t : dropped)
+    if (t.fail) t.fail(err);
+  join_threads();
+}
+
+void ThreadPoolCore::join() {
+  {
+    std::lock_guard lk(mu_);
+    if (state_ == State::running)
+      throw ProcessError("ThreadPool::join(): call close() or terminate() first");
+  }
+  join_threads();
+}
+
+void ThreadPoolCore::join_threads() {
+  std::lock_guard jl(join_mu_);
+  for (auto& t : threads_) {
+    if (!t.joinable()) continue;
+    // A task that ends its own pool cannot wait for itself: its thread is let go and exits
+    // after the task returns (the core lives on in the pool's result states' closures).
+    if (t.get_id() == std::this_thread::get_id())
+      t.detach();
+    else
+      t.join();
+  }
+}
+
+}  // namespace detail
+
+ThreadPool::ThreadPool(int processes)
+    : ThreadPool([processes] {
+        if (processes < 1)
+          throw ProcessError("ThreadPool: processes must be at least 1 (got " +
+                             std::to_string(processes) + ")");
+        return ThreadPoolOptions{static_cast<unsigned>(processes), {}};
+      }()) {}
+
+ThreadPool::ThreadPool(ThreadPoolOptions options) {
+  unsigned n = options.processes ? options.processes : static_cast<unsigned>(cpu_count());
+  if (n == 0) n = 1;
+  core_ = std::make_shared<detail::ThreadPoolCore>(n, std::move(options.initializer));
+}
+
+ThreadPool::~ThreadPool() {
+  if (!core_) return;
+  if (!core_->closed() && core_->pending() > 0)
+    std::fprintf(stderr,
+                 "multiproc: ThreadPool destroyed with %zu call(s) pending: they are cancelled "
+                 "(BrokenPool). Wait for the results, or close() and join(), first.\n",
+                 core_->pending());
+  core_->terminate();
+}
+
+void ThreadPool::close() {
+  core()->close();
+}
+void ThreadPool::join() {
+  core()->join();
+}
+void ThreadPool::terminate() {
+  core()->terminate();
+}
+unsigned ThreadPool::processes() const {
+  return core()->threads();
+}
+
+}  // namespace multiproc

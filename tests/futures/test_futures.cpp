@@ -1,0 +1,338 @@
+// Future, wait(), as_completed(), then/when_all/when_any/share/co_await and ThreadPoolExecutor:
+// the thread-only parts of CPython's Lib/test/test_concurrent_futures/ (test_future, test_wait,
+// test_as_completed, test_shutdown, executor.map) - no process is started here.
+#include <atomic>
+#include <chrono>
+#include <coroutine>
+#include <future>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <multiproc/futures.hpp>
+
+namespace mp = multiproc;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Python's PENDING_FUTURE, SUCCESSFUL_FUTURE, EXCEPTION_FUTURE, CANCELLED_FUTURE.
+mp::Future<int> pending() {
+  return mp::Future<int>(std::make_shared<mp::detail::FutureState<int>>());
+}
+mp::Future<int> successful(int v) {
+  auto st = std::make_shared<mp::detail::FutureState<int>>();
+  st->set_value(v);
+  return mp::Future<int>(st);
+}
+mp::Future<int> failed() {
+  auto st = std::make_shared<mp::detail::FutureState<int>>();
+  st->set_error(std::make_exception_ptr(std::runtime_error("boom")));
+  return mp::Future<int>(st);
+}
+mp::Future<int> cancelled() {
+  auto f = pending();
+  f.cancel();
+  return f;
+}
+
+// A gate a task waits on, so a test decides when it ends.
+struct Gate {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  void release() {
+    std::lock_guard lk(mu);
+    open = true;
+    cv.notify_all();
+  }
+  void wait() {
+    std::unique_lock lk(mu);
+    cv.wait(lk, [&] { return open; });
+  }
+};
+
+TEST(Future, States) {  // test_future: FutureTests
+  auto p = pending();
+  EXPECT_FALSE(p.done());
+  EXPECT_FALSE(p.running());
+  EXPECT_FALSE(p.cancelled());
+  EXPECT_THROW(p.result(10ms), mp::TimeoutError);
+  EXPECT_THROW(p.exception(10ms), mp::TimeoutError);
+  EXPECT_TRUE(p.cancel());
+  EXPECT_TRUE(p.cancelled());
+  EXPECT_TRUE(p.done());
+  EXPECT_THROW(p.result(), mp::CancelledError);
+  EXPECT_THROW(p.exception(), mp::CancelledError);
+  EXPECT_TRUE(p.cancel());  // cancelling again: still cancelled
+
+  auto ok = successful(42);
+  EXPECT_EQ(ok.result(), 42);
+  EXPECT_EQ(ok.exception(), nullptr);
+  EXPECT_FALSE(ok.cancel());  // a finished call cannot be cancelled
+  EXPECT_THROW(failed().result(), std::runtime_error);
+  EXPECT_NE(failed().exception(), nullptr);
+
+  auto running = pending();
+  running.shared_state()->set_running();
+  EXPECT_TRUE(running.running());
+  EXPECT_FALSE(running.cancel());
+}
+
+TEST(Future, DoneCallbacks) {  // test_done_callback_*
+  std::vector<int> seen;
+  auto f = pending();
+  f.add_done_callback([&](const mp::Future<int>& d) { seen.push_back(d.result()); });
+  f.add_done_callback([&](const mp::Future<int>&) { throw std::runtime_error("ignored"); });
+  f.add_done_callback([&](const mp::Future<int>& d) { seen.push_back(d.result() + 1); });
+  EXPECT_TRUE(seen.empty());
+  f.shared_state()->set_value(5);
+  EXPECT_EQ(seen, (std::vector<int>{5, 6}));  // in order; one that throws does not stop the rest
+  bool already = false;
+  f.add_done_callback([&](const mp::Future<int>&) { already = true; });  // done: runs at once
+  EXPECT_TRUE(already);
+  bool was_cancelled = false;
+  auto c = pending();
+  c.add_done_callback([&](const mp::Future<int>& d) { was_cancelled = d.cancelled(); });
+  c.cancel();
+  EXPECT_TRUE(was_cancelled);
+}
+
+TEST(Futures, Wait) {  // test_wait
+  auto ex_f = failed();
+  {  // test_first_completed
+    mp::ThreadPoolExecutor ex(2);
+    Gate g;
+    auto slow = ex.submit([&] {
+      g.wait();
+      return 1;
+    });
+    auto quick = ex.submit([] { return 2; });
+    auto [done, not_done] = mp::wait(std::vector{slow, quick}, 10s, mp::FIRST_COMPLETED);
+    ASSERT_EQ(done.size(), 1u);
+    EXPECT_EQ(done[0].result(), 2);
+    ASSERT_EQ(not_done.size(), 1u);
+    g.release();
+  }
+  {  // test_first_completed_some_already_completed
+    auto [done, not_done] =
+        mp::wait(std::vector{cancelled(), successful(1), pending()}, 10s, mp::FIRST_COMPLETED);
+    EXPECT_EQ(done.size(), 2u);
+    EXPECT_EQ(not_done.size(), 1u);
+  }
+  {  // test_first_exception: returns at the first failure, not waiting for the slow one
+    mp::ThreadPoolExecutor ex(3);
+    Gate g;
+    auto ok = ex.submit([] { return 1; });
+    auto bad = ex.submit([]() -> int { throw std::invalid_argument("x"); });
+    auto slow = ex.submit([&] {
+      g.wait();
+      return 3;
+    });
+    auto [done, not_done] = mp::wait(std::vector{ok, bad, slow}, 10s, mp::FIRST_EXCEPTION);
+    EXPECT_EQ(done.size(), 2u);
+    EXPECT_EQ(not_done.size(), 1u);
+    g.release();
+  }
+  {  // test_first_exception_one_already_failed
+    auto [done, not_done] = mp::wait(std::vector{ex_f, pending()}, 10s, mp::FIRST_EXCEPTION);
+    EXPECT_EQ(done.size(), 1u);
+    EXPECT_EQ(not_done.size(), 1u);
+  }
+  {  // test_all_completed
+    auto [done, not_done] =
+        mp::wait(std::vector{successful(1), failed(), cancelled()}, 10s, mp::ALL_COMPLETED);
+    EXPECT_EQ(done.size(), 3u);
+    EXPECT_TRUE(not_done.empty());
+  }
+  {  // test_timeout: no exception, the pending one is in not_done
+    auto t0 = std::chrono::steady_clock::now();
+    auto [done, not_done] = mp::wait(std::vector{successful(1), pending()}, 100ms);
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, 90ms);
+    EXPECT_EQ(done.size(), 1u);
+    EXPECT_EQ(not_done.size(), 1u);
+  }
+}
+
+TEST(Futures, AsCompleted) {  // test_as_completed
+  mp::ThreadPoolExecutor ex(2);
+  {  // test_no_timeout: every future, done ones included
+    auto f1 = ex.submit([] { return 1; });
+    auto f2 = ex.submit([] { return 2; });
+    std::set<int> got;
+    for (auto& f : mp::as_completed(std::vector{f1, f2, successful(3), failed()})) {
+      if (!f.exception()) got.insert(f.result());
+    }
+    EXPECT_EQ(got, (std::set<int>{1, 2, 3}));
+  }
+  {  // test_future_times_out: the done ones first, then TimeoutError
+    auto done = successful(7);
+    auto never = pending();
+    auto ac = mp::as_completed(std::vector{done, never}, 100ms);
+    auto first = ac.next();
+    ASSERT_TRUE(first);
+    EXPECT_EQ(first->result(), 7);
+    EXPECT_THROW(ac.next(), mp::TimeoutError);
+  }
+  {  // test_duplicate_futures: yielded once
+    auto f = ex.submit([] { return 4; });
+    int n = 0;
+    for (auto& d : mp::as_completed(std::vector{f, f, f})) n += d.result() == 4;
+    EXPECT_EQ(n, 1);
+  }
+  {  // completion order
+    Gate g;
+    auto slow = ex.submit([&] {
+      g.wait();
+      return 1;
+    });
+    auto quick = ex.submit([] { return 2; });
+    auto ac = mp::as_completed(std::vector{slow, quick}, 10s);
+    EXPECT_EQ(ac.next()->result(), 2);
+    g.release();
+    EXPECT_EQ(ac.next()->result(), 1);
+    EXPECT_FALSE(ac.next());
+  }
+}
+
+TEST(ThreadPoolExecutor, SubmitAndMap) {
+  mp::ThreadPoolExecutor ex(3);
+  int base = 10;
+  EXPECT_EQ(ex.submit([&](int x) { return base + x; }, 5).result(), 15);  // captures allowed
+  EXPECT_THROW(ex.submit([]() -> int { throw std::out_of_range("o"); }).result(),
+               std::out_of_range);
+  std::vector<int> got;
+  for (int v : ex.map([](int a, int b) { return a * b; }, std::vector<int>{1, 2, 3},
+                      std::vector<int>{4, 5, 6, 7}))  // zip: the shortest ends it
+    got.push_back(v);
+  EXPECT_EQ(got, (std::vector<int>{4, 10, 18}));
+  // test_map_exception: results up to the failure, then the failure.
+  auto m = ex.map(
+      [](int x) {
+        if (x == 2) throw std::invalid_argument("two");
+        return x;
+      },
+      std::vector<int>{0, 1, 2, 3});
+  EXPECT_EQ(m.next(), 0);
+  EXPECT_EQ(m.next(), 1);
+  EXPECT_THROW(m.next(), std::invalid_argument);
+  // test_map_timeout
+  Gate g;
+  auto slow = ex.map(
+      [&](int x) {
+        if (x == 1) g.wait();
+        return x;
+      },
+      std::vector<int>{0, 1, 2}, mp::ExecutorMapOptions{.timeout = 100ms});
+  EXPECT_EQ(slow.next(), 0);
+  EXPECT_THROW(slow.next(), mp::TimeoutError);
+  g.release();
+}
+
+TEST(ThreadPoolExecutor, Shutdown) {  // test_shutdown
+  {
+    mp::ThreadPoolExecutor ex(1);
+    ex.shutdown();
+    EXPECT_THROW(ex.submit([] { return 1; }), mp::ProcessError);  // test_run_after_shutdown
+  }
+  {  // test_cancel_futures: the call running completes, the waiting ones are cancelled
+    mp::ThreadPoolExecutor ex(1);
+    Gate g;
+    std::atomic<bool> started{false};
+    auto first = ex.submit([&] {
+      started = true;
+      g.wait();
+      return 1;
+    });
+    std::vector<mp::Future<int>> rest;
+    for (int i = 0; i < 10; ++i) rest.push_back(ex.submit([i] { return i; }));
+    while (!started) std::this_thread::sleep_for(1ms);
+    std::thread releaser([&] {
+      std::this_thread::sleep_for(50ms);
+      g.release();
+    });
+    ex.shutdown(/*wait=*/true, /*cancel_futures=*/true);
+    releaser.join();
+    EXPECT_EQ(first.result(), 1);
+    for (auto& f : rest) EXPECT_TRUE(f.cancelled());
+  }
+  {  // shutdown(wait=false) returns at once; the calls still run; the destructor waits
+    std::atomic<int> ran{0};
+    {
+      mp::ThreadPoolExecutor ex(2);
+      for (int i = 0; i < 6; ++i)
+        (void)ex.submit([&] {
+          std::this_thread::sleep_for(10ms);
+          ++ran;
+        });
+      ex.shutdown(false);
+    }
+    EXPECT_EQ(ran.load(), 6);
+  }
+}
+
+// ---- what C++ adds ----
+
+TEST(Future, ThenWhenAllWhenAnyShare) {
+  mp::ThreadPoolExecutor ex(2);
+  auto f = ex.submit([] { return 20; });
+  auto g = f.then([](int v) { return v + 1; }).then([](int v) { return std::to_string(v); });
+  EXPECT_EQ(g.result(10s), "21");
+  auto bad = ex.submit([]() -> int { throw std::invalid_argument("x"); }).then([](int v) {
+    return v * 2;
+  });  // not called: the error passes on
+  EXPECT_THROW(bad.result(10s), std::invalid_argument);
+  EXPECT_THROW(cancelled().then([](int v) { return v; }).result(), mp::CancelledError);
+  auto v = ex.submit([] {}).then([] { return 3; });
+  EXPECT_EQ(v.result(10s), 3);
+
+  std::vector<mp::Future<int>> fs;
+  for (int i = 0; i < 5; ++i) fs.push_back(ex.submit([i] { return i * i; }));
+  EXPECT_EQ(mp::when_all(fs).result(10s), (std::vector<int>{0, 1, 4, 9, 16}));
+  EXPECT_THROW(mp::when_all(std::vector{successful(1), failed()}).result(10s), std::runtime_error);
+  EXPECT_TRUE(mp::when_all(std::vector<mp::Future<int>>{}).result().empty());
+  EXPECT_EQ(mp::when_any(std::vector{pending(), successful(2)}).result(10s), 1u);
+
+  std::shared_future<int> sf = ex.submit([] { return 8; });
+  EXPECT_EQ(sf.get(), 8);
+  std::shared_future<int> sfe = failed().share();
+  EXPECT_THROW(sfe.get(), std::runtime_error);
+}
+
+// A minimal coroutine type: runs eagerly, records its result.
+struct Task {
+  struct promise_type {
+    std::shared_ptr<std::promise<int>> out = std::make_shared<std::promise<int>>();
+    Task get_return_object() { return Task{out->get_future()}; }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_value(int v) { out->set_value(v); }
+    void unhandled_exception() { out->set_exception(std::current_exception()); }
+  };
+  std::future<int> result;
+};
+
+Task add_two(mp::ThreadPoolExecutor& ex, int x) {
+  int a = co_await ex.submit([x] {
+    std::this_thread::sleep_for(10ms);
+    return x + 1;
+  });
+  int b = co_await successful(1);  // done already: no suspension
+  co_return a + b;
+}
+Task awaits_failure() {
+  co_return co_await failed();
+}
+
+TEST(Future, CoAwait) {
+  mp::ThreadPoolExecutor ex(2);
+  auto t = add_two(ex, 5);
+  ASSERT_EQ(t.result.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(t.result.get(), 7);
+  EXPECT_THROW(awaits_failure().result.get(), std::runtime_error);
+}
+
+}  // namespace

@@ -1,0 +1,190 @@
+// ProcessPoolExecutor under fork, spawn and forkserver: CPython's test_concurrent_futures
+// executor tests (submit, map with timeout and chunksize, shutdown with cancel_futures, the
+// initializer, max_tasks_per_child) and test_deadlock / test_process_pool's worker death - where
+// Python's executor becomes BrokenProcessPool for good, here only the dead worker's futures fail.
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "start_methods.hpp"
+
+#include <multiproc/futures.hpp>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+int mul(int a, int b) {
+  return a * b;
+}
+int sqr(int x) {
+  return x * x;
+}
+int sleep_then(int ms, int v) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return v;
+}
+int raise_at_two(int x) {
+  if (x == 2) throw std::invalid_argument("two");
+  return x;
+}
+int die(int) {
+  ::kill(getpid(), SIGKILL);
+  return 0;
+}
+int my_pid(int) {
+  return static_cast<int>(getpid());
+}
+int hang(int) {
+  for (;;) ::pause();
+}
+int g_init = 0;
+void set_init(int v) {
+  g_init = v;
+}
+int read_init() {
+  return g_init;
+}
+
+class ProcessPoolExecutorTest : public StartMethodTest {
+ protected:
+  mp::ProcessPoolExecutorOptions opts(unsigned n) {
+    return mp::ProcessPoolExecutorOptions{.max_workers = n, .mp_context = ctx()};
+  }
+};
+
+TEST_P(ProcessPoolExecutorTest, SubmitAndMap) {
+  mp::ProcessPoolExecutor ex(opts(2));
+  auto f = ex.submit(mul, 6, 7);
+  EXPECT_EQ(f.result(20s), 42);
+  EXPECT_TRUE(f.done());
+  EXPECT_FALSE(f.running());
+  auto bad = ex.submit(raise_at_two, 2);
+  EXPECT_THROW(bad.result(20s), std::exception);
+  EXPECT_NE(bad.exception(), nullptr);
+
+  std::vector<int> got;
+  for (int v : ex.map(mul, std::vector<int>{1, 2, 3}, std::vector<int>{4, 5, 6})) got.push_back(v);
+  EXPECT_EQ(got, (std::vector<int>{4, 10, 18}));
+  got.clear();
+  std::vector<int> xs(50);
+  for (int i = 0; i < 50; ++i) xs[i] = i;
+  for (int v : ex.map(sqr, xs, mp::ExecutorMapOptions{.chunksize = 7})) got.push_back(v);
+  ASSERT_EQ(got.size(), 50u);
+  EXPECT_EQ(got[49], 49 * 49);
+  // test_map_exception, with and without chunks
+  for (size_t cs : {1, 3}) {
+    auto m =
+        ex.map(raise_at_two, std::vector<int>{0, 1, 2, 3}, mp::ExecutorMapOptions{.chunksize = cs});
+    EXPECT_EQ(m.next(), 0);
+    EXPECT_EQ(m.next(), 1);
+    EXPECT_THROW(m.next(), std::exception);
+  }
+  // test_map_timeout
+  auto slow = ex.map(sleep_then, std::vector<int>{0, 1500}, std::vector<int>{1, 2},
+                     mp::ExecutorMapOptions{.timeout = 300ms});
+  EXPECT_EQ(slow.next(), 1);
+  EXPECT_THROW(slow.next(), mp::TimeoutError);
+}
+
+TEST_P(ProcessPoolExecutorTest, AsCompletedAndWait) {
+  mp::ProcessPoolExecutor ex(opts(2));
+  auto slow = ex.submit(sleep_then, 800, 1);
+  auto quick = ex.submit(sleep_then, 0, 2);
+  auto [done, not_done] = mp::wait(std::vector{slow, quick}, 20s, mp::FIRST_COMPLETED);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].result(), 2);
+  std::vector<int> order;
+  for (auto& f : mp::as_completed(std::vector{slow, quick}, 20s)) order.push_back(f.result());
+  EXPECT_EQ(order, (std::vector<int>{2, 1}));
+}
+
+TEST_P(ProcessPoolExecutorTest, WorkerDeathFailsOnlyItsFutureAndTheExecutorHeals) {
+  mp::ProcessPoolExecutor ex(opts(2));
+  auto before = ex.worker_pids();
+  std::vector<mp::Future<int>> ok;
+  for (int i = 0; i < 6; ++i) ok.push_back(ex.submit(sqr, i));
+  auto dead = ex.submit(die, 0);
+  EXPECT_THROW(dead.result(30s), mp::WorkerLost);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(ok[i].result(30s), i * i);
+  // The executor goes on: new calls run on the replacement worker.
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(ex.submit(mul, i, 2).result(30s), 2 * i);
+  EXPECT_TRUE(eventually([&] { return ex.worker_pids().size() == 2; }));
+}
+
+TEST_P(ProcessPoolExecutorTest, ShutdownCancelFutures) {
+  mp::ProcessPoolExecutor ex(opts(1));
+  auto first = ex.submit(sleep_then, 600, 1);
+  std::vector<mp::Future<int>> rest;
+  for (int i = 0; i < 10; ++i) rest.push_back(ex.submit(sleep_then, 0, i));
+  EXPECT_TRUE(eventually([&] { return first.running(); }));
+  ex.shutdown(/*wait=*/true, /*cancel_futures=*/true);
+  EXPECT_EQ(first.result(), 1);
+  // At most max_workers + 1 calls were handed to the pool; every other one is cancelled.
+  size_t n_cancelled = 0;
+  for (auto& f : rest) {
+    EXPECT_TRUE(f.done());
+    n_cancelled += f.cancelled();
+  }
+  EXPECT_GE(n_cancelled, 9u);
+  EXPECT_THROW(ex.submit(sqr, 1), mp::ProcessError);  // test_run_after_shutdown
+}
+
+TEST_P(ProcessPoolExecutorTest, CancelAWaitingCall) {
+  mp::ProcessPoolExecutor ex(opts(1));
+  auto busy = ex.submit(sleep_then, 1000, 0);
+  auto second = ex.submit(sleep_then, 0, 0);  // handed to the pool (max_workers + 1)
+  auto waiting = ex.submit(sqr, 3);
+  EXPECT_TRUE(waiting.cancel());
+  EXPECT_TRUE(waiting.cancelled());
+  EXPECT_THROW(waiting.result(), mp::CancelledError);
+  EXPECT_EQ(busy.result(20s), 0);
+  EXPECT_EQ(second.result(20s), 0);
+}
+
+TEST_P(ProcessPoolExecutorTest, InitializerAndMaxTasksPerChild) {
+  {
+    auto o = opts(2);
+    o.initializer = mp::Initializer(set_init, 17);
+    mp::ProcessPoolExecutor ex(o);
+    EXPECT_EQ(ex.submit(read_init).result(30s), 17);
+  }
+  {
+    auto o = opts(1);
+    o.max_tasks_per_child = 2;
+    mp::ProcessPoolExecutor ex(o);
+    std::set<int> pids;
+    for (int i = 0; i < 6; ++i) pids.insert(ex.submit(my_pid, i).result(30s));
+    EXPECT_GE(pids.size(), 3u);  // a fresh worker every two calls
+  }
+}
+
+TEST_P(ProcessPoolExecutorTest, TerminateAndKillWorkers) {
+  for (bool kill : {false, true}) {
+    mp::ProcessPoolExecutor ex(opts(2));
+    std::vector<mp::Future<int>> running;
+    for (int i = 0; i < 2; ++i) running.push_back(ex.submit(hang, i));
+    EXPECT_TRUE(eventually([&] { return running[0].running() && running[1].running(); }));
+    std::vector<mp::Future<int>> waiting;
+    for (int i = 0; i < 5; ++i) waiting.push_back(ex.submit(sqr, i));
+    auto pids = ex.worker_pids();
+    if (kill)
+      ex.kill_workers();
+    else
+      ex.terminate_workers();
+    for (auto& f : running) EXPECT_THROW(f.result(20s), mp::ProcessError);
+    for (auto& f : waiting) EXPECT_TRUE(f.wait(20s));
+    for (pid_t p : pids)
+      EXPECT_TRUE(eventually([&] { return ::kill(p, 0) != 0; })) << "worker " << p << " lives";
+    EXPECT_THROW(ex.submit(sqr, 1), mp::ProcessError);
+  }
+}
+
+MP_ALL_START_METHODS(ProcessPoolExecutorTest);
+
+}  // namespace

@@ -1,0 +1,289 @@
+// ThreadPool: the ThreadPool variants of CPython's _TestPool (test_apply, test_map, test_starmap,
+// test_async, test_async_timeout, test_imap*, test_terminate, test_empty_iterable, the callbacks,
+// test_map_no_failfast...) plus what threads allow that processes cannot: capturing lambdas,
+// std::function, member functions, move-only results.
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <numeric>
+#include <ranges>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <multiproc/thread_pool.hpp>
+
+namespace mp = multiproc;
+using namespace std::chrono_literals;
+
+namespace {
+
+int sqr(int x) {
+  return x * x;
+}
+int add(int a, int b) {
+  return a + b;
+}
+int sleepy_sqr(int x) {
+  std::this_thread::sleep_for(50ms);
+  return x * x;
+}
+
+struct Counter {
+  int base = 100;
+  int plus(int x) const { return base + x; }
+};
+
+// An input range that throws after `n` items (CPython's SayWhenError iterator).
+struct ThrowingRange {
+  int n;
+  struct iterator {
+    using value_type = int;
+    using difference_type = std::ptrdiff_t;
+    int i = 0, n = 0;
+    int operator*() const {
+      if (i == n) throw std::runtime_error("input failed");
+      return i;
+    }
+    iterator& operator++() {
+      ++i;
+      return *this;
+    }
+    void operator++(int) { ++i; }
+    bool operator==(std::default_sentinel_t) const { return i > 2 * n; }
+  };
+  iterator begin() const { return {0, n}; }
+  std::default_sentinel_t end() const { return {}; }
+};
+
+TEST(ThreadPool, Apply) {
+  mp::ThreadPool p(4);
+  EXPECT_EQ(p.apply(sqr, 5), 25);
+  EXPECT_EQ(p.apply(add, 2, 3), 5);
+  int base = 7;
+  EXPECT_EQ(p.apply([&](int x) { return base * x; }, 6), 42);  // a capturing lambda
+  std::function<std::string(std::string)> shout = [](std::string s) { return s + "!"; };
+  EXPECT_EQ(p.apply(shout, std::string("hey")), "hey!");
+  Counter c;
+  EXPECT_EQ(p.apply(&Counter::plus, &c, 5), 105);  // a member function, object first
+  p.apply([] {});                                  // a void task
+}
+
+TEST(ThreadPool, ResultsMoveAndExceptionsKeepTheirType) {
+  mp::ThreadPool p(2);
+  auto up = p.apply([] { return std::make_unique<int>(42); });  // move-only: nothing copied
+  ASSERT_TRUE(up);
+  EXPECT_EQ(*up, 42);
+  auto r =
+      p.apply_async([](int x) -> int { throw std::out_of_range("x=" + std::to_string(x)); }, 3);
+  EXPECT_THROW(r.get(), std::out_of_range);  // as thrown, not wrapped in RemoteError
+  EXPECT_TRUE(r.ready());
+  EXPECT_FALSE(r.successful());
+  try {
+    r.get();
+  } catch (const std::out_of_range& e) {
+    EXPECT_STREQ(e.what(), "x=3");
+  }
+}
+
+TEST(ThreadPool, MapAndStarmap) {
+  mp::ThreadPool p(4);
+  std::vector<int> xs(10);
+  std::iota(xs.begin(), xs.end(), 0);
+  std::vector<int> want;
+  for (int x : xs) want.push_back(x * x);
+  EXPECT_EQ(p.map(sqr, xs), want);
+  EXPECT_EQ(p.map(sqr, xs, 3), want);  // test_map_chunksize
+  std::vector<int> big(100);
+  std::iota(big.begin(), big.end(), 0);
+  std::vector<int> big_want;
+  for (int x : big) big_want.push_back(x * x);
+  EXPECT_EQ(p.map(sqr, big, 20), big_want);
+  int k = 3;
+  EXPECT_EQ(p.map([k](int x) { return x * k; }, std::views::iota(0, 4)),
+            (std::vector<int>{0, 3, 6, 9}));
+  std::vector<std::pair<int, int>> pairs{{1, 2}, {3, 4}, {5, 6}};
+  EXPECT_EQ(p.starmap(add, pairs), (std::vector<int>{3, 7, 11}));
+  EXPECT_EQ(p.starmap_async(add, pairs).get(), (std::vector<int>{3, 7, 11}));
+  EXPECT_EQ(p.map_async(sqr, xs).get(), want);
+  // test_empty_iterable
+  EXPECT_TRUE(p.map(sqr, std::vector<int>{}).empty());
+  EXPECT_TRUE(p.starmap(add, std::vector<std::pair<int, int>>{}).empty());
+  EXPECT_TRUE(p.map_async(sqr, std::vector<int>{}).get().empty());
+  EXPECT_FALSE(p.imap(sqr, std::vector<int>{}).next().has_value());
+  EXPECT_FALSE(p.imap_unordered(sqr, std::vector<int>{}).next().has_value());
+}
+
+TEST(ThreadPool, MapCallbacks) {
+  mp::ThreadPool p(2);
+  std::vector<std::vector<int>> got;
+  std::vector<std::string> errors;
+  auto r = p.map_async(mp::callbacks([&](const std::vector<int>& v) { got.push_back(v); },
+                                     [&](std::exception_ptr) { errors.push_back("err"); }),
+                       sqr, std::vector<int>{1, 2, 3});
+  EXPECT_EQ(r.get(), (std::vector<int>{1, 4, 9}));
+  ASSERT_EQ(got.size(), 1u);  // the callback ran before the result became ready
+  EXPECT_EQ(got[0], (std::vector<int>{1, 4, 9}));
+  auto bad = p.map_async(
+      mp::callbacks([&](const std::vector<int>& v) { got.push_back(v); },
+                    [&](std::exception_ptr) { errors.push_back("err"); }),
+      [](int x) -> int {
+        if (x == 2) throw std::invalid_argument("two");
+        return x;
+      },
+      std::vector<int>{1, 2, 3});
+  EXPECT_THROW(bad.get(), std::invalid_argument);
+  EXPECT_EQ(got.size(), 1u);
+  EXPECT_EQ(errors.size(), 1u);
+  // test_map_no_failfast: every other call still ran, and its outcome is kept.
+  auto outs = bad.outcomes();
+  ASSERT_EQ(outs.size(), 3u);
+  EXPECT_EQ(outs[0].value(), 1);
+  EXPECT_FALSE(outs[1].ok());
+  EXPECT_EQ(outs[2].value(), 3);
+  EXPECT_EQ(bad.failures(), 1u);
+
+  int seen = 0;
+  auto a = p.apply_async(mp::callbacks([&](int v) { seen = v; }), sqr, 9);
+  EXPECT_EQ(a.get(), 81);
+  EXPECT_EQ(seen, 81);
+}
+
+TEST(ThreadPool, AsyncAndTimeout) {
+  mp::ThreadPool p(2);
+  auto r = p.apply_async(sleepy_sqr, 7);
+  EXPECT_EQ(r.get(5s), 49);
+  std::atomic<bool> release{false};
+  auto slow = p.apply_async([&] {
+    while (!release.load()) std::this_thread::sleep_for(1ms);
+    return 1;
+  });
+  EXPECT_THROW(slow.get(50ms), mp::TimeoutError);  // test_async_timeout
+  EXPECT_FALSE(slow.ready());
+  EXPECT_THROW((void)slow.successful(), mp::ProcessError);
+  EXPECT_FALSE(slow.wait(10ms));
+  release = true;
+  EXPECT_TRUE(slow.wait(10s));
+  EXPECT_EQ(slow.get(), 1);
+}
+
+TEST(ThreadPool, Imap) {
+  mp::ThreadPool p(4);
+  std::vector<int> got;
+  for (int y : p.imap(sqr, std::views::iota(0, 10))) got.push_back(y);
+  EXPECT_EQ(got, (std::vector<int>{0, 1, 4, 9, 16, 25, 36, 49, 64, 81}));
+  got.clear();
+  for (int y : p.imap(sqr, std::views::iota(0, 1000), 100)) got.push_back(y);
+  ASSERT_EQ(got.size(), 1000u);
+  EXPECT_EQ(got[999], 999 * 999);
+  // An endless input is read only as results are taken.
+  auto it = p.imap([](int x) { return x + 1; }, std::views::iota(0));
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(it.next(), i + 1);
+
+  std::multiset<int> unordered;
+  for (int y : p.imap_unordered(sqr, std::views::iota(0, 100), 7)) unordered.insert(y);
+  std::multiset<int> want;
+  for (int x = 0; x < 100; ++x) want.insert(x * x);
+  EXPECT_EQ(unordered, want);
+}
+
+TEST(ThreadPool, ImapHandlesIterableAndTaskExceptions) {
+  mp::ThreadPool p(3);
+  for (bool ordered : {true, false}) {
+    // test_imap_handle_iterable_exception: the items before the failure, then the failure.
+    auto r = ordered ? p.imap(sqr, ThrowingRange{5}) : p.imap_unordered(sqr, ThrowingRange{5});
+    std::multiset<int> got;
+    for (int i = 0; i < 5; ++i) got.insert(*r.next(10s));
+    EXPECT_EQ(got, (std::multiset<int>{0, 1, 4, 9, 16}));
+    EXPECT_THROW(r.next(10s), std::runtime_error);
+    EXPECT_FALSE(r.next(10s).has_value());
+  }
+  // A task that throws: its position throws, iteration goes on.
+  auto r = p.imap(
+      [](int x) {
+        if (x == 2) throw std::invalid_argument("two");
+        return x;
+      },
+      std::vector<int>{0, 1, 2, 3});
+  EXPECT_EQ(r.next(), 0);
+  EXPECT_EQ(r.next(), 1);
+  EXPECT_THROW(r.next(), std::invalid_argument);
+  EXPECT_EQ(r.next(), 3);
+  EXPECT_FALSE(r.next().has_value());
+}
+
+TEST(ThreadPool, CloseJoinTerminate) {
+  EXPECT_THROW(mp::ThreadPool(0), mp::ProcessError);  // test_make_pool
+  EXPECT_THROW(mp::ThreadPool(-1), mp::ProcessError);
+  {
+    mp::ThreadPool p(2);
+    EXPECT_THROW(p.join(), mp::ProcessError);  // join before close
+    auto r = p.map_async(sleepy_sqr, std::views::iota(0, 6));
+    auto lazy = p.imap(sqr, std::views::iota(0, 200));
+    p.close();
+    EXPECT_THROW(p.apply(sqr, 1), mp::ProcessError);  // not running
+    p.join();
+    EXPECT_TRUE(r.ready());
+    EXPECT_EQ(r.get().size(), 6u);
+    int n = 0;
+    while (lazy.next(5s)) ++n;  // work submitted before close() completes
+    EXPECT_EQ(n, 200);
+  }
+  {
+    // test_terminate: calls not yet started fail with BrokenPool; terminate returns promptly.
+    mp::ThreadPool p(1);
+    std::atomic<bool> started{false};
+    auto running = p.apply_async([&] {
+      started = true;
+      std::this_thread::sleep_for(100ms);
+      return 1;
+    });
+    while (!started) std::this_thread::sleep_for(1ms);
+    auto queued = p.map_async(sleepy_sqr, std::views::iota(0, 100), 1);
+    auto t0 = std::chrono::steady_clock::now();
+    p.terminate();
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+    EXPECT_EQ(running.get(), 1);  // a running call is not interrupted
+    EXPECT_THROW(queued.get(), mp::BrokenPool);
+    p.join();  // after terminate: returns at once
+  }
+}
+
+TEST(ThreadPool, InitializerAndProgress) {
+  std::atomic<int> inits{0};
+  {
+    mp::ThreadPool p(mp::ThreadPoolOptions{.processes = 3, .initializer = [&] { ++inits; }});
+    EXPECT_EQ(p.processes(), 3u);
+    EXPECT_EQ(p.map(sqr, std::vector<int>{1, 2}, mp::MapOptions{.chunksize = 1, .progress = true}),
+              (std::vector<int>{1, 4}));
+    int n = 0;
+    for (int y : p.imap(sqr, std::views::iota(0, 5), mp::MapOptions{.progress = true})) n += y > -1;
+    EXPECT_EQ(n, 5);
+    p.close();
+    p.join();
+  }
+  EXPECT_EQ(inits.load(), 3);
+  // An initializer that throws: the pool stops taking calls (ProcessError) and the queued ones
+  // fail (BrokenPool, a ProcessError), whichever comes first.
+  mp::ThreadPool bad(mp::ThreadPoolOptions{
+      .processes = 1, .initializer = [] { throw std::runtime_error("no setup"); }});
+  EXPECT_THROW((void)bad.apply_async(sqr, 2).get(10s), mp::ProcessError);
+}
+
+TEST(ThreadPool, ReleasesTaskReferences) {
+  // test_release_task_refs: a finished task's arguments and closure are not kept.
+  mp::ThreadPool p(2);
+  auto arg = std::make_shared<int>(5);
+  std::weak_ptr<int> w = arg;
+  auto r = p.apply_async([](std::shared_ptr<int> x) { return *x; }, std::move(arg));
+  EXPECT_EQ(r.get(), 5);
+  p.close();
+  p.join();
+  EXPECT_TRUE(w.expired());
+}
+
+}  // namespace
