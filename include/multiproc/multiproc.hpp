@@ -9,6 +9,8 @@
 //   connection.hpp    Pipe, Connection, Listener, Client, wait()
 //   managers.hpp      Manager and its proxies
 //   shared_memory.hpp SharedMemory, ShareableList, SharedMemoryManager
+//   thread_pool.hpp   ThreadPool (Pool's API on threads)
+//   futures.hpp       ProcessPoolExecutor, ThreadPoolExecutor, Future
 //   serialization.hpp what can cross a process boundary
 //   errors.hpp        ProcessError and its family
 #pragma once
@@ -16,6 +18,7 @@
 #include <multiproc/context.hpp>
 #include <multiproc/connection.hpp>
 #include <multiproc/errors.hpp>
+#include <multiproc/futures.hpp>
 #include <multiproc/managers.hpp>
 #include <multiproc/ordered_queues.hpp>
 #include <multiproc/pool.hpp>
@@ -25,5 +28,6 @@
 #include <multiproc/shared_memory.hpp>
 #include <multiproc/sharedctypes.hpp>
 #include <multiproc/synchronize.hpp>
+#include <multiproc/thread_pool.hpp>
 #include <multiproc/timeout.hpp>
 #include <multiproc/version.hpp>
