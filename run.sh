@@ -6,8 +6,8 @@ cd "$(dirname "$0")"
 ROOT=$(pwd)
 JOBS=${JOBS:-$(nproc)}
 
-PACKAGES=(g++ cmake ninja-build pkg-config libcereal-dev libgtest-dev libgmock-dev
-          libboost-dev python3 python3-matplotlib clang-format)
+PACKAGES=(g++ cmake ninja-build pkg-config libcereal-dev libssl-dev libgtest-dev libgmock-dev
+          libboost-dev python3 python3-matplotlib clang-format libhiredis-dev redis-server)
 
 ensure_packages() {
   local missing=()

@@ -7,6 +7,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace multiproc {
 
@@ -25,6 +26,9 @@ bool initialized();
 // `force` allows changing a method set earlier, as long as no process has started.
 void set_start_method(StartMethod m, bool force = false);
 StartMethod get_start_method();  // default: fork
+// Every start method this platform offers, the platform's default (fork) first, whatever
+// set_start_method() chose (Python's get_all_start_methods()).
+std::vector<StartMethod> get_all_start_methods();
 
 // Number of CPUs this process may run on (its affinity mask), at least 1.
 unsigned cpu_count();

@@ -6,17 +6,23 @@
 //   synchronize.hpp   Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier
 //   sharedctypes.hpp  Value, Array
 //   pool.hpp          Pool, AsyncResult
+//   connection.hpp    Pipe, Connection, Listener, Client, wait()
+//   managers.hpp      Manager and its proxies
+//   shared_memory.hpp SharedMemory, ShareableList, SharedMemoryManager
 //   serialization.hpp what can cross a process boundary
 //   errors.hpp        ProcessError and its family
 #pragma once
 
 #include <multiproc/context.hpp>
+#include <multiproc/connection.hpp>
 #include <multiproc/errors.hpp>
+#include <multiproc/managers.hpp>
 #include <multiproc/ordered_queues.hpp>
 #include <multiproc/pool.hpp>
 #include <multiproc/process.hpp>
 #include <multiproc/queues.hpp>
 #include <multiproc/serialization.hpp>
+#include <multiproc/shared_memory.hpp>
 #include <multiproc/sharedctypes.hpp>
 #include <multiproc/synchronize.hpp>
 #include <multiproc/timeout.hpp>

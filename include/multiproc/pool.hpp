@@ -18,7 +18,8 @@
 // Lifetime. close() stops new submissions; join() (after close or terminate) waits for the
 // workers to finish what was submitted and exit. terminate() stops the workers at once; pending
 // results fail with BrokenPool. The destructor calls terminate(), as Python's `with Pool()` does:
-// wait for the results you need (or close() and join()) before a Pool goes out of scope.
+// wait for the results you need (or close() and join()) before a Pool goes out of scope: if calls
+// are still pending then, the destructor says so on stderr (as Python's ResourceWarning).
 #pragma once
 
 #include <iterator>
@@ -87,7 +88,7 @@ detail::Callbacks<OnOk, OnErr> callbacks(OnOk on_value, OnErr on_error = nullptr
 }
 
 template <class R>
-class AsyncResult {
+class [[nodiscard]] AsyncResult {
  public:
   using value_type = detail::value_of<R>;
   AsyncResult() = default;
@@ -136,7 +137,7 @@ class AsyncResult {
 // map_async's result: also every call's own outcome, so the good results of a map in which some
 // calls failed (a worker was killed, a task threw) can be used.
 template <class R>
-class MapResult : public AsyncResult<std::vector<detail::value_of<R>>> {
+class [[nodiscard]] MapResult : public AsyncResult<std::vector<detail::value_of<R>>> {
  public:
   using V = detail::value_of<R>;
   explicit MapResult(std::shared_ptr<detail::MapState<V>> st)
@@ -230,8 +231,9 @@ struct star_args<F, Elem, std::enable_if_t<callable_params<F>::known>> {
 
 class Pool {
  public:
-  Pool() : Pool(PoolOptions{}) {}
-  explicit Pool(unsigned processes) : Pool(PoolOptions{.processes = processes}) {}
+  Pool() : Pool(PoolOptions{}) {}  // cpu_count() workers
+  // At least 1 (Python's ValueError otherwise): Pool(0) or a negative count throws ProcessError.
+  explicit Pool(int processes);
   explicit Pool(PoolOptions options);
   ~Pool();
   Pool(Pool&&) noexcept = default;
@@ -259,11 +261,12 @@ class Pool {
     detail::encode_chunk_items(encoded,
                                std::vector<ArgsTuple>{ArgsTuple(std::forward<A>(args)...)});
     auto st = std::make_shared<detail::ResultState<detail::value_of<R>>>();
-    st->pool = core_;
+    st->pool = core();
     auto job =
         std::make_shared<detail::ApplyJob<R, OnOk, OnErr>>(st, std::move(encoded), std::move(cb));
     job->code_bytes = detail::chunk_code_bytes<F, ArgsTuple, true>(f);
-    core_->submit(job);
+    job->drop_args = detail::chunk_args_dropper<ArgsTuple, true>();
+    core()->submit(job);
     return AsyncResult<R>(st);
   }
 
@@ -437,18 +440,19 @@ class Pool {
     std::vector<std::string> chunks;
     std::vector<size_t> starts;
     for (size_t s = 0; s < n; s += cs) {
-      chunks.push_back(core_->take_buffer());
+      chunks.push_back(core()->take_buffer());
       chunks.back().assign(prefix, '\0');
       detail::encode_chunk_span(chunks.back(), all + s, std::min(n, s + cs) - s);
       starts.push_back(s);
     }
     auto st = std::make_shared<detail::MapState<V>>();
-    st->pool = core_;
+    st->pool = core();
     auto job = std::make_shared<detail::MapJob<R, OnOk, OnErr>>(
         st, std::move(chunks), std::move(starts), n, std::move(cb), options.progress);
     job->code_bytes = std::move(code_bytes);
     job->prefix_ = prefix;
-    if (n) core_->submit(job);
+    job->drop_args = detail::chunk_args_dropper<ArgsTuple, kStar>();
+    if (n) core()->submit(job);
     return MapResult<R>(st);
   }
 
@@ -500,8 +504,15 @@ class Pool {
     auto job = std::make_shared<detail::IMapJob<R>>(std::move(source), ordered, cs, window, total,
                                                     options.progress);
     job->code_bytes = detail::chunk_code_bytes<F, ArgsTuple, false>(f);
-    core_->submit(job);
-    return IMapResult<R>(job, core_);
+    job->drop_args = detail::chunk_args_dropper<ArgsTuple, false>();
+    core()->submit(job);
+    return IMapResult<R>(job, core());
+  }
+
+  // Every method goes through here: a moved-from Pool has no core.
+  const std::shared_ptr<detail::PoolCore>& core() const {
+    if (!core_) throw ProcessError("this Pool was moved from");
+    return core_;
   }
 
   std::shared_ptr<detail::PoolCore> core_;

@@ -7,17 +7,22 @@
 // child, so a queue, lock or value handle works as an argument under every start method. A
 // Process owns its child: destroying a started Process that is still running leaves the child
 // running (as Python does) and reaps it at exit; daemon children are terminated at exit.
+//
+// Also Python's module functions about processes: current_process(), parent_process() and
+// active_children(), which describe processes as ProcessInfo values.
 #pragma once
 
 #include <sys/types.h>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <multiproc/context.hpp>
 #include <multiproc/detail/child.hpp>
 #include <multiproc/detail/popen.hpp>
 #include <multiproc/detail/task.hpp>
+#include <multiproc/logging.hpp>
 #include <multiproc/timeout.hpp>
 
 namespace multiproc {
@@ -42,7 +47,7 @@ class Process {
   Process& operator=(const Process&) = delete;
   ~Process();
 
-  // Starts the child. Throws ProcessError if already started or without a task.
+  // Starts the child. Throws ProcessError if already started, closed or without a task.
   void start();
   // Waits for the child to end, at most `timeout`. Returns whether it has ended.
   bool join(Timeout timeout = std::nullopt);
@@ -63,6 +68,12 @@ class Process {
   int sentinel() const;
   StartMethod start_method() const;
 
+  // Releases what the Process holds for its child (its sentinel descriptor, its entry in the
+  // list of children) once the child has ended; Python's Process.close(). Throws ProcessError
+  // while the child runs. Afterwards every method but name(), daemon(), start_method() and
+  // close() throws ProcessError (Python's ValueError "process object is closed").
+  void close();
+
  private:
   template <class F, class... Args>
   void prepare(F task, Args&&... args) {
@@ -73,6 +84,7 @@ class Process {
     name_ = next_default_name();
   }
   static std::string next_default_name();
+  void check_not_closed(const char* what) const;
 
   detail::TaskCode code_;
   detail::EncodedArgs args_;  // handles in it are released if no child takes them
@@ -81,16 +93,32 @@ class Process {
   bool daemon_ = false;
   std::optional<StartMethod> method_;
   std::shared_ptr<detail::Popen> popen_;
+  bool closed_ = false;
 };
 
-// The calling process: its name ("MainProcess" in the parent) and pid.
+// A process as current_process(), parent_process() and active_children() describe it (the
+// fields of Python's Process object that make sense for a process this one does not own).
 struct ProcessInfo {
   std::string name;
-  pid_t pid;
-  pid_t ppid;
+  pid_t pid = -1;
+  pid_t ppid = -1;  // the kernel's parent (under forkserver, the fork server); -1 where unknown
+  bool daemon = false;
+  // The kernel's start time of `pid` (clock ticks since boot): tells that process from a later
+  // one given the same pid. 0 = unknown.
+  unsigned long long start_time = 0;
+
+  // Whether this process still runs (an ended child not yet joined does not). A pid reused by
+  // another process never counts: the start time must match.
+  bool is_alive() const;
 };
+
+// The calling process: "MainProcess" in the main process, else the Process's name and daemon flag.
 ProcessInfo current_process();
-// Processes started by this one that have not been joined yet and are still alive.
-size_t active_children();
+// The process that started this one (Python's parent_process()): empty in the main process. Under
+// forkserver it is the process that asked for this child, not the fork server.
+std::optional<ProcessInfo> parent_process();
+// Processes this one started through Process that are still alive (Python's active_children();
+// pool workers are not listed, as the pool owns them).
+std::vector<ProcessInfo> active_children();
 
 }  // namespace multiproc

@@ -30,6 +30,7 @@
 #include <utility>
 #include <variant>
 
+#include <multiproc/detail/code_address.hpp>
 #include <multiproc/detail/handle.hpp>
 #include <multiproc/detail/sync_data.hpp>
 #include <multiproc/errors.hpp>
@@ -134,6 +135,9 @@ class Lock : public detail::SyncHandle<detail::LockData, detail::SyncType::lock>
   }
   // How many times, in all processes, an owner died holding this lock and was taken over from.
   uint32_t owner_deaths() const { return data().m.owner_deaths.load(std::memory_order_relaxed); }
+  // Whether some thread of some process holds the lock now (Python's Lock.locked()); a snapshot.
+  // A lock whose owner died holding it reads as locked until another acquire takes it over.
+  bool locked() const { return data().m.owner.load(std::memory_order_relaxed) != 0; }
 
   bool operator==(const Lock& other) const { return core_ == other.core_; }
 
@@ -199,6 +203,8 @@ class RLock : public detail::SyncHandle<detail::RLockData, detail::SyncType::rlo
     if (d.m.owner.load(std::memory_order_relaxed) != detail::current_tid()) return 0;
     return d.count.load(std::memory_order_relaxed);
   }
+  // As Lock::locked(): whether any thread holds it, at any depth.
+  bool locked() const { return data().m.owner.load(std::memory_order_relaxed) != 0; }
 
   bool operator==(const RLock& other) const { return core_ == other.core_; }
 
@@ -383,11 +389,31 @@ class Condition : public detail::SyncHandle<detail::CondData, detail::SyncType::
 // counts as arrived; one that dies before arriving leaves the others waiting until their timeout.
 // Limitation: a waiter that sleeps through 64 further rounds (possible only with more processes
 // than parties) may misjudge how its own round ended.
+//
+// Action (Python's Barrier(parties, action, timeout)): the party that trips the barrier (the last
+// to arrive, arrival index parties-1) calls it before any party is released, under the barrier's
+// lock, so it must not call this barrier's wait(), reset() or abort(). If it throws, the barrier
+// breaks: that party gets the exception and the others BrokenBarrierError. The action crosses to
+// other processes with the handle as a task does: it is a free function or capture-free lambda
+// taking nothing, sent as its code address, and it reaches state through the globals of the
+// process that runs it. A process that dies inside the action leaves the others waiting until
+// their timeout.
 class Barrier : public detail::SyncHandle<detail::BarrierData, detail::SyncType::barrier> {
  public:
   // `timeout` is the default for wait(). Throws ProcessError if parties is 0 or above
   // UINT32_MAX, or if the timeout is NaN.
   explicit Barrier(size_t parties, Timeout timeout = std::nullopt);
+  // With an action (see above).
+  template <class F>
+  requires(!std::is_convertible_v<F, Timeout>)
+      Barrier(size_t parties, F action, Timeout timeout = std::nullopt)
+      : Barrier(parties, timeout) {
+    static_assert(std::is_convertible_v<F, void (*)()>,
+                  "a Barrier action must be a free function or a capture-free lambda taking no "
+                  "arguments: it crosses to other processes like a task (pass state through "
+                  "globals of the process that runs it)");
+    action_ = action;
+  }
 
   // Waits for all parties, at most `timeout` (the barrier's default when empty; forever if that is
   // empty too). Returns this party's arrival index, 0 .. parties-1 (the last to arrive gets
@@ -413,7 +439,29 @@ class Barrier : public detail::SyncHandle<detail::BarrierData, detail::SyncType:
   // operator= throws ProcessError on it. Use Barrier(parties) to make a barrier.
   Barrier() = default;
 
+  // What travels: the barrier's name, then its action's code address (if any).
+  template <class Archive>
+  void save(Archive& ar) const {
+    SyncHandle::save(ar);
+    const bool has_action = action_ != nullptr;
+    ar(has_action);
+    if (has_action) ar(detail::encode_code_address(reinterpret_cast<const void*>(action_)));
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    SyncHandle::load(ar);
+    bool has_action = false;
+    ar(has_action);
+    action_ = nullptr;
+    if (has_action) {
+      detail::CodeAddress code;
+      ar(code);
+      action_ = reinterpret_cast<void (*)()>(const_cast<void*>(detail::decode_code_address(code)));
+    }
+  }
+
  private:
+  void (*action_)() = nullptr;  // process-local: each handle carries it
 };
 
 namespace detail {

@@ -1,5 +1,7 @@
 #include <multiproc/pool.hpp>
 
+#include <unistd.h>
+
 namespace multiproc {
 
 Pool::Pool(PoolOptions options) {
@@ -14,24 +16,44 @@ Pool::Pool(PoolOptions options) {
   core_->start();
 }
 
+Pool::Pool(int processes)
+    : Pool(processes > 0
+               ? PoolOptions{.processes = static_cast<unsigned>(processes)}
+               : throw ProcessError("Pool: the number of processes must be at least 1, "
+                                    "not " +
+                                    std::to_string(processes) + " (Pool() uses cpu_count())")) {}
+
 Pool::~Pool() {
-  if (core_) core_->terminate();
+  if (!core_) return;  // moved from
+  try {
+    // Python warns (ResourceWarning) about a pool left running; what is lost here is the results
+    // of calls still pending, which terminate() fails with BrokenPool.
+    if (size_t n = core_->pending_calls()) {
+      std::string line = "multiproc: warning: Pool destroyed with " + std::to_string(n) +
+                         " submitted call(s) still pending; they fail with BrokenPool (wait for "
+                         "their results, or close() and join(), before the Pool goes)\n";
+      (void)!::write(STDERR_FILENO, line.data(), line.size());
+    }
+    core_->terminate();
+  } catch (...) {
+    // A destructor must not throw; terminate() has already done what it could.
+  }
 }
 
 void Pool::close() {
-  core_->close();
+  core()->close();
 }
 void Pool::join() {
-  core_->join(detail::Deadline::never());
+  core()->join(detail::Deadline::never());
 }
 void Pool::terminate() {
-  core_->terminate();
+  core()->terminate();
 }
 unsigned Pool::processes() const {
-  return core_->processes();
+  return core()->processes();
 }
 std::vector<pid_t> Pool::worker_pids() const {
-  return core_->worker_pids();
+  return core()->worker_pids();
 }
 
 }  // namespace multiproc

@@ -22,7 +22,7 @@ int64_t now_ns() {
       .count();
 }
 
-std::string describe_exit(pid_t pid, int exitcode) {
+std::string describe_end(pid_t pid, int exitcode) {
   std::string s = "pool worker " + std::to_string(pid);
   if (exitcode < 0) {
     const char* name = sigabbrev_np(-exitcode);
@@ -31,7 +31,19 @@ std::string describe_exit(pid_t pid, int exitcode) {
   } else {
     s += " exited with code " + std::to_string(exitcode);
   }
-  return s + " while running this task; the pool started a replacement";
+  return s;
+}
+
+std::string describe_exit(pid_t pid, int exitcode) {
+  return describe_end(pid, exitcode) + " while running this task; the pool started a replacement";
+}
+
+std::string what_of(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (...) {
+    return current_exception_type() + ": " + current_exception_message();
+  }
 }
 
 struct Message {
@@ -73,9 +85,24 @@ void put_messages(QueueCore& q, const std::string& batch, const std::vector<size
 // How long a foreground waiter leaves the pump to the background thread after it is done: a
 // caller in a get() loop keeps the pump without a hand-off each time.
 constexpr int64_t kForegroundGraceNs = 2'000'000;
-constexpr unsigned kMaxInitFailures = 20;
+// Respawn storms: a worker that ends before taking its first task (its initializer failed or
+// crashed, the program's binary is gone, the process cannot open the pool's segments...) will
+// most likely be followed by a replacement that does the same. After max(20, 2 x processes) such
+// deaths in a row, with no worker taking a task in between, the pool stops replacing them and
+// breaks with BrokenPool naming the last cause.
+constexpr unsigned kRespawnStormMin = 20;
 
 }  // namespace
+
+void report_callback_exception(const char* which) noexcept {
+  try {
+    std::string line = std::string("multiproc: exception in a Pool ") + which +
+                       " (ignored): " + current_exception_type() + ": " +
+                       current_exception_message() + "\n";
+    (void)!::write(STDERR_FILENO, line.data(), line.size());  // one write: lines stay whole
+  } catch (...) {
+  }
+}
 
 PoolCore::PoolCore(PoolConfig config) : config_(std::move(config)) {
   if (config_.processes == 0) config_.processes = cpu_count();
@@ -92,13 +119,19 @@ void PoolCore::start() {
   free_slots_.reserve(kTaskSlots);
   for (uint32_t i = kTaskSlots; i-- > 0;) free_slots_.push_back(i);
   event_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (event_fd_ < 0) throw ProcessError(std::string("Pool: eventfd: ") + std::strerror(errno));
   {
     std::lock_guard lk(mu_);
     for (uint32_t i = 0; i < config_.processes; ++i) start_worker_locked(i);
   }
   note_internal_thread(+2);
+  threads_started_ = true;
   monitor_ = std::thread([this] { monitor_loop(); });
-  pump_thread_ = std::thread([this] { pump_loop(); });
+  try {
+    pump_thread_ = std::thread([this] { pump_loop(); });
+  } catch (const std::exception& e) {
+    throw ProcessError(std::string("Pool: cannot start its result thread: ") + e.what());
+  }
 }
 
 PoolCore::~PoolCore() {
@@ -136,6 +169,7 @@ void PoolCore::start_worker_locked(uint32_t index) {
   std::string bytes;
   dump(bytes, payload);
   data_->workers[index].exit_reason.store(static_cast<uint32_t>(WorkerExit::running));
+  data_->workers[index].took_task.store(0);  // the slot's previous worker may have set it
   check_can_start_processes(config_.method);
   note_process_started();
   std::shared_ptr<Popen> popen = launch(config_.method, bytes);
@@ -145,6 +179,16 @@ void PoolCore::start_worker_locked(uint32_t index) {
     uint64_t one = 1;
     (void)!::write(event_fd_, &one, sizeof one);  // the monitor rebuilds its poll set
   }
+}
+
+size_t PoolCore::pending_calls() const {
+  std::lock_guard lk(mu_);
+  std::vector<const JobBase*> jobs;
+  for (auto& s : slots_)
+    if (s.job) jobs.push_back(s.job.get());
+  for (auto& j : feeding_) jobs.push_back(j.get());
+  std::sort(jobs.begin(), jobs.end());
+  return static_cast<size_t>(std::unique(jobs.begin(), jobs.end()) - jobs.begin());
 }
 
 std::vector<pid_t> PoolCore::worker_pids() const {
@@ -212,6 +256,13 @@ void PoolCore::feed() {
       input_error = std::current_exception();
     }
     std::lock_guard lk(mu_);
+    if (more && state_.load() == State::terminated) {
+      // terminate() ran while the chunk was encoded: it fails the job; the chunk's handles go.
+      free_slots_.push_back(slot);
+      size_t args_at = sizeof h + job->code_bytes.size();
+      if (job->drop_args) job->drop_args(msg.data() + args_at, msg.data() + msg.size());
+      return;
+    }
     if (!more) {
       free_slots_.push_back(slot);
       job->exhausted = true;
@@ -285,25 +336,47 @@ size_t PoolCore::pump_once(const Deadline& deadline, bool spin,
   buf.bytes.clear();
   buf.messages.clear();
   size_t n = results_->get(1024, &collect_message, &buf, deadline, spin, interrupt);
-  for (auto& m : buf.messages) handle_result(buf.bytes.data() + m.offset, m.size);
+  std::exception_ptr damage;
+  for (auto& m : buf.messages) {
+    // One damaged message must not keep the good ones after it from their results.
+    try {
+      handle_result(buf.bytes.data() + m.offset, m.size);
+    } catch (...) {
+      if (!damage) damage = std::current_exception();
+    }
+  }
+  if (damage) std::rethrow_exception(damage);
   if (n) feed();
   return n;
 }
 
+// The result queue is shared memory that every worker (and so every task) can write: nothing in a
+// message is trusted. A message that cannot be one of ours breaks the pool (the caller turns the
+// exception into BrokenPool); a payload that does not decode fails its own task only (the jobs'
+// chunk_done catch it).
 void PoolCore::handle_result(const char* p, size_t n) {
-  if (n < sizeof(ResultHeader)) return;
+  auto damaged = [&](const std::string& why) {
+    return ProcessError("Pool: damaged message in the result queue (" + why + ", " +
+                        std::to_string(n) +
+                        " bytes): a task or worker wrote over the pool's shared memory");
+  };
+  if (n < sizeof(ResultHeader)) throw damaged("shorter than its header");
   ResultHeader h;
   std::memcpy(&h, p, sizeof h);
   const char* payload = p + sizeof h;
   size_t size = n - sizeof h;
   switch (static_cast<ResultKind>(h.kind)) {
     case ResultKind::worker_died:
+      if (size != 0 || h.pid <= 0) throw damaged("malformed worker notice");
       handle_worker_died(h.pid, h.exitcode);
       return;
     case ResultKind::result:
       break;
+    default:
+      throw damaged("unknown kind " + std::to_string(h.kind));
   }
-  if (h.slot >= kTaskSlots) return;
+  if (h.slot >= kTaskSlots) throw damaged("task slot " + std::to_string(h.slot) + " out of range");
+  if (h.gen > 0xffffff) throw damaged("task generation out of range");
   std::shared_ptr<JobBase> job;
   uint32_t chunk = 0;
   {
@@ -361,7 +434,13 @@ bool PoolCore::wait_until(const std::function<bool()>& ready, const Deadline& de
       // like need not wait for the slice to run out.
       // Spin only in the first slice: a long wait (CPU-bound tasks) must not take CPU time
       // from the workers.
-      pump_once(slice, first_slice, &monitor_event_);
+      try {
+        pump_once(slice, first_slice, &monitor_event_);
+      } catch (...) {
+        // Results cannot be processed: every pending one (this caller's included) fails.
+        break_pool("processing results failed: " + what_of(std::current_exception()));
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
       first_slice = false;
       monitor_event_.store(0);
     } else {
@@ -397,8 +476,16 @@ void PoolCore::pump_loop() {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
       continue;
     }
-    pump_once(Deadline{Deadline::Clock::now() + std::chrono::milliseconds(100)}, false,
-              &foreground_waiters_);
+    try {
+      pump_once(Deadline{Deadline::Clock::now() + std::chrono::milliseconds(100)}, false,
+                &foreground_waiters_);
+    } catch (...) {
+      // An exception must not leave this thread (std::terminate): the pool breaks instead, and
+      // the thread stays to keep answering (slowly) until the pool is terminated.
+      break_pool("the pool's result thread failed: " + what_of(std::current_exception()));
+      pump.unlock();
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
   }
 }
 
@@ -406,83 +493,125 @@ void PoolCore::pump_loop() {
 
 void PoolCore::monitor_loop() {
   while (!stopping_.load()) {
-    std::vector<pollfd> fds;
-    std::vector<std::shared_ptr<Popen>> popens;
-    fds.push_back({event_fd_, POLLIN, 0});
+    try {
+      std::vector<pollfd> fds;
+      std::vector<std::shared_ptr<Popen>> popens;
+      fds.push_back({event_fd_, POLLIN, 0});
+      {
+        std::lock_guard lk(mu_);
+        for (auto& w : workers_) {
+          fds.push_back({w.popen->sentinel(), POLLIN, 0});
+          popens.push_back(w.popen);
+        }
+      }
+      int r = ::poll(fds.data(), fds.size(), 1000);
+      if (r < 0 && errno != EINTR)
+        throw ProcessError(std::string("poll on the workers' sentinels: ") + std::strerror(errno));
+      if (fds[0].revents) {
+        uint64_t v;
+        (void)!::read(event_fd_, &v, sizeof v);
+      }
+      for (size_t i = 1; i < fds.size(); ++i) {
+        if (!fds[i].revents) continue;
+        auto code = popens[i - 1]->poll();
+        if (!code) continue;
+        pid_t pid = popens[i - 1]->pid();
+        bool died = false;
+        bool put_sentinel = false;
+        std::exception_ptr broken;
+        {
+          std::lock_guard lk(mu_);
+          auto it = std::find_if(workers_.begin(), workers_.end(),
+                                 [&](const Worker& w) { return w.popen == popens[i - 1]; });
+          if (it == workers_.end()) continue;
+          uint32_t index = it->index;
+          workers_.erase(it);
+          WorkerSlot& slot = data_->workers[index];
+          auto reason = static_cast<WorkerExit>(slot.exit_reason.load());
+          State st = state_.load();
+          // A worker killed by terminate() is not a loss to report: terminate fails what is
+          // left with BrokenPool.
+          died = reason == WorkerExit::running && st != State::terminated;
+          bool early = (reason == WorkerExit::running || reason == WorkerExit::init_failed) &&
+                       slot.took_task.load() == 0 && st != State::terminated;
+          if (early) {
+            ++early_deaths_;
+            if (reason == WorkerExit::init_failed) {
+              char why[sizeof slot.init_error + 1] = {};
+              std::memcpy(why, slot.init_error, sizeof slot.init_error);  // may be unterminated
+              early_death_cause_ = std::string("the initializer failed: ") + why;
+            } else {
+              early_death_cause_ = describe_end(pid, *code);
+            }
+          } else if (reason != WorkerExit::stopped) {
+            early_deaths_ = 0;
+          }
+          const unsigned storm_limit = std::max(kRespawnStormMin, 2 * config_.processes);
+          bool replace = st != State::terminated && reason != WorkerExit::stopped && !broken_;
+          if (early && early_deaths_ >= storm_limit && !broken_) {
+            replace = false;
+            broken_ = std::make_exception_ptr(BrokenPool(
+                "Pool is broken: " + std::to_string(early_deaths_) +
+                " workers in a row ended before taking their first task, so the pool stopped "
+                "replacing them; the last: " +
+                early_death_cause_));
+          }
+          if (replace) {
+            try {
+              start_worker_locked(index);
+              // A worker that died after taking its stop sentinel leaves its replacement
+              // without one.
+              put_sentinel = died && sentinels_sent_;
+            } catch (const std::exception& e) {
+              broken_ = std::make_exception_ptr(BrokenPool(
+                  std::string("Pool is broken: cannot start a replacement worker: ") + e.what()));
+            }
+          }
+          broken = broken_;
+          workers_changed_.notify_all();
+        }
+        monitor_event_.store(1);
+        results_->wake_getters();
+        if (broken) {
+          // Before the worker's notice below: the task it held fails with the pool's cause.
+          fail_everything(broken);
+          continue;
+        }
+        if (put_sentinel) {
+          std::lock_guard lk(mu_);
+          put_stop_sentinels_locked(1);
+        }
+        if (died) {
+          ResultHeader h{0, 0, static_cast<uint32_t>(ResultKind::worker_died), pid, *code, 0};
+          size_t size = sizeof h;
+          results_->put(
+              1, &size, 0,
+              [](void* c, size_t, char* dst) { std::memcpy(dst, c, sizeof(ResultHeader)); }, &h,
+              Deadline::never());
+        }
+      }
+    } catch (...) {
+      // An exception must not leave this thread (std::terminate, the workers orphaned): the pool
+      // breaks instead, and the thread goes on reaping workers until the pool is terminated.
+      break_pool("the pool's monitor thread failed: " + what_of(std::current_exception()));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+}
+
+void PoolCore::break_pool(const std::string& what) noexcept {
+  try {
+    std::exception_ptr broken;
     {
       std::lock_guard lk(mu_);
-      for (auto& w : workers_) {
-        fds.push_back({w.popen->sentinel(), POLLIN, 0});
-        popens.push_back(w.popen);
-      }
+      if (!broken_) broken_ = std::make_exception_ptr(BrokenPool("Pool is broken: " + what));
+      broken = broken_;
     }
-    int r = ::poll(fds.data(), fds.size(), 1000);
-    if (r < 0 && errno != EINTR) break;
-    if (fds[0].revents) {
-      uint64_t v;
-      (void)!::read(event_fd_, &v, sizeof v);
-    }
-    for (size_t i = 1; i < fds.size(); ++i) {
-      if (!fds[i].revents) continue;
-      auto code = popens[i - 1]->poll();
-      if (!code) continue;
-      pid_t pid = popens[i - 1]->pid();
-      bool died = false;
-      bool init_failed = false;
-      {
-        std::lock_guard lk(mu_);
-        auto it = std::find_if(workers_.begin(), workers_.end(),
-                               [&](const Worker& w) { return w.popen == popens[i - 1]; });
-        if (it == workers_.end()) continue;
-        uint32_t index = it->index;
-        workers_.erase(it);
-        auto reason = static_cast<WorkerExit>(data_->workers[index].exit_reason.load());
-        // A worker killed by terminate() is not a loss to report: terminate fails what is left
-        // with BrokenPool.
-        died = reason == WorkerExit::running && state_.load() != State::terminated;
-        init_failed = reason == WorkerExit::init_failed;
-        if (init_failed) {
-          ++init_failures_;
-          init_failure_message_ = data_->workers[index].init_error;
-        }
-        if (reason == WorkerExit::recycled || reason == WorkerExit::running) init_failures_ = 0;
-        State st = state_.load();
-        bool replace = st != State::terminated && reason != WorkerExit::stopped;
-        if (init_failed && init_failures_ >= kMaxInitFailures) {
-          replace = false;
-          broken_ = std::make_exception_ptr(BrokenPool(
-              "Pool is broken: the worker initializer failed " + std::to_string(init_failures_) +
-              " times in a row: " + init_failure_message_));
-        }
-        if (replace) {
-          try {
-            start_worker_locked(index);
-          } catch (const std::exception& e) {
-            broken_ = std::make_exception_ptr(BrokenPool(
-                std::string("Pool is broken: cannot start a replacement worker: ") + e.what()));
-          }
-          // A worker that died after taking its stop sentinel leaves its replacement without one.
-          if (died && sentinels_sent_) put_stop_sentinels_locked(1);
-        }
-        workers_changed_.notify_all();
-      }
-      monitor_event_.store(1);
-      results_->wake_getters();
-      if (died) {
-        ResultHeader h{0, 0, static_cast<uint32_t>(ResultKind::worker_died), pid, *code, 0};
-        size_t size = sizeof h;
-        results_->put(
-            1, &size, 0,
-            [](void* c, size_t, char* dst) { std::memcpy(dst, c, sizeof(ResultHeader)); }, &h,
-            Deadline::never());
-      }
-      std::exception_ptr broken;
-      {
-        std::lock_guard lk(mu_);
-        broken = broken_;
-      }
-      if (broken) fail_everything(broken);
-    }
+    fail_everything(broken);
+    monitor_event_.store(1);
+    results_->wake_getters();
+  } catch (...) {
+    // Out of memory while reporting: nothing better to do than leave the pool as it is.
   }
 }
 
@@ -493,10 +622,14 @@ void PoolCore::fail_everything(std::exception_ptr error) {
     for (uint32_t i = 0; i < kTaskSlots; ++i)
       if (slots_[i].job) {
         data_->slots[i].store(slot_word(slots_[i].gen, SlotState::failed, 0));
+        if (slots_[i].job->drop_args) unrun_.push_back({i, {slots_[i].gen, slots_[i].job}});
         jobs.push_back(std::move(slots_[i].job));
         free_slots_.push_back(i);
       }
-    for (auto& j : feeding_) jobs.push_back(j);
+    for (auto& j : feeding_) {
+      jobs.push_back(j);
+      if (j->drop_args) unsent_.push_back(j);
+    }
     feeding_.clear();
   }
   for (auto& j : jobs) j->abandon(error);
@@ -542,13 +675,62 @@ void PoolCore::terminate() {
   if (monitor_.joinable()) monitor_.join();
   if (pump_thread_.joinable()) pump_thread_.join();
   foreground_waiters_.fetch_sub(1);
-  note_internal_thread(-2);
+  if (threads_started_) note_internal_thread(-2);
+  threads_started_ = false;
   {
     std::lock_guard lk(mu_);
     workers_.clear();
   }
   fail_everything(std::make_exception_ptr(BrokenPool("Pool terminated before the task completed")));
+  release_unrun_tasks();
   workers_changed_.notify_all();
+}
+
+void PoolCore::release_unrun_tasks() noexcept {
+  try {
+    std::lock_guard feeding(feed_mu_);  // a feeder still encoding sees `terminated` and stops
+    std::vector<std::pair<uint32_t, Unrun>> unrun;
+    std::vector<std::shared_ptr<JobBase>> unsent;
+    {
+      std::lock_guard lk(mu_);
+      unrun.swap(unrun_);
+      unsent.swap(unsent_);
+    }
+    // The workers are gone: what the task queue still holds was never opened by anyone (a worker
+    // killed between claiming a task and committing its dequeue left it there too).
+    if (!unrun.empty()) {
+      std::sort(unrun.begin(), unrun.end(),
+                [](const auto& a, const auto& b) { return a.first < b.first; });
+      MessageBuffer buf;
+      while (tasks_->get(1024, &collect_message, &buf, Deadline::now(), false, nullptr) > 0) {
+        for (auto& m : buf.messages) {
+          if (m.size < sizeof(TaskHeader)) continue;
+          const char* p = buf.bytes.data() + m.offset;
+          TaskHeader h;
+          std::memcpy(&h, p, sizeof h);
+          if (h.kind != static_cast<uint32_t>(TaskKind::task)) continue;
+          auto it = std::lower_bound(unrun.begin(), unrun.end(), h.slot,
+                                     [](const auto& a, uint32_t s) { return a.first < s; });
+          if (it == unrun.end() || it->first != h.slot || it->second.gen != h.gen) continue;
+          if (h.code_size > m.size - sizeof h) continue;
+          try {
+            it->second.job->drop_args(p + sizeof h + h.code_size, p + m.size);
+          } catch (...) {
+          }
+        }
+        buf.bytes.clear();
+        buf.messages.clear();
+      }
+    }
+    for (auto& job : unsent) {
+      try {
+        job->drop_unsent();
+      } catch (...) {
+      }
+    }
+  } catch (...) {
+    // Releasing is best effort: what is left, the resource tracker removes at exit.
+  }
 }
 
 bool PoolCore::join(const Deadline& deadline) {
@@ -572,7 +754,13 @@ bool PoolCore::join(const Deadline& deadline) {
     // Drain results the last workers sent before leaving.
     {
       std::lock_guard pump(pump_mu_);
-      while (pump_once(Deadline::now(), false, nullptr) > 0) {
+      try {
+        while (pump_once(Deadline::now(), false, nullptr) > 0) {
+        }
+      } catch (...) {
+        break_pool("processing results failed: " + what_of(std::current_exception()));
+        std::lock_guard lk(mu_);
+        broken = broken_;
       }
     }
     if (broken)
@@ -590,7 +778,8 @@ bool PoolCore::join(const Deadline& deadline) {
       if (monitor_.joinable()) monitor_.join();
       if (pump_thread_.joinable()) pump_thread_.join();
       foreground_waiters_.fetch_sub(1);
-      note_internal_thread(-2);
+      if (threads_started_) note_internal_thread(-2);
+      threads_started_ = false;
       state_.store(State::terminated);
     }
     return true;

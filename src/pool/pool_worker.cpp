@@ -1,9 +1,9 @@
 // A pool worker: take a task (claiming its slot in the task table while the task queue's lock is
 // held, see pool_protocol.hpp), run it, send the result; until a stop sentinel or maxtasks.
+#include <malloc.h>
 #include <unistd.h>
 #include <algorithm>
 #include <cstring>
-#include <malloc.h>
 #include <unordered_map>
 
 #include <multiproc/detail/child.hpp>
@@ -90,6 +90,7 @@ void pool_worker_main(WorkerArgs args) {
   std::unordered_map<std::string, ResolvedTask> resolved;  // code bytes -> addresses
   std::string task, out;
   uint64_t done = 0;
+  bool took_task = false;
   for (;;) {
     Take t{pool, pid, &task};
     if (tasks->get(1, &take_task, &t, Deadline::never()) == 0) continue;
@@ -98,6 +99,10 @@ void pool_worker_main(WorkerArgs args) {
       exit_child(0);
     }
     if (!t.claimed) continue;  // the parent gave this task up
+    if (!took_task) {
+      me.took_task.store(1, std::memory_order_relaxed);
+      took_task = true;
+    }
     TaskHeader h;
     std::memcpy(&h, task.data(), sizeof h);
     out.assign(sizeof(ResultHeader), '\0');

@@ -8,11 +8,13 @@
 #include <cstring>
 #include <exception>
 #include <iostream>
+#include <string>
 #include <typeinfo>
 
 #include <multiproc/detail/resource_tracker.hpp>
 #include <multiproc/detail/segment.hpp>
 #include <multiproc/errors.hpp>
+#include <multiproc/logging.hpp>
 #include "current_process.hpp"
 #include "forkserver.hpp"
 #include "launch_env.hpp"
@@ -51,6 +53,8 @@ ResolvedTask resolve_task(const TaskCode& code) {
 }
 
 void exit_child(int code) {
+  // Every child ends here (pool workers too), so this is where Python's exit record is written.
+  get_logger().info("process exiting with exitcode " + std::to_string(code));
   std::cout.flush();
   std::cerr.flush();
   std::fflush(nullptr);
@@ -64,9 +68,11 @@ void run_child(const char* payload, size_t size) {
   try {
     ChildPayload p = load<ChildPayload>(std::string_view(payload, size));
     name = p.name;
-    set_current_process_name(p.name);
+    set_current_process(p.name, p.daemon != 0, p.parent);
     set_child_start_method(static_cast<StartMethod>(p.start_method), p.start_method_set != 0);
+    adopt_logger_state(p.logger_state);
     ResolvedTask task = resolve_task(p.code);
+    get_logger().info("child process calling self.run()");
     task.invoker(task.fn, p.args.data(), p.args.data() + p.args.size(), nullptr);
   } catch (...) {
     // Python prints the traceback and exits with 1.

@@ -90,6 +90,10 @@ StartMethod get_start_method() {
   return g_method;
 }
 
+std::vector<StartMethod> get_all_start_methods() {
+  return {StartMethod::fork, StartMethod::spawn, StartMethod::forkserver};
+}
+
 unsigned cpu_count() {
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof set, &set) == 0) {

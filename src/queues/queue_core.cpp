@@ -203,14 +203,23 @@ void QueueCore::begin_put_section() {
 }
 
 void QueueCore::lock_get() {
-  if (robust_lock_nonrecursive(q_->get_lock) == LockStatus::acquired_owner_died) {
+  const bool owner_died =
+      robust_lock_nonrecursive(q_->get_lock) == LockStatus::acquired_owner_died;
+  // A damaged ring throws from here: the lock must not stay held by a live thread, or every
+  // other getter waits for it forever.
+  try {
+    if (owner_died) {
+      refresh_get_ring();
+      if (q_->get_intent_ring.load() == get_ring_.id &&
+          get_ring_.r->head.load() == q_->get_intent_head.load() &&
+          q_->get_count.load() < q_->get_intent_count.load())
+        q_->get_count.store(q_->get_intent_count.load(), std::memory_order_release);
+    }
     refresh_get_ring();
-    if (q_->get_intent_ring.load() == get_ring_.id &&
-        get_ring_.r->head.load() == q_->get_intent_head.load() &&
-        q_->get_count.load() < q_->get_intent_count.load())
-      q_->get_count.store(q_->get_intent_count.load(), std::memory_order_release);
+  } catch (...) {
+    robust_unlock(q_->get_lock);
+    throw;
   }
-  refresh_get_ring();
 }
 
 void QueueCore::repair_dead_producer() {

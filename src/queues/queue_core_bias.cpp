@@ -51,7 +51,12 @@ bool QueueCore::enter_put() {
     // orders the two for the CPU.
     std::atomic_signal_fence(std::memory_order_seq_cst);
     if (q_->bias_slot.load(std::memory_order_acquire) == static_cast<uint32_t>(index + 1)) {
-      begin_put_section();
+      try {
+        begin_put_section();  // throws on a damaged ring: a revoker must not wait for us then
+      } catch (...) {
+        slot.busy.store(0, std::memory_order_release);
+        throw;
+      }
       return true;
     }
     slot.busy.store(0, std::memory_order_release);
@@ -72,9 +77,9 @@ void QueueCore::leave_put(bool biased) {
 
 void QueueCore::lock_put() {
   const uint32_t self = current_tid();
+  LockStatus status;
   for (;;) {
     const uint32_t owner = q_->put_lock.owner.load(std::memory_order_acquire);
-    LockStatus status;
     if (owner & kPutLockBiased) {
       status = revoke_bias(owner, self);
     } else if (owner == 0 && robust_try_lock(q_->put_lock, self)) {
@@ -88,10 +93,16 @@ void QueueCore::lock_put() {
     // A bias can outlive its word's owner: a revoker that died before ending it, a biased
     // thread found dead by the lock's own takeover. End it before touching the ring.
     if (end_bias(self)) status = LockStatus::acquired_owner_died;
-    if (status == LockStatus::acquired_owner_died) repair_dead_producer();
     break;
   }
-  begin_put_section();
+  // A damaged ring throws from here: the lock must not stay held by a live thread.
+  try {
+    if (status == LockStatus::acquired_owner_died) repair_dead_producer();
+    begin_put_section();
+  } catch (...) {
+    robust_unlock(q_->put_lock);
+    throw;
+  }
 }
 
 LockStatus QueueCore::revoke_bias(uint32_t owner_word, uint32_t self) {

@@ -550,6 +550,17 @@ size_t Barrier::wait(Timeout timeout) {
     gen = d.gen.load(std::memory_order_relaxed);
     index = d.count.load(std::memory_order_relaxed);
     if (index + 1 >= d.parties) {
+      if (action_) {
+        // Python's order: the action runs before anyone is released; if it throws, the
+        // barrier breaks for the others and this party gets the exception.
+        try {
+          action_();
+        } catch (...) {
+          d.broken.store(1, std::memory_order_seq_cst);
+          d.ww.notify_all();
+          throw;
+        }
+      }
       // The last party trips the barrier: record how this generation ended, then start the next.
       set_released_bit(d, gen, true);
       d.count.store(0, std::memory_order_relaxed);

@@ -48,9 +48,15 @@ class JobBase {
   virtual void input_failed(std::exception_ptr error) = 0;
   // The pool ends: fail whatever has not completed.
   virtual void abandon(std::exception_ptr error) = 0;
+  // terminate(): chunks encoded but never handed to the pool will never be sent. Their handles
+  // (queues, locks... inside arguments) each hold an in-flight reference: drop_args releases it.
+  virtual void drop_unsent() {}
 
   std::string code_bytes;  // the encoded TaskCode of the chunk invoker, prefixed to each task
   bool exhausted = false;  // (pool-internal) no more chunks
+  // Decodes a chunk's encoded arguments and discards them, so that every handle among them is
+  // opened and released as a worker would have. Null when the arguments cannot hold a handle.
+  void (*drop_args)(const char* p, const char* end) = nullptr;
 };
 
 struct PoolConfig {
@@ -85,6 +91,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void give_buffer(std::string&& buffer);
 
   unsigned processes() const { return config_.processes; }
+  // Submitted jobs (apply, map...) not yet complete, for ~Pool's warning.
+  size_t pending_calls() const;
   std::vector<pid_t> worker_pids() const;
   bool closed() const { return state_.load() != State::running; }
 
@@ -108,6 +116,11 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void handle_result(const char* p, size_t n);
   void handle_worker_died(pid_t pid, int exitcode);
   void fail_everything(std::exception_ptr error);
+  // An error inside one of the pool's own threads (or while a caller pumps): the pool is broken,
+  // every pending result fails with BrokenPool naming `what`, and the program goes on.
+  void break_pool(const std::string& what) noexcept;
+  // terminate(): opens and drops the handles inside tasks that no worker took.
+  void release_unrun_tasks() noexcept;
   void put_stop_sentinels_locked(unsigned count);
 
   PoolConfig config_;
@@ -131,10 +144,18 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::deque<std::shared_ptr<JobBase>> feeding_;
   std::vector<Worker> workers_;
   bool sentinels_sent_ = false;
-  unsigned init_failures_ = 0;
-  std::string init_failure_message_;
+  unsigned early_deaths_ = 0;  // workers in a row that ended before taking their first task
+  std::string early_death_cause_;
   std::exception_ptr broken_;
   std::mutex feed_mu_;  // one feeder at a time (it runs user input ranges)
+  // What fail_everything() gave up, kept for release_unrun_tasks(): the tasks that may still sit
+  // in the task queue (by slot, with their generation) and the jobs that had chunks left to send.
+  struct Unrun {
+    uint32_t gen;
+    std::shared_ptr<JobBase> job;
+  };
+  std::vector<std::pair<uint32_t, Unrun>> unrun_;
+  std::vector<std::shared_ptr<JobBase>> unsent_;
 
   std::mutex buffers_mu_;
   std::vector<std::string> buffers_;
@@ -143,6 +164,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::thread monitor_;
   std::thread pump_thread_;
   std::atomic<bool> stopping_{false};
+  bool threads_started_ = false;
 };
 
 // The worker process's main loop (src/pool/pool_worker.cpp), launched as an ordinary task.

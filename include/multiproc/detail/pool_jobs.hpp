@@ -145,6 +145,22 @@ void invoke_chunk(const void* fn, const char* p, const char* end, std::string* o
   }
 }
 
+// JobBase::drop_args for a chunk of Elem: decoding opens (and then drops) every handle inside, as
+// a worker would have, which releases the reference each one holds while in flight.
+template <class Elem>
+void drop_chunk_args(const char* p, const char* end) {
+  (void)decode_chunk_items<Elem>(p, end);
+}
+template <class ArgsTuple, bool kStar>
+constexpr auto chunk_args_dropper() -> void (*)(const char*, const char*) {
+  using Elem = typename chunk_elem<ArgsTuple, kStar>::type;
+  // Plain bytes (numbers, PODs) hold no handle: nothing to release.
+  if constexpr (is_plain_bytes_v<Elem> || std::is_empty_v<Elem>)
+    return nullptr;
+  else
+    return &drop_chunk_args<Elem>;
+}
+
 template <class F, class ArgsTuple, bool kStar>
 std::string chunk_code_bytes(const F& f) {
   TaskCode code;
@@ -164,17 +180,27 @@ void decode_chunk(const char* p, size_t n, size_t count, OnValue&& on_value, OnE
   const char* end = p + n;
   if (p == end) throw ProcessError("pool: empty result from worker");
   char mode = *p++;
+  // The payload comes from shared memory a task can scribble on: a count that is not the chunk's
+  // fails the chunk rather than leaving some of its calls without an outcome.
+  auto check_count = [count](uint64_t k) {
+    if (k != count)
+      throw ProcessError("pool: damaged result from worker (" + std::to_string(k) +
+                         " outcomes for a chunk of " + std::to_string(count) + ")");
+  };
   if (mode == 0) {
     if constexpr (std::is_void_v<R>) {
       auto k = load<uint64_t>(p, end);
-      for (uint64_t i = 0; i < k && i < count; ++i) on_value(i, std::monostate{});
+      check_count(k);
+      for (uint64_t i = 0; i < k; ++i) on_value(i, std::monostate{});
     } else {
       auto values = load<std::vector<R>>(p, end);
-      for (size_t i = 0; i < values.size() && i < count; ++i) on_value(i, std::move(values[i]));
+      check_count(values.size());
+      for (size_t i = 0; i < values.size(); ++i) on_value(i, std::move(values[i]));
     }
   } else if (mode == 1) {
     auto k = load<uint64_t>(p, end);
-    for (uint64_t i = 0; i < k && i < count; ++i) {
+    check_count(k);
+    for (uint64_t i = 0; i < k; ++i) {
       bool ok = load<uint8_t>(p, end) != 0;
       if (ok) {
         if constexpr (std::is_void_v<R>)
@@ -187,11 +213,14 @@ void decode_chunk(const char* p, size_t n, size_t count, OnValue&& on_value, OnE
         on_error(i, std::make_exception_ptr(RemoteError(std::move(type), std::move(message))));
       }
     }
-  } else {
+  } else if (mode == 2) {
     std::string type = load<std::string>(p, end);
     std::string message = load<std::string>(p, end);
     auto e = std::make_exception_ptr(RemoteError(std::move(type), std::move(message)));
     for (size_t i = 0; i < count; ++i) on_error(i, e);
+  } else {
+    throw ProcessError("pool: damaged result from worker (mode " +
+                       std::to_string(static_cast<unsigned char>(mode)) + ")");
   }
 }
 
@@ -224,17 +253,32 @@ struct Callbacks {
   OnErr on_err;
 };
 
+// A callback that throws is reported on stderr and otherwise ignored, as Python prints an
+// exception in a thread: the result still becomes ready, the pool goes on. (src/pool/pool_core.cpp)
+void report_callback_exception(const char* which) noexcept;
+
 template <class V, class OnOk, class OnErr>
-void run_callbacks(ResultState<V>& st, Callbacks<OnOk, OnErr>& cb) {
+void run_callbacks(ResultState<V>& st, Callbacks<OnOk, OnErr>& cb) noexcept {
   if (st.success) {
     if constexpr (std::is_same_v<OnOk, std::nullptr_t>) {
-    } else if constexpr (std::is_invocable_v<OnOk&, V&>) {
-      cb.on_ok(*st.value);
     } else {
-      cb.on_ok();  // a void task's callback takes nothing
+      try {
+        if constexpr (std::is_invocable_v<OnOk&, V&>)
+          cb.on_ok(*st.value);
+        else
+          cb.on_ok();  // a void task's callback takes nothing
+      } catch (...) {
+        report_callback_exception("callback");
+      }
     }
   } else {
-    if constexpr (!std::is_same_v<OnErr, std::nullptr_t>) cb.on_err(st.error);
+    if constexpr (!std::is_same_v<OnErr, std::nullptr_t>) {
+      try {
+        cb.on_err(st.error);
+      } catch (...) {
+        report_callback_exception("error_callback");
+      }
+    }
   }
 }
 
@@ -264,6 +308,10 @@ class ApplyJob final : public JobBase {
   void chunk_failed(uint32_t, std::exception_ptr e) override { fail(e); }
   void input_failed(std::exception_ptr e) override { fail(e); }
   void abandon(std::exception_ptr e) override { fail(e); }
+  void drop_unsent() override {
+    if (!sent_ && drop_args) drop_args(args_.data(), args_.data() + args_.size());
+    sent_ = true;
+  }
 
  private:
   void finish(value_of<R>&& v) {
@@ -382,6 +430,12 @@ class MapJob final : public JobBase {
     chunk_finished(count);
   }
   void input_failed(std::exception_ptr e) override { abandon(e); }
+  void drop_unsent() override {
+    for (; next_ < chunks_.size(); ++next_) {
+      std::string c = std::move(chunks_[next_]);
+      if (drop_args && c.size() >= prefix_) drop_args(c.data() + prefix_, c.data() + c.size());
+    }
+  }
   void abandon(std::exception_ptr e) override {
     std::lock_guard lk(mu_);
     if (st_->ready.load()) return;

@@ -42,10 +42,15 @@ enum class WorkerExit : uint32_t { running = 0, stopped = 1, recycled = 2, init_
 struct WorkerSlot {
   std::atomic<uint32_t> pid;
   std::atomic<uint32_t> exit_reason;  // WorkerExit, written just before an orderly exit
+  // Set once the worker has claimed its first task: a worker that ends without it counts towards
+  // a respawn storm (PoolCore gives up after kRespawnStormLimit such deaths in a row).
+  std::atomic<uint32_t> took_task;
   // Why the initializer failed ("Type: message", truncated), written before exit_reason, so the
   // monitor can report it as soon as it sees the worker gone.
-  char init_error[248];
+  char init_error[244];
 };
+
+static_assert(sizeof(WorkerSlot) == 256);
 
 struct PoolData {
   uint32_t layout_version;

@@ -1,0 +1,459 @@
+// Manager: a server process that hosts shared objects behind proxies (CPython's managers.py).
+//
+//   mp::Manager manager;                          // starts the server (current start method)
+//   mp::Queue<double> q = manager.Queue<double>(); // a shared-memory queue the server keeps alive
+//   auto d = manager.dict<std::string, int>();     // DictProxy: each call is one request
+//   d.set("x", 1);  int x = d.get("x");
+//   pool.map(task, std::vector(10, q));            // proxies are task arguments, any start method
+//
+// Queues are shared-memory queues (queues.hpp) handed out by the server, so put/get never make a
+// round trip; manager.Queue<T>() returns a Queue<T> (QueueProxy<T> is an alias). The other
+// hosted objects (dict, list, Value, Namespace, Lock, RLock, Semaphore, BoundedSemaphore,
+// Condition, Event, Barrier) live in the server; a proxy is a
+// copyable handle naming the server's address, its auth key and the object's id, and each call is
+// one authenticated request/response on a connection that each thread of each process opens on
+// first use. A proxy that travels carries the auth key, so it reconnects in any process, even
+// one that does not share this program's default key.
+//
+// The server ends at shutdown(), at the Manager's destruction, and when the program that started
+// it ends in any way (the end of a control pipe it watches; also PR_SET_PDEATHSIG when the
+// Manager was made on the main thread). Once it has ended, every proxy call throws ProcessError
+// at once. A client that disconnects releases the hosted locks it held. Hosted objects live as
+// long as the server (no per-proxy reference counting yet).
+//
+// Manager::serve(address, key) serves on TCP; Manager::connect(address, key) reaches that server
+// from another program, and manager.dict<K, V>("name") (Queue, list, Value... alike) returns the
+// one object of that name.
+#pragma once
+
+#include <sys/types.h>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <multiproc/connection.hpp>
+#include <multiproc/context.hpp>
+#include <multiproc/errors.hpp>
+#include <multiproc/process.hpp>
+#include <multiproc/queues.hpp>
+#include <multiproc/serialization.hpp>
+#include <multiproc/synchronize.hpp>
+#include <multiproc/timeout.hpp>
+
+namespace multiproc {
+
+// A dict proxy's missing key (Python's KeyError), a namespace's missing name (AttributeError).
+class KeyError : public ProcessError {
+ public:
+  using ProcessError::ProcessError;
+};
+
+namespace detail {
+
+// What a proxy names: where the server is, how to prove we may talk to it, which object.
+struct ProxyRef {
+  std::string address;
+  std::string authkey;
+  uint64_t id = 0;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(address, authkey, id);
+  }
+};
+
+// One request to the server, answered with the reply's payload. Throws KeyError,
+// std::out_of_range (list index), TimeoutError, ProcessError (anything else, including a server
+// that has ended or cannot be reached, at once).
+std::string proxy_call(const ProxyRef& ref, const std::string& method, const std::string& args);
+
+template <class... A>
+std::string pack(const A&... a) {
+  std::string out;
+  dump(out, std::tuple<A...>(a...));
+  return out;
+}
+template <class T>
+std::string encode(const T& v) {
+  std::string out;
+  dump(out, v);
+  return out;
+}
+
+// Timeouts travel as seconds; negative = wait forever.
+inline double timeout_seconds(const Timeout& t) {
+  if (!t) return -1.0;
+  return t->count() < 0 ? 0.0 : t->count();
+}
+
+}  // namespace detail
+
+// What every proxy has: its reference, and the handle protocol (it travels as its reference).
+class BaseProxy {
+ public:
+  const std::string& address() const { return ref_.address; }
+  uint64_t id() const { return ref_.id; }
+  bool operator==(const BaseProxy& o) const {
+    return ref_.address == o.ref_.address && ref_.id == o.ref_.id;
+  }
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(ref_);
+  }
+
+ protected:
+  BaseProxy() = default;
+  explicit BaseProxy(detail::ProxyRef ref) : ref_(std::move(ref)) {}
+  std::string call(const std::string& method, const std::string& args = {}) const {
+    if (ref_.id == 0) detail::throw_empty_handle("manager proxy");
+    return detail::proxy_call(ref_, method, args);
+  }
+  template <class R>
+  R call_as(const std::string& method, const std::string& args = {}) const {
+    return detail::load<R>(call(method, args));
+  }
+  detail::ProxyRef ref_;
+  friend class Manager;
+};
+
+template <class K, class V>
+class DictProxy : public BaseProxy {
+  static_assert((detail::require_transferable<K>(), detail::require_transferable<V>(), true));
+
+ public:
+  DictProxy() = default;
+  void set(const K& k, const V& v) {
+    call("set", detail::pack(detail::encode(k), detail::encode(v)));
+  }
+  // Throws KeyError when k is missing.
+  V get(const K& k) const { return detail::load<V>(call_as<std::string>("get", key(k))); }
+  V get(const K& k, const V& dflt) const {
+    auto r = call_as<std::optional<std::string>>("get_opt", key(k));
+    return r ? detail::load<V>(*r) : dflt;
+  }
+  bool contains(const K& k) const { return call_as<bool>("contains", key(k)); }
+  // Removes k and returns its value; KeyError when missing.
+  V pop(const K& k) { return detail::load<V>(call_as<std::string>("pop", key(k))); }
+  void erase(const K& k) { call("pop", key(k)); }
+  size_t size() const { return call_as<uint64_t>("size"); }
+  void clear() { call("clear"); }
+  // In insertion order, as Python's dict.
+  std::vector<K> keys() const {
+    std::vector<K> out;
+    for (auto& [k, v] : call_as<std::vector<std::pair<std::string, std::string>>>("items"))
+      out.push_back(detail::load<K>(k));
+    return out;
+  }
+  std::vector<V> values() const {
+    std::vector<V> out;
+    for (auto& [k, v] : call_as<std::vector<std::pair<std::string, std::string>>>("items"))
+      out.push_back(detail::load<V>(v));
+    return out;
+  }
+  std::vector<std::pair<K, V>> items() const {
+    std::vector<std::pair<K, V>> out;
+    for (auto& [k, v] : call_as<std::vector<std::pair<std::string, std::string>>>("items"))
+      out.emplace_back(detail::load<K>(k), detail::load<V>(v));
+    return out;
+  }
+
+ private:
+  using BaseProxy::BaseProxy;
+  friend class Manager;
+  static std::string key(const K& k) { return detail::pack(detail::encode(k)); }
+};
+
+template <class T>
+class ListProxy : public BaseProxy {
+  static_assert((detail::require_transferable<T>(), true));
+
+ public:
+  ListProxy() = default;
+  void append(const T& x) { call("append", detail::pack(detail::encode(x))); }
+  // Negative indexes count from the end; out of range: std::out_of_range.
+  T get(int64_t i) const { return detail::load<T>(call_as<std::string>("get", detail::pack(i))); }
+  void set(int64_t i, const T& x) { call("set", detail::pack(i, detail::encode(x))); }
+  size_t size() const { return call_as<uint64_t>("size"); }
+  T pop() { return detail::load<T>(call_as<std::string>("pop")); }
+  template <class R>
+  void extend(const R& items) {
+    std::vector<std::string> enc;
+    for (const auto& x : items) enc.push_back(detail::encode(static_cast<const T&>(x)));
+    call("extend", detail::pack(enc));
+  }
+  std::vector<T> copy() const {
+    std::vector<T> out;
+    for (auto& s : call_as<std::vector<std::string>>("copy")) out.push_back(detail::load<T>(s));
+    return out;
+  }
+
+ private:
+  using BaseProxy::BaseProxy;
+  friend class Manager;
+};
+
+template <class T>
+class ValueProxy : public BaseProxy {
+  static_assert((detail::require_transferable<T>(), true));
+
+ public:
+  ValueProxy() = default;
+  T get() const { return detail::load<T>(call_as<std::string>("get")); }
+  void set(const T& x) { call("set", detail::pack(detail::encode(x))); }
+
+ private:
+  using BaseProxy::BaseProxy;
+  friend class Manager;
+};
+
+// Named values of any transferable type; get<T> checks the type that was set.
+class NamespaceProxy : public BaseProxy {
+ public:
+  NamespaceProxy() = default;
+  template <class T>
+  void set(const std::string& name, const T& x) {
+    detail::require_transferable<T>();
+    call("set", detail::pack(name, std::string(typeid(T).name()), detail::encode(x)));
+  }
+  // KeyError when the name was never set; ProcessError when it holds another type.
+  template <class T>
+  T get(const std::string& name) const {
+    auto [type, bytes] = call_as<std::pair<std::string, std::string>>("get", detail::pack(name));
+    if (type != typeid(T).name())
+      throw ProcessError("Namespace." + name + " holds another type than " +
+                         detail::demangled_type_name<T>());
+    return detail::load<T>(bytes);
+  }
+  bool contains(const std::string& name) const {
+    return call_as<bool>("contains", detail::pack(name));
+  }
+  void erase(const std::string& name) { call("erase", detail::pack(name)); }
+
+ private:
+  using BaseProxy::BaseProxy;
+  friend class Manager;
+};
+
+// A lock or semaphore held by the server (Python's AcquirerProxy over threading.Lock, RLock,
+// Semaphore, BoundedSemaphore). A Lock or RLock is released by the server if the connection
+// that acquired it goes away (its process died); a semaphore, which any process may release,
+// is not.
+class AcquirerProxy : public BaseProxy {
+ public:
+  AcquirerProxy() = default;
+  bool acquire(bool block = true, Timeout timeout = std::nullopt) {
+    return call_as<bool>("acquire", detail::pack(block, detail::timeout_seconds(timeout)));
+  }
+  // Throws ProcessError if the lock is not held.
+  void release() { call("release"); }
+  // BasicLockable / Lockable, for std::lock_guard and std::unique_lock.
+  void lock() { acquire(); }
+  void unlock() { release(); }
+  bool try_lock() { return acquire(false); }
+
+ private:
+  using BaseProxy::BaseProxy;
+  friend class Manager;
+};
+
+// threading.Condition hosted by the server, with its own re-entrant lock (owned per thread).
+// wait() gives the lock up while it waits and has it back when it returns, notified or not.
+class ConditionProxy : public BaseProxy {
+ public:
+  ConditionProxy() = default;
+  bool acquire(bool block = true, Timeout timeout = std::nullopt) {
+    return call_as<bool>("acquire", detail::pack(block, detail::timeout_seconds(timeout)));
+  }
+  void release() { call("release"); }
+  void lock() { acquire(); }
+  void unlock() { release(); }
+  bool try_lock() { return acquire(false); }
+  // Must hold the lock (ProcessError otherwise). Returns false on timeout.
+  bool wait(Timeout timeout = std::nullopt) {
+    return call_as<bool>("wait", detail::pack(detail::timeout_seconds(timeout)));
+  }
+  // Waits until pred() holds, at most `timeout` in all; returns pred()'s last value.
+  template <class Pred>
+  bool wait_for(Pred pred, Timeout timeout = std::nullopt) {
+    auto deadline = detail::Deadline::after(timeout);
+    while (!pred()) {
+      Timeout left;
+      if (!deadline.is_never()) {
+        left = std::chrono::duration<double>(*deadline.at - detail::Deadline::Clock::now());
+        if (left->count() <= 0) return pred();
+      }
+      wait(left);
+    }
+    return true;
+  }
+  // Wakes up to n waiters (all: notify_all). Must hold the lock.
+  void notify(int64_t n = 1) { call("notify", detail::pack(n)); }
+  void notify_all() { notify(INT64_MAX); }
+
+ private:
+  using BaseProxy::BaseProxy;
+  friend class Manager;
+};
+
+// threading.Barrier hosted by the server. wait() returns this party's arrival index (0 first);
+// a timeout, abort() or a reset() while parties wait breaks it: BrokenBarrierError.
+class BarrierProxy : public BaseProxy {
+ public:
+  BarrierProxy() = default;
+  int64_t wait(Timeout timeout = std::nullopt) {
+    return call_as<int64_t>("wait", detail::pack(detail::timeout_seconds(timeout)));
+  }
+  void abort() { call("abort"); }
+  void reset() { call("reset"); }
+  int64_t parties() const { return call_as<int64_t>("parties"); }
+  int64_t n_waiting() const { return call_as<int64_t>("n_waiting"); }
+  bool broken() const { return call_as<bool>("broken"); }
+
+ private:
+  using BaseProxy::BaseProxy;
+  friend class Manager;
+};
+
+class EventProxy : public BaseProxy {
+ public:
+  EventProxy() = default;
+  void set() { call("set"); }
+  void clear() { call("clear"); }
+  bool is_set() const { return call_as<bool>("is_set"); }
+  // Returns the flag at the end of the wait (false on timeout).
+  bool wait(Timeout timeout = std::nullopt) {
+    return call_as<bool>("wait", detail::pack(detail::timeout_seconds(timeout)));
+  }
+
+ private:
+  using BaseProxy::BaseProxy;
+  friend class Manager;
+};
+
+template <class T>
+using QueueProxy = ::multiproc::Queue<T>;
+template <class T>
+using JoinableQueueProxy = ::multiproc::JoinableQueue<T>;
+
+class Manager {
+ public:
+  // Starts the server with the default start method, or the context's; returns once it serves.
+  Manager();
+  explicit Manager(const Context& ctx);
+  Manager(Manager&&) noexcept;
+  Manager& operator=(Manager&&) noexcept;
+  Manager(const Manager&) = delete;
+  Manager& operator=(const Manager&) = delete;
+  // shutdown().
+  ~Manager();
+
+  // Serves on a TCP address ("host:port"; port 0 picks one, see address()) with `authkey`,
+  // from a server process this Manager owns (started with `ctx`'s method or the default one).
+  // Other processes and programs reach it with connect(); objects made by name are found by
+  // that name.
+  static Manager serve(const std::string& address, const std::string& authkey,
+                       std::optional<Context> ctx = std::nullopt);
+  // A handle on a manager served elsewhere ("host:port" or "unix:/path"): it makes and finds
+  // objects but does not own the server (shutdown() and destruction leave it running). Throws
+  // ProcessError if nothing serves there, AuthenticationError on a wrong key.
+  static Manager connect(const std::string& address, const std::string& authkey);
+
+  // A shared-memory queue hosted by the server (kept alive while the server runs). Shared memory
+  // is of this machine: a queue from a manager on another host is not supported.
+  template <class T>
+  ::multiproc::Queue<T> Queue(size_t maxsize = 0) {
+    return detail::load<::multiproc::Queue<T>>(create_queue(maxsize, false, {}));
+  }
+  template <class T>
+  ::multiproc::JoinableQueue<T> JoinableQueue(size_t maxsize = 0) {
+    return detail::load<::multiproc::JoinableQueue<T>>(create_queue(maxsize, true, {}));
+  }
+  template <class K, class V>
+  DictProxy<K, V> dict() {
+    return DictProxy<K, V>(create("dict", {}, {}));
+  }
+  template <class T>
+  ListProxy<T> list() {
+    return ListProxy<T>(create("list", {}, {}));
+  }
+  template <class T>
+  ValueProxy<T> Value(const T& init = T{}) {
+    detail::require_transferable<T>();
+    return ValueProxy<T>(create("value", detail::encode(init), {}));
+  }
+  NamespaceProxy Namespace() { return NamespaceProxy(create("namespace", {}, {})); }
+  AcquirerProxy Lock() { return AcquirerProxy(create("lock", {}, {})); }
+  // Re-entrant per thread: each thread of each process has its own connection, which is the
+  // owner the server sees.
+  AcquirerProxy RLock() { return AcquirerProxy(create("rlock", {}, {})); }
+  AcquirerProxy Semaphore(int64_t value = 1) {
+    return AcquirerProxy(create("semaphore", detail::pack(value), {}));
+  }
+  // release() beyond the initial value is a ProcessError.
+  AcquirerProxy BoundedSemaphore(int64_t value = 1) {
+    return AcquirerProxy(create("bounded_semaphore", detail::pack(value), {}));
+  }
+  EventProxy Event() { return EventProxy(create("event", {}, {})); }
+  ConditionProxy Condition() { return ConditionProxy(create("condition", {}, {})); }
+  BarrierProxy Barrier(int64_t parties) {
+    return BarrierProxy(create("barrier", detail::pack(parties), {}));
+  }
+
+  // Objects by name: the one object of that name, made on first use (with maxsize or init) and
+  // found by every later call from any process or program; a name already used for another
+  // kind of object is a ProcessError. The element types are the caller's promise.
+  template <class T>
+  ::multiproc::Queue<T> Queue(const std::string& name, size_t maxsize = 0) {
+    return detail::load<::multiproc::Queue<T>>(create_queue(maxsize, false, name));
+  }
+  template <class T>
+  ::multiproc::JoinableQueue<T> JoinableQueue(const std::string& name, size_t maxsize = 0) {
+    return detail::load<::multiproc::JoinableQueue<T>>(create_queue(maxsize, true, name));
+  }
+  template <class K, class V>
+  DictProxy<K, V> dict(const std::string& name) {
+    return DictProxy<K, V>(create("dict", {}, name));
+  }
+  template <class T>
+  ListProxy<T> list(const std::string& name) {
+    return ListProxy<T>(create("list", {}, name));
+  }
+  template <class T>
+  ValueProxy<T> Value(const std::string& name, const T& init) {
+    detail::require_transferable<T>();
+    return ValueProxy<T>(create("value", detail::encode(init), name));
+  }
+  NamespaceProxy Namespace(const std::string& name) {
+    return NamespaceProxy(create("namespace", {}, name));
+  }
+  AcquirerProxy Lock(const std::string& name) { return AcquirerProxy(create("lock", {}, name)); }
+  EventProxy Event(const std::string& name) { return EventProxy(create("event", {}, name)); }
+
+  // Where the server listens: "unix:/path" (a directory only this user can enter) or, for
+  // serve(), "host:port".
+  const std::string& address() const { return address_; }
+  const std::string& authkey() const { return authkey_; }
+  // The server's pid (-1 once shut down, or for a connect()ed manager).
+  pid_t pid() const;
+  // Stops the server this Manager owns and waits for it (at most a few seconds, then kills it).
+  // Idempotent; does nothing for a connect()ed manager.
+  void shutdown();
+
+ private:
+  struct Connected {};
+  Manager(Connected, std::string address, std::string authkey);
+  Manager(const Context& ctx, std::string listen_address, std::string authkey);
+  detail::ProxyRef create(const std::string& kind, const std::string& init,
+                          const std::string& name);
+  std::string create_queue(size_t maxsize, bool joinable, const std::string& name);
+
+  std::string address_, authkey_, dir_;
+  std::unique_ptr<Process> server_;
+  Connection control_;
+};
+
+}  // namespace multiproc

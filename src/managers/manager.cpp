@@ -1,0 +1,228 @@
+// Manager (the owner of the server process) and the client side of every proxy call.
+#include <multiproc/managers.hpp>
+
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <cerrno>
+#include <chrono>
+#include <map>
+#include <optional>
+#include <stdexcept>
+
+#include "connection/io.hpp"
+#include "managers/server.hpp"
+
+namespace multiproc {
+
+namespace detail {
+namespace {
+
+// One connection per server, per thread, per process (CPython's BaseProxy._tls): a blocking
+// call (Lock.acquire) in one thread never holds up another's, and no two threads interleave
+// frames on one socket. A forked child starts with none of its parent's.
+struct ClientCache {
+  pid_t pid = -1;
+  std::map<std::string, Connection> conns;  // by address + key
+};
+thread_local ClientCache t_cache;
+
+[[noreturn]] void server_gone(const ProxyRef& ref, const std::string& why) {
+  throw ProcessError("the manager's server at " + ref.address +
+                     " cannot be reached (it has been shut down or has died): " + why);
+}
+
+Connection& connection_for(const ProxyRef& ref) {
+  if (t_cache.pid != ::getpid()) {
+    t_cache.conns.clear();
+    t_cache.pid = ::getpid();
+  }
+  std::string key = ref.address;
+  key.push_back('\0');
+  key += ref.authkey;
+  auto it = t_cache.conns.find(key);
+  if (it != t_cache.conns.end() && !it->second.closed()) return it->second;
+  Connection c;
+  try {
+    c = Client(ref.address, ref.authkey);
+  } catch (const AuthenticationError&) {
+    throw;
+  } catch (const ProcessError& e) {
+    server_gone(ref, e.what());
+  }
+  return t_cache.conns[key] = c;
+}
+
+}  // namespace
+
+std::string proxy_call(const ProxyRef& ref, const std::string& method, const std::string& args) {
+  std::string request;
+  dump(request, std::tuple<uint64_t, std::string, std::string>(ref.id, method, args));
+  Connection& c = connection_for(ref);
+  std::string frame;
+  try {
+    c.send_bytes(request);
+    frame = c.recv_bytes();
+  } catch (const ProcessError& e) {
+    c.close();  // out of step or dead: the next call reconnects (and fails at once if gone)
+    server_gone(ref, e.what());
+  }
+  auto [kind, payload] = load<std::tuple<uint8_t, std::string>>(frame);
+  switch (static_cast<ReplyKind>(kind)) {
+    case ReplyKind::ok:
+      return payload;
+    case ReplyKind::key_error:
+      throw KeyError(payload);
+    case ReplyKind::index_error:
+      throw std::out_of_range(payload);
+    case ReplyKind::timeout:
+      throw TimeoutError(payload);
+    case ReplyKind::broken_barrier:
+      throw BrokenBarrierError(payload);
+    default:
+      throw ProcessError("manager: " + method + ": " + payload);
+  }
+}
+
+}  // namespace detail
+
+Manager::Manager() : Manager(get_context()) {}
+
+Manager::Manager(const Context& ctx) : Manager(ctx, std::string(), process_authkey()) {}
+
+Manager Manager::serve(const std::string& address, const std::string& authkey,
+                       std::optional<Context> ctx) {
+  if (address.empty()) throw ProcessError("Manager::serve: an address is needed");
+  return Manager(ctx ? *ctx : get_context(), address, authkey);
+}
+
+Manager Manager::connect(const std::string& address, const std::string& authkey) {
+  Manager m(Connected{}, address, authkey);
+  // Fail here, not at the first proxy call, when nothing serves there or the key is wrong.
+  detail::proxy_call(detail::ProxyRef{address, authkey, 0}, "ping", {});
+  return m;
+}
+
+Manager::Manager(Connected, std::string address, std::string authkey)
+    : address_(std::move(address)), authkey_(std::move(authkey)) {}
+
+Manager::Manager(const Context& ctx, std::string listen_address, std::string authkey)
+    : authkey_(std::move(authkey)) {
+  if (authkey_.empty()) throw AuthenticationError("a manager needs a non-empty auth key");
+  if (listen_address.empty()) {
+    dir_ = detail::make_private_dir("multiproc-manager");
+    listen_address = "unix:" + dir_ + "/server";
+  }
+  // The server connects back here; until then this listener is this Manager's alone (its
+  // directory is private and the server must pass the handshake).
+  std::string control_dir = detail::make_private_dir("multiproc-manager-control");
+  Connection control;
+  try {
+    Listener control_listener("unix:" + control_dir + "/control", authkey_);
+    // The parent-death signal follows the thread that forked: arm it only when that thread is
+    // the main one (whose end is the program's).
+    const bool main_thread = ::syscall(SYS_gettid) == ::getpid();
+    server_ = std::make_unique<Process>(ctx, detail::manager_server_main, listen_address, dir_,
+                                        authkey_, control_listener.address(), main_thread);
+    server_->name("SyncManager");
+    server_->daemon(true);
+    server_->start();
+    // Wait for the server to connect back, or to die trying.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    for (;;) {
+      auto ready = wait(std::vector<int>{control_listener.fileno(), server_->sentinel()},
+                        std::chrono::milliseconds(100));
+      if (!ready.empty() && ready[0] == control_listener.fileno()) break;
+      if (!ready.empty() || std::chrono::steady_clock::now() > deadline)
+        throw ProcessError("the manager's server ended (or hung) before it started serving");
+    }
+    control = control_listener.accept(std::chrono::seconds(20));
+    control_listener.close();
+    std::string answer;
+    try {
+      answer = control.recv_bytes(std::chrono::seconds(60));
+    } catch (const ProcessError& e) {
+      throw ProcessError(std::string("the manager's server did not start: ") + e.what());
+    }
+    if (answer.rfind("ok ", 0) != 0)
+      throw ProcessError("the manager's server did not start: " + answer);
+    address_ = answer.substr(3);
+  } catch (...) {
+    if (server_ && server_->pid() > 0) {
+      server_->kill();
+      server_->join();
+    }
+    server_.reset();
+    ::rmdir(control_dir.c_str());
+    if (!dir_.empty()) ::rmdir(dir_.c_str());
+    throw;
+  }
+  ::rmdir(control_dir.c_str());
+  control_ = control;
+}
+
+Manager::Manager(Manager&& o) noexcept {
+  *this = std::move(o);
+}
+
+Manager& Manager::operator=(Manager&& o) noexcept {
+  if (this != &o) {
+    shutdown();
+    address_ = std::move(o.address_);
+    authkey_ = std::move(o.authkey_);
+    dir_ = std::move(o.dir_);
+    server_ = std::move(o.server_);
+    control_ = std::move(o.control_);
+    o.dir_.clear();
+  }
+  return *this;
+}
+
+Manager::~Manager() {
+  try {
+    shutdown();
+  } catch (...) {
+  }
+}
+
+pid_t Manager::pid() const {
+  return server_ ? server_->pid() : -1;
+}
+
+void Manager::shutdown() {
+  if (!server_) return;
+  try {
+    control_.send_bytes("stop");
+  } catch (const ProcessError&) {
+    // already gone
+  }
+  control_.close();
+  if (!server_->join(std::chrono::seconds(5))) {
+    server_->kill();
+    server_->join();
+  }
+  server_.reset();
+  // The server removes its socket; after a crash it could not.
+  if (!dir_.empty()) {
+    ::unlink(address_.substr(5).c_str());
+    ::rmdir(dir_.c_str());
+  }
+}
+
+detail::ProxyRef Manager::create(const std::string& kind, const std::string& init,
+                                 const std::string& name) {
+  detail::ProxyRef server{address_, authkey_, 0};
+  detail::ProxyRef ref = server;
+  ref.id =
+      detail::load<uint64_t>(detail::proxy_call(server, "create", detail::pack(kind, init, name)));
+  return ref;
+}
+
+std::string Manager::create_queue(size_t maxsize, bool joinable, const std::string& name) {
+  detail::ProxyRef server{address_, authkey_, 0};
+  // The payload is the queue's name; returned encoded, as a queue handle travels.
+  std::string queue = detail::load<std::string>(detail::proxy_call(
+      server, "create_queue", detail::pack(static_cast<uint64_t>(maxsize), joinable, name)));
+  return detail::encode(queue);
+}
+
+}  // namespace multiproc

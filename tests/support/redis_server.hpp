@@ -1,0 +1,163 @@
+// A real redis-server for one test binary: started on a free loopback port with a password, an
+// append-only file in a temporary folder, stopped by its pid (never by name) and its folder
+// removed when the binary's tests end, passed or failed. If the test binary dies, the server gets
+// SIGTERM from the kernel (PR_SET_PDEATHSIG). Children forked from the test do not own it.
+// Start and restart it from the main thread: the parent-death signal follows the thread that
+// forked, so a server started from a short-lived thread would die with that thread.
+//   RedisServer& server = RedisServer::global();   // after RedisEnvironment has set it up
+#pragma once
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+class RedisServer {
+ public:
+  static constexpr const char* kPassword = "mp-test-secret";
+
+  // Empty when no redis-server can be found (the tests then skip with the reason).
+  static std::string binary() {
+    for (const char* p : {"/usr/bin/redis-server", "/usr/local/bin/redis-server"})
+      if (access(p, X_OK) == 0) return p;
+    return {};
+  }
+
+  bool start() {
+    if (dir_.empty()) {
+      char tmpl[] = "/tmp/mp-redis-XXXXXX";
+      if (!mkdtemp(tmpl)) return false;
+      dir_ = tmpl;
+    }
+    if (port_ == 0) port_ = free_port();
+    owner_ = getpid();
+    const std::string exe = binary(), port = std::to_string(port_);
+    pid_ = fork();
+    if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      std::vector<std::string> args = {
+          exe,       "--port",       port,  "--bind",    "127.0.0.1",   "--requirepass",
+          kPassword, "--appendonly", "yes", "--dir",     dir_,          "--save",
+          "",        "--daemonize",  "no",  "--logfile", dir_ + "/log", "--protected-mode",
+          "no"};
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(exe.c_str(), argv.data());
+      _exit(127);
+    }
+    // Up when it accepts a connection (it may still be loading its file: clients retry that).
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < until) {
+      if (accepts()) return true;
+      int status;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
+  // SIGTERM: redis flushes its append-only file and exits; SIGKILL: a crash (what it replied to
+  // was written to the file before the reply). We wait for it either way.
+  void stop(int sig = SIGTERM) {
+    if (pid_ > 0 && owner_ == getpid()) {
+      kill(pid_, sig);
+      int status;
+      waitpid(pid_, &status, 0);
+    }
+    pid_ = -1;
+  }
+
+  // Same port, same folder: the server reloads the append-only file.
+  bool restart(int sig = SIGTERM) {
+    stop(sig);
+    return start();
+  }
+
+  ~RedisServer() {
+    stop();
+    if (!dir_.empty() && owner_ == getpid()) {
+      std::error_code ec;
+      std::filesystem::remove_all(dir_, ec);
+    }
+  }
+
+  int port() const { return port_; }
+  std::string url(const std::string& password = kPassword) const {
+    return "redis://:" + password + "@127.0.0.1:" + std::to_string(port_) + "/0";
+  }
+
+  static RedisServer*& instance() {
+    static RedisServer* s = nullptr;
+    return s;
+  }
+
+ private:
+  static int free_port() {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    close(fd);
+    return ntohs(a.sin_port);
+  }
+
+  bool accepts() const {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port_));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    close(fd);
+    return ok;
+  }
+
+  std::string dir_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+  pid_t owner_ = 0;
+};
+
+// Starts the binary's server before its first test and stops it after the last one.
+class RedisEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    if (RedisServer::binary().empty()) return;
+    server_ = std::make_unique<RedisServer>();
+    if (server_->start()) RedisServer::instance() = server_.get();
+  }
+  void TearDown() override {
+    RedisServer::instance() = nullptr;
+    server_.reset();
+  }
+
+ private:
+  std::unique_ptr<RedisServer> server_;
+};
+
+// First line of every test that needs the server.
+#define MP_REQUIRE_REDIS()                                                         \
+  do {                                                                             \
+    if (RedisServer::binary().empty())                                             \
+      GTEST_SKIP() << "redis-server is not installed (./run.sh test installs it)"; \
+    ASSERT_NE(RedisServer::instance(), nullptr) << "redis-server did not start";   \
+  } while (0)
