@@ -32,16 +32,22 @@ int halve(int x) {
 template <class F, class ArgsTuple, bool kStar>
 void run_chunk(const d::TaskFrame& frame) {
   using R = d::task_result_t<F, ArgsTuple>;
+  using Elem = typename d::chunk_elem<ArgsTuple, kStar>::type;
   std::string out;
+  size_t count = 0;
   try {
+    const char* p = frame.args;
+    count = d::decode_chunk_items<Elem>(p, frame.end).size();
     d::invoke_chunk<F, ArgsTuple, kStar>(nullptr, frame.args, frame.end, &out);
   } catch (const multiproc::ProcessError&) {
     return;
   }
+  // The parent knows how many calls it sent: the answer must account for each exactly once.
   size_t calls = 0;
   d::decode_chunk<R>(
-      out.data(), out.size(), SIZE_MAX, [&](size_t, auto&&) { ++calls; },
+      out.data(), out.size(), count, [&](size_t, auto&&) { ++calls; },
       [&](size_t, std::exception_ptr) { ++calls; });
+  if (calls != count) std::abort();
 }
 
 }  // namespace
