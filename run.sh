@@ -9,6 +9,7 @@ JOBS=${JOBS:-$(nproc)}
 PACKAGES=(g++ cmake ninja-build pkg-config libcereal-dev libssl-dev libgtest-dev libgmock-dev
           libboost-dev python3 python3-matplotlib clang-format libhiredis-dev redis-server)
 
+# ensure_packages [extra packages...]: PACKAGES and the extras.
 ensure_packages() {
   local missing=()
   for p in "${PACKAGES[@]}" "$@"; do
@@ -115,7 +116,8 @@ cmd_fuzz() {
 }
 
 cmd_bench() {
-  ensure_packages
+  # The redis scenario's competitors (bench/redis/): Celery and RQ, with real workers.
+  ensure_packages python3-celery python3-rq
   build build/release Release
   /usr/bin/python3 bench/run_all.py --build build/release "$@"
 }

@@ -38,6 +38,7 @@
 
 #include <multiproc/detail/handle.hpp>
 #include <multiproc/errors.hpp>
+#include <multiproc/process.hpp>
 #include <multiproc/serialization.hpp>
 #include <multiproc/timeout.hpp>
 
@@ -49,10 +50,7 @@ class EOFError : public ProcessError {
   using ProcessError::ProcessError;
 };
 
-// This program's default auth key: 32 random bytes from OpenSSL, made once per program and
-// inherited by every process it starts (fork: memory; spawn and forkserver: the launch
-// environment). Never written to disk.
-const std::string& process_authkey();
+// process_authkey(), this program's default key, is declared in process.hpp.
 
 namespace detail {
 struct ConnState;

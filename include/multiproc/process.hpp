@@ -103,6 +103,9 @@ struct ProcessInfo {
   pid_t pid = -1;
   pid_t ppid = -1;  // the kernel's parent (under forkserver, the fork server); -1 where unknown
   bool daemon = false;
+  // The process auth key (Python's authkey): set by current_process() only; other processes'
+  // keys are not known here.
+  std::string authkey;
   // The kernel's start time of `pid` (clock ticks since boot): tells that process from a later
   // one given the same pid. 0 = unknown.
   unsigned long long start_time = 0;
@@ -114,6 +117,10 @@ struct ProcessInfo {
 
 // The calling process: "MainProcess" in the main process, else the Process's name and daemon flag.
 ProcessInfo current_process();
+// This program's default auth key: 32 random bytes from the kernel, made once per program and
+// inherited by every process it starts (fork: memory; spawn and forkserver: the launch
+// environment). Never written to disk. current_process().authkey is the same.
+const std::string& process_authkey();
 // The process that started this one (Python's parent_process()): empty in the main process. Under
 // forkserver it is the process that asked for this child, not the fork server.
 std::optional<ProcessInfo> parent_process();

@@ -6,9 +6,9 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
-#include <algorithm>
 #include <cstring>
 #include <mutex>
 
@@ -102,50 +102,7 @@ std::string random_bytes(size_t n) {
   return out;
 }
 
-namespace {
-
-constexpr const char* kAuthkeyVar = "MULTIPROC_AUTHKEY";
-
-bool unhex(const char* s, std::string& out) {
-  auto val = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  size_t n = std::strlen(s);
-  if (n == 0 || n % 2 != 0) return false;
-  out.clear();
-  for (size_t i = 0; i < n; i += 2) {
-    int a = val(s[i]), b = val(s[i + 1]);
-    if (a < 0 || b < 0) return false;
-    out.push_back(static_cast<char>(a * 16 + b));
-  }
-  return true;
-}
-
-// Made before main() so that a fork server started later inherits it too. A spawned or
-// forkserver child finds its parent's key in the environment it was launched with and keeps it
-// there for its own children; a fork child has it in memory.
-std::string make_authkey() {
-  std::string key;
-  if (const char* v = std::getenv(kAuthkeyVar); v && unhex(v, key) && key.size() >= 16) return key;
-  key = random_bytes(32);
-  ::setenv(kAuthkeyVar, hex(key).c_str(), 1);
-  return key;
-}
-
-}  // namespace
-
 }  // namespace detail
-
-const std::string& process_authkey() {
-  static const std::string key = detail::make_authkey();
-  return key;
-}
-
-namespace {
-[[maybe_unused]] const bool g_authkey_made_before_main = (process_authkey(), true);
-}
 
 Connection::Connection(int fd, bool readable, bool writable)
     : state_(std::make_shared<detail::ConnState>()) {

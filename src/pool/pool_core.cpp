@@ -10,6 +10,7 @@
 
 #include <multiproc/detail/child.hpp>
 #include <multiproc/errors.hpp>
+#include <multiproc/logging.hpp>
 #include <multiproc/serialization.hpp>
 #include "process/children.hpp"
 
@@ -163,7 +164,13 @@ void PoolCore::start_worker_locked(uint32_t index) {
   payload.code = make_task_code<decltype(&pool_worker_main), WorkerArgs>();
   set_task_function(payload.code, &pool_worker_main);
   encode_task_args<decltype(&pool_worker_main)>(payload.args, args);
-  payload.name = "PoolWorker-" + std::to_string(index + 1);
+  // Python's names: ForkPoolWorker-1, SpawnPoolWorker-1, ForkServerPoolWorker-1.
+  static constexpr const char* kWorkerPrefix[] = {"ForkPoolWorker-", "SpawnPoolWorker-",
+                                                  "ForkServerPoolWorker-"};
+  const auto method_index = static_cast<size_t>(config_.method);
+  payload.name = std::string(method_index < 3 ? kWorkerPrefix[method_index] : "PoolWorker-") +
+                 std::to_string(index + 1);
+  payload.daemon = 1;  // as Python's pool workers
   payload.start_method = static_cast<uint8_t>(config_.method);
   payload.start_method_set = 1;
   std::string bytes;
@@ -558,6 +565,8 @@ void PoolCore::monitor_loop() {
           }
           if (replace) {
             try {
+              get_logger().info("worker " + std::to_string(index + 1) +
+                                " of the pool ended; starting a replacement");
               start_worker_locked(index);
               // A worker that died after taking its stop sentinel leaves its replacement
               // without one.

@@ -302,6 +302,7 @@ ProcessInfo current_process() {
     me.name = detail::process_name();
     me.daemon = detail::g_daemon;
   }
+  me.authkey = process_authkey();
   me.pid = getpid();
   me.ppid = getppid();
   me.start_time = detail::live_process_start_time(me.pid);

@@ -42,7 +42,7 @@ void echo(mp::Connection conn) {
 }
 
 void send_authkey(mp::Connection conn) {
-  conn.send(mp::process_authkey());
+  conn.send(mp::current_process().authkey);
 }
 
 void client_sends(std::string address, std::string key, std::string text) {

@@ -217,9 +217,15 @@ TEST_P(ProcessApiTest, LoggerReportsPoolWorkersAndTheirReplacement) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
   if (method() == mp::StartMethod::forkserver) return;  // as above
   // Two workers ran a task each; the replacement of the second may start before the pool stops.
-  const size_t started = count_of(out, "[INFO/PoolWorker-1] child process calling self.run()\n");
+  // Workers carry Python's names (ForkPoolWorker-1, SpawnPoolWorker-1).
+  const std::string worker =
+      method() == mp::StartMethod::fork ? "ForkPoolWorker-1" : "SpawnPoolWorker-1";
+  const size_t started = count_of(out, "[INFO/" + worker + "] child process calling self.run()\n");
   EXPECT_GE(started, 2u) << out;
-  EXPECT_EQ(count_of(out, "[INFO/PoolWorker-1] process exiting with exitcode 0\n"), started) << out;
+  EXPECT_EQ(count_of(out, "[INFO/" + worker + "] process exiting with exitcode 0\n"), started)
+      << out;
+  // The parent reports the replacement.
+  EXPECT_NE(out.find("of the pool ended; starting a replacement\n"), std::string::npos) << out;
 }
 
 MP_ALL_START_METHODS(ProcessApiTest);
@@ -231,6 +237,8 @@ TEST(ProcessApi, MainProcessIdentity) {
   EXPECT_EQ(me.ppid, getppid());
   EXPECT_FALSE(me.daemon);
   EXPECT_TRUE(me.is_alive());
+  EXPECT_EQ(me.authkey.size(), 32u);
+  EXPECT_EQ(me.authkey, mp::process_authkey());
   EXPECT_FALSE(mp::parent_process().has_value());  // Python: None in the main process
 }
 

@@ -4,6 +4,7 @@
 #   BUILD_DIR   a built multiproc tree; installed as is when it built KIND (BUILD_KIND says)
 #   PROJECT_DIR multiproc's source, built afresh (library only) when BUILD_DIR is the other kind
 #   SOURCE_DIR  the consumer project;  WORK_DIR  scratch;  CXX  the compiler;  LAUNCHER  optional
+#   FIND_PACKAGE_ONLY  skip the pkg-config half (a consumer of a component pkg-config lacks)
 file(REMOVE_RECURSE ${WORK_DIR})
 set(prefix ${WORK_DIR}/prefix)
 function(run)
@@ -28,7 +29,7 @@ if(NOT "${BUILD_KIND}" STREQUAL "${KIND}")
   run(${CMAKE_COMMAND} -S ${PROJECT_DIR} -B ${lib_build} -DCMAKE_CXX_COMPILER=${CXX} ${launcher}
       -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=${shared} -DMULTIPROC_BUILD_TESTS=OFF
       -DMULTIPROC_BUILD_EXAMPLES=OFF -DMULTIPROC_BUILD_BENCH=OFF)
-  run(${CMAKE_COMMAND} --build ${lib_build} --target multiproc -- -j1)
+  run(${CMAKE_COMMAND} --build ${lib_build} --target multiproc --parallel 2)
 endif()
 run(${CMAKE_COMMAND} --install ${lib_build} --prefix ${prefix})
 
@@ -72,6 +73,9 @@ run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 check_consumer(${WORK_DIR}/build/consumer)
 
 # 2. pkg-config, with the user's own -std (and the task library built by hand).
+if(FIND_PACKAGE_ONLY)
+  return()
+endif()
 find_program(PKG_CONFIG pkg-config)
 if(NOT PKG_CONFIG)
   message(STATUS "pkg-config not found: its half of the test is skipped")
