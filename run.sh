@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's front door: ./run.sh demo | test | bench [--quick] | tsan | format
+# The project's front door: ./run.sh demo | test | bench [--quick] | tsan | fuzz [seconds] | format
 # Installs the Debian packages it needs when missing, builds, and runs.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -86,6 +86,35 @@ cmd_tsan() {
   done
 }
 
+# libFuzzer on every fuzz/fuzz_*.cpp target for [seconds] each (default 60), with ASan and UBSan,
+# starting from its corpus in fuzz/corpus/<name>/. New inputs go to build/fuzz/corpus/<name>/ (to
+# keep some: fuzz_<name> -merge=1 fuzz/corpus/<name> build/fuzz/corpus/<name>); a finding stops
+# the run with its reproducer in build/fuzz/findings/, which belongs in the corpus once fixed.
+# clang and libFuzzer are needed here only: ./run.sh test replays the corpora with any compiler.
+cmd_fuzz() {
+  local seconds=${1:-60}
+  ensure_packages clang libclang-rt-14-dev
+  build build/fuzz RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DMULTIPROC_BUILD_FUZZ=ON \
+    -DMULTIPROC_SANITIZE=address,undefined -DMULTIPROC_BUILD_TESTS=OFF -DMULTIPROC_BUILD_BENCH=OFF \
+    -DMULTIPROC_BUILD_EXAMPLES=OFF
+  export MULTIPROC_SHM_PREFIX=${MULTIPROC_SHM_PREFIX:-mpf$$}
+  export ASAN_OPTIONS=detect_leaks=1:handle_segv=0:handle_abort=0:handle_sigbus=0
+  mkdir -p build/fuzz/findings
+  for src in fuzz/fuzz_*.cpp; do
+    local name; name=$(basename "$src" .cpp)
+    local corpus=fuzz/corpus/${name#fuzz_} out=build/fuzz/corpus/${name#fuzz_}
+    mkdir -p "$out"
+    echo "== $name: ${seconds} s"
+    local log=build/fuzz/$name.log rc=0
+    build/fuzz/fuzz/"$name" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+      -print_final_stats=1 -artifact_prefix=build/fuzz/findings/"$name"- "$out" "$corpus" \
+      >"$log" 2>&1 || rc=$?
+    grep -E '^#[0-9]+[[:space:]]+DONE|^stat::average_exec_per_sec' "$log" || true
+    [ "$rc" -eq 0 ] || { tail -n 40 "$log"; echo "== $name: finding, see build/fuzz/findings/"; return 1; }
+  done
+  check_shm_clean
+}
+
 cmd_bench() {
   # The redis scenario's competitors (bench/redis/): Celery and RQ, with real workers.
   ensure_packages python3-celery python3-rq
@@ -103,6 +132,7 @@ case "${1:-}" in
   test) shift; cmd_test "$@" ;;
   bench) shift; cmd_bench "$@" ;;
   tsan) shift; cmd_tsan "$@" ;;
+  fuzz) shift; cmd_fuzz "$@" ;;
   format) shift; cmd_format "$@" ;;
-  *) echo "usage: ./run.sh demo | test | bench [--quick] | tsan | format"; exit 2 ;;
+  *) echo "usage: ./run.sh demo | test | bench [--quick] | tsan | fuzz [seconds] | format"; exit 2 ;;
 esac

@@ -110,13 +110,12 @@ void pool_worker_main(WorkerArgs args) {
         h.slot, h.gen, static_cast<uint32_t>(ResultKind::result), static_cast<int32_t>(pid), 0, 0};
     std::memcpy(out.data(), &rh, sizeof rh);
     try {
-      std::string code_key = task.substr(sizeof h, h.code_size);
+      const TaskFrame frame = split_task_frame(task.data(), task.size());
+      std::string code_key(frame.code);
       auto it = resolved.find(code_key);
       if (it == resolved.end())
-        it = resolved.emplace(code_key, resolve_task(load<TaskCode>(std::string_view(code_key))))
-                 .first;
-      const char* args_begin = task.data() + sizeof h + h.code_size;
-      it->second.invoker(it->second.fn, args_begin, task.data() + task.size(), &out);
+        it = resolved.emplace(code_key, resolve_task(load<TaskCode>(frame.code))).first;
+      it->second.invoker(it->second.fn, frame.args, frame.end, &out);
     } catch (...) {
       // The chunk could not even be decoded: report it as one failure for the whole chunk.
       out.resize(sizeof(ResultHeader));

@@ -600,6 +600,14 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
   // Records are 8-byte multiples: an aligned head stays aligned, and every record is checked to
   // end inside the ring before it is read.
   if (pos & 7) corrupt("its ring's head " + std::to_string(pos) + " is misaligned");
+  // Producers cannot reuse bytes before this call publishes them as consumed, so one walk covers
+  // at most one ring's worth: wrap or filler records that go round further (a wrap at offset 0)
+  // would loop for ever. Checked on those records only, off the items' path.
+  uint64_t walk_from = pos;
+  auto check_walk = [&] {
+    if (pos - walk_from > cap)
+      corrupt("its records go round the " + std::to_string(cap) + "-byte ring without end");
+  };
   while (delivered < max_items) {
     const uint64_t off = pos & (cap - 1);
     char* slot = get_ring_.data + off;
@@ -624,10 +632,12 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
       cap = get_ring_.cap;
       pos = r->head.load(std::memory_order_relaxed);
       if (pos & 7) corrupt("its ring's head " + std::to_string(pos) + " is misaligned");
+      walk_from = pos;
       continue;
     }
     if (header_kind(word) == kRecordWrap) {
       pos += cap - off;
+      check_walk();
       continue;
     }
     const uint64_t size = header_size(word);
@@ -638,6 +648,7 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
               " of a " + std::to_string(cap) + "-byte ring");
     if (header_kind(word) == kRecordSkip) {
       pos += rec;
+      check_walk();
       continue;
     }
     if (header_kind(word) == kRecordBlob) {
@@ -662,6 +673,8 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
         deliver(ctx, bytes, len);
         blob->unlink();
         ++delivered;
+      } else {
+        check_walk();  // references to blobs that are gone deliver nothing either
       }
     } else {
       uint64_t len = size;

@@ -12,6 +12,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include <multiproc/errors.hpp>
 
 namespace multiproc::detail {
 
@@ -63,6 +68,30 @@ struct TaskHeader {
   uint32_t code_size;  // bytes of encoded TaskCode after the header; args follow
 };
 static_assert(sizeof(TaskHeader) == 16);
+
+// A task message taken apart: the bytes come from shared memory any process of the user can
+// write, so the sizes in the header are checked against the message before anything is read.
+struct TaskFrame {
+  TaskHeader header;
+  std::string_view code;  // the encoded TaskCode
+  const char* args;       // the encoded arguments: [args, end)
+  const char* end;
+};
+
+inline TaskFrame split_task_frame(const char* p, size_t n) {
+  TaskFrame f{};
+  if (n < sizeof(TaskHeader))
+    throw ProcessError("pool: corrupt task: " + std::to_string(n) + " bytes");
+  std::memcpy(&f.header, p, sizeof f.header);
+  if (f.header.code_size > n - sizeof(TaskHeader)) {
+    throw ProcessError("pool: corrupt task: code of " + std::to_string(f.header.code_size) +
+                       " bytes in a message of " + std::to_string(n));
+  }
+  f.code = std::string_view(p + sizeof(TaskHeader), f.header.code_size);
+  f.args = p + sizeof(TaskHeader) + f.header.code_size;
+  f.end = p + n;
+  return f;
+}
 
 enum class ResultKind : uint32_t { result = 0, worker_died = 1 };
 
