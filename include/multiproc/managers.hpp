@@ -33,11 +33,14 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
 #include <multiproc/connection.hpp>
 #include <multiproc/context.hpp>
+#include <multiproc/detail/code_address.hpp>
 #include <multiproc/errors.hpp>
 #include <multiproc/process.hpp>
 #include <multiproc/queues.hpp>
@@ -334,6 +337,180 @@ class EventProxy : public BaseProxy {
   friend class Manager;
 };
 
+// --- user-defined hosted types (CPython's BaseManager.register) ---------------------------------
+//
+//   struct Counter { int n = 0; void add(int k) { n += k; } int get() const { return n; } };
+//   using CounterProxy = mp::Proxy<Counter, &Counter::add, &Counter::get>;  // what is exposed
+//   Counter make_counter(int start) { return Counter{start}; }               // the callable
+//
+//   mp::Registry reg;
+//   reg.add<CounterProxy, &make_counter>("Counter");  // or add<CounterProxy>: Counter{}
+//   mp::Manager m(reg);
+//   CounterProxy c = m.make<CounterProxy>("Counter", 5);
+//   c.call<&Counter::add>(2);  int n = c.call<&Counter::get>();  // typed; others do not compile
+//
+// The server runs the exposed member functions, one call at a time under its lock (a method that
+// blocks holds up every other client: keep hosted methods short). Their arguments and results
+// must be transferable. An exception a method throws reaches the caller as a ProcessError with
+// its message. A proxy class may derive from Proxy<...> to give the calls names.
+namespace detail {
+
+template <class M>
+struct member_fn;
+template <class C, class R, class... A>
+struct member_fn<R (C::*)(A...)> {
+  using cls = C;
+  using result = R;
+  using args = std::tuple<std::decay_t<A>...>;
+};
+template <class C, class R, class... A>
+struct member_fn<R (C::*)(A...) const> : member_fn<R (C::*)(A...)> {};
+template <class C, class R, class... A>
+struct member_fn<R (C::*)(A...) noexcept> : member_fn<R (C::*)(A...)> {};
+template <class C, class R, class... A>
+struct member_fn<R (C::*)(A...) const noexcept> : member_fn<R (C::*)(A...)> {};
+
+template <class F>
+struct free_fn;
+template <class R, class... A>
+struct free_fn<R (*)(A...)> {
+  using result = R;
+  using args = std::tuple<std::decay_t<A>...>;
+};
+template <class R, class... A>
+struct free_fn<R (*)(A...) noexcept> : free_fn<R (*)(A...)> {};
+
+// What the server does with one registered type. One static table per (proxy, factory); the
+// server finds it through the function that returns it, whose address the Manager hands over.
+struct HostedTypeOps {
+  const char* signature;  // the proxy type: a client's proxy must be the registered one
+  std::shared_ptr<void> (*create)(const std::string& args);
+  std::string (*call)(void* object, uint32_t method, const std::string& args);
+};
+using HostedTypeOpsFn = const HostedTypeOps* (*)();
+
+template <class T>
+T construct_default() {
+  return T{};
+}
+
+template <auto M, class T>
+std::string invoke_member(T& object, const std::string& args) {
+  using F = member_fn<decltype(M)>;
+  auto a = load<typename F::args>(std::string_view(args));
+  if constexpr (std::is_void_v<typename F::result>) {
+    std::apply([&](auto&... x) { (object.*M)(x...); }, a);
+    return {};
+  } else {
+    return encode(std::apply([&](auto&... x) { return (object.*M)(x...); }, a));
+  }
+}
+
+template <class P, auto Factory>
+const HostedTypeOps* hosted_type_ops() {
+  using T = typename P::type;
+  static const HostedTypeOps ops{
+      typeid(P).name(),
+      [](const std::string& args) -> std::shared_ptr<void> {
+        auto a = load<typename free_fn<decltype(Factory)>::args>(std::string_view(args));
+        using R = typename free_fn<decltype(Factory)>::result;
+        if constexpr (std::is_same_v<R, std::unique_ptr<T>> ||
+                      std::is_same_v<R, std::shared_ptr<T>>)
+          return std::shared_ptr<T>(std::apply(Factory, std::move(a)));
+        else
+          return std::make_shared<T>(std::apply(Factory, std::move(a)));
+      },
+      [](void* object, uint32_t method, const std::string& args) {
+        return P::dispatch(*static_cast<T*>(object), method, args);
+      }};
+  return &ops;
+}
+
+}  // namespace detail
+
+// A typed proxy for a user class T hosted by the server; Methods are the member functions it
+// exposes (CPython's `exposed`). call<&T::m>(args...) sends one request and returns m's result.
+template <class T, auto... Methods>
+class Proxy : public BaseProxy {
+  static_assert(sizeof...(Methods) > 0, "multiproc: a Proxy exposes at least one method");
+  static_assert((std::is_same_v<typename detail::member_fn<decltype(Methods)>::cls, T> && ...),
+                "multiproc: a Proxy<T, ...> exposes member functions of T");
+
+ public:
+  using type = T;
+  Proxy() = default;
+
+  template <auto M, class... A>
+  auto call(A&&... a) const {
+    constexpr uint32_t index = index_of<M>();
+    static_assert(index < sizeof...(Methods),
+                  "multiproc: this method is not exposed by the Proxy (list it in Proxy<T, ...>)");
+    using F = detail::member_fn<decltype(M)>;
+    static_assert(std::is_constructible_v<typename F::args, A&&...>,
+                  "multiproc: these arguments do not convert to the method's parameters");
+    std::string out;
+    detail::dump(out, std::tuple<uint32_t, std::string>(
+                          index, detail::encode(typename F::args(std::forward<A>(a)...))));
+    std::string r = BaseProxy::call("call", out);
+    if constexpr (!std::is_void_v<typename F::result>)
+      return detail::load<std::decay_t<typename F::result>>(r);
+  }
+
+  // The server's side of call(); not for users.
+  static std::string dispatch(T& object, uint32_t method, const std::string& args) {
+    return dispatch_at(object, method, args, std::make_index_sequence<sizeof...(Methods)>());
+  }
+
+  // What Manager::make returns through; public so that a derived proxy needs only
+  // `using Proxy::Proxy;`.
+  explicit Proxy(detail::ProxyRef ref) : BaseProxy(std::move(ref)) {}
+
+ private:
+  template <auto M>
+  static constexpr uint32_t index_of() {
+    uint32_t i = 0, found = sizeof...(Methods);
+    (void)((same_method<M, Methods>() ? (found = i, true) : (++i, false)) || ...);
+    return found;
+  }
+  template <auto A, auto B>
+  static constexpr bool same_method() {
+    if constexpr (std::is_same_v<decltype(A), decltype(B)>)
+      return A == B;
+    else
+      return false;
+  }
+  template <size_t... I>
+  static std::string dispatch_at(T& object, uint32_t method, const std::string& args,
+                                 std::index_sequence<I...>) {
+    constexpr auto ms = std::make_tuple(Methods...);
+    std::string out;
+    bool found = ((method == I ? (out = detail::invoke_member<std::get<I>(ms)>(object, args), true)
+                               : false) ||
+                  ...);
+    if (!found) throw ProcessError("no exposed method #" + std::to_string(method));
+    return out;
+  }
+};
+
+// The types a Manager's server can host, each under a typeid (CPython's BaseManager.register).
+// A Registry is given to the Manager before its server starts, which holds under every start
+// method: the server is told where each type's code is.
+class Registry {
+ public:
+  // P is a Proxy<T, ...>; T is made by Factory (a free function returning T, unique_ptr<T> or
+  // shared_ptr<T>), called with make<P>()'s arguments; by default T{}.
+  template <class P, auto Factory = &detail::construct_default<typename P::type>>
+  Registry& add(const std::string& typeid_) {
+    detail::HostedTypeOpsFn fn = &detail::hosted_type_ops<P, Factory>;
+    types_.emplace_back(typeid_, detail::encode_code_address(reinterpret_cast<const void*>(fn)));
+    return *this;
+  }
+  const std::vector<std::pair<std::string, detail::CodeAddress>>& types() const { return types_; }
+
+ private:
+  std::vector<std::pair<std::string, detail::CodeAddress>> types_;
+};
+
 template <class T>
 using QueueProxy = ::multiproc::Queue<T>;
 template <class T>
@@ -344,6 +521,9 @@ class Manager {
   // Starts the server with the default start method, or the context's; returns once it serves.
   Manager();
   explicit Manager(const Context& ctx);
+  // A server that can also host the registry's types (make<P>()).
+  explicit Manager(const Registry& registry);
+  Manager(const Context& ctx, const Registry& registry);
   Manager(Manager&&) noexcept;
   Manager& operator=(Manager&&) noexcept;
   Manager(const Manager&) = delete;
@@ -356,7 +536,8 @@ class Manager {
   // Other processes and programs reach it with connect(); objects made by name are found by
   // that name.
   static Manager serve(const std::string& address, const std::string& authkey,
-                       std::optional<Context> ctx = std::nullopt);
+                       std::optional<Context> ctx = std::nullopt,
+                       const Registry& registry = Registry());
   // A handle on a manager served elsewhere ("host:port" or "unix:/path"): it makes and finds
   // objects but does not own the server (shutdown() and destruction leave it running). Throws
   // ProcessError if nothing serves there, AuthenticationError on a wrong key.
@@ -403,6 +584,19 @@ class Manager {
     return BarrierProxy(create("barrier", detail::pack(parties), {}));
   }
 
+  // A new object of the type registered as `typeid_`, made by its factory from args (which must
+  // have the factory's parameter types). ProcessError if the server has no such typeid, or has
+  // it with another proxy type.
+  template <class P, class... A>
+  P make(const std::string& typeid_, const A&... args) {
+    return P(create_user(typeid_, typeid(P).name(), detail::pack(args...), {}));
+  }
+  // The one object of that name and typeid, made with args on first use.
+  template <class P, class... A>
+  P make_named(const std::string& typeid_, const std::string& name, const A&... args) {
+    return P(create_user(typeid_, typeid(P).name(), detail::pack(args...), name));
+  }
+
   // Objects by name: the one object of that name, made on first use (with maxsize or init) and
   // found by every later call from any process or program; a name already used for another
   // kind of object is a ProcessError. The element types are the caller's promise.
@@ -446,7 +640,10 @@ class Manager {
  private:
   struct Connected {};
   Manager(Connected, std::string address, std::string authkey);
-  Manager(const Context& ctx, std::string listen_address, std::string authkey);
+  Manager(const Context& ctx, std::string listen_address, std::string authkey,
+          const Registry& registry);
+  detail::ProxyRef create_user(const std::string& typeid_, const std::string& signature,
+                               const std::string& args, const std::string& name);
   detail::ProxyRef create(const std::string& kind, const std::string& init,
                           const std::string& name);
   std::string create_queue(size_t maxsize, bool joinable, const std::string& name);

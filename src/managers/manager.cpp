@@ -87,12 +87,18 @@ std::string proxy_call(const ProxyRef& ref, const std::string& method, const std
 
 Manager::Manager() : Manager(get_context()) {}
 
-Manager::Manager(const Context& ctx) : Manager(ctx, std::string(), process_authkey()) {}
+Manager::Manager(const Context& ctx) : Manager(ctx, std::string(), process_authkey(), Registry()) {}
+
+Manager::Manager(const Registry& registry)
+    : Manager(get_context(), std::string(), process_authkey(), registry) {}
+
+Manager::Manager(const Context& ctx, const Registry& registry)
+    : Manager(ctx, std::string(), process_authkey(), registry) {}
 
 Manager Manager::serve(const std::string& address, const std::string& authkey,
-                       std::optional<Context> ctx) {
+                       std::optional<Context> ctx, const Registry& registry) {
   if (address.empty()) throw ProcessError("Manager::serve: an address is needed");
-  return Manager(ctx ? *ctx : get_context(), address, authkey);
+  return Manager(ctx ? *ctx : get_context(), address, authkey, registry);
 }
 
 Manager Manager::connect(const std::string& address, const std::string& authkey) {
@@ -105,7 +111,8 @@ Manager Manager::connect(const std::string& address, const std::string& authkey)
 Manager::Manager(Connected, std::string address, std::string authkey)
     : address_(std::move(address)), authkey_(std::move(authkey)) {}
 
-Manager::Manager(const Context& ctx, std::string listen_address, std::string authkey)
+Manager::Manager(const Context& ctx, std::string listen_address, std::string authkey,
+                 const Registry& registry)
     : authkey_(std::move(authkey)) {
   if (authkey_.empty()) throw AuthenticationError("a manager needs a non-empty auth key");
   if (listen_address.empty()) {
@@ -121,8 +128,9 @@ Manager::Manager(const Context& ctx, std::string listen_address, std::string aut
     // The parent-death signal follows the thread that forked: arm it only when that thread is
     // the main one (whose end is the program's).
     const bool main_thread = ::syscall(SYS_gettid) == ::getpid();
-    server_ = std::make_unique<Process>(ctx, detail::manager_server_main, listen_address, dir_,
-                                        authkey_, control_listener.address(), main_thread);
+    server_ =
+        std::make_unique<Process>(ctx, detail::manager_server_main, listen_address, dir_, authkey_,
+                                  control_listener.address(), main_thread, registry.types());
     server_->name("SyncManager");
     server_->daemon(true);
     server_->start();
@@ -214,6 +222,15 @@ detail::ProxyRef Manager::create(const std::string& kind, const std::string& ini
   detail::ProxyRef ref = server;
   ref.id =
       detail::load<uint64_t>(detail::proxy_call(server, "create", detail::pack(kind, init, name)));
+  return ref;
+}
+
+detail::ProxyRef Manager::create_user(const std::string& typeid_, const std::string& signature,
+                                      const std::string& args, const std::string& name) {
+  detail::ProxyRef server{address_, authkey_, 0};
+  detail::ProxyRef ref = server;
+  ref.id = detail::load<uint64_t>(
+      detail::proxy_call(server, "create_user", detail::pack(typeid_, signature, args, name)));
   return ref;
 }
 

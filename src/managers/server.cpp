@@ -52,6 +52,9 @@ struct Object {
   uint64_t broken_generation = UINT64_MAX;
   bool broken = false;
   std::shared_ptr<QueueCore> queue;
+  // a registered user type: the object and what the server can do with it
+  std::shared_ptr<void> user;
+  const HostedTypeOps* ops = nullptr;
 };
 
 struct Server {
@@ -62,6 +65,7 @@ struct Server {
   uint64_t next_id = 1;
   uint64_t next_client = 1;
   std::string authkey;
+  std::map<std::string, const HostedTypeOps*> types;  // registered user types, by typeid
 };
 
 struct Failure {
@@ -154,6 +158,31 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
       // The reply is a serialized queue handle: it carries a reference for the receiver.
       o.queue->add_flight_ref();
       return encode(o.queue->name());
+    }
+    if (method == "create_user") {
+      auto [type, signature, init, name] =
+          args_as<std::string, std::string, std::string, std::string>(args);
+      auto t = s.types.find(type);
+      if (t == s.types.end())
+        fail(ReplyKind::error, "no type is registered as '" + type + "' with this manager");
+      if (signature != t->second->signature)
+        fail(ReplyKind::error, "'" + type + "' is registered with another proxy type");
+      const std::string kind = "user:" + type;
+      if (auto n = name.empty() ? s.names.end() : s.names.find(name); n != s.names.end()) {
+        if (s.objects[n->second].kind != kind)
+          fail(ReplyKind::error,
+               "the name '" + name + "' is a " + s.objects[n->second].kind + ", not a " + kind);
+        return encode(n->second);
+      }
+      // Made before it is filed, so a factory that throws leaves nothing behind.
+      std::shared_ptr<void> object = t->second->create(init);
+      const uint64_t nid = s.next_id++;
+      Object& o = s.objects[nid];
+      o.kind = kind;
+      o.user = std::move(object);
+      o.ops = t->second;
+      if (!name.empty()) s.names[name] = nid;
+      return encode(nid);
     }
     fail(ReplyKind::error, "unknown server method '" + method + "'");
   }
@@ -376,6 +405,11 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
     if (method == "parties") return encode(o.bound);
     if (method == "n_waiting") return encode(o.broken ? int64_t{0} : o.count);
     if (method == "broken") return encode(o.broken);
+  } else if (o.ops) {
+    if (method == "call") {
+      auto [index, margs] = args_as<uint32_t, std::string>(args);
+      return o.ops->call(o.user.get(), index, margs);
+    }
   } else if (k == "event") {
     if (method == "set") {
       o.flag = true;
@@ -454,7 +488,8 @@ void serve_client(Server* s, Connection c) {
 }  // namespace
 
 void manager_server_main(std::string address, std::string private_dir, std::string authkey,
-                         std::string control_address, bool pdeathsig) {
+                         std::string control_address, bool pdeathsig,
+                         std::vector<std::pair<std::string, CodeAddress>> registry) {
   // SIGTERM (and the parent-death signal) become a clean stop through the poll loop below.
   sigset_t term;
   sigemptyset(&term);
@@ -469,6 +504,10 @@ void manager_server_main(std::string address, std::string private_dir, std::stri
   Connection control = Client(control_address, authkey);
   auto* server = new Server;  // leaked on purpose: client threads may still run at _exit
   server->authkey = authkey;
+  for (auto& [type, code] : registry) {
+    auto fn = reinterpret_cast<HostedTypeOpsFn>(decode_code_address(code));
+    server->types[type] = fn();
+  }
   std::optional<Listener> listener;
   try {
     listener.emplace(address);
