@@ -27,6 +27,8 @@
 #pragma once
 
 #include <sys/types.h>
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -42,6 +44,7 @@
 #include <multiproc/context.hpp>
 #include <multiproc/detail/code_address.hpp>
 #include <multiproc/errors.hpp>
+#include <multiproc/ordered_queues.hpp>
 #include <multiproc/process.hpp>
 #include <multiproc/queues.hpp>
 #include <multiproc/serialization.hpp>
@@ -58,15 +61,37 @@ class KeyError : public ProcessError {
 
 namespace detail {
 
-// What a proxy names: where the server is, how to prove we may talk to it, which object.
+struct ProxyOwner;
+
+// What a proxy names: where the server is, how to prove we may talk to it, which object; and,
+// in the process that made an unnamed object, that process's claim on it (never travels).
 struct ProxyRef {
   std::string address;
   std::string authkey;
   uint64_t id = 0;
+  std::shared_ptr<ProxyOwner> owner;
   template <class Archive>
   void serialize(Archive& ar) {
     ar(address, authkey, id);
   }
+};
+
+// The claim of the process that made an object without a name (CPython's incref/decref, kept
+// per process): the proxy copies of that process share it, and when the last goes the server
+// frees the object, unless a proxy to it has left the process (been serialized: task argument,
+// queue item, message, value in another hosted object), which pins the object for the server's
+// lifetime. A forked child's inherited copies never release it.
+struct ProxyOwner {
+  std::string address, authkey;
+  uint64_t id = 0;
+  pid_t pid = 0;
+  std::atomic<bool> pinned{false};
+  ProxyOwner(std::string a, std::string k, uint64_t i);
+  ProxyOwner(const ProxyOwner&) = delete;
+  ProxyOwner& operator=(const ProxyOwner&) = delete;
+  ~ProxyOwner();
+  // One round trip, the first time only; a server that has gone is not an error here.
+  void pin();
 };
 
 // One request to the server, answered with the reply's payload. Throws KeyError,
@@ -87,6 +112,39 @@ std::string encode(const T& v) {
   return out;
 }
 
+// A shared-memory queue handle held inside a value: such a value cannot be stored in a hosted
+// dict, list, Value or Namespace, because each time a handle is serialized it adds one
+// in-flight reference to the queue, which the one load that receives it takes over; a stored
+// value is loaded any number of times (or never), so the count would go wrong and the queue be
+// freed under its users (or never). Only the common shapes are seen through (std containers,
+// pairs, tuples, optionals); a class with its own serialize that holds a queue is not.
+template <class T>
+struct holds_queue : std::false_type {};
+template <class T>
+struct holds_queue<::multiproc::Queue<T>> : std::true_type {};
+template <class T>
+struct holds_queue<::multiproc::JoinableQueue<T>> : std::true_type {};
+template <class T>
+struct holds_queue<::multiproc::SimpleQueue<T>> : std::true_type {};
+template <class T>
+struct holds_queue<::multiproc::LifoQueue<T>> : std::true_type {};
+template <class T, class C>
+struct holds_queue<::multiproc::PriorityQueue<T, C>> : std::true_type {};
+template <class T>
+struct holds_queue<const T> : holds_queue<T> {};
+template <template <class...> class C, class... A>
+struct holds_queue<C<A...>> : std::disjunction<holds_queue<A>...> {};
+template <class T, size_t N>
+struct holds_queue<std::array<T, N>> : holds_queue<T> {};
+
+template <class T>
+constexpr void refuse_stored_queue() {
+  static_assert(!holds_queue<T>::value,
+                "multiproc: a Queue (or a value holding one) cannot be stored in a hosted dict, "
+                "list, Value or Namespace: each read would open it once more than it was stored. "
+                "Make the queue by name (manager.Queue<T>(\"name\")) and store the name.");
+}
+
 // Timeouts travel as seconds; negative = wait forever.
 inline double timeout_seconds(const Timeout& t) {
   if (!t) return -1.0;
@@ -105,6 +163,9 @@ class BaseProxy {
   }
   template <class Archive>
   void serialize(Archive& ar) {
+    if constexpr (std::is_same_v<Archive, detail::OutputArchive>) {
+      if (ref_.owner) ref_.owner->pin();  // it leaves this process: the object must outlive us
+    }
     ar(ref_);
   }
 
@@ -125,7 +186,8 @@ class BaseProxy {
 
 template <class K, class V>
 class DictProxy : public BaseProxy {
-  static_assert((detail::require_transferable<K>(), detail::require_transferable<V>(), true));
+  static_assert((detail::require_transferable<K>(), detail::require_transferable<V>(),
+                 detail::refuse_stored_queue<K>(), detail::refuse_stored_queue<V>(), true));
 
  public:
   DictProxy() = default;
@@ -172,7 +234,7 @@ class DictProxy : public BaseProxy {
 
 template <class T>
 class ListProxy : public BaseProxy {
-  static_assert((detail::require_transferable<T>(), true));
+  static_assert((detail::require_transferable<T>(), detail::refuse_stored_queue<T>(), true));
 
  public:
   ListProxy() = default;
@@ -201,7 +263,7 @@ class ListProxy : public BaseProxy {
 
 template <class T>
 class ValueProxy : public BaseProxy {
-  static_assert((detail::require_transferable<T>(), true));
+  static_assert((detail::require_transferable<T>(), detail::refuse_stored_queue<T>(), true));
 
  public:
   ValueProxy() = default;
@@ -220,6 +282,7 @@ class NamespaceProxy : public BaseProxy {
   template <class T>
   void set(const std::string& name, const T& x) {
     detail::require_transferable<T>();
+    detail::refuse_stored_queue<T>();
     call("set", detail::pack(name, std::string(typeid(T).name()), detail::encode(x)));
   }
   // KeyError when the name was never set; ProcessError when it holds another type.
@@ -626,6 +689,10 @@ class Manager {
   }
   AcquirerProxy Lock(const std::string& name) { return AcquirerProxy(create("lock", {}, name)); }
   EventProxy Event(const std::string& name) { return EventProxy(create("event", {}, name)); }
+
+  // How many objects the server holds (CPython's _number_of_objects()): those made by name,
+  // those whose proxies have left the process that made them, and unnamed ones still held there.
+  size_t number_of_objects();
 
   // Where the server listens: "unix:/path" (a directory only this user can enter) or, for
   // serve(), "host:port".

@@ -55,12 +55,15 @@ struct Object {
   // a registered user type: the object and what the server can do with it
   std::shared_ptr<void> user;
   const HostedTypeOps* ops = nullptr;
+  // Set once a proxy to it has left the process that made it: never freed by a release.
+  bool pinned = false;
 };
 
 struct Server {
   std::mutex mu;
   std::condition_variable changed;
-  std::map<uint64_t, Object> objects;
+  // Shared so that a thread waiting in a call keeps its object while a release erases it.
+  std::map<uint64_t, std::shared_ptr<Object>> objects;
   std::map<std::string, uint64_t> names;  // objects made by name
   uint64_t next_id = 1;
   uint64_t next_client = 1;
@@ -114,6 +117,7 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
   std::unique_lock lk(s.mu);
   if (id == 0) {
     if (method == "ping") return {};
+    if (method == "number_of_objects") return encode(static_cast<uint64_t>(s.objects.size()));
     if (method == "create" || method == "create_queue") {
       std::string kind, init, name;
       uint64_t maxsize = 0;
@@ -132,12 +136,12 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
       uint64_t nid = 0;
       if (auto n = name.empty() ? s.names.end() : s.names.find(name); n != s.names.end()) {
         nid = n->second;
-        if (s.objects[nid].kind != kind)
+        if (s.objects[nid]->kind != kind)
           fail(ReplyKind::error,
-               "the name '" + name + "' is a " + s.objects[nid].kind + ", not a " + kind);
+               "the name '" + name + "' is a " + s.objects[nid]->kind + ", not a " + kind);
       } else {
-        nid = s.next_id++;
-        Object& o = s.objects[nid];
+        auto made = std::make_shared<Object>();
+        Object& o = *made;
         o.kind = kind;
         o.value = init;
         if (kind == "semaphore" || kind == "bounded_semaphore") {
@@ -150,10 +154,23 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
           if (parties < 1) fail(ReplyKind::error, "a barrier needs at least one party");
           o.bound = parties;
         }
-        if (method == "create_queue") o.queue = QueueCore::create(maxsize, joinable);
-        if (!name.empty()) s.names[name] = nid;
+        if (method == "create_queue") {
+          o.queue = QueueCore::create(maxsize, joinable);
+          if (name.empty()) {
+            // Not filed: an unnamed queue lives as long as its handles, the reply's included.
+            o.queue->add_flight_ref();
+            return encode(o.queue->name());
+          }
+        }
+        // Filed once whole, so that a refusal above leaves nothing behind.
+        nid = s.next_id++;
+        s.objects[nid] = std::move(made);
+        if (!name.empty()) {
+          s.names[name] = nid;
+          s.objects[nid]->pinned = true;  // found by name by anyone, at any time
+        }
       }
-      Object& o = s.objects[nid];
+      Object& o = *s.objects[nid];
       if (!o.queue) return encode(nid);
       // The reply is a serialized queue handle: it carries a reference for the receiver.
       o.queue->add_flight_ref();
@@ -169,26 +186,44 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
         fail(ReplyKind::error, "'" + type + "' is registered with another proxy type");
       const std::string kind = "user:" + type;
       if (auto n = name.empty() ? s.names.end() : s.names.find(name); n != s.names.end()) {
-        if (s.objects[n->second].kind != kind)
+        if (s.objects[n->second]->kind != kind)
           fail(ReplyKind::error,
-               "the name '" + name + "' is a " + s.objects[n->second].kind + ", not a " + kind);
+               "the name '" + name + "' is a " + s.objects[n->second]->kind + ", not a " + kind);
         return encode(n->second);
       }
       // Made before it is filed, so a factory that throws leaves nothing behind.
       std::shared_ptr<void> object = t->second->create(init);
       const uint64_t nid = s.next_id++;
-      Object& o = s.objects[nid];
+      auto made = std::make_shared<Object>();
+      s.objects[nid] = made;
+      Object& o = *made;
       o.kind = kind;
       o.user = std::move(object);
       o.ops = t->second;
+      o.pinned = !name.empty();
       if (!name.empty()) s.names[name] = nid;
       return encode(nid);
     }
     fail(ReplyKind::error, "unknown server method '" + method + "'");
   }
   auto it = s.objects.find(id);
-  if (it == s.objects.end()) fail(ReplyKind::error, "no object with id " + std::to_string(id));
-  Object& o = it->second;
+  if (it == s.objects.end())
+    fail(ReplyKind::error, "no object with id " + std::to_string(id) +
+                               " (freed when the last proxy of the process that made it went)");
+  if (method == "#pin") {
+    it->second->pinned = true;
+    return {};
+  }
+  if (method == "#release") {
+    if (!it->second->pinned) {
+      // A thread that waits in this object's call keeps it (shared); nothing else names it.
+      s.objects.erase(it);
+      s.changed.notify_all();
+    }
+    return {};
+  }
+  const std::shared_ptr<Object> keep = it->second;
+  Object& o = *keep;
   const std::string& k = o.kind;
   if (k == "dict") {
     if (method == "set") {
@@ -476,9 +511,9 @@ void serve_client(Server* s, Connection c) {
     std::lock_guard lk(s->mu);
     for (uint64_t id : held) {
       auto it = s->objects.find(id);
-      if (it != s->objects.end() && it->second.flag && it->second.owner == client) {
-        it->second.flag = false;
-        it->second.count = 0;
+      if (it != s->objects.end() && it->second->flag && it->second->owner == client) {
+        it->second->flag = false;
+        it->second->count = 0;
       }
     }
     s->changed.notify_all();

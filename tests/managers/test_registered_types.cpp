@@ -4,7 +4,9 @@
 // objects by name; under fork, spawn and forkserver (the server is started with each).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -121,5 +123,77 @@ TEST_P(RegisteredTypes, ByName) {
 }
 
 MP_ALL_START_METHODS(RegisteredTypes);
+
+}  // namespace
+
+// --- lifetimes (CPython's incref/decref) --------------------------------------------------------
+
+namespace {
+
+int read_value(mp::ValueProxy<int> v) {
+  return v.get();
+}
+
+class ProxyLifetime : public StartMethodTest {};
+
+TEST_P(ProxyLifetime, AnUnnamedObjectIsFreedWithItsLastProxy) {
+  mp::Manager m(ctx(), registry());
+  ASSERT_EQ(m.number_of_objects(), 0u);
+  {
+    auto d = m.dict<std::string, int>();
+    auto copy = d;
+    d = {};
+    copy.set("x", 1);
+    auto c = m.make<CounterProxy>("Counter", 1);
+    auto l = m.Lock();
+    l.acquire();
+    EXPECT_EQ(m.number_of_objects(), 3u);
+  }
+  EXPECT_EQ(m.number_of_objects(), 0u);
+  // Named objects stay: anyone may ask for them by name later.
+  { m.dict<std::string, int>("kept").set("x", 1); }
+  EXPECT_EQ(m.number_of_objects(), 1u);
+  auto kept = m.dict<std::string, int>("kept");
+  EXPECT_EQ(kept.get("x"), 1);
+}
+
+TEST_P(ProxyLifetime, AProxyThatLeftItsProcessKeepsTheObject) {
+  mp::Manager m(ctx());
+  auto outer = m.list<mp::ValueProxy<int>>();
+  {
+    auto v = m.Value<int>(7);
+    mp::Process p(ctx(), read_value, v);  // leaves this process: pinned for the server's life
+    p.start();
+    ASSERT_TRUE(p.join(30s));
+    EXPECT_EQ(p.exitcode(), 0);
+    auto w = m.Value<int>(8);
+    outer.append(w);  // stored in another hosted object: pinned too
+  }
+  EXPECT_EQ(m.number_of_objects(), 3u);
+  EXPECT_EQ(outer.get(0).get(), 8);
+}
+
+TEST_P(ProxyLifetime, AnUnnamedQueueIsFreedWithItsLastHandle) {
+  mp::Manager m(ctx());
+  std::string segment;
+  {
+    auto q = m.Queue<int>();
+    q.put(1);
+    EXPECT_EQ(q.get(10s), 1);
+    segment = "/dev/shm/" + (q.name()[0] == '/' ? q.name().substr(1) : q.name());
+    EXPECT_EQ(::access(segment.c_str(), F_OK), 0) << segment;
+  }
+  EXPECT_NE(::access(segment.c_str(), F_OK), 0) << segment;
+  EXPECT_EQ(m.number_of_objects(), 0u);
+}
+
+MP_ALL_START_METHODS(ProxyLifetime);
+
+// Refused at compile time, as the values' static_assert says.
+static_assert(mp::detail::holds_queue<mp::Queue<int>>::value);
+static_assert(mp::detail::holds_queue<std::vector<std::pair<int, mp::JoinableQueue<int>>>>::value);
+static_assert(mp::detail::holds_queue<std::optional<mp::LifoQueue<int>>>::value);
+static_assert(!mp::detail::holds_queue<std::vector<mp::DictProxy<int, int>>>::value);
+static_assert(!mp::detail::holds_queue<std::string>::value);
 
 }  // namespace
