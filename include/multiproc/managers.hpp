@@ -18,8 +18,17 @@
 // The server ends at shutdown(), at the Manager's destruction, and when the program that started
 // it ends in any way (the end of a control pipe it watches; also PR_SET_PDEATHSIG when the
 // Manager was made on the main thread). Once it has ended, every proxy call throws ProcessError
-// at once. A client that disconnects releases the hosted locks it held. Hosted objects live as
-// long as the server (no per-proxy reference counting yet).
+// at once. A client that disconnects releases the hosted locks it held.
+//
+// Lifetimes (CPython's incref/decref, kept per process): an object made without a name is freed
+// when the last proxy to it in the process that made it goes, unless a proxy to it has left that
+// process (serialized as a task argument, queue item, message or value of another hosted
+// object), which keeps it for the server's lifetime; objects made by name live as long as the
+// server. An unnamed manager Queue lives as long as its handles, as any Queue. A Queue cannot be
+// stored in a hosted dict, list, Value or Namespace (a compile-time error says why).
+//
+// User types: Registry::add<Proxy<T, &T::method...>, &factory>("typeid"), Manager(registry),
+// manager.make<P>("typeid", args...) (see Proxy below).
 //
 // Manager::serve(address, key) serves on TCP; Manager::connect(address, key) reaches that server
 // from another program, and manager.dict<K, V>("name") (Queue, list, Value... alike) returns the

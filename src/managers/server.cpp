@@ -497,6 +497,9 @@ void serve_client(Server* s, Connection c) {
       } catch (const std::exception& e) {
         kind = ReplyKind::error;
         payload = e.what();
+      } catch (...) {  // a hosted user type's method threw something else
+        kind = ReplyKind::error;
+        payload = "a hosted method threw an exception that is not a std::exception";
       }
       std::string reply;
       dump(reply, std::tuple<uint8_t, std::string>(static_cast<uint8_t>(kind), payload));

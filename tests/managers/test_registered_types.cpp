@@ -24,9 +24,10 @@ class Foo {
  public:
   std::string f() const { return "f()"; }
   void g() { throw std::invalid_argument("g() raised"); }
+  void k() { throw 42; }  // not a std::exception
   std::string h() const { return "_h()"; }
 };
-using FooProxy = mp::Proxy<Foo, &Foo::f, &Foo::g>;
+using FooProxy = mp::Proxy<Foo, &Foo::f, &Foo::g, &Foo::k>;
 using BarProxy = mp::Proxy<Foo, &Foo::f, &Foo::h>;
 
 class Counter {
@@ -77,6 +78,13 @@ TEST_P(RegisteredTypes, ExposedMethodsAndExceptions) {
   } catch (const mp::ProcessError& e) {
     EXPECT_NE(std::string(e.what()).find("g() raised"), std::string::npos) << e.what();
   }
+  try {
+    foo.call<&Foo::k>();
+    FAIL() << "k() did not raise";
+  } catch (const mp::ProcessError& e) {
+    EXPECT_NE(std::string(e.what()).find("not a std::exception"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(foo.call<&Foo::f>(), "f()");  // the connection and the server go on
   EXPECT_EQ(bar.call<&Foo::f>(), "f()");
   EXPECT_EQ(bar.call<&Foo::h>(), "_h()");
   // foo.call<&Foo::h>() and bar.call<&Foo::g>() do not compile: not exposed by those proxies.
