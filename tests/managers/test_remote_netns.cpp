@@ -5,6 +5,7 @@
 // when they cannot be made here (no user namespaces, no `ip`): the test is then skipped.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -65,12 +66,21 @@ bool read_byte(int fd, char& c) {
   if (::write(to_server, "c", 1) != 1) _exit(4);
   std::string port;
   while (read_byte(from_server, c) && c != '\n') port.push_back(c);
+  // The result goes back as a byte; this namespace (and with it the veth pair and the server's
+  // address) stays until the server's side has finished its own calls and closes the pipe.
+  auto report = [&](int code) {
+    const char b = static_cast<char>(code);
+    if (::write(to_server, &b, 1) == 1)
+      while (read_byte(from_server, c)) {
+      }
+    _exit(code);
+  };
   try {
     mp::Manager m = mp::Manager::connect("10.231.7.1:" + port, kKey);
     m.dict<std::string, int>("results").set("client", 42);
     m.make_named<TallyProxy>("Tally", "tally").call<&Tally::add>(std::string("client"));
     mp::AcquirerProxy lock = m.Lock("lock");
-    if (!lock.acquire(true, std::chrono::seconds(10))) _exit(5);
+    if (!lock.acquire(true, std::chrono::seconds(10))) report(5);
     lock.release();
     bool refused = false;
     try {
@@ -78,11 +88,12 @@ bool read_byte(int fd, char& c) {
     } catch (const mp::AuthenticationError&) {
       refused = true;
     }
-    _exit(refused ? 0 : 6);
+    report(refused ? 0 : 6);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "client: %s\n", e.what());
-    _exit(7);
+    report(7);
   }
+  _exit(8);
 }
 
 // The server's namespace: makes the veth pair, moves one end to the client's namespace, serves.
@@ -90,9 +101,16 @@ bool read_byte(int fd, char& c) {
   if (!enter_new_netns(true)) _exit(kSkip);
   if (!run("ip link add mpv0 type veth peer name mpv1")) _exit(kSkip);
   int up[2], down[2];
-  if (::pipe(up) != 0 || ::pipe(down) != 0) _exit(10);
+  // Close-on-exec, and each side closes the other's ends: the client waits for EOF on `down`.
+  if (::pipe2(up, O_CLOEXEC) != 0 || ::pipe2(down, O_CLOEXEC) != 0) _exit(10);
   pid_t client = ::fork();
-  if (client == 0) client_side(up[1], down[0]);
+  if (client == 0) {
+    ::close(up[0]);
+    ::close(down[1]);
+    client_side(up[1], down[0]);
+  }
+  ::close(up[1]);
+  ::close(down[0]);
   int code = 11;
   char c = 0;
   auto finish = [&](int rc) {
@@ -115,18 +133,15 @@ bool read_byte(int fd, char& c) {
     auto tally = server.make_named<TallyProxy>("Tally", "tally");
     std::string port = server.address().substr(server.address().rfind(':') + 1) + "\n";
     if (::write(down[1], port.data(), port.size()) != static_cast<ssize_t>(port.size())) finish(15);
-    int status = 0;
-    ::waitpid(client, &status, 0);
-    client = -1;
-    code = WIFEXITED(status) ? WEXITSTATUS(status) : 16;
+    code = read_byte(up[0], c) ? c : 16;
     if (code == 0 && results.get("client", 0) != 42) code = 17;
     if (code == 0 && tally.call<&Tally::seen>() != "client;") code = 18;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "server: %s\n", e.what());
     code = 19;
   }
-  if (client > 0) finish(code);
-  _exit(code);
+  finish(code);
+  _exit(code);  // not reached: finish() exits
 }
 
 class RemoteManager : public StartMethodTest {};
