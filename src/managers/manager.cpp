@@ -25,13 +25,30 @@ struct ClientCache {
   std::map<std::string, Connection> conns;  // by address + key
 };
 thread_local ClientCache t_cache;
+// Still readable once t_cache is destroyed (a proxy released by a static destructor at exit).
+thread_local bool t_cache_gone = false;
+struct CacheGuard {
+  ~CacheGuard() { t_cache_gone = true; }
+};
 
 [[noreturn]] void server_gone(const ProxyRef& ref, const std::string& why) {
   throw ProcessError("the manager's server at " + ref.address +
                      " cannot be reached (it has been shut down or has died): " + why);
 }
 
+Connection open_connection(const ProxyRef& ref) {
+  try {
+    return Client(ref.address, ref.authkey);
+  } catch (const AuthenticationError&) {
+    throw;
+  } catch (const ProcessError& e) {
+    server_gone(ref, e.what());
+  }
+}
+
 Connection& connection_for(const ProxyRef& ref) {
+  (void)t_cache.pid;
+  thread_local CacheGuard guard;  // constructed after t_cache, so destroyed before it
   if (t_cache.pid != ::getpid()) {
     t_cache.conns.clear();
     t_cache.pid = ::getpid();
@@ -41,15 +58,7 @@ Connection& connection_for(const ProxyRef& ref) {
   key += ref.authkey;
   auto it = t_cache.conns.find(key);
   if (it != t_cache.conns.end() && !it->second.closed()) return it->second;
-  Connection c;
-  try {
-    c = Client(ref.address, ref.authkey);
-  } catch (const AuthenticationError&) {
-    throw;
-  } catch (const ProcessError& e) {
-    server_gone(ref, e.what());
-  }
-  return t_cache.conns[key] = c;
+  return t_cache.conns[key] = open_connection(ref);
 }
 
 // A Manager that shuts down closes its own thread's connection to its server: kept, it would hold
@@ -70,7 +79,11 @@ void forget_connections(const std::string& address) {
 std::string proxy_call(const ProxyRef& ref, const std::string& method, const std::string& args) {
   std::string request;
   dump(request, std::tuple<uint64_t, std::string, std::string>(ref.id, method, args));
-  Connection& c = connection_for(ref);
+  // Too late in this thread for its cached connections (a proxy released by a static
+  // destructor at exit): a connection for this call alone.
+  std::optional<Connection> own;
+  if (t_cache_gone) own.emplace(open_connection(ref));
+  Connection& c = own ? *own : connection_for(ref);
   std::string frame;
   try {
     c.send_bytes(request);
@@ -96,29 +109,57 @@ std::string proxy_call(const ProxyRef& ref, const std::string& method, const std
   }
 }
 
+ProxyOwner::ProxyOwner(std::string a, std::string k, uint64_t i)
+    : address(std::move(a)), authkey(std::move(k)), id(i), pid(::getpid()) {}
+
+ProxyOwner::~ProxyOwner() {
+  if (pinned.load(std::memory_order_relaxed) || ::getpid() != pid) return;
+  try {
+    proxy_call(ProxyRef{address, authkey, id, nullptr}, "#release", {});
+  } catch (...) {
+    // The server has gone (and the object with it), or is unreachable: nothing to free.
+  }
+}
+
+void ProxyOwner::pin() {
+  if (pinned.load(std::memory_order_relaxed) || ::getpid() != pid) return;
+  try {
+    proxy_call(ProxyRef{address, authkey, id, nullptr}, "#pin", {});
+    pinned.store(true, std::memory_order_relaxed);
+  } catch (...) {
+  }
+}
+
 }  // namespace detail
 
 Manager::Manager() : Manager(get_context()) {}
 
-Manager::Manager(const Context& ctx) : Manager(ctx, std::string(), process_authkey()) {}
+Manager::Manager(const Context& ctx) : Manager(ctx, std::string(), process_authkey(), Registry()) {}
+
+Manager::Manager(const Registry& registry)
+    : Manager(get_context(), std::string(), process_authkey(), registry) {}
+
+Manager::Manager(const Context& ctx, const Registry& registry)
+    : Manager(ctx, std::string(), process_authkey(), registry) {}
 
 Manager Manager::serve(const std::string& address, const std::string& authkey,
-                       std::optional<Context> ctx) {
+                       std::optional<Context> ctx, const Registry& registry) {
   if (address.empty()) throw ProcessError("Manager::serve: an address is needed");
-  return Manager(ctx ? *ctx : get_context(), address, authkey);
+  return Manager(ctx ? *ctx : get_context(), address, authkey, registry);
 }
 
 Manager Manager::connect(const std::string& address, const std::string& authkey) {
   Manager m(Connected{}, address, authkey);
   // Fail here, not at the first proxy call, when nothing serves there or the key is wrong.
-  detail::proxy_call(detail::ProxyRef{address, authkey, 0}, "ping", {});
+  detail::proxy_call(detail::ProxyRef{address, authkey, 0, nullptr}, "ping", {});
   return m;
 }
 
 Manager::Manager(Connected, std::string address, std::string authkey)
     : address_(std::move(address)), authkey_(std::move(authkey)) {}
 
-Manager::Manager(const Context& ctx, std::string listen_address, std::string authkey)
+Manager::Manager(const Context& ctx, std::string listen_address, std::string authkey,
+                 const Registry& registry)
     : authkey_(std::move(authkey)) {
   if (authkey_.empty()) throw AuthenticationError("a manager needs a non-empty auth key");
   if (listen_address.empty()) {
@@ -134,8 +175,9 @@ Manager::Manager(const Context& ctx, std::string listen_address, std::string aut
     // The parent-death signal follows the thread that forked: arm it only when that thread is
     // the main one (whose end is the program's).
     const bool main_thread = ::syscall(SYS_gettid) == ::getpid();
-    server_ = std::make_unique<Process>(ctx, detail::manager_server_main, listen_address, dir_,
-                                        authkey_, control_listener.address(), main_thread);
+    server_ =
+        std::make_unique<Process>(ctx, detail::manager_server_main, listen_address, dir_, authkey_,
+                                  control_listener.address(), main_thread, registry.types());
     server_->name("SyncManager");
     server_->daemon(true);
     server_->start();
@@ -224,15 +266,31 @@ void Manager::shutdown() {
 
 detail::ProxyRef Manager::create(const std::string& kind, const std::string& init,
                                  const std::string& name) {
-  detail::ProxyRef server{address_, authkey_, 0};
+  detail::ProxyRef server{address_, authkey_, 0, nullptr};
   detail::ProxyRef ref = server;
   ref.id =
       detail::load<uint64_t>(detail::proxy_call(server, "create", detail::pack(kind, init, name)));
+  if (name.empty()) ref.owner = std::make_shared<detail::ProxyOwner>(address_, authkey_, ref.id);
+  return ref;
+}
+
+size_t Manager::number_of_objects() {
+  return detail::load<uint64_t>(
+      detail::proxy_call(detail::ProxyRef{address_, authkey_, 0, nullptr}, "number_of_objects", {}));
+}
+
+detail::ProxyRef Manager::create_user(const std::string& typeid_, const std::string& signature,
+                                      const std::string& args, const std::string& name) {
+  detail::ProxyRef server{address_, authkey_, 0, nullptr};
+  detail::ProxyRef ref = server;
+  ref.id = detail::load<uint64_t>(
+      detail::proxy_call(server, "create_user", detail::pack(typeid_, signature, args, name)));
+  if (name.empty()) ref.owner = std::make_shared<detail::ProxyOwner>(address_, authkey_, ref.id);
   return ref;
 }
 
 std::string Manager::create_queue(size_t maxsize, bool joinable, const std::string& name) {
-  detail::ProxyRef server{address_, authkey_, 0};
+  detail::ProxyRef server{address_, authkey_, 0, nullptr};
   // The payload is the queue's name; returned encoded, as a queue handle travels.
   std::string queue = detail::load<std::string>(detail::proxy_call(
       server, "create_queue", detail::pack(static_cast<uint64_t>(maxsize), joinable, name)));

@@ -52,16 +52,23 @@ struct Object {
   uint64_t broken_generation = UINT64_MAX;
   bool broken = false;
   std::shared_ptr<QueueCore> queue;
+  // a registered user type: the object and what the server can do with it
+  std::shared_ptr<void> user;
+  const HostedTypeOps* ops = nullptr;
+  // Set once a proxy to it has left the process that made it: never freed by a release.
+  bool pinned = false;
 };
 
 struct Server {
   std::mutex mu;
   std::condition_variable changed;
-  std::map<uint64_t, Object> objects;
+  // Shared so that a thread waiting in a call keeps its object while a release erases it.
+  std::map<uint64_t, std::shared_ptr<Object>> objects;
   std::map<std::string, uint64_t> names;  // objects made by name
   uint64_t next_id = 1;
   uint64_t next_client = 1;
   std::string authkey;
+  std::map<std::string, const HostedTypeOps*> types;  // registered user types, by typeid
 };
 
 struct Failure {
@@ -110,6 +117,7 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
   std::unique_lock lk(s.mu);
   if (id == 0) {
     if (method == "ping") return {};
+    if (method == "number_of_objects") return encode(static_cast<uint64_t>(s.objects.size()));
     if (method == "create" || method == "create_queue") {
       std::string kind, init, name;
       uint64_t maxsize = 0;
@@ -128,12 +136,12 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
       uint64_t nid = 0;
       if (auto n = name.empty() ? s.names.end() : s.names.find(name); n != s.names.end()) {
         nid = n->second;
-        if (s.objects[nid].kind != kind)
+        if (s.objects[nid]->kind != kind)
           fail(ReplyKind::error,
-               "the name '" + name + "' is a " + s.objects[nid].kind + ", not a " + kind);
+               "the name '" + name + "' is a " + s.objects[nid]->kind + ", not a " + kind);
       } else {
-        nid = s.next_id++;
-        Object& o = s.objects[nid];
+        auto made = std::make_shared<Object>();
+        Object& o = *made;
         o.kind = kind;
         o.value = init;
         if (kind == "semaphore" || kind == "bounded_semaphore") {
@@ -146,20 +154,76 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
           if (parties < 1) fail(ReplyKind::error, "a barrier needs at least one party");
           o.bound = parties;
         }
-        if (method == "create_queue") o.queue = QueueCore::create(maxsize, joinable);
-        if (!name.empty()) s.names[name] = nid;
+        if (method == "create_queue") {
+          o.queue = QueueCore::create(maxsize, joinable);
+          if (name.empty()) {
+            // Not filed: an unnamed queue lives as long as its handles, the reply's included.
+            o.queue->add_flight_ref();
+            return encode(o.queue->name());
+          }
+        }
+        // Filed once whole, so that a refusal above leaves nothing behind.
+        nid = s.next_id++;
+        s.objects[nid] = std::move(made);
+        if (!name.empty()) {
+          s.names[name] = nid;
+          s.objects[nid]->pinned = true;  // found by name by anyone, at any time
+        }
       }
-      Object& o = s.objects[nid];
+      Object& o = *s.objects[nid];
       if (!o.queue) return encode(nid);
       // The reply is a serialized queue handle: it carries a reference for the receiver.
       o.queue->add_flight_ref();
       return encode(o.queue->name());
     }
+    if (method == "create_user") {
+      auto [type, signature, init, name] =
+          args_as<std::string, std::string, std::string, std::string>(args);
+      auto t = s.types.find(type);
+      if (t == s.types.end())
+        fail(ReplyKind::error, "no type is registered as '" + type + "' with this manager");
+      if (signature != t->second->signature)
+        fail(ReplyKind::error, "'" + type + "' is registered with another proxy type");
+      const std::string kind = "user:" + type;
+      if (auto n = name.empty() ? s.names.end() : s.names.find(name); n != s.names.end()) {
+        if (s.objects[n->second]->kind != kind)
+          fail(ReplyKind::error,
+               "the name '" + name + "' is a " + s.objects[n->second]->kind + ", not a " + kind);
+        return encode(n->second);
+      }
+      // Made before it is filed, so a factory that throws leaves nothing behind.
+      std::shared_ptr<void> object = t->second->create(init);
+      const uint64_t nid = s.next_id++;
+      auto made = std::make_shared<Object>();
+      s.objects[nid] = made;
+      Object& o = *made;
+      o.kind = kind;
+      o.user = std::move(object);
+      o.ops = t->second;
+      o.pinned = !name.empty();
+      if (!name.empty()) s.names[name] = nid;
+      return encode(nid);
+    }
     fail(ReplyKind::error, "unknown server method '" + method + "'");
   }
   auto it = s.objects.find(id);
-  if (it == s.objects.end()) fail(ReplyKind::error, "no object with id " + std::to_string(id));
-  Object& o = it->second;
+  if (it == s.objects.end())
+    fail(ReplyKind::error, "no object with id " + std::to_string(id) +
+                               " (freed when the last proxy of the process that made it went)");
+  if (method == "#pin") {
+    it->second->pinned = true;
+    return {};
+  }
+  if (method == "#release") {
+    if (!it->second->pinned) {
+      // A thread that waits in this object's call keeps it (shared); nothing else names it.
+      s.objects.erase(it);
+      s.changed.notify_all();
+    }
+    return {};
+  }
+  const std::shared_ptr<Object> keep = it->second;
+  Object& o = *keep;
   const std::string& k = o.kind;
   if (k == "dict") {
     if (method == "set") {
@@ -376,6 +440,11 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
     if (method == "parties") return encode(o.bound);
     if (method == "n_waiting") return encode(o.broken ? int64_t{0} : o.count);
     if (method == "broken") return encode(o.broken);
+  } else if (o.ops) {
+    if (method == "call") {
+      auto [index, margs] = args_as<uint32_t, std::string>(args);
+      return o.ops->call(o.user.get(), index, margs);
+    }
   } else if (k == "event") {
     if (method == "set") {
       o.flag = true;
@@ -428,6 +497,9 @@ void serve_client(Server* s, Connection c) {
       } catch (const std::exception& e) {
         kind = ReplyKind::error;
         payload = e.what();
+      } catch (...) {  // a hosted user type's method threw something else
+        kind = ReplyKind::error;
+        payload = "a hosted method threw an exception that is not a std::exception";
       }
       std::string reply;
       dump(reply, std::tuple<uint8_t, std::string>(static_cast<uint8_t>(kind), payload));
@@ -442,9 +514,9 @@ void serve_client(Server* s, Connection c) {
     std::lock_guard lk(s->mu);
     for (uint64_t id : held) {
       auto it = s->objects.find(id);
-      if (it != s->objects.end() && it->second.flag && it->second.owner == client) {
-        it->second.flag = false;
-        it->second.count = 0;
+      if (it != s->objects.end() && it->second->flag && it->second->owner == client) {
+        it->second->flag = false;
+        it->second->count = 0;
       }
     }
     s->changed.notify_all();
@@ -454,7 +526,8 @@ void serve_client(Server* s, Connection c) {
 }  // namespace
 
 void manager_server_main(std::string address, std::string private_dir, std::string authkey,
-                         std::string control_address, bool pdeathsig) {
+                         std::string control_address, bool pdeathsig,
+                         std::vector<std::pair<std::string, CodeAddress>> registry) {
   // SIGTERM (and the parent-death signal) become a clean stop through the poll loop below.
   sigset_t term;
   sigemptyset(&term);
@@ -469,6 +542,10 @@ void manager_server_main(std::string address, std::string private_dir, std::stri
   Connection control = Client(control_address, authkey);
   auto* server = new Server;  // leaked on purpose: client threads may still run at _exit
   server->authkey = authkey;
+  for (auto& [type, code] : registry) {
+    auto fn = reinterpret_cast<HostedTypeOpsFn>(decode_code_address(code));
+    server->types[type] = fn();
+  }
   std::optional<Listener> listener;
   try {
     listener.emplace(address);

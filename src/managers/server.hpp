@@ -9,8 +9,11 @@
 #include <sys/types.h>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <multiproc/connection.hpp>
+#include <multiproc/detail/code_address.hpp>
 
 namespace multiproc::detail {
 
@@ -32,7 +35,10 @@ inline constexpr uint64_t kMaxRequestBytes = uint64_t{1} << 30;
 // message or EOF there (the Manager's shutdown or death); then it removes private_dir (when not
 // empty), the directory made for its socket. Connecting back, rather than receiving a
 // descriptor, needs no fd-passing thread in the Manager's process and nothing inherited.
+// `registry` names the user types it may host: typeid, and where the function that returns the
+// type's HostedTypeOps is (code addresses, so that it holds in a spawned server too).
 void manager_server_main(std::string address, std::string private_dir, std::string authkey,
-                         std::string control_address, bool pdeathsig);
+                         std::string control_address, bool pdeathsig,
+                         std::vector<std::pair<std::string, CodeAddress>> registry);
 
 }  // namespace multiproc::detail

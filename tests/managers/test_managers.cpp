@@ -538,7 +538,7 @@ TEST(ManagerServer, ProxyWithAnotherKeyIsRefused) {
   std::string bytes;
   mp::detail::dump(bytes, v);
   // Rewrite the key inside a copy of the proxy: the server must refuse it.
-  mp::detail::ProxyRef ref{manager.address(), "not the key", v.id()};
+  mp::detail::ProxyRef ref{manager.address(), "not the key", v.id(), nullptr};
   EXPECT_THROW(mp::detail::proxy_call(ref, "get", ""), mp::AuthenticationError);
   EXPECT_EQ(mp::detail::load<mp::ValueProxy<int>>(bytes).get(), 1);
 }
