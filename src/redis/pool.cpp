@@ -308,12 +308,21 @@ constexpr const char* kFinishScript =
 
 }  // namespace detail
 
+namespace detail {
+// The worker loop under a given key.
+void serve(const std::string& url, const std::string& name, const std::string& key);
+}  // namespace detail
+
 void run_worker(const std::string& url, const std::string& name) {
-  using namespace detail;
+  detail::serve(url, name, process_authkey());
+}
+
+namespace detail {
+
+void serve(const std::string& url, const std::string& name, const std::string& key) {
   struct sigaction sa {};
   sa.sa_handler = on_sigterm;
   sigaction(SIGTERM, &sa, nullptr);
-  const std::string key = process_authkey();
   const std::string prefix = prefix_of(name);
   const std::string id = random_id();
   const std::string k_tasks = prefix + "tasks", k_proc = prefix + "proc:" + id,
@@ -328,10 +337,11 @@ void run_worker(const std::string& url, const std::string& name) {
     Reply r = c.run({"GET", prefix + "ttl"}, Deadline::never());
     if (r->type == REDIS_REPLY_STRING) ttl = std::max(100LL, std::atoll(r->str));
     c.run({"SET", k_hb, "1", "PX", std::to_string(ttl)}, Deadline::never());
+    // Again each time: a worker taken for dead (and reaped) while only slow comes back.
+    c.run({"SADD", k_workers, id}, Deadline::never());
     return ttl;
   };
   beat_once(conn);
-  conn.run({"SADD", k_workers, id}, Deadline::never());
   std::thread beat([&] {
     Connection c(parse_url(url), url, 10.0);
     while (!stop_beat.load()) {
@@ -382,11 +392,11 @@ void run_worker(const std::string& url, const std::string& name) {
   }
 }
 
-namespace detail {
 namespace {
 
-void local_worker(std::string url, std::string name) {
-  run_worker(url, name);
+// The pool's key travels as an argument, as Python's Pool gives its workers the authkey.
+void local_worker(std::string url, std::string name, std::string key) {
+  serve(url, name, key);
 }
 
 // `./app --multiproc-worker URL [--processes N] [--pool NAME]`.
@@ -418,7 +428,7 @@ int worker_main(int argc, char** argv) {
     }
     std::vector<Process> workers;
     for (unsigned i = 0; i < processes; ++i) {
-      workers.emplace_back(local_worker, url, name);
+      workers.emplace_back(local_worker, url, name, process_authkey());
       workers.back().start();
     }
     struct sigaction sa {};
@@ -487,7 +497,7 @@ struct PoolClient::Impl {
       }
       log().info("redis::Pool: local worker " + std::to_string(w.pid()) + " exited; replacing it");
       w.join();
-      Process fresh(ctx, local_worker, url, options.name);
+      Process fresh(ctx, local_worker, url, options.name, key);
       fresh.daemon(true);
       fresh.start();
       w = std::move(fresh);
@@ -623,7 +633,7 @@ PoolClient::PoolClient(std::string url, PoolOptions options)
   m.send.run({"SET", m.prefix + "ttl", std::to_string(ttl_ms)}, Deadline::never());
   if (m.options.context) m.ctx = *m.options.context;
   for (unsigned i = 0; i < m.options.processes; ++i) {
-    m.local.emplace_back(m.ctx, local_worker, m.url, m.options.name);
+    m.local.emplace_back(m.ctx, local_worker, m.url, m.options.name, m.key);
     m.local.back().daemon(true);
     m.local.back().start();
   }

@@ -197,6 +197,14 @@ TEST_P(RedisPoolTest, ApplyMapImapStarmapAndCallbacks) {
   EXPECT_THROW((void)pool.apply_async(square, 1), multiproc::ProcessError);
 }
 
+TEST_P(RedisPoolTest, LocalWorkersUseTheKeyOfTheOptions) {
+  MP_REQUIRE_REDIS();
+  mpr::Pool pool(
+      url(),
+      {.processes = 1, .name = pool_name(), .authkey = std::string(32, 'k'), .context = ctx()});
+  EXPECT_EQ(pool.apply_async(square, 6).get(30s), 36);
+}
+
 // ---- workers as separate programs ---------------------------------------------------------------
 
 TEST(RedisPool, ExternalWorkersRunTheTasks) {
