@@ -9,9 +9,10 @@ JOBS=${JOBS:-$(nproc)}
 PACKAGES=(g++ cmake ninja-build pkg-config libcereal-dev libssl-dev libgtest-dev libgmock-dev
           libboost-dev python3 python3-matplotlib clang-format libhiredis-dev redis-server)
 
+# ensure_packages [extra packages...]: PACKAGES and the extras.
 ensure_packages() {
   local missing=()
-  for p in "${PACKAGES[@]}"; do
+  for p in "${PACKAGES[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -86,7 +87,8 @@ cmd_tsan() {
 }
 
 cmd_bench() {
-  ensure_packages
+  # The redis scenario's competitors (bench/redis/): Celery and RQ, with real workers.
+  ensure_packages python3-celery python3-rq
   build build/release Release
   /usr/bin/python3 bench/run_all.py --build build/release "$@"
 }
