@@ -515,6 +515,11 @@ struct PoolClient::Impl {
       try {
         r = recv.run({"BRPOP", k_results, "0.1"}, Deadline::never(), 0.1);
       } catch (const std::exception& e) {
+        // Unreachable past unreachable_timeout: nothing would answer later submissions either.
+        {
+          std::lock_guard lk(mu);
+          closed = true;
+        }
         fail_all(std::make_exception_ptr(BrokenPool(std::string("redis::Pool: ") + e.what())));
         return;
       }
