@@ -115,6 +115,30 @@ def command_for(scenario, comp, build, mode):
 
 # ---- running ------------------------------------------------------------------------------------
 
+def start_scenario_redis(scenario):
+    """For a scenario whose scenario.json says "redis_server": true, a redis-server for all its
+    competitors (bench/redis/_redis_server.py), its URL exported as BENCH_REDIS_URL."""
+    if not scenario.config.get("redis_server"):
+        return None
+    sys.path.insert(0, str(scenario.path))
+    try:
+        import _redis_server
+    finally:
+        sys.path.pop(0)
+    os.environ.pop("BENCH_REDIS_URL", None)
+    url, proc = _redis_server.start()
+    os.environ["BENCH_REDIS_URL"] = url
+    log(f"[{scenario.name}] redis-server at {url}")
+    return _redis_server, proc
+
+
+def stop_scenario_redis(server):
+    if server is not None:
+        module, proc = server
+        module.stop(proc)
+        os.environ.pop("BENCH_REDIS_URL", None)
+
+
 def run_program(cmd, placement, timeout):
     """Runs cmd in its own process group; kills the whole group on timeout and any process it left
     behind. Returns (returncode or None on timeout, stdout, stderr, seconds, warnings)."""
@@ -553,6 +577,9 @@ def main():
     for s in scenarios:
         timeout = s.config.get("timeout_s", {}).get(args.mode, TIMEOUTS[args.mode])
         runs = []
+        # A scenario through Redis (bench/redis/): one server for all its competitors, side by
+        # side; they find it in BENCH_REDIS_URL (run alone, each starts its own).
+        redis_server = start_scenario_redis(s)
         for comp in s.competitors:
             cmd, why = command_for(s, comp, build, args.mode)
             if cmd is None:
@@ -593,6 +620,7 @@ def main():
                         f"{secs:5.2f} s {status}{extra}")
                     for w in warnings:
                         log(f"run_all: warning: {s.name}/{comp.name}: {w}")
+        stop_scenario_redis(redis_server)
         tables[s.name] = aggregate(s, runs)
         # programs that crashed before printing a figure still show up as FAIL
         for f in failures:

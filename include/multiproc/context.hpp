@@ -55,6 +55,9 @@ void check_can_start_processes(StartMethod m);
 // Marks that a process has been started (set_start_method's rule).
 void note_process_started();
 const std::string& saved_executable();
+// What init() runs, then exits with, when the command line has --multiproc-worker: set by an
+// optional component (multiproc::redis) from a static initializer, so the core never links it.
+void set_worker_entry(int (*entry)(int argc, char** argv));
 }  // namespace detail
 
 }  // namespace multiproc

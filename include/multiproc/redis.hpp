@@ -249,3 +249,5 @@ class JoinableQueue : public Queue<T> {
 };
 
 }  // namespace multiproc::redis
+
+#include <multiproc/redis/pool.hpp>

@@ -24,6 +24,7 @@ bool g_method_set = false;
 std::atomic<bool> g_process_started{false};
 bool g_initialized = false;
 std::string g_executable;
+int (*g_worker_entry)(int, char**) = nullptr;
 
 // Read before main() runs: a process launched by spawn or forkserver carries its instructions
 // in the environment. Remembered here and removed from the environment, so that the child's
@@ -48,8 +49,6 @@ std::string_view to_string(StartMethod m) {
 }
 
 void init(int argc, char** argv) {
-  (void)argc;
-  (void)argv;
   {
     std::lock_guard lk(g_mu);
     g_initialized = true;
@@ -58,6 +57,16 @@ void init(int argc, char** argv) {
     detail::LaunchEnv launch = g_launch;
     g_launch.kind = detail::LaunchKind::none;
     detail::run_launched(launch);  // never returns
+  }
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--multiproc-worker") != 0) continue;
+    if (!g_worker_entry) {
+      std::fprintf(stderr,
+                   "multiproc: --multiproc-worker: this program is not linked with a component "
+                   "that has workers (multiproc::redis)\n");
+      std::exit(2);
+    }
+    std::exit(g_worker_entry(argc, argv));
   }
 }
 
@@ -130,6 +139,10 @@ void check_can_start_processes(StartMethod m) {
         std::string("the '") + std::string(to_string(m)) +
         "' start method runs this program again in the child, which needs "
         "multiproc::init(argc, argv) as the first line of main(); it was not called");
+}
+
+void set_worker_entry(int (*entry)(int, char**)) {
+  g_worker_entry = entry;
 }
 
 void note_process_started() {

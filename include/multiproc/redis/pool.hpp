@@ -1,0 +1,643 @@
+// multiproc::redis::Pool: the Pool API with its task queue and its results in a Redis server, so
+// that its workers may run on any host that reaches the server.
+//
+//   namespace mpr = multiproc::redis;
+//   mpr::Pool pool("redis://:pass@host:6379/0", {.processes = 2});  // + any external workers
+//   auto r = pool.apply_async(task, x);  r.get();
+//   std::vector<int> ys = pool.map(square, xs);
+//
+// External workers are the same program, started as
+//   ./app --multiproc-worker redis://:pass@host:6379/0 [--processes N] [--pool NAME]
+// (handled by multiproc::init(); the auth key comes from MULTIPROC_AUTHKEY, hex, as for spawned
+// children). A worker serves every pool of its name ("default" unless told otherwise).
+//
+// Tasks travel as the core pool encodes them (detail/task.hpp: invoker and function addresses,
+// encoded arguments), with the program's build id, signed with HMAC-SHA256 under the pool's auth
+// key. A worker drops (with a log line) a message whose signature is wrong or that does not
+// decode; it refuses, answering an error, a task of another build or whose invoker is not one of
+// its own program's task entry points. Results are signed the same way.
+//
+// A worker that stops beating for worker_timeout (died, host cut off) has its tasks run again on
+// another worker, at most max_retries times, then their results fail with WorkerLost: a task may
+// run more than once and must be idempotent.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <ranges>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include <multiproc/context.hpp>
+#include <multiproc/detail/pool_jobs.hpp>
+#include <multiproc/detail/task.hpp>
+#include <multiproc/errors.hpp>
+#include <multiproc/pool.hpp>
+#include <multiproc/timeout.hpp>
+
+namespace multiproc::redis {
+
+using multiproc::callbacks;  // pool.apply_async(mpr::callbacks(on_value, on_error), task, ...)
+
+struct PoolOptions {
+  unsigned processes = 0;        // workers this pool starts on this host (0: external ones only)
+  std::string name = "default";  // workers serve the pools of their name
+  std::optional<std::string> authkey{};  // default: multiproc::process_authkey()
+  // A worker that does not beat for this long is dead: its tasks run again elsewhere.
+  std::chrono::duration<double> worker_timeout{10.0};
+  unsigned max_retries = 3;  // runs after a lost worker before a task fails with WorkerLost
+  std::chrono::duration<double> unreachable_timeout{10.0};
+  std::optional<Context> context{};  // start method of the local workers
+};
+
+namespace detail {
+
+using multiproc::detail::Deadline;
+
+// Receives a submission's chunk outcomes, in the pool's result thread.
+class ChunkSink {
+ public:
+  virtual ~ChunkSink() = default;
+  virtual void chunk_done(uint32_t chunk, const char* p, size_t n) = 0;
+  virtual void chunk_failed(uint32_t chunk, std::exception_ptr error) = 0;
+};
+
+// The untyped pool (src/redis/pool.cpp): signs and pushes chunks, runs the result thread, reaps
+// dead workers, starts and stops the local workers.
+class PoolClient {
+ public:
+  PoolClient(std::string url, PoolOptions options);
+  ~PoolClient();
+  PoolClient(const PoolClient&) = delete;
+  PoolClient& operator=(const PoolClient&) = delete;
+
+  // Chunks numbered first_chunk, first_chunk + 1, ...
+  void submit(const std::string& code, std::vector<std::string> chunks, uint32_t first_chunk,
+              std::shared_ptr<ChunkSink> sink);
+  // Workers alive now (at least 1, for the automatic chunk size).
+  unsigned workers();
+  void close();
+  void join();
+  void terminate();
+  unsigned processes() const;
+  std::vector<pid_t> worker_pids() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// A program's task entry points: every invoker a redis::Pool can send registers itself here at
+// start-up (a static initializer per instantiation), in the client and, the program being the
+// same, in every worker; a worker runs only invokers found here.
+bool register_task_entry(const void* invoker);
+// A task message as a pool signs it (for tests that play a client by hand).
+std::string sign_task(const std::string& key, const std::string& client, uint64_t task,
+                      const std::string& code, const std::string& args);
+
+template <class F, class ArgsTuple, bool kStar>
+struct TaskEntry {
+  static inline const bool registered = register_task_entry(
+      reinterpret_cast<const void*>(&multiproc::detail::invoke_chunk<F, ArgsTuple, kStar>));
+};
+
+template <class F, class ArgsTuple, bool kStar>
+std::string code_bytes(const F& f) {
+  (void)TaskEntry<F, ArgsTuple, kStar>::registered;  // odr-use: instantiates the registration
+  return multiproc::detail::chunk_code_bytes<F, ArgsTuple, kStar>(f);
+}
+
+// Every call's outcome of one submission (apply: one call).
+template <class V>
+struct CallsState {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool ready = false;
+  size_t remaining = 0;
+  std::vector<std::optional<V>> values;
+  std::map<size_t, std::exception_ptr> errors;
+  std::function<void()> on_ready;  // the user's callbacks, run in the result thread
+
+  bool wait(const Deadline& deadline) {
+    std::unique_lock lk(mu);
+    if (!deadline.at) {
+      cv.wait(lk, [&] { return ready; });
+      return true;
+    }
+    return cv.wait_until(lk, *deadline.at, [&] { return ready; });
+  }
+  std::exception_ptr first_error() { return errors.empty() ? nullptr : errors.begin()->second; }
+};
+
+template <class R>
+class CallsSink final : public ChunkSink {
+ public:
+  using V = multiproc::detail::value_of<R>;
+  CallsSink(std::shared_ptr<CallsState<V>> st, std::vector<size_t> starts, size_t n)
+      : st_(std::move(st)), starts_(std::move(starts)), n_(n) {}
+  void chunk_done(uint32_t chunk, const char* p, size_t n) override {
+    const size_t base = starts_[chunk], count = chunk_size(chunk);
+    try {
+      multiproc::detail::decode_chunk<R>(
+          p, n, count, [&](size_t i, V&& v) { set(base + i, std::move(v)); },
+          [&](size_t i, std::exception_ptr e) { fail(base + i, e); });
+    } catch (...) {
+      chunk_failed(chunk, std::current_exception());
+      return;
+    }
+    settle(count);
+  }
+  void chunk_failed(uint32_t chunk, std::exception_ptr e) override {
+    const size_t base = starts_[chunk], count = chunk_size(chunk);
+    for (size_t i = 0; i < count; ++i) fail(base + i, e);
+    settle(count);
+  }
+
+ private:
+  size_t chunk_size(uint32_t chunk) const {
+    return (chunk + 1 < starts_.size() ? starts_[chunk + 1] : n_) - starts_[chunk];
+  }
+  void set(size_t i, V&& v) {
+    std::lock_guard lk(st_->mu);
+    if (!st_->values[i] && !st_->errors.count(i)) st_->values[i] = std::move(v);
+  }
+  void fail(size_t i, std::exception_ptr e) {
+    std::lock_guard lk(st_->mu);
+    if (!st_->values[i]) st_->errors.emplace(i, e);
+  }
+  void settle(size_t count) {
+    bool now_ready = false;
+    {
+      std::lock_guard lk(st_->mu);
+      st_->remaining -= std::min(count, st_->remaining);
+      now_ready = st_->remaining == 0 && !st_->ready;
+    }
+    if (!now_ready) return;
+    if (st_->on_ready) st_->on_ready();
+    {
+      std::lock_guard lk(st_->mu);
+      st_->ready = true;
+    }
+    st_->cv.notify_all();
+  }
+  std::shared_ptr<CallsState<V>> st_;
+  std::vector<size_t> starts_;
+  size_t n_;
+};
+
+template <class V>
+std::vector<V> collect(CallsState<V>& st) {
+  std::vector<V> out;
+  out.reserve(st.values.size());
+  for (auto& v : st.values) out.push_back(*v);
+  return out;
+}
+
+// imap / imap_unordered: outcomes as they come, the input read as room frees up.
+template <class V>
+struct IMapState final : ChunkSink {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<size_t, multiproc::detail::Outcome<V>> ordered;  // by item index
+  std::deque<multiproc::detail::Outcome<V>> unordered;
+  std::vector<size_t> starts, sizes;  // per chunk
+  size_t in_flight = 0;
+  void (*decode)(IMapState&, uint32_t, const char*, size_t) = nullptr;
+
+  void add(size_t item, multiproc::detail::Outcome<V> o, bool is_ordered) {
+    if (is_ordered)
+      ordered.emplace(item, std::move(o));
+    else
+      unordered.push_back(std::move(o));
+  }
+  bool is_ordered = true;
+  void chunk_done(uint32_t chunk, const char* p, size_t n) override {
+    decode(*this, chunk, p, n);
+    cv.notify_all();
+  }
+  void chunk_failed(uint32_t chunk, std::exception_ptr e) override {
+    {
+      std::lock_guard lk(mu);
+      for (size_t i = 0; i < sizes[chunk]; ++i)
+        add(starts[chunk] + i, multiproc::detail::Outcome<V>(e), is_ordered);
+      --in_flight;
+    }
+    cv.notify_all();
+  }
+};
+
+template <class R>
+void decode_imap_chunk(IMapState<multiproc::detail::value_of<R>>& st, uint32_t chunk, const char* p,
+                       size_t n) {
+  using V = multiproc::detail::value_of<R>;
+  using O = multiproc::detail::Outcome<V>;
+  std::lock_guard lk(st.mu);
+  const size_t base = st.starts[chunk], count = st.sizes[chunk];
+  std::vector<O> outs(count, O(std::make_exception_ptr(ProcessError("pool: no outcome"))));
+  try {
+    multiproc::detail::decode_chunk<R>(
+        p, n, count, [&](size_t i, V&& v) { outs[i] = O(std::move(v)); },
+        [&](size_t i, std::exception_ptr e) { outs[i] = O(e); });
+  } catch (...) {
+    for (auto& o : outs) o = O(std::current_exception());
+  }
+  for (size_t i = 0; i < count; ++i) st.add(base + i, std::move(outs[i]), st.is_ordered);
+  --st.in_flight;
+}
+
+}  // namespace detail
+
+template <class R>
+class [[nodiscard]] AsyncResult {
+ public:
+  using V = multiproc::detail::value_of<R>;
+  AsyncResult() = default;
+  explicit AsyncResult(std::shared_ptr<detail::CallsState<V>> st) : st_(std::move(st)) {}
+
+  // The task's value, or its error (RemoteError, WorkerLost, ProcessError for a refused task);
+  // TimeoutError when not ready within `timeout`.
+  R get(Timeout timeout = std::nullopt) const {
+    if (!wait(timeout))
+      throw TimeoutError("redis::AsyncResult::get(): the result is not ready within the timeout");
+    if (auto e = st_->first_error()) std::rethrow_exception(e);
+    if constexpr (!std::is_void_v<R>) return *st_->values[0];
+  }
+  bool wait(Timeout timeout = std::nullopt) const {
+    check();
+    return st_->wait(multiproc::detail::Deadline::after(timeout));
+  }
+  bool ready() const {
+    check();
+    std::lock_guard lk(st_->mu);
+    return st_->ready;
+  }
+  bool successful() const {
+    if (!ready()) throw ProcessError("AsyncResult::successful(): the result is not ready");
+    return st_->errors.empty();
+  }
+
+ private:
+  void check() const {
+    if (!st_) throw ProcessError("redis::AsyncResult: empty (default-constructed)");
+  }
+  std::shared_ptr<detail::CallsState<V>> st_;
+};
+
+template <class R>
+class [[nodiscard]] MapResult {
+ public:
+  using V = multiproc::detail::value_of<R>;
+  explicit MapResult(std::shared_ptr<detail::CallsState<V>> st) : st_(std::move(st)) {}
+
+  // Every value in input order, or the first failed call's error.
+  std::vector<V> get(Timeout timeout = std::nullopt) const {
+    if (!wait(timeout))
+      throw TimeoutError("redis::MapResult::get(): the result is not ready within the timeout");
+    if (auto e = st_->first_error()) std::rethrow_exception(e);
+    return detail::collect(*st_);
+  }
+  bool wait(Timeout timeout = std::nullopt) const {
+    return st_->wait(multiproc::detail::Deadline::after(timeout));
+  }
+  bool ready() const {
+    std::lock_guard lk(st_->mu);
+    return st_->ready;
+  }
+  bool successful() const {
+    if (!ready()) throw ProcessError("MapResult::successful(): the result is not ready");
+    return st_->errors.empty();
+  }
+  std::vector<Outcome<V>> outcomes(Timeout timeout = std::nullopt) const {
+    if (!wait(timeout)) throw TimeoutError("MapResult::outcomes(): not ready within the timeout");
+    std::vector<Outcome<V>> out;
+    for (size_t i = 0; i < st_->values.size(); ++i) {
+      auto it = st_->errors.find(i);
+      out.push_back(it == st_->errors.end() ? Outcome<V>(*st_->values[i]) : Outcome<V>(it->second));
+    }
+    return out;
+  }
+  size_t failures() const { return st_->errors.size(); }
+
+ private:
+  std::shared_ptr<detail::CallsState<V>> st_;
+};
+
+template <class R>
+class IMapResult {
+ public:
+  using value_type = multiproc::detail::value_of<R>;
+  using Source = std::function<size_t(std::string&)>;  // encodes the next chunk, returns its size
+  IMapResult(std::shared_ptr<detail::IMapState<value_type>> st,
+             std::shared_ptr<detail::PoolClient> pool, std::string code, Source source,
+             size_t window)
+      : st_(std::move(st)),
+        pool_(std::move(pool)),
+        code_(std::move(code)),
+        source_(std::move(source)),
+        window_(window) {
+    feed();
+  }
+
+  // The next result; std::nullopt once every item has been answered. Throws the call's error at
+  // its position, or TimeoutError.
+  std::optional<value_type> next(Timeout timeout = std::nullopt) {
+    auto deadline = multiproc::detail::Deadline::after(timeout);
+    std::optional<multiproc::detail::Outcome<value_type>> got;
+    {
+      std::unique_lock lk(st_->mu);
+      auto have = [&] {
+        if (st_->is_ordered) return st_->ordered.count(next_) > 0;
+        return !st_->unordered.empty();
+      };
+      auto done = [&] { return exhausted_ && next_ == read_; };
+      auto pred = [&] { return have() || done(); };
+      if (deadline.at) {
+        if (!st_->cv.wait_until(lk, *deadline.at, pred))
+          throw TimeoutError("IMapResult::next(): no result within the timeout");
+      } else {
+        st_->cv.wait(lk, pred);
+      }
+      if (!have()) return std::nullopt;
+      if (st_->is_ordered) {
+        auto it = st_->ordered.find(next_);
+        got = std::move(it->second);
+        st_->ordered.erase(it);
+      } else {
+        got = std::move(st_->unordered.front());
+        st_->unordered.pop_front();
+      }
+      ++next_;
+    }
+    feed();
+    return got->value();
+  }
+
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = IMapResult::value_type;
+    using difference_type = std::ptrdiff_t;
+    iterator() = default;
+    explicit iterator(IMapResult* r) : r_(r) { ++*this; }
+    const value_type& operator*() const { return *cur_; }
+    iterator& operator++() {
+      cur_ = r_->next();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(std::default_sentinel_t) const { return !cur_.has_value(); }
+
+   private:
+    IMapResult* r_ = nullptr;
+    std::optional<value_type> cur_;
+  };
+  iterator begin() { return iterator(this); }
+  std::default_sentinel_t end() { return {}; }
+
+ private:
+  // Keeps up to window_ chunks in flight, reading the input only for them (an endless input
+  // works).
+  void feed() {
+    for (;;) {
+      {
+        std::lock_guard lk(st_->mu);
+        if (exhausted_ || st_->in_flight >= window_) return;
+      }
+      std::string chunk;
+      const size_t n = source_(chunk);
+      std::lock_guard lk(st_->mu);
+      if (n == 0) {
+        exhausted_ = true;
+        st_->cv.notify_all();
+        return;
+      }
+      st_->starts.push_back(read_);
+      st_->sizes.push_back(n);
+      read_ += n;
+      ++st_->in_flight;
+      const auto id = static_cast<uint32_t>(st_->starts.size() - 1);
+      pool_->submit(code_, {std::move(chunk)}, id, st_);
+    }
+  }
+
+  std::shared_ptr<detail::IMapState<value_type>> st_;
+  std::shared_ptr<detail::PoolClient> pool_;
+  std::string code_;
+  Source source_;
+  size_t window_;
+  size_t read_ = 0, next_ = 0;
+  bool exhausted_ = false;
+};
+
+class Pool {
+ public:
+  Pool(std::string url, PoolOptions options = {})
+      : client_(std::make_shared<detail::PoolClient>(std::move(url), std::move(options))) {}
+  // Waits for nothing: pending results fail (as the core Pool's terminate()).
+  ~Pool() {
+    if (client_) client_->terminate();
+  }
+  Pool(Pool&&) noexcept = default;
+  Pool& operator=(Pool&&) = delete;
+
+  template <class F, class... A>
+  requires multiproc::detail::is_task_callable_v<F>
+  auto apply(F f, A&&... args) { return apply_async(f, std::forward<A>(args)...).get(); }
+  template <class F, class... A>
+  requires multiproc::detail::is_task_callable_v<F>
+  auto apply_async(F f, A&&... args) {
+    return apply_async(callbacks(nullptr, nullptr), f, std::forward<A>(args)...);
+  }
+  template <class OnOk, class OnErr, class F, class... A>
+  requires multiproc::detail::is_task_callable_v<F>
+  auto apply_async(multiproc::detail::Callbacks<OnOk, OnErr> cb, F f, A&&... args) {
+    static_assert(multiproc::detail::check_task<F, A...>());
+    using ArgsTuple = multiproc::detail::task_args_t<F, A...>;
+    using R = multiproc::detail::task_result_t<F, ArgsTuple>;
+    std::vector<ArgsTuple> one{ArgsTuple(std::forward<A>(args)...)};
+    auto st = make_state<R>(1, std::move(cb), true);
+    std::string chunk;
+    multiproc::detail::encode_chunk_items(chunk, one);
+    client_->submit(detail::code_bytes<F, ArgsTuple, true>(f), {std::move(chunk)}, 0,
+                    std::make_shared<detail::CallsSink<R>>(st, std::vector<size_t>{0}, 1));
+    return AsyncResult<R>(st);
+  }
+
+  template <class F, std::ranges::input_range Range>
+  requires multiproc::detail::is_task_callable_v<F>
+  auto map(F f, Range&& items, size_t chunksize = 0) {
+    return map_async(f, std::forward<Range>(items), chunksize).get();
+  }
+  template <class F, std::ranges::input_range Range>
+  requires multiproc::detail::is_task_callable_v<F>
+  auto map_async(F f, Range&& items, size_t chunksize = 0) {
+    return map_async(callbacks(nullptr, nullptr), f, std::forward<Range>(items), chunksize);
+  }
+  template <class OnOk, class OnErr, class F, std::ranges::input_range Range>
+  requires multiproc::detail::is_task_callable_v<F>
+  auto map_async(multiproc::detail::Callbacks<OnOk, OnErr> cb, F f, Range&& items,
+                 size_t chunksize = 0) {
+    using Elem = std::ranges::range_reference_t<Range>;
+    static_assert(multiproc::detail::check_task<F, Elem>());
+    using ArgsTuple = multiproc::detail::task_args_t<F, Elem>;
+    static_assert(std::tuple_size_v<ArgsTuple> == 1,
+                  "map's task must take exactly one argument; use starmap for several");
+    using P = std::tuple_element_t<0, ArgsTuple>;
+    return submit_map<F, ArgsTuple, P, false>(cb, f, std::forward<Range>(items), chunksize);
+  }
+
+  template <class F, std::ranges::input_range Range>
+  requires multiproc::detail::is_task_callable_v<F>
+  auto starmap(F f, Range&& items, size_t chunksize = 0) {
+    return starmap_async(f, std::forward<Range>(items), chunksize).get();
+  }
+  template <class F, std::ranges::input_range Range>
+  requires multiproc::detail::is_task_callable_v<F>
+  auto starmap_async(F f, Range&& items, size_t chunksize = 0) {
+    using Elem = std::ranges::range_value_t<Range>;
+    using ArgsTuple = typename multiproc::detail::star_args<F, Elem>::type;
+    static_assert(multiproc::detail::check_task_tuple<F, ArgsTuple>());
+    auto cb = callbacks(nullptr, nullptr);
+    return submit_map<F, ArgsTuple, ArgsTuple, true>(cb, f, std::forward<Range>(items), chunksize);
+  }
+
+  template <class F, std::ranges::input_range Range>
+  requires multiproc::detail::is_task_callable_v<F>
+  auto imap(F f, Range&& items, size_t chunksize = 1) {
+    return submit_imap(f, std::forward<Range>(items), chunksize, true);
+  }
+  template <class F, std::ranges::input_range Range>
+  requires multiproc::detail::is_task_callable_v<F>
+  auto imap_unordered(F f, Range&& items, size_t chunksize = 1) {
+    return submit_imap(f, std::forward<Range>(items), chunksize, false);
+  }
+
+  // No more submissions.
+  void close() { client_->close(); }
+  // After close(): waits for every submitted task, then stops the local workers.
+  void join() { client_->join(); }
+  // Stops the local workers at once; pending results fail with BrokenPool.
+  void terminate() { client_->terminate(); }
+  unsigned processes() const { return client_->processes(); }
+  std::vector<pid_t> worker_pids() const { return client_->worker_pids(); }
+
+ private:
+  template <class R, class OnOk, class OnErr>
+  auto make_state(size_t n, multiproc::detail::Callbacks<OnOk, OnErr> cb, bool single) {
+    using V = multiproc::detail::value_of<R>;
+    auto st = std::make_shared<detail::CallsState<V>>();
+    st->values.resize(n);
+    st->remaining = n;
+    if (n == 0) st->ready = true;
+    if constexpr (!std::is_same_v<OnOk, std::nullptr_t> || !std::is_same_v<OnErr, std::nullptr_t>) {
+      detail::CallsState<V>* raw = st.get();  // the state owns the callback: no cycle of owners
+      st->on_ready = [raw, cb = std::move(cb), single]() mutable {
+        try {
+          if (auto e = raw->first_error()) {
+            if constexpr (!std::is_same_v<OnErr, std::nullptr_t>) cb.on_err(e);
+          } else if constexpr (!std::is_same_v<OnOk, std::nullptr_t>) {
+            if (single) {
+              if constexpr (std::is_invocable_v<OnOk&, V&>)
+                cb.on_ok(*raw->values[0]);
+              else if constexpr (std::is_invocable_v<OnOk&>)
+                cb.on_ok();
+            } else if constexpr (std::is_invocable_v<OnOk&, std::vector<V>&>) {
+              auto all = detail::collect(*raw);
+              cb.on_ok(all);
+            }
+          }
+        } catch (...) {
+          multiproc::detail::report_callback_exception("callback");
+        }
+      };
+    } else {
+      (void)cb;
+      (void)single;
+    }
+    return st;
+  }
+
+  template <class F, class ArgsTuple, class P, bool kStar, class OnOk, class OnErr, class Range>
+  auto submit_map(multiproc::detail::Callbacks<OnOk, OnErr>& cb, F f, Range&& items,
+                  size_t chunksize) {
+    using R = multiproc::detail::task_result_t<F, ArgsTuple>;
+    std::vector<P> all;
+    for (auto&& x : items) all.emplace_back(std::forward<decltype(x)>(x));
+    const size_t n = all.size();
+    size_t cs = chunksize;
+    if (cs == 0) {  // Python's rule: about four chunks per worker
+      const size_t per = static_cast<size_t>(client_->workers()) * 4;
+      cs = std::max<size_t>(1, n / per + (n % per ? 1 : 0));
+    }
+    std::vector<std::string> chunks;
+    std::vector<size_t> starts;
+    for (size_t s = 0; s < n; s += cs) {
+      chunks.emplace_back();
+      multiproc::detail::encode_chunk_span(chunks.back(), all.data() + s, std::min(n, s + cs) - s);
+      starts.push_back(s);
+    }
+    auto st = make_state<R>(n, std::move(cb), false);
+    if (n) {
+      client_->submit(detail::code_bytes<F, ArgsTuple, kStar>(f), std::move(chunks), 0,
+                      std::make_shared<detail::CallsSink<R>>(st, std::move(starts), n));
+    } else if (st->on_ready) {
+      st->on_ready();
+    }
+    return MapResult<R>(st);
+  }
+
+  template <class F, class Range>
+  auto submit_imap(F f, Range&& items, size_t chunksize, bool ordered) {
+    using Elem = std::ranges::range_reference_t<Range>;
+    static_assert(multiproc::detail::check_task<F, Elem>());
+    using ArgsTuple = multiproc::detail::task_args_t<F, Elem>;
+    static_assert(std::tuple_size_v<ArgsTuple> == 1,
+                  "imap's task must take exactly one argument; use starmap for several");
+    using P = std::tuple_element_t<0, ArgsTuple>;
+    using R = multiproc::detail::task_result_t<F, ArgsTuple>;
+    using V = multiproc::detail::value_of<R>;
+    using View = std::views::all_t<Range>;
+    struct Input {
+      View view;
+      std::ranges::iterator_t<View> it;
+      bool started = false;
+    };
+    auto input = std::make_shared<Input>(Input{std::views::all(std::forward<Range>(items)), {}});
+    const size_t cs = chunksize ? chunksize : 1;
+    auto source = [input, cs](std::string& out) -> size_t {
+      if (!input->started) {
+        input->it = std::ranges::begin(input->view);
+        input->started = true;
+      }
+      std::vector<P> chunk;
+      while (chunk.size() < cs && input->it != std::ranges::end(input->view)) {
+        chunk.emplace_back(*input->it);
+        ++input->it;
+      }
+      if (!chunk.empty()) multiproc::detail::encode_chunk_items(out, chunk);
+      return chunk.size();
+    };
+    auto st = std::make_shared<detail::IMapState<V>>();
+    st->is_ordered = ordered;
+    st->decode = &detail::decode_imap_chunk<R>;
+    const size_t window = 2 * static_cast<size_t>(client_->workers()) + 2;
+    return IMapResult<R>(st, client_, detail::code_bytes<F, ArgsTuple, false>(f), std::move(source),
+                         window);
+  }
+
+  std::shared_ptr<detail::PoolClient> client_;
+};
+
+// The worker loop (also what `--multiproc-worker` runs): serves the pool `name` until SIGTERM.
+void run_worker(const std::string& url, const std::string& name);
+
+}  // namespace multiproc::redis

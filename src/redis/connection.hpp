@@ -1,0 +1,376 @@
+// Internal to multiproc::redis: the scripts and the reconnecting hiredis connection shared by
+// queue.cpp and pool.cpp (not installed).
+#pragma once
+
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <multiproc/redis.hpp>
+
+namespace multiproc::redis::detail {
+
+using Clock = std::chrono::steady_clock;
+using multiproc::detail::Deadline;
+
+// ---- scripts
+// -------------------------------------------------------------------------------------
+
+// KEYS: items, shutdown flag, unfinished. ARGV: maxsize, joinable, items... -> count put, -1 if
+// shut down. Puts as many as there is room for; the caller waits for room for the rest.
+inline constexpr const char* kPutScript = R"lua(
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local n = #ARGV - 2
+local max = tonumber(ARGV[1])
+if max > 0 then
+  local room = max - redis.call('LLEN', KEYS[1])
+  if room <= 0 then return 0 end
+  if room < n then n = room end
+end
+local i = 3
+while i <= n + 2 do
+  local j = math.min(i + 999, n + 2)
+  redis.call('LPUSH', KEYS[1], unpack(ARGV, i, j))
+  i = j + 1
+end
+if ARGV[2] == '1' then redis.call('INCRBY', KEYS[3], n) end
+return n
+)lua";
+
+// KEYS: items, shutdown flag, proc, hb, consumers. ARGV: max, reliable, known unacked, ttl ms,
+// consumer id, reap, key prefix. -> {status, processing list length, items...}; status 1: shut
+// down (and drained).
+// Keys of other consumers are derived from the prefix: they share the {name} hash tag, so a
+// cluster keeps them in one slot.
+inline constexpr const char* kTakeScript = R"lua(
+local reliable = ARGV[2] == '1'
+if reliable then
+  redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
+  redis.call('SADD', KEYS[5], ARGV[5])
+  -- Items the server moved here whose reply never reached us (lost connection) go back first.
+  local known = tonumber(ARGV[3])
+  while redis.call('LLEN', KEYS[3]) > known do
+    redis.call('LMOVE', KEYS[3], KEYS[1], 'LEFT', 'RIGHT')
+  end
+end
+if ARGV[6] == '1' then
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+    if redis.call('EXISTS', ARGV[7] .. 'hb:' .. id) == 0 then
+      local p = ARGV[7] .. 'proc:' .. id
+      while redis.call('LMOVE', p, KEYS[1], 'LEFT', 'RIGHT') do end
+      redis.call('SREM', KEYS[5], id)
+    end
+  end
+end
+local flag = redis.call('GET', KEYS[2])
+-- out[2]: what is left in our processing list (less than we know of when the reaper took our
+-- items back, after we made no call for the heartbeat's time).
+local out = {0, reliable and redis.call('LLEN', KEYS[3]) or 0}
+if flag == '2' then out[1] = 1 return out end
+local max = tonumber(ARGV[1])
+if reliable then
+  for i = 1, max do
+    local v = redis.call('LMOVE', KEYS[1], KEYS[3], 'RIGHT', 'LEFT')
+    if not v then break end
+    out[#out + 1] = v
+  end
+else
+  local vs = redis.call('RPOP', KEYS[1], max)
+  if vs then for _, v in ipairs(vs) do out[#out + 1] = v end end
+end
+if #out == 2 and flag then out[1] = 1 end
+return out
+)lua";
+
+// KEYS: shutdown flag, items, unfinished. ARGV: immediate. Immediate drops the items and counts
+// them done, so join() returns (Python's Queue.shutdown(immediate=True)).
+inline constexpr const char* kShutdownScript = R"lua(
+if ARGV[1] == '1' then
+  redis.call('SET', KEYS[1], '2')
+  local n = redis.call('LLEN', KEYS[2])
+  redis.call('DEL', KEYS[2])
+  local u = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if u > 0 then redis.call('SET', KEYS[3], math.max(0, u - n)) end
+elseif redis.call('GET', KEYS[1]) ~= '2' then
+  redis.call('SET', KEYS[1], '1')
+end
+return 0
+)lua";
+
+// KEYS: unfinished, proc. ARGV: ack. -> unfinished left, -1 when task_done() was one too many.
+inline constexpr const char* kTaskDoneScript = R"lua(
+if ARGV[1] == '1' then redis.call('RPOP', KEYS[2]) end
+local u = tonumber(redis.call('GET', KEYS[1]) or '0')
+if u <= 0 then return -1 end
+return redis.call('DECR', KEYS[1])
+)lua";
+
+// KEYS: proc, items, hb, consumers. ARGV: id. A consumer going away gives back what it did not ack.
+inline constexpr const char* kReleaseScript = R"lua(
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do end
+redis.call('DEL', KEYS[3])
+redis.call('SREM', KEYS[4], ARGV[1])
+return 0
+)lua";
+
+// KEYS: items, flag, unfinished, consumers. ARGV: prefix.
+inline constexpr const char* kUnlinkScript = R"lua(
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  redis.call('DEL', ARGV[1] .. 'proc:' .. id, ARGV[1] .. 'hb:' .. id)
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return 0
+)lua";
+
+enum Script { kPut, kTake, kShutdown, kTaskDone, kRelease, kUnlink, kScriptCount };
+inline constexpr const char* kScripts[kScriptCount] = {
+    kPutScript, kTakeScript, kShutdownScript, kTaskDoneScript, kReleaseScript, kUnlinkScript};
+
+// ---- connection
+// ----------------------------------------------------------------------------------
+
+struct ReplyDeleter {
+  void operator()(redisReply* r) const {
+    if (r) freeReplyObject(r);
+  }
+};
+using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
+
+inline timeval to_timeval(double seconds) {
+  seconds = std::max(seconds, 0.001);
+  timeval tv;
+  tv.tv_sec = static_cast<time_t>(seconds);
+  tv.tv_usec = static_cast<suseconds_t>((seconds - static_cast<double>(tv.tv_sec)) * 1e6);
+  return tv;
+}
+
+inline std::string seconds(Clock::duration d) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", std::chrono::duration<double>(d).count());
+  return buf;
+}
+
+inline bool starts_with(std::string_view s, std::string_view prefix) {
+  return s.substr(0, prefix.size()) == prefix;
+}
+
+// Errors that a server says while it starts, loads its append-only file or runs a long script:
+// wait and try again, as for a lost connection.
+inline bool transient_error(std::string_view e) {
+  return starts_with(e, "LOADING") || starts_with(e, "BUSY") || starts_with(e, "TRYAGAIN") ||
+         starts_with(e, "MASTERDOWN");
+}
+
+inline bool auth_error(std::string_view e) {
+  return starts_with(e, "NOAUTH") || starts_with(e, "WRONGPASS") || starts_with(e, "NOPERM") ||
+         e.find("invalid password") != std::string_view::npos;
+}
+
+class Connection {
+ public:
+  Connection(Url url, std::string url_text, double unreachable_s)
+      : url_(std::move(url)), url_text_(std::move(url_text)), unreachable_s_(unreachable_s) {}
+  ~Connection() { drop(); }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Runs one command, reconnecting with backoff on a lost connection until the larger of the
+  // deadline and unreachable_s from now (only one try when retry is false). block_s: how long the
+  // server may hold the reply (a blocking command).
+  Reply run(const std::vector<std::string_view>& argv, const Deadline& deadline, double block_s = 0,
+            bool retry = true) {
+    const auto start = Clock::now();
+    auto give_up = start + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(unreachable_s_));
+    if (deadline.at && *deadline.at > give_up) give_up = *deadline.at;
+    std::string last_error;
+    auto backoff = std::chrono::milliseconds(5);
+    int noscript = 0;
+    for (;;) {
+      if (ctx_ && pid_ != getpid()) drop();  // a forked child's copy: the parent's socket
+      if (!ctx_) {
+        const double left = std::chrono::duration<double>(give_up - Clock::now()).count();
+        connect(std::clamp(left, 0.05, 2.0), last_error);
+      }
+      if (ctx_) {
+        // Two setsockopt calls: only when a blocking wait needs another limit than the last.
+        if (block_s != timeout_block_s_) {
+          redisSetTimeout(ctx_, to_timeval(block_s + 10.0));
+          timeout_block_s_ = block_s;
+        }
+        std::vector<const char*> ptrs;
+        std::vector<size_t> lens;
+        for (auto a : argv) {
+          ptrs.push_back(a.data());
+          lens.push_back(a.size());
+        }
+        Reply reply(static_cast<redisReply*>(
+            redisCommandArgv(ctx_, static_cast<int>(argv.size()), ptrs.data(), lens.data())));
+        if (!reply) {
+          last_error = ctx_->errstr;
+          drop();
+        } else if (reply->type != REDIS_REPLY_ERROR) {
+          return reply;
+        } else {
+          std::string e(reply->str, reply->len);
+          if (starts_with(e, "NOSCRIPT") && noscript++ < 3) {
+            load_scripts(last_error);  // the server restarted without its script cache
+            continue;
+          }
+          if (auth_error(e)) throw AuthenticationError(auth_message(e));
+          if (!transient_error(e))
+            throw ProcessError("multiproc: redis: " + std::string(argv[0]) + " failed: " + e);
+          last_error = e;
+        }
+      }
+      const auto now = Clock::now();
+      if (!retry || now >= give_up) {
+        throw ConnectionError(
+            "multiproc: redis: cannot reach the server at " + url_.host + ":" +
+            std::to_string(url_.port) + " (" + last_error + "), tried for " + seconds(now - start) +
+            " s; is it running? (a call gives up after the larger of its timeout and "
+            "redis::Options::unreachable_timeout)");
+      }
+      std::this_thread::sleep_for(std::min<Clock::duration>(backoff, give_up - now));
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
+    }
+  }
+
+  const std::string& sha(Script s) const { return shas_[s]; }
+
+ private:
+  void drop() {
+    // A forked child's copy still frees its own memory and its own descriptor copy; the parent's
+    // connection is untouched (hiredis sends nothing on close).
+    if (ctx_) redisFree(ctx_);
+    ctx_ = nullptr;
+  }
+
+  std::string auth_message(const std::string& e) const {
+    return "multiproc: redis: the server at " + url_.host + ":" + std::to_string(url_.port) +
+           " refused the credentials" +
+           (url_.user.empty() ? std::string() : " of user '" + url_.user + "'") +
+           (url_.password.empty() ? " (the URL gives no password: redis://:password@host:port)"
+                                  : " given in the URL") +
+           ": " + e;
+  }
+
+  // Leaves ctx_ null (and last_error set) when the server cannot be reached or is not ready;
+  // throws when it refuses us for good (credentials, a database that does not exist).
+  void connect(double timeout_s, std::string& last_error) {
+    redisContext* c = redisConnectWithTimeout(url_.host.c_str(), url_.port, to_timeval(timeout_s));
+    if (!c) {
+      last_error = "cannot allocate a connection";
+      return;
+    }
+    if (c->err) {
+      last_error = c->errstr;
+      redisFree(c);
+      return;
+    }
+    redisEnableKeepAlive(c);
+    redisSetTimeout(c, to_timeval(10.0));
+    timeout_block_s_ = 0;
+    ctx_ = c;
+    pid_ = getpid();
+    std::vector<std::string_view> auth;
+    if (!url_.password.empty() || !url_.user.empty()) {
+      auth.push_back("AUTH");
+      if (!url_.user.empty()) auth.push_back(url_.user);
+      auth.push_back(url_.password);
+    }
+    std::string db = std::to_string(url_.db);
+    const std::vector<std::vector<std::string_view>> setup = {auth, {"SELECT", db}};
+    for (const auto& cmd : setup) {
+      if (cmd.empty() || (cmd[0] == "SELECT" && url_.db == 0)) continue;
+      if (!setup_command(cmd, last_error)) return;
+    }
+    load_scripts(last_error);
+  }
+
+  bool setup_command(const std::vector<std::string_view>& cmd, std::string& last_error) {
+    std::vector<const char*> ptrs;
+    std::vector<size_t> lens;
+    for (auto a : cmd) {
+      ptrs.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    Reply r(static_cast<redisReply*>(
+        redisCommandArgv(ctx_, static_cast<int>(cmd.size()), ptrs.data(), lens.data())));
+    if (!r) {
+      last_error = ctx_->errstr;
+      drop();
+      return false;
+    }
+    if (r->type != REDIS_REPLY_ERROR) return true;
+    std::string e(r->str, r->len);
+    if (transient_error(e)) {
+      last_error = e;
+      drop();
+      return false;
+    }
+    drop();
+    if (auth_error(e)) throw AuthenticationError(auth_message(e));
+    throw ProcessError("multiproc: redis: " + std::string(cmd[0]) + " failed on " + url_text_ +
+                       ": " + e);
+  }
+
+  void load_scripts(std::string& last_error) {
+    for (int s = 0; s < kScriptCount; ++s) {
+      if (!ctx_) return;
+      Reply r(static_cast<redisReply*>(redisCommand(ctx_, "SCRIPT LOAD %s", kScripts[s])));
+      if (!r) {
+        last_error = ctx_->errstr;
+        drop();
+        return;
+      }
+      if (r->type == REDIS_REPLY_STRING) {
+        shas_[s].assign(r->str, r->len);
+        continue;
+      }
+      std::string e = r->type == REDIS_REPLY_ERROR ? std::string(r->str, r->len) : "bad reply";
+      drop();
+      if (transient_error(e)) {
+        last_error = e;
+        return;
+      }
+      if (auth_error(e)) throw AuthenticationError(auth_message(e));
+      throw ProcessError("multiproc: redis: SCRIPT LOAD failed on " + url_.host + ": " + e);
+    }
+  }
+
+  Url url_;
+  std::string url_text_;
+  double unreachable_s_;
+  redisContext* ctx_ = nullptr;
+  double timeout_block_s_ = 0;  // the socket's timeout is this + 10 s
+  pid_t pid_ = 0;
+  std::string shas_[kScriptCount];
+};
+
+inline std::string random_id() {
+  char host[64] = {};
+  gethostname(host, sizeof host - 1);
+  std::random_device rd;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%08x%08x", rd(), rd());
+  return std::string(host) + "-" + std::to_string(getpid()) + "-" + buf;
+}
+
+inline long long integer(const Reply& r) {
+  if (r->type != REDIS_REPLY_INTEGER) throw ProcessError("multiproc: redis: unexpected reply");
+  return r->integer;
+}
+
+}  // namespace multiproc::redis::detail

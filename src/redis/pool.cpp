@@ -1,0 +1,734 @@
+// multiproc::redis::Pool's untyped side: the signed messages, the client's result thread and
+// reaper, and the worker loop (also run by `./app --multiproc-worker URL`, through init()'s hook).
+//
+// Keys, for a pool named N: "mp:pool:{N}:tasks" (clients push on the left, workers BLMOVE from
+// the right into their "proc:<worker>" list), "hb:<worker>" (a key with a TTL the worker renews),
+// "workers" (the set of worker ids), "ttl" (the heartbeat TTL in ms the pools ask for) and
+// "results:<client>" (a list per client).
+//
+// Messages are a 32-byte HMAC-SHA256 under the auth key, then the body (serialization.hpp).
+// Checking a task's code: the invoker address, rebuilt from (module, offset), must be one of the
+// invokers this program registered at start-up (TaskEntry); the user function's address must lie
+// in an executable segment of a loaded module. A task whose message is signed by a holder of the
+// key and that passes both is run; anything else is refused with a log line.
+#include <elf.h>
+#include <link.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include <multiproc/logging.hpp>
+#include <multiproc/process.hpp>
+#include <multiproc/redis.hpp>
+
+#include "connection.hpp"
+
+namespace multiproc::redis {
+namespace detail {
+
+namespace {
+
+constexpr uint32_t kTaskMagic = 0x6d705254;    // "mpRT"
+constexpr uint32_t kResultMagic = 0x6d705252;  // "mpRR"
+enum ResultKind : uint32_t { kResult = 0, kLost = 1, kRefused = 2 };
+
+struct TaskMsg {
+  uint32_t magic = kTaskMagic;
+  std::string build;
+  std::string client;
+  uint64_t task = 0;
+  uint32_t attempt = 0;
+  std::string code;
+  std::string args;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(magic, build, client, task, attempt, code, args);
+  }
+};
+
+struct ResultMsg {
+  uint32_t magic = kResultMagic;
+  std::string client;
+  uint64_t task = 0;
+  uint32_t kind = kResult;
+  std::string worker;
+  std::string payload;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(magic, client, task, kind, worker, payload);
+  }
+};
+
+std::string hmac(const std::string& key, std::string_view body) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+            reinterpret_cast<const unsigned char*>(body.data()), body.size(), out, &len))
+    throw ProcessError("multiproc: redis: OpenSSL HMAC-SHA256 failed");
+  return std::string(reinterpret_cast<char*>(out), len);
+}
+
+template <class Msg>
+std::string seal(const std::string& key, const Msg& m) {
+  std::string body;
+  multiproc::detail::dump(body, m);
+  return hmac(key, body) + body;
+}
+
+// Empty (with *why set) when the signature is wrong or the body does not decode.
+template <class Msg>
+std::optional<Msg> open(const std::string& key, std::string_view bytes, uint32_t magic,
+                        std::string* why) {
+  if (bytes.size() < 32) {
+    *why = "too short to be signed";
+    return std::nullopt;
+  }
+  const std::string_view body = bytes.substr(32);
+  const std::string mac = hmac(key, body);
+  if (CRYPTO_memcmp(mac.data(), bytes.data(), 32) != 0) {
+    *why = "bad signature (not signed with this pool's auth key)";
+    return std::nullopt;
+  }
+  try {
+    Msg m = multiproc::detail::load<Msg>(body);
+    if (m.magic != magic) {
+      *why = "not a message of this kind";
+      return std::nullopt;
+    }
+    return m;
+  } catch (const std::exception& e) {
+    *why = std::string("malformed: ") + e.what();
+    return std::nullopt;
+  }
+}
+
+std::mutex& entries_mutex() {
+  static std::mutex mu;
+  return mu;
+}
+std::set<const void*>& entries() {
+  static std::set<const void*> s;
+  return s;
+}
+
+// The GNU build-id note of the main program; a SHA-256 of the executable where it has none.
+std::string compute_build_id() {
+  std::string id;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) -> int {
+        auto* out = static_cast<std::string*>(data);
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+          const auto& ph = info->dlpi_phdr[i];
+          if (ph.p_type != PT_NOTE) continue;
+          const char* p = reinterpret_cast<const char*>(info->dlpi_addr + ph.p_vaddr);
+          const char* end = p + ph.p_memsz;
+          while (p + sizeof(ElfW(Nhdr)) <= end) {
+            const auto* nh = reinterpret_cast<const ElfW(Nhdr)*>(p);
+            const char* name = p + sizeof(ElfW(Nhdr));
+            const char* desc = name + ((nh->n_namesz + 3) & ~3U);
+            if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 &&
+                std::memcmp(name, "GNU", 4) == 0) {
+              static const char* hex = "0123456789abcdef";
+              for (unsigned j = 0; j < nh->n_descsz; ++j) {
+                const auto b = static_cast<unsigned char>(desc[j]);
+                *out += hex[b >> 4];
+                *out += hex[b & 15];
+              }
+              return 1;
+            }
+            p = desc + ((nh->n_descsz + 3) & ~3U);
+          }
+        }
+        return 1;  // only the first object: the main program
+      },
+      &id);
+  if (!id.empty()) return id;
+  std::ifstream f("/proc/self/exe", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  unsigned char md[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), md);
+  static const char* hex = "0123456789abcdef";
+  for (unsigned char b : md) {
+    id += hex[b >> 4];
+    id += hex[b & 15];
+  }
+  return "sha256:" + id;
+}
+
+// MULTIPROC_REDIS_BUILD_ID replaces the computed id (to pin one across rebuilds that are known
+// to be the same, and for tests).
+const std::string& build_id() {
+  static const std::string id = [] {
+    const char* v = std::getenv("MULTIPROC_REDIS_BUILD_ID");
+    return v && *v ? std::string(v) : compute_build_id();
+  }();
+  return id;
+}
+
+bool in_executable_segment(const void* addr) {
+  struct Q {
+    uintptr_t a;
+    bool found;
+  } q{reinterpret_cast<uintptr_t>(addr), false};
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) -> int {
+        auto* q = static_cast<Q*>(data);
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+          const auto& ph = info->dlpi_phdr[i];
+          if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+          const uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
+          if (q->a >= lo && q->a < lo + ph.p_memsz) {
+            q->found = true;
+            return 1;
+          }
+        }
+        return 0;
+      },
+      &q);
+  return q.found;
+}
+
+std::string prefix_of(const std::string& name) {
+  return "mp:pool:{" + name + "}:";
+}
+
+Logger& log() {
+  return get_logger();
+}
+
+// Everything goes to stderr as well as the logger: a refused task must be seen even where the
+// program never called log_to_stderr().
+void say(const std::string& what) {
+  log().warning(what);
+  std::fprintf(stderr, "%s\n", what.c_str());
+}
+
+}  // namespace
+
+std::string sign_task(const std::string& key, const std::string& client, uint64_t task,
+                      const std::string& code, const std::string& args) {
+  TaskMsg t;
+  t.build = build_id();
+  t.client = client;
+  t.task = task;
+  t.code = code;
+  t.args = args;
+  return seal(key, t);
+}
+
+bool register_task_entry(const void* invoker) {
+  std::lock_guard lk(entries_mutex());
+  entries().insert(invoker);
+  return true;
+}
+
+// ---- the worker ---------------------------------------------------------------------------------
+
+namespace {
+
+std::atomic<bool> g_worker_stop{false};
+
+void on_sigterm(int) {
+  g_worker_stop.store(true);
+}
+
+// Runs one task message; returns the result message to push (empty: nothing to answer).
+std::string handle_task(const std::string& key, const std::string& worker, const std::string& raw,
+                        std::string* client_out) {
+  std::string why;
+  auto t = open<TaskMsg>(key, raw, kTaskMagic, &why);
+  if (!t) {
+    say("multiproc: redis worker " + worker + ": dropped a task message: " + why);
+    return {};
+  }
+  *client_out = t->client;
+  ResultMsg r;
+  r.client = t->client;
+  r.task = t->task;
+  r.worker = worker;
+  auto refuse = [&](const std::string& reason) {
+    say("multiproc: redis worker " + worker + ": refused task " + std::to_string(t->task) +
+        " of client " + t->client + ": " + reason);
+    r.kind = kRefused;
+    r.payload = reason;
+    return seal(key, r);
+  };
+  if (t->build != build_id()) {
+    return refuse("build mismatch: the task comes from program build " + t->build +
+                  ", this worker runs build " + build_id() +
+                  " (workers must run the same build of the program as the pool)");
+  }
+  multiproc::detail::Invoker invoker = nullptr;
+  const void* fn = nullptr;
+  try {
+    auto code = multiproc::detail::load<multiproc::detail::TaskCode>(std::string_view(t->code));
+    const void* inv = multiproc::detail::decode_code_address(code.invoker);
+    {
+      std::lock_guard lk(entries_mutex());
+      if (!entries().count(inv))
+        return refuse("the task's invoker is not a task entry point of this program");
+    }
+    invoker = reinterpret_cast<multiproc::detail::Invoker>(const_cast<void*>(inv));
+    if (code.has_fn) {
+      fn = multiproc::detail::decode_code_address(code.fn);
+      if (!in_executable_segment(fn))
+        return refuse("the task's function is not in an executable segment of this program");
+    }
+  } catch (const std::exception& e) {
+    return refuse(std::string("the task's code does not resolve here: ") + e.what());
+  }
+  try {
+    invoker(fn, t->args.data(), t->args.data() + t->args.size(), &r.payload);
+  } catch (...) {
+    r.payload.clear();
+    r.payload.push_back(2);
+    multiproc::detail::dump(r.payload, multiproc::detail::current_exception_type());
+    multiproc::detail::dump(r.payload, multiproc::detail::current_exception_message());
+  }
+  return seal(key, r);
+}
+
+constexpr const char* kFinishScript =
+    "redis.call('RPUSH', KEYS[1], ARGV[1]) redis.call('LPOP', KEYS[2]) return 0";
+
+}  // namespace
+
+}  // namespace detail
+
+namespace detail {
+// The worker loop under a given key.
+void serve(const std::string& url, const std::string& name, const std::string& key);
+}  // namespace detail
+
+void run_worker(const std::string& url, const std::string& name) {
+  detail::serve(url, name, process_authkey());
+}
+
+namespace detail {
+
+void serve(const std::string& url, const std::string& name, const std::string& key) {
+  struct sigaction sa {};
+  sa.sa_handler = on_sigterm;
+  sigaction(SIGTERM, &sa, nullptr);
+  const std::string prefix = prefix_of(name);
+  const std::string id = random_id();
+  const std::string k_tasks = prefix + "tasks", k_proc = prefix + "proc:" + id,
+                    k_hb = prefix + "hb:" + id, k_workers = prefix + "workers";
+  Connection conn(parse_url(url), url, 10.0);
+  // The heartbeat has a connection and a thread of its own: a long task keeps its worker alive.
+  std::atomic<bool> stop_beat{false};
+  std::mutex beat_mu;
+  std::condition_variable beat_cv;
+  auto beat_once = [&](Connection& c) {
+    long long ttl = 10000;
+    Reply r = c.run({"GET", prefix + "ttl"}, Deadline::never());
+    if (r->type == REDIS_REPLY_STRING) ttl = std::max(100LL, std::atoll(r->str));
+    c.run({"SET", k_hb, "1", "PX", std::to_string(ttl)}, Deadline::never());
+    // Again each time: a worker taken for dead (and reaped) while only slow comes back.
+    c.run({"SADD", k_workers, id}, Deadline::never());
+    return ttl;
+  };
+  beat_once(conn);
+  std::thread beat([&] {
+    Connection c(parse_url(url), url, 10.0);
+    while (!stop_beat.load()) {
+      long long ttl = 10000;
+      try {
+        ttl = beat_once(c);
+      } catch (const std::exception& e) {
+        say(std::string("multiproc: redis worker: heartbeat failed: ") + e.what());
+      }
+      std::unique_lock lk(beat_mu);
+      beat_cv.wait_for(lk, std::chrono::milliseconds(std::max(20LL, ttl / 4)),
+                       [&] { return stop_beat.load(); });
+    }
+  });
+  while (!g_worker_stop.load()) {
+    Reply r;
+    try {
+      r = conn.run({"BLMOVE", k_tasks, k_proc, "RIGHT", "LEFT", "0.2"}, Deadline::never(), 0.2);
+    } catch (const std::exception& e) {
+      say(std::string("multiproc: redis worker: ") + e.what());
+      break;
+    }
+    if (r->type != REDIS_REPLY_STRING) continue;
+    std::string client;
+    const std::string result = handle_task(key, id, std::string(r->str, r->len), &client);
+    if (result.empty()) {
+      conn.run({"LPOP", k_proc}, Deadline::never());
+      continue;
+    }
+    conn.run({"EVAL", kFinishScript, "2", prefix + "results:" + client, k_proc, result},
+             Deadline::never());
+  }
+  {
+    std::lock_guard lk(beat_mu);
+    stop_beat.store(true);
+  }
+  beat_cv.notify_all();
+  beat.join();
+  try {
+    // What is still ours goes back to the queue: nothing is lost by a worker that stops.
+    while (conn.run({"LMOVE", k_proc, k_tasks, "LEFT", "RIGHT"}, Deadline::now(), 0, false)->type ==
+           REDIS_REPLY_STRING) {
+    }
+    conn.run({"DEL", k_hb}, Deadline::now(), 0, false);
+    conn.run({"SREM", k_workers, id}, Deadline::now(), 0, false);
+  } catch (...) {
+    // Unreachable server: the reaper hands our tasks out again once the heartbeat lapses.
+  }
+}
+
+namespace {
+
+// The pool's key travels as an argument, as Python's Pool gives its workers the authkey.
+void local_worker(std::string url, std::string name, std::string key) {
+  serve(url, name, key);
+}
+
+// `./app --multiproc-worker URL [--processes N] [--pool NAME]`.
+int worker_main(int argc, char** argv) {
+  std::string url, name = "default";
+  unsigned processes = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (a == "--multiproc-worker" && has_value) {
+      url = argv[++i];
+    } else if (a == "--processes" && has_value) {
+      processes = static_cast<unsigned>(std::max(1, std::atoi(argv[++i])));
+    } else if (a == "--pool" && has_value) {
+      name = argv[++i];
+    }
+  }
+  if (url.empty()) {
+    std::fprintf(stderr,
+                 "usage: %s --multiproc-worker redis://[user:pass@]host[:port][/db] "
+                 "[--processes N] [--pool NAME]\n",
+                 argc > 0 ? argv[0] : "app");
+    return 2;
+  }
+  try {
+    if (processes == 1) {
+      run_worker(url, name);
+      return 0;
+    }
+    std::vector<Process> workers;
+    for (unsigned i = 0; i < processes; ++i) {
+      workers.emplace_back(local_worker, url, name, process_authkey());
+      workers.back().start();
+    }
+    struct sigaction sa {};
+    sa.sa_handler = on_sigterm;
+    sigaction(SIGTERM, &sa, nullptr);
+    while (!g_worker_stop.load()) {
+      bool any = false;
+      for (auto& w : workers) any = any || !w.join(std::chrono::milliseconds(200));
+      if (!any) break;
+    }
+    for (auto& w : workers) w.terminate();
+    for (auto& w : workers) w.join();
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "multiproc: redis worker: %s\n", e.what());
+    return 1;
+  }
+}
+
+[[maybe_unused]] const bool g_hook_set = (multiproc::detail::set_worker_entry(&worker_main), true);
+
+}  // namespace
+
+// ---- the client ---------------------------------------------------------------------------------
+
+struct PoolClient::Impl {
+  Impl(std::string u, PoolOptions o)
+      : url(std::move(u)),
+        options(std::move(o)),
+        key(options.authkey ? *options.authkey : process_authkey()),
+        prefix(prefix_of(options.name)),
+        client(random_id()),
+        k_tasks(prefix + "tasks"),
+        k_results(prefix + "results:" + client),
+        k_workers(prefix + "workers"),
+        send(parse_url(url), url, options.unreachable_timeout.count()),
+        recv(parse_url(url), url, options.unreachable_timeout.count()) {}
+
+  std::string url;
+  PoolOptions options;
+  std::string key, prefix, client, k_tasks, k_results, k_workers;
+  Connection send;  // submissions, under mu
+  Connection recv;  // the result thread's
+  std::mutex mu;
+  std::condition_variable idle_cv;
+  uint64_t next_task = 1;
+  struct Pending {
+    std::shared_ptr<ChunkSink> sink;
+    uint32_t chunk;
+  };
+  std::unordered_map<uint64_t, Pending> pending;
+  bool closed = false, stopping = false;
+  std::mutex local_mu;  // local, replaced from the result thread
+  std::vector<Process> local;
+  Context ctx = get_context();
+  std::thread results;
+
+  // A local worker that died (killed inside a task) is replaced, as the core Pool does.
+  void replace_dead_workers() {
+    std::lock_guard lk(local_mu);
+    for (auto& w : local) {
+      if (w.is_alive()) continue;
+      {
+        std::lock_guard lk2(mu);
+        if (stopping || closed) return;
+      }
+      log().info("redis::Pool: local worker " + std::to_string(w.pid()) + " exited; replacing it");
+      w.join();
+      Process fresh(ctx, local_worker, url, options.name, key);
+      fresh.daemon(true);
+      fresh.start();
+      w = std::move(fresh);
+    }
+  }
+
+  void result_loop() {
+    auto last_reap = std::chrono::steady_clock::now();
+    while (true) {
+      {
+        std::lock_guard lk(mu);
+        if (stopping) return;
+      }
+      Reply r;
+      try {
+        r = recv.run({"BRPOP", k_results, "0.1"}, Deadline::never(), 0.1);
+      } catch (const std::exception& e) {
+        // Unreachable past unreachable_timeout: nothing would answer later submissions either.
+        {
+          std::lock_guard lk(mu);
+          closed = true;
+        }
+        fail_all(std::make_exception_ptr(BrokenPool(std::string("redis::Pool: ") + e.what())));
+        return;
+      }
+      if (r->type == REDIS_REPLY_ARRAY && r->elements == 2)
+        dispatch(std::string(r->element[1]->str, r->element[1]->len));
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_reap > std::chrono::milliseconds(200)) {
+        last_reap = now;
+        try {
+          replace_dead_workers();
+          reap();
+        } catch (const std::exception& e) {
+          say(std::string("multiproc: redis::Pool: reaping failed: ") + e.what());
+        }
+      }
+    }
+  }
+
+  void dispatch(const std::string& raw) {
+    std::string why;
+    auto m = open<ResultMsg>(key, raw, kResultMagic, &why);
+    if (!m) {
+      say("multiproc: redis::Pool: dropped a result message: " + why);
+      return;
+    }
+    Pending p;
+    {
+      std::lock_guard lk(mu);
+      auto it = pending.find(m->task);
+      if (it == pending.end()) return;  // answered twice (a task run again): the first one counts
+      p = std::move(it->second);
+      pending.erase(it);
+    }
+    if (m->kind == kResult) {
+      p.sink->chunk_done(p.chunk, m->payload.data(), m->payload.size());
+    } else if (m->kind == kLost) {
+      p.sink->chunk_failed(p.chunk, std::make_exception_ptr(WorkerLost(0, 0, m->payload)));
+    } else {
+      p.sink->chunk_failed(
+          p.chunk, std::make_exception_ptr(ProcessError("redis::Pool: worker " + m->worker +
+                                                        " refused the task: " + m->payload)));
+    }
+    idle_cv.notify_all();
+  }
+
+  // Workers whose heartbeat lapsed: their tasks go back to the head of the queue, or, past
+  // max_retries, are answered WorkerLost. RENAME takes a dead worker's list atomically, so two
+  // reapers never hand one task out twice.
+  void reap() {
+    Reply members = recv.run({"SMEMBERS", k_workers}, Deadline::never());
+    for (size_t i = 0; i < members->elements; ++i) {
+      const std::string id(members->element[i]->str, members->element[i]->len);
+      if (integer(recv.run({"EXISTS", prefix + "hb:" + id}, Deadline::never())) == 1) continue;
+      const std::string taken = prefix + "reaping:" + random_id();
+      try {
+        recv.run({"RENAME", prefix + "proc:" + id, taken}, Deadline::never());
+      } catch (const ProcessError&) {
+        recv.run({"SREM", k_workers, id}, Deadline::never());  // nothing left in flight
+        continue;
+      }
+      Reply items = recv.run({"LRANGE", taken, "0", "-1"}, Deadline::never());
+      for (size_t j = 0; j < items->elements; ++j) {
+        const std::string raw(items->element[j]->str, items->element[j]->len);
+        std::string why;
+        auto t = open<TaskMsg>(key, raw, kTaskMagic, &why);
+        if (!t) {
+          say("multiproc: redis::Pool: dropped a task of lost worker " + id + ": " + why);
+          continue;
+        }
+        if (t->attempt + 1 > options.max_retries) {
+          ResultMsg r;
+          r.client = t->client;
+          r.task = t->task;
+          r.kind = kLost;
+          r.worker = id;
+          r.payload = "redis::Pool: the worker " + id + " running the task was lost (no " +
+                      "heartbeat) " + std::to_string(t->attempt + 1) +
+                      " times; max_retries = " + std::to_string(options.max_retries);
+          recv.run({"LPUSH", prefix + "results:" + t->client, seal(key, r)}, Deadline::never());
+        } else {
+          ++t->attempt;
+          say("multiproc: redis::Pool: worker " + id + " lost; task " + std::to_string(t->task) +
+              " runs again (retry " + std::to_string(t->attempt) + ")");
+          recv.run({"RPUSH", k_tasks, seal(key, *t)}, Deadline::never());
+        }
+      }
+      recv.run({"DEL", taken}, Deadline::never());
+      recv.run({"SREM", k_workers, id}, Deadline::never());
+    }
+  }
+
+  void fail_all(std::exception_ptr e) {
+    std::unordered_map<uint64_t, Pending> left;
+    {
+      std::lock_guard lk(mu);
+      left.swap(pending);
+    }
+    for (auto& [id, p] : left) p.sink->chunk_failed(p.chunk, e);
+    idle_cv.notify_all();
+  }
+
+  void stop_thread() {
+    {
+      std::lock_guard lk(mu);
+      stopping = true;
+    }
+    if (results.joinable()) results.join();
+  }
+};
+
+PoolClient::PoolClient(std::string url, PoolOptions options)
+    : impl_(std::make_unique<Impl>(std::move(url), std::move(options))) {
+  auto& m = *impl_;
+  const auto ttl_ms =
+      static_cast<long long>(std::max(0.1, m.options.worker_timeout.count()) * 1000);
+  m.send.run({"SET", m.prefix + "ttl", std::to_string(ttl_ms)}, Deadline::never());
+  if (m.options.context) m.ctx = *m.options.context;
+  for (unsigned i = 0; i < m.options.processes; ++i) {
+    m.local.emplace_back(m.ctx, local_worker, m.url, m.options.name, m.key);
+    m.local.back().daemon(true);
+    m.local.back().start();
+  }
+  m.results = std::thread([&m] { m.result_loop(); });
+}
+
+PoolClient::~PoolClient() {
+  try {
+    terminate();
+  } catch (...) {
+  }
+}
+
+void PoolClient::submit(const std::string& code, std::vector<std::string> chunks,
+                        uint32_t first_chunk, std::shared_ptr<ChunkSink> sink) {
+  auto& m = *impl_;
+  std::lock_guard lk(m.mu);
+  if (m.closed) throw ProcessError("redis::Pool: the pool is closed (close() or terminate())");
+  std::vector<std::string> msgs;
+  msgs.reserve(chunks.size());
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    TaskMsg t;
+    t.build = build_id();
+    t.client = m.client;
+    t.task = m.next_task++;
+    t.code = code;
+    t.args = std::move(chunks[i]);
+    msgs.push_back(seal(m.key, t));
+    m.pending.emplace(t.task, Impl::Pending{sink, static_cast<uint32_t>(first_chunk + i)});
+  }
+  for (size_t done = 0; done < msgs.size();) {
+    const size_t n = std::min<size_t>(msgs.size() - done, 1000);
+    std::vector<std::string_view> argv{"LPUSH", m.k_tasks};
+    for (size_t i = done; i < done + n; ++i) argv.push_back(msgs[i]);
+    m.send.run(argv, Deadline::never());
+    done += n;
+  }
+}
+
+unsigned PoolClient::workers() {
+  auto& m = *impl_;
+  std::lock_guard lk(m.mu);
+  const long long n = integer(m.send.run({"SCARD", m.k_workers}, Deadline::never()));
+  return static_cast<unsigned>(std::max<long long>({n, 1, m.options.processes}));
+}
+
+void PoolClient::close() {
+  std::lock_guard lk(impl_->mu);
+  impl_->closed = true;
+}
+
+void PoolClient::join() {
+  auto& m = *impl_;
+  {
+    std::unique_lock lk(m.mu);
+    if (!m.closed) throw ProcessError("redis::Pool::join(): call close() or terminate() first");
+    m.idle_cv.wait(lk, [&] { return m.pending.empty() || m.stopping; });
+  }
+  std::lock_guard lk(m.local_mu);
+  for (auto& w : m.local) w.terminate();  // SIGTERM: a worker finishes its task, then leaves
+  for (auto& w : m.local) w.join();
+  m.local.clear();
+}
+
+void PoolClient::terminate() {
+  auto& m = *impl_;
+  {
+    std::lock_guard lk(m.mu);
+    m.closed = true;
+  }
+  m.stop_thread();
+  {
+    std::lock_guard lk(m.local_mu);
+    for (auto& w : m.local) w.kill();
+    for (auto& w : m.local) w.join();
+    m.local.clear();
+  }
+  m.fail_all(std::make_exception_ptr(BrokenPool("redis::Pool: terminated")));
+}
+
+unsigned PoolClient::processes() const {
+  return impl_->options.processes;
+}
+
+std::vector<pid_t> PoolClient::worker_pids() const {
+  std::lock_guard lk(impl_->local_mu);
+  std::vector<pid_t> out;
+  for (auto& w : impl_->local) out.push_back(w.pid());
+  return out;
+}
+
+}  // namespace detail
+}  // namespace multiproc::redis

@@ -1,0 +1,294 @@
+// redis::Pool against a real redis-server started by this binary (tests/support/redis_server.hpp):
+// the Pool API with local workers under fork, spawn and forkserver; workers started as separate
+// programs (`--multiproc-worker`); a worker killed mid-task (the task runs again, then
+// WorkerLost); messages without the auth key, malformed ones, tasks of another build and tasks
+// whose invoker is not an entry point of the program.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <hiredis/hiredis.h>
+
+#include <multiproc/redis.hpp>
+
+#include "redis_server.hpp"
+#include "start_methods.hpp"
+
+namespace mpr = multiproc::redis;
+using namespace std::chrono_literals;
+
+namespace {
+
+[[maybe_unused]] ::testing::Environment* const kRedis =
+    ::testing::AddGlobalTestEnvironment(new RedisEnvironment);
+
+std::string url() {
+  return RedisServer::instance()->url();
+}
+
+// A pool name of the test's own: workers of other tests never take its tasks.
+std::string pool_name() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string n =
+      std::string(info->test_suite_name()) + "." + info->name() + "." + std::to_string(getpid());
+  for (auto& c : n)
+    if (c == '/') c = '_';
+  return n;
+}
+
+// A folder for marker files, removed at the end of the test.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/mp-redis-pool-XXXXXX";
+    path = mkdtemp(tmpl);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+int square(int x) {
+  return x * x;
+}
+int add(int a, int b) {
+  return a + b;
+}
+int fails(int x) {
+  if (x == 3) throw std::invalid_argument("three is bad");
+  return x;
+}
+// Idempotent, as a task that may run twice must be: the marker says whether it ran before.
+int die_first_time(std::string marker) {
+  if (!std::filesystem::exists(marker)) {
+    std::ofstream(marker) << "ran";
+    raise(SIGKILL);
+  }
+  return 42;
+}
+int always_die(int) {
+  raise(SIGKILL);
+  return 0;
+}
+void touch(std::string path) {
+  std::ofstream(path) << "ran";
+}
+
+// An external worker: this very program, started as `--multiproc-worker URL --pool NAME`.
+struct ExternalWorker {
+  pid_t pid = -1;
+  std::string log;
+  ExternalWorker(const std::string& name, const std::string& log_path, unsigned processes = 1,
+                 const std::string& build_id = {})
+      : log(log_path) {
+    const std::string exe = std::filesystem::read_symlink("/proc/self/exe");
+    pid = fork();
+    if (pid == 0) {
+      int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      dup2(fd, 2);
+      if (!build_id.empty()) setenv("MULTIPROC_REDIS_BUILD_ID", build_id.c_str(), 1);
+      const std::string n = std::to_string(processes), u = url();
+      execl(exe.c_str(), exe.c_str(), "--multiproc-worker", u.c_str(), "--pool", name.c_str(),
+            "--processes", n.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+  }
+  ~ExternalWorker() {
+    if (pid > 0) {
+      kill(pid, SIGTERM);
+      int status;
+      waitpid(pid, &status, 0);
+    }
+  }
+  std::string output() const {
+    std::ifstream f(log);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  }
+  // Waits (generously) for `text` in the worker's stderr.
+  bool says(const std::string& text) const {
+    for (int i = 0; i < 200; ++i) {
+      if (output().find(text) != std::string::npos) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+};
+
+void lpush(const std::string& key, const std::string& value) {
+  redisContext* c = redisConnect("127.0.0.1", RedisServer::instance()->port());
+  ASSERT_TRUE(c && !c->err);
+  freeReplyObject(redisCommand(c, "AUTH %s", RedisServer::kPassword));
+  freeReplyObject(
+      redisCommand(c, "LPUSH %b %b", key.data(), key.size(), value.data(), value.size()));
+  redisFree(c);
+}
+
+class RedisPoolTest : public StartMethodTest {};
+
+}  // namespace
+
+// ---- the Pool API with local workers ------------------------------------------------------------
+
+TEST_P(RedisPoolTest, ApplyMapImapStarmapAndCallbacks) {
+  MP_REQUIRE_REDIS();
+  mpr::Pool pool(url(), {.processes = 2, .name = pool_name(), .context = ctx()});
+  EXPECT_EQ(pool.apply(square, 7), 49);
+  EXPECT_EQ(pool.apply_async(add, 2, 3).get(30s), 5);
+  EXPECT_EQ(pool.apply([](int a) { return a + 1; }, 1), 2);
+
+  std::vector<int> xs(100);
+  for (int i = 0; i < 100; ++i) xs[i] = i;
+  auto ys = pool.map(square, xs);
+  ASSERT_EQ(ys.size(), 100U);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(ys[i], i * i);
+  EXPECT_EQ(pool.map(square, xs, 7), ys);
+  EXPECT_TRUE(pool.map(square, std::vector<int>{}).empty());
+
+  std::vector<int> got;
+  for (int y : pool.imap(square, std::views::iota(0, 20), 3)) got.push_back(y);
+  ASSERT_EQ(got.size(), 20U);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(got[i], i * i);
+  std::multiset<int> unordered;
+  for (int y : pool.imap_unordered(square, std::views::iota(0, 20))) unordered.insert(y);
+  EXPECT_EQ(unordered, std::multiset<int>(got.begin(), got.end()));
+
+  std::vector<std::tuple<int, int>> pairs{{1, 2}, {3, 4}, {5, 6}};
+  EXPECT_EQ(pool.starmap(add, pairs), (std::vector<int>{3, 7, 11}));
+
+  std::atomic<int> seen{0};
+  auto on_value = [&seen](int v) { seen = v; };
+  auto r = pool.apply_async(mpr::callbacks(on_value), square, 9);
+  EXPECT_EQ(r.get(30s), 81);
+  EXPECT_EQ(seen.load(), 81);
+  std::atomic<bool> errored{false};
+  auto on_error = [&errored](std::exception_ptr) { errored = true; };
+  auto m = pool.map_async(mpr::callbacks(nullptr, on_error), fails, xs, 10);
+  EXPECT_TRUE(m.wait(30s));
+  EXPECT_TRUE(errored.load());
+  EXPECT_EQ(m.failures(), 1U);
+  auto outcomes = m.outcomes();
+  EXPECT_TRUE(outcomes[2].ok());
+  EXPECT_FALSE(outcomes[3].ok());
+
+  try {
+    pool.apply(fails, 3);
+    FAIL() << "no RemoteError";
+  } catch (const multiproc::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "std::invalid_argument");
+    EXPECT_EQ(e.message(), "three is bad");
+  }
+  pool.close();
+  pool.join();
+  EXPECT_THROW((void)pool.apply_async(square, 1), multiproc::ProcessError);
+}
+
+TEST_P(RedisPoolTest, LocalWorkersUseTheKeyOfTheOptions) {
+  MP_REQUIRE_REDIS();
+  mpr::Pool pool(
+      url(),
+      {.processes = 1, .name = pool_name(), .authkey = std::string(32, 'k'), .context = ctx()});
+  EXPECT_EQ(pool.apply_async(square, 6).get(30s), 36);
+}
+
+// ---- workers as separate programs ---------------------------------------------------------------
+
+TEST(RedisPool, ExternalWorkersRunTheTasks) {
+  MP_REQUIRE_REDIS();
+  TempDir dir;
+  const std::string name = pool_name();
+  ExternalWorker worker(name, dir.path + "/worker.log", 2);
+  mpr::Pool pool(url(), {.processes = 0, .name = name});
+  std::vector<int> xs(50);
+  for (int i = 0; i < 50; ++i) xs[i] = i;
+  auto ys = pool.map_async(square, xs, 5).get(60s);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(ys[i], i * i);
+  EXPECT_EQ(pool.apply_async(add, 20, 22).get(30s), 42);
+}
+
+// ---- a worker lost mid-task ---------------------------------------------------------------------
+
+TEST_P(RedisPoolTest, TaskOfAKilledWorkerRunsAgainThenWorkerLost) {
+  MP_REQUIRE_REDIS();
+  TempDir dir;
+  mpr::Pool pool(url(), {.processes = 2,
+                         .name = pool_name(),
+                         .worker_timeout = 0.5s,
+                         .max_retries = 2,
+                         .context = ctx()});
+  EXPECT_EQ(pool.apply_async(die_first_time, dir.path + "/marker").get(60s), 42);
+  try {
+    (void)pool.apply_async(always_die, 1).get(60s);
+    FAIL() << "no WorkerLost";
+  } catch (const multiproc::WorkerLost& e) {
+    EXPECT_NE(std::string(e.what()).find("max_retries = 2"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(pool.apply(square, 5), 25);  // the pool goes on with replaced workers
+}
+
+// ---- trust ------------------------------------------------------------------------------------
+
+TEST(RedisPool, WithoutTheKeyNothingRunsAndJunkIsDropped) {
+  MP_REQUIRE_REDIS();
+  TempDir dir;
+  const std::string name = pool_name();
+  ExternalWorker worker(name, dir.path + "/worker.log");
+  {
+    mpr::Pool intruder(url(), {.name = name, .authkey = std::string(32, 'x')});
+    auto r = intruder.apply_async(touch, dir.path + "/pwned");
+    EXPECT_TRUE(worker.says("dropped a task message: bad signature"));
+    EXPECT_FALSE(r.wait(0.5s));
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.path + "/pwned"));
+  lpush("mp:pool:{" + name + "}:tasks", "junk");
+  lpush("mp:pool:{" + name + "}:tasks", std::string(40, '\0'));
+  EXPECT_TRUE(worker.says("too short"));
+  mpr::Pool pool(url(), {.name = name});
+  EXPECT_EQ(pool.apply_async(square, 4).get(30s), 16);  // the worker lives on
+}
+
+TEST(RedisPool, AnotherBuildIsRefusedOnBothSides) {
+  MP_REQUIRE_REDIS();
+  TempDir dir;
+  const std::string name = pool_name();
+  ExternalWorker worker(name, dir.path + "/worker.log", 1, "another-build");
+  mpr::Pool pool(url(), {.name = name});
+  try {
+    (void)pool.apply_async(square, 3).get(30s);
+    FAIL() << "ran a task of another build";
+  } catch (const multiproc::ProcessError& e) {
+    EXPECT_NE(std::string(e.what()).find("build mismatch"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(worker.says("build mismatch"));
+}
+
+TEST(RedisPool, AnInvokerThatIsNoEntryPointIsRefused) {
+  MP_REQUIRE_REDIS();
+  TempDir dir;
+  const std::string name = pool_name();
+  ExternalWorker worker(name, dir.path + "/worker.log");
+  // Signed with the right key, but naming a function that is not a task entry point.
+  multiproc::detail::TaskCode code;
+  code.invoker = multiproc::detail::encode_code_address(reinterpret_cast<const void*>(&touch));
+  std::string code_bytes;
+  multiproc::detail::dump(code_bytes, code);
+  lpush("mp:pool:{" + name + "}:tasks",
+        mpr::detail::sign_task(multiproc::process_authkey(), "nobody", 1, code_bytes, "x"));
+  EXPECT_TRUE(worker.says("is not a task entry point of this program"));
+}
+
+MP_ALL_START_METHODS(RedisPoolTest);
