@@ -53,16 +53,26 @@ class Initializer {
       : set_(true) {  // NOLINT: implicit, for designated initializers
     code_ = detail::make_task_code<F, A...>();
     detail::set_task_function(code_, f);
-    detail::encode_task_args<F>(args_, std::forward<A>(args)...);
+    // The shared objects among the arguments: the pool gives each worker launch references of
+    // its own to them (the encoded copy's in-flight references go when the last copy of this
+    // Initializer does).
+    detail::FlightRefLog log;
+    std::string bytes;
+    detail::encode_task_args<F>(bytes, std::forward<A>(args)...);
+    flight_refs_ = std::move(log.entries);
+    if constexpr (detail::check_task<F, A...>())
+      args_->template set<detail::task_args_t<F, A...>>(std::move(bytes));
   }
   bool is_set() const { return set_; }
   const detail::TaskCode& code() const { return code_; }
-  const std::string& args() const { return args_; }
+  const std::string& args() const { return args_->bytes(); }
+  const std::string& shared_objects() const { return flight_refs_; }  // FlightRefLog entries
 
  private:
   bool set_ = false;
   detail::TaskCode code_;
-  std::string args_;
+  std::shared_ptr<detail::EncodedArgs> args_ = std::make_shared<detail::EncodedArgs>();
+  std::string flight_refs_;
 };
 
 struct PoolOptions {

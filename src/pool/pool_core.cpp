@@ -111,6 +111,17 @@ PoolCore::PoolCore(PoolConfig config) : config_(std::move(config)) {
 }
 
 void PoolCore::start() {
+  // A reference of the pool's own to each of the initializer's shared objects (the caller may
+  // drop its handles while the pool still starts workers).
+  const std::string& refs = config_.initializer_objects;
+  for (size_t at = 0; at + 8 <= refs.size();) {
+    uint32_t kind = 0, len = 0;
+    std::memcpy(&kind, refs.data() + at, 4);
+    std::memcpy(&len, refs.data() + at + 4, 4);
+    std::string name = refs.substr(at + 8, len);
+    at += 8 + len;
+    init_objects_.push_back(Segment::attach(name, static_cast<SegmentKind>(kind), true, false));
+  }
   seg_ = Segment::create(SegmentKind::pool, sizeof(PoolData), true);
   data_ = new (seg_->payload()) PoolData{};
   data_->processes = config_.processes;
@@ -179,7 +190,17 @@ void PoolCore::start_worker_locked(uint32_t index) {
   data_->workers[index].took_task.store(0);  // the slot's previous worker may have set it
   check_can_start_processes(config_.method);
   note_process_started();
-  std::shared_ptr<Popen> popen = launch(config_.method, bytes);
+  // This launch's copy of the initializer's arguments carries one in-flight reference per
+  // shared object, which the worker consumes when it opens them.
+  for (auto& obj : init_objects_) obj->add_flight_ref();
+  std::shared_ptr<Popen> popen;
+  try {
+    popen = launch(config_.method, bytes);
+  } catch (...) {
+    // No worker will consume them; the pool's own references keep the counts above zero.
+    for (auto& obj : init_objects_) obj->header().refs.fetch_sub(1, std::memory_order_relaxed);
+    throw;
+  }
   data_->workers[index].pid.store(static_cast<uint32_t>(popen->pid()));
   workers_.push_back({std::move(popen), index});
   if (event_fd_ >= 0) {

@@ -66,6 +66,7 @@ struct PoolConfig {
   bool has_initializer = false;
   TaskCode initializer;
   std::string initializer_args;
+  std::string initializer_objects;  // FlightRefLog entries: the shared objects in the args
 };
 
 class PoolCore : public std::enable_shared_from_this<PoolCore> {
@@ -124,6 +125,9 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void put_stop_sentinels_locked(unsigned count);
 
   PoolConfig config_;
+  // The initializer's shared objects, held for the pool's lifetime: each worker launch takes an
+  // in-flight reference to each for its copy of the arguments, which the worker consumes.
+  std::vector<std::shared_ptr<Segment>> init_objects_;
   std::shared_ptr<Segment> seg_;
   PoolData* data_ = nullptr;
   std::shared_ptr<QueueCore> tasks_;
