@@ -9,11 +9,12 @@
 // serialization.hpp says - including queues, locks and values, so a queue created at any time
 // can be a task argument, under every start method.
 //
-// Failures stay local. A task that throws makes its result throw RemoteError (the exception's
-// type and message). A worker that dies inside a task (signal, abort, exit, out of memory) fails
-// that task only, with WorkerLost (pid, signal or exit code); the pool starts a replacement and
-// every other task completes. For a map in which some calls failed, get() throws the first
-// failure and MapResult::outcomes() gives every call's value or error.
+// Failures stay local. A task that throws makes its result throw the same standard (or
+// register_exception'ed) type again, else RemoteError; either carries RemoteErrorInfo (type,
+// message, worker, item index; errors.hpp). A worker that dies inside a task (signal, abort, exit,
+// out of memory) fails that task only, with WorkerLost (pid, signal or exit code); the pool starts
+// a replacement and every other task completes. For a map in which some calls failed, get() throws
+// the first failure and MapResult::outcomes() gives every call's value or error.
 //
 // Lifetime. close() stops new submissions; join() (after close or terminate) waits for the
 // workers to finish what was submitted and exit. terminate() stops the workers at once; pending
@@ -105,7 +106,7 @@ class [[nodiscard]] AsyncResult {
   explicit AsyncResult(std::shared_ptr<detail::ResultState<value_type>> st) : st_(std::move(st)) {}
 
   // Waits at most `timeout`; throws TimeoutError if not ready by then, or the task's error
-  // (RemoteError, WorkerLost, BrokenPool).
+  // (the task's own exception type or RemoteError, WorkerLost, BrokenPool).
   R get(Timeout timeout = std::nullopt) const& {
     check();
     if (!st_->wait(detail::Deadline::after(timeout)))

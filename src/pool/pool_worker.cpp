@@ -9,6 +9,7 @@
 #include <multiproc/detail/child.hpp>
 #include <multiproc/detail/pool_core.hpp>
 #include <multiproc/errors.hpp>
+#include <multiproc/process.hpp>
 #include <multiproc/serialization.hpp>
 
 namespace multiproc::detail {
@@ -123,6 +124,7 @@ void pool_worker_main(WorkerArgs args) {
       out.push_back(static_cast<char>(2));
       dump(out, current_exception_type());
       dump(out, current_exception_message());
+      dump(out, task_worker_identity());
     }
     put_result(*results, out);
     if (args.maxtasks && ++done >= args.maxtasks) {
@@ -130,6 +132,12 @@ void pool_worker_main(WorkerArgs args) {
       exit_child(0);
     }
   }
+}
+
+std::string task_worker_identity() {
+  // Not cached: a forked child would inherit its parent's answer. Only errors ask.
+  ProcessInfo me = current_process();
+  return me.name + " (pid " + std::to_string(me.pid) + ")";
 }
 
 }  // namespace multiproc::detail

@@ -189,5 +189,7 @@ struct WorkerArgs {
   }
 };
 void pool_worker_main(WorkerArgs args);
+// The process running tasks, as a task's error names it: "ForkPoolWorker-2 (pid 4242)".
+std::string task_worker_identity();
 
 }  // namespace multiproc::detail
