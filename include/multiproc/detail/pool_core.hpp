@@ -109,6 +109,28 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
     uint32_t index;
   };
 
+  // A chunk whose task message could not be put (a full /dev/shm, EMFILE...): it fails with the
+  // put's error, reported once feed_mu_ is released.
+  struct FailedChunk {
+    std::shared_ptr<JobBase> job;
+    uint32_t chunk;
+    std::exception_ptr error;
+  };
+  // A task message in a batch being put: its slot and where its arguments lie in the batch.
+  struct Sent {
+    std::shared_ptr<JobBase> job;
+    uint32_t chunk;
+    uint32_t slot;
+    uint32_t gen;
+    size_t args_at;
+    size_t end;
+  };
+  void feed_locked(std::vector<FailedChunk>& failed);
+  // Both with mu_ held.
+  void put_or_retract(const std::string& batch, std::vector<size_t>& sizes, std::vector<Sent>& sent,
+                      std::vector<FailedChunk>& failed);
+  void retract_unsent(const std::string& batch, std::vector<Sent>& sent, std::exception_ptr error,
+                      std::vector<FailedChunk>& failed);
   void start_worker_locked(uint32_t index);
   void monitor_loop();
   void pump_loop();
