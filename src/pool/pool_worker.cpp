@@ -136,8 +136,12 @@ void pool_worker_main(WorkerArgs args) {
 
 std::string task_worker_identity() {
   // Not cached: a forked child would inherit its parent's answer. Only errors ask.
-  ProcessInfo me = current_process();
-  return me.name + " (pid " + std::to_string(me.pid) + ")";
+  try {
+    ProcessInfo me = current_process();
+    return me.name + " (pid " + std::to_string(me.pid) + ")";
+  } catch (...) {
+    return "pid " + std::to_string(getpid());  // the error being reported matters more
+  }
 }
 
 }  // namespace multiproc::detail
