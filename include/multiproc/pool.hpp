@@ -9,11 +9,12 @@
 // serialization.hpp says - including queues, locks and values, so a queue created at any time
 // can be a task argument, under every start method.
 //
-// Failures stay local. A task that throws makes its result throw RemoteError (the exception's
-// type and message). A worker that dies inside a task (signal, abort, exit, out of memory) fails
-// that task only, with WorkerLost (pid, signal or exit code); the pool starts a replacement and
-// every other task completes. For a map in which some calls failed, get() throws the first
-// failure and MapResult::outcomes() gives every call's value or error.
+// Failures stay local. A task that throws makes its result throw the same standard (or
+// register_exception'ed) type again, else RemoteError; either carries RemoteErrorInfo (type,
+// message, worker, item index; errors.hpp). A worker that dies inside a task (signal, abort, exit,
+// out of memory) fails that task only, with WorkerLost (pid, signal or exit code); the pool starts
+// a replacement and every other task completes. For a map in which some calls failed, get() throws
+// the first failure and MapResult::outcomes() gives every call's value or error.
 //
 // Lifetime. close() stops new submissions; join() (after close or terminate) waits for the
 // workers to finish what was submitted and exit. terminate() stops the workers at once; pending
@@ -54,16 +55,26 @@ class Initializer {
       : set_(true) {  // NOLINT: implicit, for designated initializers
     code_ = detail::make_task_code<F, A...>();
     detail::set_task_function(code_, f);
-    detail::encode_task_args<F>(args_, std::forward<A>(args)...);
+    // The shared objects among the arguments: the pool gives each worker launch references of
+    // its own to them (the encoded copy's in-flight references go when the last copy of this
+    // Initializer does).
+    detail::FlightRefLog log;
+    std::string bytes;
+    detail::encode_task_args<F>(bytes, std::forward<A>(args)...);
+    flight_refs_ = std::move(log.entries);
+    if constexpr (detail::check_task<F, A...>())
+      args_->template set<detail::task_args_t<F, A...>>(std::move(bytes));
   }
   bool is_set() const { return set_; }
   const detail::TaskCode& code() const { return code_; }
-  const std::string& args() const { return args_; }
+  const std::string& args() const { return args_->bytes(); }
+  const std::string& shared_objects() const { return flight_refs_; }  // FlightRefLog entries
 
  private:
   bool set_ = false;
   detail::TaskCode code_;
-  std::string args_;
+  std::shared_ptr<detail::EncodedArgs> args_ = std::make_shared<detail::EncodedArgs>();
+  std::string flight_refs_;
 };
 
 struct PoolOptions {
@@ -81,7 +92,7 @@ class [[nodiscard]] AsyncResult {
   explicit AsyncResult(std::shared_ptr<detail::ResultState<value_type>> st) : st_(std::move(st)) {}
 
   // Waits at most `timeout`; throws TimeoutError if not ready by then, or the task's error
-  // (RemoteError, WorkerLost, BrokenPool).
+  // (the task's own exception type or RemoteError, WorkerLost, BrokenPool).
   R get(Timeout timeout = std::nullopt) const& {
     check();
     if (!st_->wait(detail::Deadline::after(timeout)))

@@ -12,6 +12,7 @@ Pool::Pool(PoolOptions options) {
   cfg.has_initializer = options.initializer.is_set();
   cfg.initializer = options.initializer.code();
   cfg.initializer_args = options.initializer.args();
+  cfg.initializer_objects = options.initializer.shared_objects();
   core_ = std::make_shared<detail::PoolCore>(std::move(cfg));
   core_->start();
 }

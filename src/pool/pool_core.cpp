@@ -111,6 +111,17 @@ PoolCore::PoolCore(PoolConfig config) : config_(std::move(config)) {
 }
 
 void PoolCore::start() {
+  // A reference of the pool's own to each of the initializer's shared objects (the caller may
+  // drop its handles while the pool still starts workers).
+  const std::string& refs = config_.initializer_objects;
+  for (size_t at = 0; at + 8 <= refs.size();) {
+    uint32_t kind = 0, len = 0;
+    std::memcpy(&kind, refs.data() + at, 4);
+    std::memcpy(&len, refs.data() + at + 4, 4);
+    std::string name = refs.substr(at + 8, len);
+    at += 8 + len;
+    init_objects_.push_back(Segment::attach(name, static_cast<SegmentKind>(kind), true, false));
+  }
   seg_ = Segment::create(SegmentKind::pool, sizeof(PoolData), true);
   data_ = new (seg_->payload()) PoolData{};
   data_->processes = config_.processes;
@@ -179,7 +190,17 @@ void PoolCore::start_worker_locked(uint32_t index) {
   data_->workers[index].took_task.store(0);  // the slot's previous worker may have set it
   check_can_start_processes(config_.method);
   note_process_started();
-  std::shared_ptr<Popen> popen = launch(config_.method, bytes);
+  // This launch's copy of the initializer's arguments carries one in-flight reference per
+  // shared object, which the worker consumes when it opens them.
+  for (auto& obj : init_objects_) obj->add_flight_ref();
+  std::shared_ptr<Popen> popen;
+  try {
+    popen = launch(config_.method, bytes);
+  } catch (...) {
+    // No worker will consume them; the pool's own references keep the counts above zero.
+    for (auto& obj : init_objects_) obj->header().refs.fetch_sub(1, std::memory_order_relaxed);
+    throw;
+  }
   data_->workers[index].pid.store(static_cast<uint32_t>(popen->pid()));
   workers_.push_back({std::move(popen), index});
   if (event_fd_ >= 0) {
@@ -219,9 +240,53 @@ void PoolCore::submit(std::shared_ptr<JobBase> job) {
 }
 
 void PoolCore::feed() {
+  std::vector<FailedChunk> failed;
+  feed_locked(failed);
+  // Outside feed_mu_: a job's error callback may submit to this pool.
+  for (auto& f : failed) f.job->chunk_failed(f.chunk, f.error);
+}
+
+void PoolCore::retract_unsent(const std::string& batch, std::vector<Sent>& sent,
+                              std::exception_ptr error, std::vector<FailedChunk>& failed) {
+  // A put that fails may have put some of the messages. The ones no worker has claimed yet are
+  // given up as a terminated pool gives up its tasks (a worker skips a message whose slot is no
+  // longer QUEUED with its generation); each fails its own chunk with the put's error, as
+  // Python's task handler does, and the pool goes on.
+  for (const Sent& m : sent) {
+    uint64_t queued = slot_word(m.gen, SlotState::queued, 0);
+    if (!data_->slots[m.slot].compare_exchange_strong(queued,
+                                                      slot_word(m.gen, SlotState::failed, 0)))
+      continue;  // a worker took it: its result comes as usual
+    slots_[m.slot] = {};
+    free_slots_.push_back(m.slot);
+    if (m.job->drop_args) {
+      try {
+        m.job->drop_args(batch.data() + m.args_at, batch.data() + m.end);
+      } catch (...) {
+        // Best effort: the resource tracker removes what is left at exit.
+      }
+    }
+    failed.push_back({m.job, m.chunk, error});
+  }
+  sent.clear();
+}
+
+void PoolCore::put_or_retract(const std::string& batch, std::vector<size_t>& sizes,
+                              std::vector<Sent>& sent, std::vector<FailedChunk>& failed) {
+  try {
+    put_messages(*tasks_, batch, sizes);
+    sent.clear();
+  } catch (...) {
+    retract_unsent(batch, sent, std::current_exception(), failed);
+  }
+  sizes.clear();
+}
+
+void PoolCore::feed_locked(std::vector<FailedChunk>& failed) {
   std::lock_guard feeding(feed_mu_);
   std::string batch;
   std::vector<size_t> sizes;
+  std::vector<Sent> sent;  // the messages in `batch`
   std::vector<std::pair<std::shared_ptr<JobBase>, std::exception_ptr>> input_errors;
   for (;;) {
     std::shared_ptr<JobBase> job;
@@ -278,24 +343,29 @@ void PoolCore::feed() {
     }
     data_->slots[slot].store(slot_word(gen, SlotState::queued, 0), std::memory_order_release);
     slots_[slot] = {job, chunk, gen};
+    const size_t args_at = sizeof h + job->code_bytes.size();
     if (msg.size() >= (64u << 10)) {
       // A big chunk goes out on its own, without being copied into the batch first.
-      put_messages(*tasks_, batch, sizes);
+      put_or_retract(batch, sizes, sent, failed);
       batch.clear();
-      sizes.clear();
-      put_messages(*tasks_, msg, {msg.size()});
+      std::vector<Sent> alone{{job, chunk, slot, gen, args_at, msg.size()}};
+      std::vector<size_t> size{msg.size()};
+      put_or_retract(msg, size, alone, failed);
       give_buffer(std::move(msg));
       continue;
     }
+    sent.push_back({job, chunk, slot, gen, batch.size() + args_at, batch.size() + msg.size()});
     sizes.push_back(msg.size());
     batch += msg;
     if (batch.size() > (1u << 20)) {  // keep workers busy while a long input is encoded
-      put_messages(*tasks_, batch, sizes);
+      put_or_retract(batch, sizes, sent, failed);
       batch.clear();
-      sizes.clear();
     }
   }
-  put_messages(*tasks_, batch, sizes);
+  {
+    std::lock_guard lk(mu_);  // as the puts inside the loop
+    put_or_retract(batch, sizes, sent, failed);
+  }
   for (auto& [job, error] : input_errors) job->input_failed(error);
 }
 

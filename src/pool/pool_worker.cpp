@@ -9,6 +9,7 @@
 #include <multiproc/detail/child.hpp>
 #include <multiproc/detail/pool_core.hpp>
 #include <multiproc/errors.hpp>
+#include <multiproc/process.hpp>
 #include <multiproc/serialization.hpp>
 
 namespace multiproc::detail {
@@ -122,12 +123,23 @@ void pool_worker_main(WorkerArgs args) {
       out.push_back(static_cast<char>(2));
       dump(out, current_exception_type());
       dump(out, current_exception_message());
+      dump(out, task_worker_identity());
     }
     put_result(*results, out);
     if (args.maxtasks && ++done >= args.maxtasks) {
       me.exit_reason.store(static_cast<uint32_t>(WorkerExit::recycled));
       exit_child(0);
     }
+  }
+}
+
+std::string task_worker_identity() {
+  // Not cached: a forked child would inherit its parent's answer. Only errors ask.
+  try {
+    ProcessInfo me = current_process();
+    return me.name + " (pid " + std::to_string(me.pid) + ")";
+  } catch (...) {
+    return "pid " + std::to_string(getpid());  // the error being reported matters more
   }
 }
 

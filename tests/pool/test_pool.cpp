@@ -5,9 +5,12 @@
 #include <csignal>
 #include <cstdlib>
 #include <numeric>
+#include <optional>
 #include <ranges>
 #include <set>
+#include <stdexcept>
 #include <thread>
+#include <tuple>
 
 #include "start_methods.hpp"
 
@@ -31,6 +34,41 @@ int raise_value_error(int x) {
 }
 int raise_non_std(int) {
   throw 42;
+}
+// A user's exception type, registered (in the parent) to come back as itself.
+struct RecordError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct NotRegistered : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+int raise_record_error(int x) {
+  if (x == 3) throw RecordError("bad record 3");
+  return x;
+}
+int raise_not_registered(int) {
+  throw NotRegistered("nobody knows me");
+}
+int64_t out_of_range_at_13(int64_t x) {
+  if (x == 13) throw std::out_of_range("thirteen");
+  return x;
+}
+int domain_error_at_2(int a, int b) {
+  if (a == 2) throw std::domain_error("two");
+  return a + b;
+}
+// The remote details of a task's exception, which every rethrown one carries.
+const mp::RemoteErrorInfo& info_of(const std::exception& e) {
+  auto* info = dynamic_cast<const mp::RemoteErrorInfo*>(&e);
+  if (!info) throw std::logic_error(std::string("no RemoteErrorInfo in ") + e.what());
+  return *info;
+}
+// Whether `worker` names one of the pool's workers ("ForkPoolWorker-1 (pid 123)").
+bool names_a_worker(const std::string& worker, const std::vector<pid_t>& pids) {
+  if (worker.find("PoolWorker-") == std::string::npos) return false;
+  for (pid_t p : pids)
+    if (worker.find("(pid " + std::to_string(p) + ")") != std::string::npos) return true;
+  return false;
 }
 int64_t die_on_multiples_of_100(int64_t x) {
   if (x % 100 == 7) ::kill(getpid(), SIGKILL);
@@ -140,23 +178,73 @@ TEST_P(PoolTest, ImapReadsUnboundedInputLazily) {
   for (int64_t i = 0; i < 100; ++i) ASSERT_EQ(it.next(30s), i * i);
 }
 
-TEST_P(PoolTest, TaskExceptionBecomesRemoteError) {
+TEST_P(PoolTest, TaskStandardExceptionIsThrownAsItsOwnType) {
   mp::Pool pool(options(2));
+  const auto pids = pool.worker_pids();
   try {
     pool.apply(raise_value_error, 5);
     FAIL() << "no exception";
-  } catch (const mp::RemoteError& e) {
-    EXPECT_EQ(e.type_name(), "std::invalid_argument");
-    EXPECT_EQ(e.message(), "bad five");
+  } catch (const std::invalid_argument& e) {
+    const auto& info = info_of(e);
+    EXPECT_EQ(info.type_name(), "std::invalid_argument");
+    EXPECT_EQ(info.message(), "bad five");
+    EXPECT_TRUE(names_a_worker(info.worker(), pids)) << info.worker();
+    EXPECT_FALSE(info.item_index().has_value());
+    EXPECT_EQ(std::string(e.what()), "bad five (raised in " + info.worker() + ")");
+  }
+  try {
+    pool.apply(raise_value_error, 5);
+    FAIL() << "no exception";
+  } catch (const std::exception& e) {  // one std::exception base: catchable as that too
+    EXPECT_NE(dynamic_cast<const std::invalid_argument*>(&e), nullptr);
+    EXPECT_EQ(dynamic_cast<const mp::ProcessError*>(&e), nullptr);
   }
   try {
     pool.apply(raise_non_std, 1);
     FAIL() << "no exception";
   } catch (const mp::RemoteError& e) {
     EXPECT_EQ(e.type_name(), "int");
+    EXPECT_TRUE(names_a_worker(e.worker(), pids)) << e.worker();
+  }
+  try {
+    pool.apply(raise_not_registered, 1);
+    FAIL() << "no exception";
+  } catch (const mp::RemoteError& e) {  // a type nobody registered stays RemoteError
+    EXPECT_NE(e.type_name().find("NotRegistered"), std::string::npos) << e.type_name();
+    EXPECT_EQ(e.message(), "nobody knows me");
+    EXPECT_NE(std::string(e.what()).find(e.worker()), std::string::npos) << e.what();
+  }
+  // map, imap and starmap name the failing item.
+  try {
+    pool.map(raise_value_error, std::vector<int>{1, 2, 5, 7}, 1);
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_EQ(info_of(e).item_index(), std::optional<size_t>(2));
+    EXPECT_NE(std::string(e.what()).find("item 2"), std::string::npos) << e.what();
+  }
+  auto it = pool.imap(out_of_range_at_13, std::views::iota(int64_t{0}, int64_t{20}), 4);
+  for (int64_t i = 0; i < 20; ++i) {
+    if (i != 13) {
+      EXPECT_EQ(it.next(30s), i);
+      continue;
+    }
+    try {
+      (void)it.next(30s);
+      ADD_FAILURE() << "no exception at 13";
+    } catch (const std::out_of_range& e) {
+      EXPECT_EQ(info_of(e).item_index(), std::optional<size_t>(13));
+      EXPECT_EQ(info_of(e).message(), "thirteen");
+    }
+  }
+  try {
+    std::vector<std::tuple<int, int>> pairs{{1, 1}, {2, 2}, {3, 3}};
+    pool.starmap(domain_error_at_2, pairs);
+    FAIL() << "no exception";
+  } catch (const std::domain_error& e) {
+    EXPECT_EQ(info_of(e).item_index(), std::optional<size_t>(1));
   }
   auto r = pool.map_async(raise_value_error, std::vector<int>{1, 2, 5, 7});
-  EXPECT_THROW(r.get(30s), mp::RemoteError);
+  EXPECT_THROW(r.get(30s), std::invalid_argument);
   EXPECT_FALSE(r.successful());
   auto outcomes = r.outcomes();
   ASSERT_EQ(outcomes.size(), 4u);
@@ -164,6 +252,19 @@ TEST_P(PoolTest, TaskExceptionBecomesRemoteError) {
   EXPECT_FALSE(outcomes[2].ok());
   EXPECT_EQ(outcomes[3].value(), 7);
   EXPECT_EQ(pool.apply(sqr, 3), 9);  // the pool goes on
+}
+
+TEST_P(PoolTest, RegisteredExceptionIsThrownAsItsOwnType) {
+  mp::register_exception<RecordError>();
+  mp::Pool pool(options(2));
+  try {
+    pool.map(raise_record_error, std::vector<int>{1, 2, 3, 4}, 1);
+    FAIL() << "no exception";
+  } catch (const RecordError& e) {
+    EXPECT_EQ(info_of(e).item_index(), std::optional<size_t>(2));
+    EXPECT_EQ(info_of(e).message(), "bad record 3");
+    EXPECT_TRUE(names_a_worker(info_of(e).worker(), pool.worker_pids())) << info_of(e).worker();
+  }
 }
 
 TEST_P(PoolTest, WorkerDeathFailsOnlyItsTask) {

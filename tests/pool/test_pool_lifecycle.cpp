@@ -3,6 +3,7 @@
 // method where a process is involved.
 #include <sys/wait.h>
 #include <ranges>
+#include <set>
 #include <stdexcept>
 #include <thread>
 
@@ -21,6 +22,21 @@ int slow(int x) {
 }
 void failing_init() {
   throw std::runtime_error("cannot initialise");
+}
+
+// Initializers that take shared objects (Python's initargs=(value, queue)).
+int g_init_value = 0;
+void init_from_value(mp::Value<int> v) {
+  g_init_value = v.value();
+}
+void init_announce(mp::Queue<int> q) {
+  q.put(static_cast<int>(getpid()));
+}
+int read_init_value(int) {
+  return g_init_value;
+}
+int exit_worker(int) {
+  std::_Exit(0);
 }
 
 // An input range whose iteration throws at element `at`, like a Python generator raising.
@@ -54,6 +70,34 @@ class PoolLifecycleTest : public StartMethodTest {
     return mp::PoolOptions{.processes = n, .context = ctx()};
   }
 };
+
+TEST_P(PoolLifecycleTest, InitializerWithSharedObjectsOpensThemInEveryWorker) {
+  // Each worker (and each replacement) opens the initializer's Value and Queue; before each launch
+  // carried its own references, the first workers to drop theirs destroyed both objects, the
+  // third worker could not open them and the pool broke.
+  mp::Value<int> v(7);
+  {
+    mp::Pool pool(
+        mp::PoolOptions{.processes = 3, .initializer = {init_from_value, v}, .context = ctx()});
+    EXPECT_EQ(pool.map(read_init_value, std::vector<int>(30, 0), 1), std::vector<int>(30, 7));
+    // A replacement worker runs the initializer too.
+    EXPECT_THROW(pool.apply(exit_worker, 0), mp::WorkerLost);
+    EXPECT_EQ(pool.map(read_init_value, std::vector<int>(30, 0), 1), std::vector<int>(30, 7));
+  }
+  mp::Queue<int> q;
+  {
+    mp::Pool pool(
+        mp::PoolOptions{.processes = 3, .initializer = {init_announce, q}, .context = ctx()});
+    std::set<int> pids;
+    for (int i = 0; i < 3; ++i) pids.insert(q.get(10s));
+    EXPECT_EQ(pids.size(), 3u);
+    EXPECT_EQ(pool.map(read_init_value, std::vector<int>(6, 0), 1).size(), 6u);
+  }
+  v.set(8);  // the parent's objects outlive the pool
+  EXPECT_EQ(v.value(), 8);
+  q.put(1);
+  EXPECT_EQ(q.get(1s), 1);
+}
 
 TEST_P(PoolLifecycleTest, ImapInputThatThrowsSurfacesInPlace) {
   mp::Pool pool(options(2));

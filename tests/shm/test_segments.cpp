@@ -263,6 +263,15 @@ std::string pool_map() {
   } catch (const mp::ProcessError& e) {
     if (auto bad = check_full_message(e.what()); !bad.empty()) return bad;
   }
+  // The failed chunks failed their own items only: the pool goes on (it used to keep the failed
+  // submission queued, so the next call on the pool failed with the same error or hung).
+  try {
+    auto small = pool.map(twice, std::vector<int>(100, 1));
+    if (small != std::vector<int>(100, 2)) return "a small map after the failed one went wrong";
+    if (pool.apply(twice, 4) != 8) return "an apply after the failed map went wrong";
+  } catch (const std::exception& e) {
+    return std::string("the pool is unusable after a map failed on a full /dev/shm: ") + e.what();
+  }
   return "";  // and the pool's destructor ends its workers
 }
 

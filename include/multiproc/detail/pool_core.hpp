@@ -66,6 +66,7 @@ struct PoolConfig {
   bool has_initializer = false;
   TaskCode initializer;
   std::string initializer_args;
+  std::string initializer_objects;  // FlightRefLog entries: the shared objects in the args
 };
 
 class PoolCore : public std::enable_shared_from_this<PoolCore> {
@@ -108,6 +109,28 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
     uint32_t index;
   };
 
+  // A chunk whose task message could not be put (a full /dev/shm, EMFILE...): it fails with the
+  // put's error, reported once feed_mu_ is released.
+  struct FailedChunk {
+    std::shared_ptr<JobBase> job;
+    uint32_t chunk;
+    std::exception_ptr error;
+  };
+  // A task message in a batch being put: its slot and where its arguments lie in the batch.
+  struct Sent {
+    std::shared_ptr<JobBase> job;
+    uint32_t chunk;
+    uint32_t slot;
+    uint32_t gen;
+    size_t args_at;
+    size_t end;
+  };
+  void feed_locked(std::vector<FailedChunk>& failed);
+  // Both with mu_ held.
+  void put_or_retract(const std::string& batch, std::vector<size_t>& sizes, std::vector<Sent>& sent,
+                      std::vector<FailedChunk>& failed);
+  void retract_unsent(const std::string& batch, std::vector<Sent>& sent, std::exception_ptr error,
+                      std::vector<FailedChunk>& failed);
   void start_worker_locked(uint32_t index);
   void monitor_loop();
   void pump_loop();
@@ -124,6 +147,9 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void put_stop_sentinels_locked(unsigned count);
 
   PoolConfig config_;
+  // The initializer's shared objects, held for the pool's lifetime: each worker launch takes an
+  // in-flight reference to each for its copy of the arguments, which the worker consumes.
+  std::vector<std::shared_ptr<Segment>> init_objects_;
   std::shared_ptr<Segment> seg_;
   PoolData* data_ = nullptr;
   std::shared_ptr<QueueCore> tasks_;
@@ -185,5 +211,7 @@ struct WorkerArgs {
   }
 };
 void pool_worker_main(WorkerArgs args);
+// The process running tasks, as a task's error names it: "ForkPoolWorker-2 (pid 4242)".
+std::string task_worker_identity();
 
 }  // namespace multiproc::detail

@@ -4,8 +4,9 @@
 // A chunk's arguments travel as std::vector<Elem> (Elem = the single parameter for map, the
 // argument tuple for apply/starmap). A worker answers with one of:
 //   0  all calls returned:   std::vector<R> (void: the count)
-//   1  some threw:           count, then per call: ok byte, value | exception type and message
-//   2  the chunk failed:     exception type and message (could not decode, ...)
+//   1  some threw:           count, then per call: ok byte, value | exception type, message and
+//                            the worker's identity (task_worker_identity())
+//   2  the chunk failed:     exception type, message and the worker's identity (could not decode)
 #pragma once
 
 #include <atomic>
@@ -128,6 +129,7 @@ void invoke_chunk(const void* fn, const char* p, const char* end, std::string* o
   out->push_back(0);
   dump(*out, failed_type);
   dump(*out, failed_message);
+  dump(*out, task_worker_identity());
   for (size_t j = i + 1; j < n; ++j) {
     std::string encoded;
     try {
@@ -141,6 +143,7 @@ void invoke_chunk(const void* fn, const char* p, const char* end, std::string* o
       out->push_back(0);
       dump(*out, current_exception_type());
       dump(*out, current_exception_message());
+      dump(*out, task_worker_identity());
     }
   }
 }
@@ -175,8 +178,11 @@ std::string chunk_code_bytes(const F& f) {
 // ---- the parent's side -------------------------------------------------------------------------
 
 // Calls on_value(i, value) / on_error(i, exception_ptr) for each call of a chunk of `count`.
+// `first_item` is the chunk's first item's position in a map's input (nullopt for apply): a
+// task's error names it.
 template <class R, class OnValue, class OnError>
-void decode_chunk(const char* p, size_t n, size_t count, OnValue&& on_value, OnError&& on_error) {
+void decode_chunk(const char* p, size_t n, size_t count, std::optional<size_t> first_item,
+                  OnValue&& on_value, OnError&& on_error) {
   const char* end = p + n;
   if (p == end) throw ProcessError("pool: empty result from worker");
   char mode = *p++;
@@ -210,13 +216,19 @@ void decode_chunk(const char* p, size_t n, size_t count, OnValue&& on_value, OnE
       } else {
         std::string type = load<std::string>(p, end);
         std::string message = load<std::string>(p, end);
-        on_error(i, std::make_exception_ptr(RemoteError(std::move(type), std::move(message))));
+        std::string worker = load<std::string>(p, end);
+        std::optional<size_t> item;
+        if (first_item) item = *first_item + i;
+        on_error(i, make_remote_exception(RemoteErrorInfo(std::move(type), std::move(message),
+                                                          std::move(worker), item)));
       }
     }
   } else if (mode == 2) {
     std::string type = load<std::string>(p, end);
     std::string message = load<std::string>(p, end);
-    auto e = std::make_exception_ptr(RemoteError(std::move(type), std::move(message)));
+    std::string worker = load<std::string>(p, end);
+    auto e = make_remote_exception(
+        RemoteErrorInfo(std::move(type), std::move(message), std::move(worker), first_item));
     for (size_t i = 0; i < count; ++i) on_error(i, e);
   } else {
     throw ProcessError("pool: damaged result from worker (mode " +
@@ -299,7 +311,7 @@ class ApplyJob final : public JobBase {
   void chunk_done(uint32_t, const char* p, size_t n) override {
     try {
       decode_chunk<R>(
-          p, n, 1, [&](size_t, auto&& v) { finish(std::forward<decltype(v)>(v)); },
+          p, n, 1, std::nullopt, [&](size_t, auto&& v) { finish(std::forward<decltype(v)>(v)); },
           [&](size_t, std::exception_ptr e) { fail(e); });
     } catch (...) {
       fail(std::current_exception());
@@ -416,7 +428,7 @@ class MapJob final : public JobBase {
     }
     try {
       decode_chunk<R>(
-          p, n, count,
+          p, n, count, start,
           [&](size_t i, auto&& v) { st_->values[start + i] = std::forward<decltype(v)>(v); },
           [&](size_t i, std::exception_ptr e) { record_error(start + i, e); });
     } catch (...) {
@@ -520,6 +532,8 @@ class IMapJob final : public JobBase {
     }
     chunk = static_cast<uint32_t>(counts_.size());
     counts_.push_back(k);
+    starts_.push_back(items_read_);
+    items_read_ += k;
     ++in_flight_;
     return true;
   }
@@ -531,7 +545,7 @@ class IMapJob final : public JobBase {
     std::vector<Outcome<V>> outs(counts_at(chunk));
     try {
       decode_chunk<R>(
-          p, n, outs.size(),
+          p, n, outs.size(), first_item_at(chunk),
           [&](size_t i, auto&& v) { outs[i] = Outcome<V>(std::forward<decltype(v)>(v)); },
           [&](size_t i, std::exception_ptr e) { outs[i] = Outcome<V>(e); });
     } catch (...) {
@@ -601,6 +615,10 @@ class IMapJob final : public JobBase {
   bool all_yielded_locked() const {
     return ordered_ ? next_chunk_to_yield_ >= counts_.size() : in_flight_ == 0;
   }
+  size_t first_item_at(uint32_t chunk) {
+    std::lock_guard lk(mu_);
+    return starts_[chunk];
+  }
   size_t counts_at(uint32_t chunk) {
     std::lock_guard lk(mu_);
     return counts_[chunk];
@@ -625,6 +643,8 @@ class IMapJob final : public JobBase {
   size_t window_;
   std::mutex mu_;
   std::vector<size_t> counts_;  // items per chunk
+  std::vector<size_t> starts_;  // each chunk's first item's position in the input
+  size_t items_read_ = 0;
   size_t in_flight_ = 0;
   size_t buffered_items_ = 0;
   std::map<uint32_t, std::vector<Outcome<V>>> done_chunks_;
