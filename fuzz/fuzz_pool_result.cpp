@@ -25,7 +25,7 @@ void decode(const char* p, size_t n, size_t count) {
   size_t calls = 0;
   try {
     d::decode_chunk<R>(
-        p, n, count, [&](size_t i, auto&&) { calls += i < count; },
+        p, n, count, std::optional<size_t>(0), [&](size_t i, auto&&) { calls += i < count; },
         [&](size_t i, std::exception_ptr e) {
           calls += i < count;
           if (!e) std::abort();

@@ -45,7 +45,7 @@ void run_chunk(const d::TaskFrame& frame) {
   // The parent knows how many calls it sent: the answer must account for each exactly once.
   size_t calls = 0;
   d::decode_chunk<R>(
-      out.data(), out.size(), count, [&](size_t, auto&&) { ++calls; },
+      out.data(), out.size(), count, std::nullopt, [&](size_t, auto&&) { ++calls; },
       [&](size_t, std::exception_ptr) { ++calls; });
   if (calls != count) std::abort();
 }

@@ -21,7 +21,9 @@ struct Work {  // plain bytes: crosses as 16 raw bytes
   std::uint64_t seed;
 };
 
-std::uint64_t task(Work w) { return bench::cpu_work(w.iters, w.seed); }
+std::uint64_t task(Work w) {
+  return bench::cpu_work(w.iters, w.seed);
+}
 
 }  // namespace
 
@@ -55,8 +57,8 @@ int main(int argc, char** argv) {
   std::snprintf(note, sizeof note, "%sserial %.0f ms, Pool(2) %.0f ms, %llu iterations per task",
                 ok ? "" : "pool results differ from the serial ones; ", serial * 1e3,
                 parallel * 1e3, static_cast<unsigned long long>(iters));
-  const std::string case_name = "cpu" + std::to_string(std::lround(seconds * 1000)) + "ms_x" +
-                                std::to_string(tasks);
+  const std::string case_name =
+      "cpu" + std::to_string(std::lround(seconds * 1000)) + "ms_x" + std::to_string(tasks);
   bench::emit(opt, {.case_name = case_name,
                     .metric = "speedup",
                     .value = ok ? serial / parallel : std::nan(""),

@@ -16,7 +16,9 @@ namespace mp = multiproc;
 
 namespace {
 
-std::int64_t inc(std::int64_t x) { return x + 1; }
+std::int64_t inc(std::int64_t x) {
+  return x + 1;
+}
 
 }  // namespace
 

@@ -59,8 +59,7 @@ int main(int argc, char** argv) {
   for (mp::StartMethod method :
        {mp::StartMethod::fork, mp::StartMethod::spawn, mp::StartMethod::forkserver}) {
     for (unsigned n : {2u, 10u}) {
-      const std::string case_name =
-          std::string(mp::to_string(method)) + "_n" + std::to_string(n);
+      const std::string case_name = std::string(mp::to_string(method)) + "_n" + std::to_string(n);
       std::vector<double> times;
       unsigned started = 0, gone = 0;
       std::string error;
@@ -96,7 +95,8 @@ int main(int argc, char** argv) {
                       *std::max_element(times.begin(), times.end()));
         note = b;
         if (method == mp::StartMethod::forkserver && n == 2 && first_forkserver_ms >= 0) {
-          std::snprintf(b, sizeof b, "; first Pool(2) of the program, fork server start "
+          std::snprintf(b, sizeof b,
+                        "; first Pool(2) of the program, fork server start "
                         "included (%s): %.2f ms",
                         opt.mode == bench::Mode::kSmoke ? "timed" : "untimed warm-up",
                         first_forkserver_ms);
@@ -109,9 +109,8 @@ int main(int argc, char** argv) {
                         .unit = "ms",
                         .higher_is_better = false,
                         .ok = ok,
-                        .check = "count=" + std::to_string(want) +
-                                 " started=" + std::to_string(started) +
-                                 " joined=" + std::to_string(gone),
+                        .check = "count=" + std::to_string(want) + " started=" +
+                                 std::to_string(started) + " joined=" + std::to_string(gone),
                         .note = note});
       status.record(ok);
     }

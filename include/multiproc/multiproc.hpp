@@ -15,8 +15,8 @@
 //   errors.hpp        ProcessError and its family
 #pragma once
 
-#include <multiproc/context.hpp>
 #include <multiproc/connection.hpp>
+#include <multiproc/context.hpp>
 #include <multiproc/errors.hpp>
 #include <multiproc/futures.hpp>
 #include <multiproc/managers.hpp>

@@ -275,8 +275,8 @@ detail::ProxyRef Manager::create(const std::string& kind, const std::string& ini
 }
 
 size_t Manager::number_of_objects() {
-  return detail::load<uint64_t>(
-      detail::proxy_call(detail::ProxyRef{address_, authkey_, 0, nullptr}, "number_of_objects", {}));
+  return detail::load<uint64_t>(detail::proxy_call(detail::ProxyRef{address_, authkey_, 0, nullptr},
+                                                   "number_of_objects", {}));
 }
 
 detail::ProxyRef Manager::create_user(const std::string& typeid_, const std::string& signature,

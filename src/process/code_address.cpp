@@ -2,8 +2,8 @@
 
 #include <dlfcn.h>
 #include <link.h>
-#include <mutex>
 #include <pthread.h>
+#include <mutex>
 #include <unordered_map>
 
 #include <multiproc/errors.hpp>
@@ -53,9 +53,8 @@ uintptr_t main_bias() {
 
 // Encoding is on the pool's dispatch path: remember what we already looked up.
 std::mutex g_cache_mu;
-[[maybe_unused]] const int g_atfork = pthread_atfork([] { g_cache_mu.lock(); },
-                                                     [] { g_cache_mu.unlock(); },
-                                                     [] { g_cache_mu.unlock(); });
+[[maybe_unused]] const int g_atfork = pthread_atfork(
+    [] { g_cache_mu.lock(); }, [] { g_cache_mu.unlock(); }, [] { g_cache_mu.unlock(); });
 std::unordered_map<const void*, CodeAddress>& cache() {
   static auto* c = new std::unordered_map<const void*, CodeAddress>;
   return *c;

@@ -203,8 +203,7 @@ void QueueCore::begin_put_section() {
 }
 
 void QueueCore::lock_get() {
-  const bool owner_died =
-      robust_lock_nonrecursive(q_->get_lock) == LockStatus::acquired_owner_died;
+  const bool owner_died = robust_lock_nonrecursive(q_->get_lock) == LockStatus::acquired_owner_died;
   // A damaged ring throws from here: the lock must not stay held by a live thread, or every
   // other getter waits for it forever.
   try {

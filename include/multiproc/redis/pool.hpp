@@ -142,13 +142,16 @@ template <class R>
 class CallsSink final : public ChunkSink {
  public:
   using V = multiproc::detail::value_of<R>;
-  CallsSink(std::shared_ptr<CallsState<V>> st, std::vector<size_t> starts, size_t n)
-      : st_(std::move(st)), starts_(std::move(starts)), n_(n) {}
+  // `is_map`: a task's error names its item's index (not for apply).
+  CallsSink(std::shared_ptr<CallsState<V>> st, std::vector<size_t> starts, size_t n,
+            bool is_map = true)
+      : st_(std::move(st)), starts_(std::move(starts)), n_(n), is_map_(is_map) {}
   void chunk_done(uint32_t chunk, const char* p, size_t n) override {
     const size_t base = starts_[chunk], count = chunk_size(chunk);
     try {
       multiproc::detail::decode_chunk<R>(
-          p, n, count, [&](size_t i, V&& v) { set(base + i, std::move(v)); },
+          p, n, count, is_map_ ? std::optional<size_t>(base) : std::nullopt,
+          [&](size_t i, V&& v) { set(base + i, std::move(v)); },
           [&](size_t i, std::exception_ptr e) { fail(base + i, e); });
     } catch (...) {
       chunk_failed(chunk, std::current_exception());
@@ -192,6 +195,7 @@ class CallsSink final : public ChunkSink {
   std::shared_ptr<CallsState<V>> st_;
   std::vector<size_t> starts_;
   size_t n_;
+  bool is_map_;
 };
 
 template <class V>
@@ -245,7 +249,8 @@ void decode_imap_chunk(IMapState<multiproc::detail::value_of<R>>& st, uint32_t c
   std::vector<O> outs(count, O(std::make_exception_ptr(ProcessError("pool: no outcome"))));
   try {
     multiproc::detail::decode_chunk<R>(
-        p, n, count, [&](size_t i, V&& v) { outs[i] = O(std::move(v)); },
+        p, n, count, std::optional<size_t>(base),
+        [&](size_t i, V&& v) { outs[i] = O(std::move(v)); },
         [&](size_t i, std::exception_ptr e) { outs[i] = O(e); });
   } catch (...) {
     for (auto& o : outs) o = O(std::current_exception());
@@ -468,7 +473,7 @@ class Pool {
     std::string chunk;
     multiproc::detail::encode_chunk_items(chunk, one);
     client_->submit(detail::code_bytes<F, ArgsTuple, true>(f), {std::move(chunk)}, 0,
-                    std::make_shared<detail::CallsSink<R>>(st, std::vector<size_t>{0}, 1));
+                    std::make_shared<detail::CallsSink<R>>(st, std::vector<size_t>{0}, 1, false));
     return AsyncResult<R>(st);
   }
 
