@@ -71,6 +71,7 @@ class ThreadPoolCore {
   void terminate();
   void join();
   bool closed() const;
+  bool terminated() const;
   unsigned threads() const { return n_; }
   size_t pending() const;
 
@@ -599,8 +600,16 @@ class ThreadPool : public detail::PoolFront<ThreadPool> {
           st->unordered.push_back(std::move(outs));
         st->cv.notify_all();
         auto c = weak_core.lock();
-        const bool closing = !c || c->closed();
-        if (!closing && st->readers + st->buffered_chunks > st->window) break;
+        // After terminate() nothing more is read: an endless input would keep this thread, and
+        // terminate()'s join of the threads, going for ever. The consumer is told why.
+        if (!c || c->terminated()) {
+          if (!st->abandoned)
+            st->abandoned = std::make_exception_ptr(
+                BrokenPool("ThreadPool terminated before this imap's input was read"));
+          st->input_done = true;
+          break;
+        }
+        if (!c->closed() && st->readers + st->buffered_chunks > st->window) break;
       }
       std::lock_guard lk(st->mu);
       --st->readers;

@@ -86,6 +86,11 @@ bool ThreadPoolCore::closed() const {
   return state_ != State::running;
 }
 
+bool ThreadPoolCore::terminated() const {
+  std::lock_guard lk(mu_);
+  return state_ == State::terminated;
+}
+
 size_t ThreadPoolCore::pending() const {
   std::lock_guard lk(mu_);
   return queue_.size() + running_;

@@ -191,6 +191,29 @@ TEST(ThreadPool, Imap) {
   EXPECT_EQ(unordered, want);
 }
 
+// terminate() (or the destructor) while an imap reads an endless input: the readers stop (they used
+// to read on for ever once the pool was no longer running, so terminate() never returned), and
+// the consumer is told why.
+TEST(ThreadPool, TerminateStopsAnEndlessImap) {
+  for (int round = 0; round < 20; ++round) {
+    mp::ThreadPool p(4);
+    auto it = p.imap([](int x) { return x + 1; }, std::views::iota(0));
+    for (int i = 0; i < 10; ++i) ASSERT_EQ(it.next(), i + 1);
+    p.terminate();
+    // Whatever was computed before may still be taken; then the imap fails (BrokenPool, or
+    // "not running" when it would have needed a new reader).
+    bool broke = false;
+    for (int i = 0; i < 1000 && !broke; ++i) {
+      try {
+        if (!it.next(10s)) break;
+      } catch (const mp::ProcessError&) {
+        broke = true;
+      }
+    }
+    EXPECT_TRUE(broke);
+  }
+}
+
 TEST(ThreadPool, ImapHandlesIterableAndTaskExceptions) {
   mp::ThreadPool p(3);
   for (bool ordered : {true, false}) {
