@@ -544,12 +544,12 @@ class Proxy : public BaseProxy {
     (void)((same_method<M, Methods>() ? (found = i, true) : (++i, false)) || ...);
     return found;
   }
+  // Compared as template arguments, not with ==: GCC's UBSan instruments a member-pointer ==,
+  // which then is no constant expression.
   template <auto A, auto B>
   static constexpr bool same_method() {
-    if constexpr (std::is_same_v<decltype(A), decltype(B)>)
-      return A == B;
-    else
-      return false;
+    return std::is_same_v<std::integral_constant<decltype(A), A>,
+                          std::integral_constant<decltype(B), B>>;
   }
   template <size_t... I>
   static std::string dispatch_at(T& object, uint32_t method, const std::string& args,
