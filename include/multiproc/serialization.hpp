@@ -254,6 +254,12 @@ void dump(std::string& out, const T& value) {
 // Throws ProcessError, naming T, on truncated or malformed input (a length larger than the bytes
 // left, a bad variant index, a bool that is not 0 or 1, ...); never reads outside [p, end).
 // Exceptions thrown by T's own load functions pass through unchanged.
+// GCC 12 at -O3 reports a std::string member of `value` below as maybe used uninitialized once
+// cereal's loads are inlined into a caller (a false positive: `value` is value-initialized).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 template <class T>
 T load(const char*& p, const char* end) {
   if constexpr (!Transferable<T>) {
@@ -295,6 +301,9 @@ T load(const char*& p, const char* end) {
     }
   }
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 // Decodes one T that must fill bytes exactly; trailing bytes are an error (ProcessError).
 template <class T>
