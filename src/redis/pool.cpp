@@ -597,12 +597,18 @@ struct PoolClient::Impl {
     for (size_t i = 0; i < members->elements; ++i) {
       const std::string id(members->element[i]->str, members->element[i]->len);
       if (integer(recv.run({"EXISTS", prefix + "hb:" + id}, Deadline::never())) == 1) continue;
-      const std::string taken = prefix + "reaping:" + random_id();
-      try {
-        recv.run({"RENAME", prefix + "proc:" + id, taken}, Deadline::never());
-      } catch (const ProcessError&) {
-        recv.run({"SREM", k_workers, id}, Deadline::never());  // nothing left in flight
-        continue;
+      // Named by worker and client: a RENAME whose reply was lost (the server went away), or a
+      // round cut short, leaves the list here, and the next try finds it instead of "no such key".
+      const std::string taken = prefix + "reaping:" + id + ":" + client;
+      if (integer(recv.run({"EXISTS", taken}, Deadline::never())) == 0) {
+        try {
+          recv.run({"RENAME", prefix + "proc:" + id, taken}, Deadline::never());
+        } catch (const ProcessError&) {
+          if (integer(recv.run({"EXISTS", taken}, Deadline::never())) == 0) {
+            recv.run({"SREM", k_workers, id}, Deadline::never());  // nothing left in flight
+            continue;
+          }
+        }
       }
       Reply items = recv.run({"LRANGE", taken, "0", "-1"}, Deadline::never());
       for (size_t j = 0; j < items->elements; ++j) {
