@@ -113,7 +113,8 @@ class LossyProxy {
         if (n <= 0) break;
         const std::string reply(buf, static_cast<size_t>(n));
         const bool nil = reply.rfind("*-1", 0) == 0 || reply.rfind("$-1", 0) == 0;
-        if (!nil && targeted(last_request) && take_the_drop()) break;  // the server ran it; no answer
+        if (!nil && targeted(last_request) && take_the_drop())
+          break;  // the server ran it; no answer
         if (write(client, buf, static_cast<size_t>(n)) != n) break;
       }
     }
