@@ -3,6 +3,9 @@
 if(TEST test_chaos)
   set_tests_properties(test_chaos PROPERTIES LABELS chaos TIMEOUT 300)
 endif()
+if(TEST test_chaos_redis)
+  set_tests_properties(test_chaos_redis PROPERTIES LABELS chaos TIMEOUT 300)
+endif()
 # The soak test asserts that resident memory stays flat; under ASan freed memory sits in the
 # allocator's quarantine (up to 256 MiB), so RSS grows by design there: no-sanitizer.
 if(TEST test_soak)

@@ -249,6 +249,11 @@ class Connection {
 
   const std::string& sha(Script s) const { return shas_[s]; }
 
+  // Connections made so far. A caller that sees it change knows that a reply may have been lost
+  // (the server applied a command whose answer never came): what such a command moved must be
+  // looked for on the server.
+  uint64_t connects() const { return connects_; }
+
  private:
   void drop() {
     // A forked child's copy still frees its own memory and its own descriptor copy; the parent's
@@ -284,6 +289,7 @@ class Connection {
     timeout_block_s_ = 0;
     ctx_ = c;
     pid_ = getpid();
+    ++connects_;
     std::vector<std::string_view> auth;
     if (!url_.password.empty() || !url_.user.empty()) {
       auth.push_back("AUTH");
@@ -356,6 +362,7 @@ class Connection {
   redisContext* ctx_ = nullptr;
   double timeout_block_s_ = 0;  // the socket's timeout is this + 10 s
   pid_t pid_ = 0;
+  uint64_t connects_ = 0;
   std::string shas_[kScriptCount];
 };
 

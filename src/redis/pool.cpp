@@ -356,9 +356,18 @@ void serve(const std::string& url, const std::string& name, const std::string& k
                        [&] { return stop_beat.load(); });
     }
   });
+  uint64_t connects = conn.connects();
   while (!g_worker_stop.load()) {
     Reply r;
     try {
+      if (conn.connects() != connects) {
+        // Reconnected: a BLMOVE whose reply was lost left a task in our list that we never got
+        // (we hold none between tasks); it goes back to the head of the queue.
+        connects = conn.connects();
+        while (conn.run({"LMOVE", k_proc, k_tasks, "LEFT", "RIGHT"}, Deadline::never())->type ==
+               REDIS_REPLY_STRING) {
+        }
+      }
       r = conn.run({"BLMOVE", k_tasks, k_proc, "RIGHT", "LEFT", "0.2"}, Deadline::never(), 0.2);
     } catch (const std::exception& e) {
       say(std::string("multiproc: redis worker: ") + e.what());
@@ -463,13 +472,16 @@ struct PoolClient::Impl {
         client(random_id()),
         k_tasks(prefix + "tasks"),
         k_results(prefix + "results:" + client),
+        k_taken(prefix + "taken:" + client),
         k_workers(prefix + "workers"),
         send(parse_url(url), url, options.unreachable_timeout.count()),
         recv(parse_url(url), url, options.unreachable_timeout.count()) {}
 
   std::string url;
   PoolOptions options;
-  std::string key, prefix, client, k_tasks, k_results, k_workers;
+  // Results are read by moving them to k_taken, so that a read whose reply is lost (the server
+  // went away) is found again; the list is emptied every reap round.
+  std::string key, prefix, client, k_tasks, k_results, k_taken, k_workers;
   Connection send;  // submissions, under mu
   Connection recv;  // the result thread's
   std::mutex mu;
@@ -506,6 +518,7 @@ struct PoolClient::Impl {
 
   void result_loop() {
     auto last_reap = std::chrono::steady_clock::now();
+    uint64_t connects = recv.connects();
     while (true) {
       {
         std::lock_guard lk(mu);
@@ -513,7 +526,17 @@ struct PoolClient::Impl {
       }
       Reply r;
       try {
-        r = recv.run({"BRPOP", k_results, "0.1"}, Deadline::never(), 0.1);
+        if (recv.connects() != connects) {
+          // Reconnected: a result whose reply was lost sits in k_taken; everything there goes
+          // back and is read again (results already dispatched are ignored the second time).
+          connects = recv.connects();
+          while (
+              recv.run({"LMOVE", k_taken, k_results, "LEFT", "RIGHT"}, Deadline::never())->type ==
+              REDIS_REPLY_STRING) {
+          }
+        }
+        r = recv.run({"BLMOVE", k_results, k_taken, "RIGHT", "LEFT", "0.1"}, Deadline::never(),
+                     0.1);
       } catch (const std::exception& e) {
         // Unreachable past unreachable_timeout: nothing would answer later submissions either.
         {
@@ -523,12 +546,13 @@ struct PoolClient::Impl {
         fail_all(std::make_exception_ptr(BrokenPool(std::string("redis::Pool: ") + e.what())));
         return;
       }
-      if (r->type == REDIS_REPLY_ARRAY && r->elements == 2)
-        dispatch(std::string(r->element[1]->str, r->element[1]->len));
+      if (r->type == REDIS_REPLY_STRING) dispatch(std::string(r->str, r->len));
       const auto now = std::chrono::steady_clock::now();
       if (now - last_reap > std::chrono::milliseconds(200)) {
         last_reap = now;
         try {
+          // What k_taken holds was dispatched (the check above runs before every read).
+          if (recv.connects() == connects) recv.run({"DEL", k_taken}, Deadline::never());
           replace_dead_workers();
           reap();
         } catch (const std::exception& e) {
@@ -573,12 +597,18 @@ struct PoolClient::Impl {
     for (size_t i = 0; i < members->elements; ++i) {
       const std::string id(members->element[i]->str, members->element[i]->len);
       if (integer(recv.run({"EXISTS", prefix + "hb:" + id}, Deadline::never())) == 1) continue;
-      const std::string taken = prefix + "reaping:" + random_id();
-      try {
-        recv.run({"RENAME", prefix + "proc:" + id, taken}, Deadline::never());
-      } catch (const ProcessError&) {
-        recv.run({"SREM", k_workers, id}, Deadline::never());  // nothing left in flight
-        continue;
+      // Named by worker and client: a RENAME whose reply was lost (the server went away), or a
+      // round cut short, leaves the list here, and the next try finds it instead of "no such key".
+      const std::string taken = prefix + "reaping:" + id + ":" + client;
+      if (integer(recv.run({"EXISTS", taken}, Deadline::never())) == 0) {
+        try {
+          recv.run({"RENAME", prefix + "proc:" + id, taken}, Deadline::never());
+        } catch (const ProcessError&) {
+          if (integer(recv.run({"EXISTS", taken}, Deadline::never())) == 0) {
+            recv.run({"SREM", k_workers, id}, Deadline::never());  // nothing left in flight
+            continue;
+          }
+        }
       }
       Reply items = recv.run({"LRANGE", taken, "0", "-1"}, Deadline::never());
       for (size_t j = 0; j < items->elements; ++j) {

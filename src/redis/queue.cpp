@@ -72,6 +72,12 @@ int parse_number(std::string_view s, int lo, int hi, const char* what, const std
 Url parse_url(const std::string& url) {
   constexpr std::string_view kScheme = "redis://";
   std::string_view s(url);
+  if (starts_with(s, "rediss://")) {
+    throw ProcessError("multiproc: redis URL '" + url +
+                       "': rediss:// (TLS) is not available: the hiredis this was built with "
+                       "(Debian's 0.14) has no TLS; use redis:// on a trusted network or through "
+                       "a tunnel (stunnel, ssh -L, WireGuard)");
+  }
   if (!starts_with(s, kScheme)) {
     throw ProcessError("multiproc: redis URL '" + url +
                        "': must start with redis:// (redis://[user:password@]host[:port][/db])");

@@ -15,11 +15,12 @@
 
 #include <multiproc/managers.hpp>
 
+#include "netns.hpp"
 #include "start_methods.hpp"
 
 namespace {
 
-constexpr int kSkip = 77;
+constexpr int kSkip = kNetnsSkip;
 constexpr const char* kKey = "netns key";
 
 class Tally {
@@ -32,25 +33,6 @@ class Tally {
 };
 using TallyProxy = mp::Proxy<Tally, &Tally::add, &Tally::seen>;
 
-bool run(const std::string& cmd) {
-  return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0;
-}
-
-// Root of a new user namespace where we are not root already, then a new network namespace.
-bool enter_new_netns(bool first) {
-  if (::unshare(CLONE_NEWNET) == 0) return true;
-  if (!first || ::unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) return false;
-  auto write = [](const char* path, const std::string& text) {
-    FILE* f = std::fopen(path, "w");
-    if (!f) return false;
-    bool ok = std::fputs(text.c_str(), f) >= 0;
-    return std::fclose(f) == 0 && ok;
-  };
-  const std::string uid = std::to_string(::geteuid()), gid = std::to_string(::getegid());
-  return write("/proc/self/setgroups", "deny") && write("/proc/self/uid_map", "0 " + uid + " 1") &&
-         write("/proc/self/gid_map", "0 " + gid + " 1");
-}
-
 bool read_byte(int fd, char& c) {
   return ::read(fd, &c, 1) == 1;
 }
@@ -60,8 +42,8 @@ bool read_byte(int fd, char& c) {
   char c = 0;
   if (!enter_new_netns(false)) _exit(kSkip);
   if (::write(to_server, "r", 1) != 1 || !read_byte(from_server, c) || c != 'm') _exit(2);
-  if (!run("ip link set lo up") || !run("ip addr add 10.231.7.2/24 dev mpv1") ||
-      !run("ip link set mpv1 up"))
+  if (!run_quiet("ip link set lo up") || !run_quiet("ip addr add 10.231.7.2/24 dev mpv1") ||
+      !run_quiet("ip link set mpv1 up"))
     _exit(3);
   if (::write(to_server, "c", 1) != 1) _exit(4);
   std::string port;
@@ -99,7 +81,7 @@ bool read_byte(int fd, char& c) {
 // The server's namespace: makes the veth pair, moves one end to the client's namespace, serves.
 [[noreturn]] void server_side(const mp::Context& ctx) {
   if (!enter_new_netns(true)) _exit(kSkip);
-  if (!run("ip link add mpv0 type veth peer name mpv1")) _exit(kSkip);
+  if (!run_quiet("ip link add mpv0 type veth peer name mpv1")) _exit(kSkip);
   int up[2], down[2];
   // Close-on-exec, and each side closes the other's ends: the client waits for EOF on `down`.
   if (::pipe2(up, O_CLOEXEC) != 0 || ::pipe2(down, O_CLOEXEC) != 0) _exit(10);
@@ -121,8 +103,9 @@ bool read_byte(int fd, char& c) {
     _exit(rc);
   };
   if (!read_byte(up[0], c) || c != 'r') finish(13);
-  if (!run("ip link set mpv1 netns " + std::to_string(client)) || !run("ip link set lo up") ||
-      !run("ip addr add 10.231.7.1/24 dev mpv0") || !run("ip link set mpv0 up"))
+  if (!run_quiet("ip link set mpv1 netns " + std::to_string(client)) ||
+      !run_quiet("ip link set lo up") || !run_quiet("ip addr add 10.231.7.1/24 dev mpv0") ||
+      !run_quiet("ip link set mpv0 up"))
     finish(kSkip);
   if (::write(down[1], "m", 1) != 1 || !read_byte(up[0], c) || c != 'c') finish(14);
   try {

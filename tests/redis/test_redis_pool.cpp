@@ -23,6 +23,7 @@
 
 #include <multiproc/redis.hpp>
 
+#include "lossy_proxy.hpp"
 #include "redis_server.hpp"
 #include "start_methods.hpp"
 
@@ -92,7 +93,7 @@ struct ExternalWorker {
   pid_t pid = -1;
   std::string log;
   ExternalWorker(const std::string& name, const std::string& log_path, unsigned processes = 1,
-                 const std::string& build_id = {})
+                 const std::string& build_id = {}, const std::string& worker_url = url())
       : log(log_path) {
     const std::string exe = std::filesystem::read_symlink("/proc/self/exe");
     pid = fork();
@@ -100,7 +101,7 @@ struct ExternalWorker {
       int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
       dup2(fd, 2);
       if (!build_id.empty()) setenv("MULTIPROC_REDIS_BUILD_ID", build_id.c_str(), 1);
-      const std::string n = std::to_string(processes), u = url();
+      const std::string n = std::to_string(processes), u = worker_url;
       execl(exe.c_str(), exe.c_str(), "--multiproc-worker", u.c_str(), "--pool", name.c_str(),
             "--processes", n.c_str(), static_cast<char*>(nullptr));
       _exit(127);
@@ -292,6 +293,53 @@ TEST(RedisPool, AnInvokerThatIsNoEntryPointIsRefused) {
   lpush("mp:pool:{" + name + "}:tasks",
         mpr::detail::sign_task(multiproc::process_authkey(), "nobody", 1, code_bytes, "x"));
   EXPECT_TRUE(worker.says("is not a task entry point of this program"));
+}
+
+// ---- replies lost in flight
+// ---------------------------------------------------------------------- A server killed or
+// restarted between running a command and answering it: the command took effect, the client never
+// heard. The proxy makes that happen at a chosen command.
+
+TEST(RedisPool, TaskTakenInALostReplyRunsAnyway) {
+  MP_REQUIRE_REDIS();
+  TempDir dir;
+  const std::string name = pool_name();
+  LossyProxy proxy(RedisServer::instance()->port());
+  ExternalWorker worker(name, dir.path + "/worker.log", 1, {}, proxy.url());
+  mpr::Pool pool(url(), {.processes = 0, .name = name});
+  ASSERT_EQ(pool.apply_async(square, 2).get(30s), 4);
+  // The worker's BLMOVE moves the task into its list; the task never reaches the worker.
+  proxy.drop_next_reply_to({"BLMOVE"});
+  EXPECT_EQ(pool.apply_async(square, 3).get(30s), 9);
+  EXPECT_TRUE(proxy.dropped());
+}
+
+TEST(RedisPool, ResultTakenInALostReplyIsReadAgain) {
+  MP_REQUIRE_REDIS();
+  TempDir dir;
+  const std::string name = pool_name();
+  LossyProxy proxy(RedisServer::instance()->port());
+  ExternalWorker worker(name, dir.path + "/worker.log");
+  mpr::Pool pool(proxy.url(), {.processes = 0, .name = name});
+  ASSERT_EQ(pool.apply_async(square, 2).get(30s), 4);
+  // The client's read of its results list (whichever command it uses) loses the result.
+  proxy.drop_next_reply_to({"BLMOVE", "BRPOP"});
+  EXPECT_EQ(pool.apply_async(square, 3).get(30s), 9);
+  EXPECT_TRUE(proxy.dropped());
+}
+
+TEST(RedisPool, TasksOfALostWorkerSurviveALostReplyToTheReaper) {
+  MP_REQUIRE_REDIS();
+  TempDir dir;
+  const std::string name = pool_name();
+  LossyProxy proxy(RedisServer::instance()->port());
+  ExternalWorker worker(name, dir.path + "/worker.log", 2);
+  mpr::Pool pool(proxy.url(), {.processes = 0, .name = name, .worker_timeout = 0.5s});
+  ASSERT_EQ(pool.apply_async(square, 2).get(30s), 4);
+  // The reaper takes the dead worker's list (RENAME), but does not hear that it did.
+  proxy.drop_next_reply_to({"RENAME"});
+  EXPECT_EQ(pool.apply_async(die_first_time, dir.path + "/marker").get(30s), 42);
+  EXPECT_TRUE(proxy.dropped());
 }
 
 MP_ALL_START_METHODS(RedisPoolTest);

@@ -105,6 +105,16 @@ TEST(RedisUrl, MalformedIsAClearError) {
   EXPECT_THROW(mpr::Queue<int>("redis//127.0.0.1:1", "q"), mp::ProcessError);
 }
 
+// Debian's hiredis (0.14) has no TLS: a rediss:// URL says so instead of "must start with".
+TEST(RedisUrl, TlsUrlSaysTlsIsNotAvailable) {
+  try {
+    mpr::detail::parse_url("rediss://:pw@h:6380/0");
+    ADD_FAILURE() << "rediss:// was accepted";
+  } catch (const mp::ProcessError& e) {
+    EXPECT_NE(std::string(e.what()).find("TLS"), std::string::npos) << e.what();
+  }
+}
+
 TEST(RedisQueue, WrongPasswordIsAuthenticationError) {
   MP_REQUIRE_REDIS();
   try {

@@ -52,6 +52,7 @@ class RedisServer {
           kPassword, "--appendonly", "yes", "--dir",     dir_,          "--save",
           "",        "--daemonize",  "no",  "--logfile", dir_ + "/log", "--protected-mode",
           "no"};
+      if (!also_bind_.empty()) args.insert(args.begin() + 5, also_bind_);
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -97,6 +98,9 @@ class RedisServer {
     }
   }
 
+  // Another address to listen on besides the loopback (before start()): a namespace's veth.
+  void also_bind(const std::string& address) { also_bind_ = address; }
+
   int port() const { return port_; }
   std::string url(const std::string& password = kPassword) const {
     return "redis://:" + password + "@127.0.0.1:" + std::to_string(port_) + "/0";
@@ -131,7 +135,7 @@ class RedisServer {
     return ok;
   }
 
-  std::string dir_;
+  std::string dir_, also_bind_;
   int port_ = 0;
   pid_t pid_ = -1;
   pid_t owner_ = 0;

@@ -1,0 +1,256 @@
+// Chaos on Redis (issue 14): a redis::Pool with three local workers gets waves of map_async and
+// apply_async calls for a few seconds while the run SIGKILLs random workers and restarts its
+// redis-server (by pid, alternately SIGTERM and SIGKILL, appendfsync always) on the same port and
+// folder. Redis is at-least-once: a task may run more than once. Afterwards every item's outcome
+// is its right value or WorkerLost (a task whose worker died max_retries times), none is missing,
+// nothing hung (every wait is bounded), and once the run's program has ended no process it
+// started is left.
+//
+// Each start method runs as a separate program (this binary again, filtered to
+// RedisChaosRun.Pool, with a redis-server of its own), in its own process group, as a child of a
+// subreaper, so that what it leaves behind can be seen. The seed (MULTIPROC_CHAOS_SEED to replay
+// another) chooses the victims and the delays, and is printed; timing still varies, so a seed
+// replays the same schedule, not the same interleaving.
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <hiredis/hiredis.h>
+
+#include <multiproc/redis.hpp>
+
+#include "descendants.hpp"
+#include "redis_server.hpp"
+#include "start_methods.hpp"
+
+namespace mpr = multiproc::redis;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr const char* kMethodVar = "MULTIPROC_REDIS_CHAOS_METHOD";
+constexpr uint64_t kDefaultSeed = 20261130;
+constexpr auto kRunFor = 8s;
+
+// Only the run's program needs a server.
+[[maybe_unused]] ::testing::Environment* const kRedis =
+    std::getenv(kMethodVar) ? ::testing::AddGlobalTestEnvironment(new RedisEnvironment) : nullptr;
+
+int64_t work(int64_t x) {
+  if (x % 7 == 0) std::this_thread::sleep_for(3ms);
+  return 3 * x + 1;
+}
+
+// A SIGKILLed server keeps what it answered only when it syncs its file before every answer.
+bool fsync_always() {
+  redisContext* c = redisConnect("127.0.0.1", RedisServer::instance()->port());
+  if (!c || c->err) return false;
+  freeReplyObject(redisCommand(c, "AUTH %s", RedisServer::kPassword));
+  auto* r = static_cast<redisReply*>(redisCommand(c, "CONFIG SET appendfsync always"));
+  const bool ok = r && r->type == REDIS_REPLY_STATUS;
+  freeReplyObject(r);
+  redisFree(c);
+  return ok;
+}
+
+struct Batch {
+  int64_t first;
+  mpr::MapResult<int64_t> result;
+};
+
+}  // namespace
+
+// The run itself: only in the program that the RedisChaos tests start.
+TEST(RedisChaosRun, Pool) {
+  const char* method_env = std::getenv(kMethodVar);
+  if (!method_env) GTEST_SKIP() << "run by the RedisChaos tests, in a program of its own";
+  MP_REQUIRE_REDIS();
+  const std::string method_name = method_env;
+  const auto method = method_name == "fork"    ? mp::StartMethod::fork
+                      : method_name == "spawn" ? mp::StartMethod::spawn
+                                               : mp::StartMethod::forkserver;
+  const char* seed_env = std::getenv("MULTIPROC_CHAOS_SEED");
+  const uint64_t seed = seed_env && *seed_env ? std::strtoull(seed_env, nullptr, 10) : kDefaultSeed;
+  std::printf(
+      "redis chaos seed %llu (%s); replay: MULTIPROC_CHAOS_SEED=%llu test_chaos_redis "
+      "--gtest_filter=RedisChaos.*/%s\n",
+      static_cast<unsigned long long>(seed), method_name.c_str(),
+      static_cast<unsigned long long>(seed), method_name.c_str());
+  std::fflush(stdout);
+  std::mt19937_64 rng(seed);
+  auto between = [&rng](int lo_ms, int hi_ms) {
+    return std::chrono::milliseconds(lo_ms + static_cast<int>(rng() % (hi_ms - lo_ms + 1)));
+  };
+
+  RedisServer* server = RedisServer::instance();
+  ASSERT_TRUE(fsync_always());
+  int kills = 0, restarts = 0;
+  int64_t next = 0;
+  std::vector<Batch> batches;
+  std::vector<std::pair<int64_t, mpr::AsyncResult<int64_t>>> singles;
+  {
+    mpr::Pool pool(server->url(), {.processes = 3,
+                                   .name = "chaos",
+                                   .worker_timeout = 1s,
+                                   .max_retries = 3,
+                                   .unreachable_timeout = 30s,
+                                   .context = mp::get_context(method)});
+    const auto start = std::chrono::steady_clock::now();
+    auto next_restart = start + between(1000, 2000);
+    while (std::chrono::steady_clock::now() - start < kRunFor) {
+      std::vector<int64_t> xs(60);
+      std::iota(xs.begin(), xs.end(), next);
+      batches.push_back({next, pool.map_async(work, xs, 3)});
+      next += 60;
+      singles.emplace_back(next, pool.apply_async(work, next));
+      ++next;
+      std::this_thread::sleep_for(between(50, 250));
+      const auto pids = pool.worker_pids();
+      if (!pids.empty() && rng() % 2 == 0) {
+        ::kill(pids[rng() % pids.size()], SIGKILL);
+        ++kills;
+      }
+      if (std::chrono::steady_clock::now() >= next_restart) {
+        // From this (the main) thread: the server's parent-death signal follows the thread.
+        ASSERT_TRUE(server->restart(restarts % 2 ? SIGKILL : SIGTERM));
+        ASSERT_TRUE(fsync_always());
+        ++restarts;
+        next_restart = std::chrono::steady_clock::now() + between(1500, 2500);
+      }
+    }
+    size_t lost = 0, hung = 0, wrong = 0;
+    auto check = [&](int64_t x, const mp::Outcome<int64_t>& o) {
+      if (o.ok()) {
+        if (o.value() != work(x)) ++wrong;
+        return;
+      }
+      try {
+        (void)o.value();
+      } catch (const mp::WorkerLost&) {
+        ++lost;
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "item " << x << ": " << e.what();
+      }
+    };
+    for (auto& b : batches) {
+      if (!b.result.wait(60s)) {
+        ++hung;
+        continue;
+      }
+      const auto outcomes = b.result.outcomes();
+      for (size_t i = 0; i < outcomes.size(); ++i)
+        check(b.first + static_cast<int64_t>(i), outcomes[i]);
+    }
+    for (auto& [x, r] : singles) {
+      if (!r.wait(60s)) {
+        ++hung;
+        continue;
+      }
+      try {
+        check(x, mp::Outcome<int64_t>(r.get()));
+      } catch (...) {
+        check(x, mp::Outcome<int64_t>(std::current_exception()));
+      }
+    }
+    EXPECT_EQ(hung, 0U) << "calls without an outcome after 60 s";
+    EXPECT_EQ(wrong, 0U) << "wrong values";
+    std::printf("redis chaos %s: %lld items, %d worker kills, %d server restarts, %zu WorkerLost\n",
+                method_name.c_str(), static_cast<long long>(next), kills, restarts, lost);
+    pool.close();
+    pool.join();
+  }
+  EXPECT_TRUE(mp::active_children().empty());
+}
+
+namespace {
+
+// In a forked subreaper: runs the RedisChaosRun program for `method`, waits (bounded) for it,
+// then checks that none of its processes is left. 0 when all is well.
+int run_chaos_program(const std::string& method) {
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  const std::string prefix = "rchaos" + std::to_string(getpid()) + "r";
+  const pid_t child = fork();
+  if (child == 0) {
+    setpgid(0, 0);
+    setenv("MULTIPROC_SHM_PREFIX", prefix.c_str(), 1);
+    setenv(kMethodVar, method.c_str(), 1);
+    execl("/proc/self/exe", "test_chaos_redis", "--gtest_filter=RedisChaosRun.Pool", nullptr);
+    _exit(127);
+  }
+  int status = 0, code = 0;
+  if (!eventually([&] { return waitpid(child, &status, WNOHANG) == child; }, 150s)) {
+    std::fprintf(stderr, "redis chaos run (%s) hung\n", method.c_str());
+    kill(-child, SIGKILL);
+    waitpid(child, &status, 0);
+    code = 21;
+  } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::fprintf(stderr, "redis chaos run (%s) failed, status %d\n", method.c_str(), status);
+    code = 22;
+  }
+  const bool clean = eventually(
+      [&] {
+        while (waitpid(-1, nullptr, WNOHANG) > 0) {
+        }
+        return live_descendants(getpid()).empty();
+      },
+      30s);
+  if (!clean) {
+    for (pid_t p : live_descendants(getpid())) {
+      std::fprintf(stderr, "left running by the redis chaos run: pid %d\n", static_cast<int>(p));
+      kill(p, SIGKILL);
+    }
+    code = code ? code : 23;
+  }
+  while (waitpid(-1, nullptr, 0) > 0) {
+  }
+  std::system(("rm -f /dev/shm/" + prefix + "*").c_str());
+  return code;
+}
+
+}  // namespace
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
+class RedisChaos : public StartMethodTest {};
+
+TEST_P(RedisChaos, PoolAccountsForEveryItemUnderKillsAndServerRestarts) {
+  if (RedisServer::binary().empty())
+    GTEST_SKIP() << "redis-server is not installed (./run.sh test installs it)";
+  // As in test_chaos: a child forked from a threaded parent can deadlock in the sanitizers'
+  // allocator (GCC 12's libasan has no fork handlers for it).
+  if (kSanitized && method() == mp::StartMethod::fork)
+    GTEST_SKIP() << "fork from a threaded parent can deadlock in the sanitizer's allocator";
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int code = run_chaos_program(std::string(mp::to_string(method())));
+    std::fflush(nullptr);
+    _exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "see the redis chaos run's output above";
+}
+
+MP_ALL_START_METHODS(RedisChaos);
