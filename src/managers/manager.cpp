@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "connection/io.hpp"
+#include "managers/dispatch.hpp"
 #include "managers/server.hpp"
 
 namespace multiproc {
@@ -92,7 +93,11 @@ std::string proxy_call(const ProxyRef& ref, const std::string& method, const std
     c.close();  // out of step or dead: the next call reconnects (and fails at once if gone)
     server_gone(ref, e.what());
   }
-  auto [kind, payload] = load<std::tuple<uint8_t, std::string>>(frame);
+  return reply_payload(frame, method);
+}
+
+std::string reply_payload(const std::string& reply, const std::string& method) {
+  auto [kind, payload] = load<std::tuple<uint8_t, std::string>>(reply);
   switch (static_cast<ReplyKind>(kind)) {
     case ReplyKind::ok:
       return payload;

@@ -525,11 +525,15 @@ TEST(ManagerServer, ExtremeArguments) {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   EXPECT_EQ(std::get<0>(call(cond.id(), "acquire", pack(true, -1.0))), 0);
   EXPECT_EQ(std::get<0>(call(cond.id(), "notify", pack(std::numeric_limits<int64_t>::min()))), 0);
-  EXPECT_EQ(std::get<0>(call(cond.id(), "wait", pack(nan))), 0);
-  EXPECT_EQ(std::get<0>(call(e.id(), "wait", pack(nan))), 0);
-  EXPECT_EQ(std::get<0>(call(lock.id(), "acquire", pack(true, nan))), 0);
-  EXPECT_EQ(std::get<0>(call(lock.id(), "acquire", pack(true, nan))), 0);  // held: no wait
-  EXPECT_EQ(std::get<0>(call(lock.id(), "acquire", pack(false, 1e300))), 0);
+  // A NaN timeout is no number a proxy sends: an error reply (kind 4), and nothing changes.
+  EXPECT_EQ(std::get<0>(call(cond.id(), "wait", pack(nan))), 4);
+  EXPECT_EQ(std::get<0>(call(cond.id(), "release", {})), 0);  // still held: the wait took nothing
+  EXPECT_EQ(std::get<0>(call(e.id(), "wait", pack(nan))), 4);
+  EXPECT_EQ(std::get<0>(call(lock.id(), "acquire", pack(true, nan))), 4);
+  EXPECT_EQ(std::get<0>(call(lock.id(), "acquire", pack(true, 1e300))), 0);
+  EXPECT_EQ(std::get<0>(call(lock.id(), "acquire", pack(false, 1e300))), 0);  // held: no wait
+  auto sem = manager.Semaphore(0);
+  EXPECT_EQ(std::get<0>(call(sem.id(), "acquire", pack(true, 1e-300))), 0);  // a timeout
 }
 
 TEST(ManagerServer, ProxyWithAnotherKeyIsRefused) {
