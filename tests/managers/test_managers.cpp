@@ -56,6 +56,12 @@ void take_lock_and_die(mp::AcquirerProxy lock, mp::Connection done) {
   ::kill(::getpid(), SIGKILL);
 }
 
+// Calls the proxy while the parent does too: each process must have a connection of its own.
+void read_value_often(mp::ValueProxy<int> v, int times) {
+  for (int i = 0; i < times; ++i)
+    if (v.get() != 7) std::_Exit(3);
+}
+
 void use_nested(mp::ListProxy<mp::DictProxy<std::string, int>> l) {
   l.get(0).set("seen", 1);
 }
@@ -109,6 +115,26 @@ TEST_P(ManagerTest, DictBasics) {
   EXPECT_EQ(d.size(), 1u);
   d.clear();
   EXPECT_EQ(d.size(), 0u);
+}
+
+// A forked child inherits the parent's thread with its cached connection to the server; it must
+// open its own (two processes on one socket interleave their frames and wait for each other's
+// replies: a hang, ended here after a minute).
+TEST_P(ManagerTest, ChildrenCallOnConnectionsOfTheirOwn) {
+  mp::Manager manager(ctx());
+  auto v = manager.Value<int>(7);
+  EXPECT_EQ(v.get(), 7);  // this thread's connection is open before the children start
+  mp::Process a(ctx(), read_value_often, v, 2000), b(ctx(), read_value_often, v, 2000);
+  a.start();
+  b.start();
+  for (mp::Process* p : {&a, &b}) {
+    if (!p->join(60s)) {
+      p->kill();
+      p->join();
+    }
+    EXPECT_EQ(p->exitcode(), 0);
+  }
+  EXPECT_EQ(v.get(), 7);
 }
 
 TEST_P(ManagerTest, DictFilledByAChild) {
