@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora of fuzz/fuzz_manager_requests.cpp and fuzz/fuzz_manager_replies.cpp
-(fuzz/corpus/manager_requests/seed-*, fuzz/corpus/manager_replies/seed-*): valid sessions and
-replies, in the encoding of include/multiproc/detail/archive.hpp (numbers little-endian as their
+"""Writes the seed corpora of fuzz/fuzz_manager_requests.cpp, fuzz/fuzz_manager_replies.cpp and
+fuzz/fuzz_manager_frames.cpp (fuzz/corpus/manager_{requests,replies,frames}/seed-*): valid
+sessions, replies and frame streams, in the encoding of include/multiproc/detail/archive.hpp (numbers little-endian as their
 bytes, bool one byte, strings and containers a u64 count first; a request is
 tuple<u64 id, string method, string args>, a reply tuple<u8 kind, string payload>). Reproducers
 of findings (crash-*, timeout-*, leak-*) are kept beside the seeds; this script leaves them be.
@@ -133,6 +133,20 @@ REPLIES = {
 }
 
 
+def frame(b):
+    return u64(len(b)) + b
+
+
+FRAMES = {  # first byte: the limit (odd: 64 bytes), then what the peer sent
+    'one': u8(0) + frame(b'hello'),
+    'three': u8(0) + frame(b'a') + frame(b'') + frame(b'ccc'),
+    'small_limit': u8(1) + frame(b'x' * 70),
+    'truncated': u8(0) + frame(b'abcdef')[:10],
+    'big': u8(0) + frame(b'y' * 3000) + frame(b'z' * 900),
+    'huge_length': u8(0) + u64(1 << 40) + b'abc',
+}
+
+
 def write(folder, seeds):
     path = os.path.join(HERE, 'corpus', folder)
     os.makedirs(path, exist_ok=True)
@@ -143,3 +157,4 @@ def write(folder, seeds):
 
 write('manager_requests', {k: b''.join(v) for k, v in REQUESTS.items()})
 write('manager_replies', REPLIES)
+write('manager_frames', FRAMES)

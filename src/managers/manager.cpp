@@ -13,6 +13,7 @@
 
 #include "connection/io.hpp"
 #include "managers/dispatch.hpp"
+#include "managers/frames.hpp"
 #include "managers/server.hpp"
 
 namespace multiproc {
@@ -97,7 +98,10 @@ std::string proxy_call(const ProxyRef& ref, const std::string& method, const std
   std::string frame;
   try {
     c.send_bytes(request);
-    frame = c.recv_bytes();
+    // This thread alone reads c, one reply per request: nothing can follow the reply.
+    FrameReader reply(c.fileno());
+    frame = reply.next(kMaxRequestBytes);
+    if (reply.has_more()) throw ProcessError("the server sent more than one reply");
   } catch (const ProcessError& e) {
     c.close();  // out of step or dead: the next call reconnects (and fails at once if gone)
     server_gone(ref, e.what());

@@ -5,6 +5,7 @@
 #include "managers/server.hpp"
 
 #include "managers/dispatch.hpp"
+#include "managers/frames.hpp"
 
 #include <poll.h>
 #include <signal.h>
@@ -496,8 +497,8 @@ void serve_client(std::shared_ptr<Server> s, Connection c) {
     answer_challenge(c, s->authkey);
     tv = timeval{0, 0};
     ::setsockopt(c.fileno(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    c.max_message_size(kMaxRequestBytes);
-    for (;;) c.send_bytes(session.dispatch(c.recv_bytes()));
+    FrameReader requests(c.fileno());
+    for (;;) c.send_bytes(session.dispatch(requests.next(kMaxRequestBytes)));
   } catch (...) {
     // EOF, a hostile or broken client, a wrong key: this client only. The session's end has
     // released its locks.

@@ -4,12 +4,16 @@
 // property that target relies on. No processes: the same in every start method.
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <tuple>
 
 #include <cereal/types/string.hpp>
@@ -18,6 +22,7 @@
 #include <multiproc/managers.hpp>
 
 #include "../../src/managers/dispatch.hpp"
+#include "../../src/managers/frames.hpp"
 
 namespace {
 
@@ -136,6 +141,69 @@ TEST(ReplyPayload, DamagedOrUnknownRepliesAreProcessErrors) {
   EXPECT_THROW(d::reply_payload(reply(200, "?"), "m"), multiproc::ProcessError);
   EXPECT_THROW(d::reply_payload("", "m"), multiproc::ProcessError);
   EXPECT_THROW(d::reply_payload(reply(0, "x").substr(0, 5), "m"), multiproc::ProcessError);
+}
+
+// The server's and the proxies' frame reader (src/managers/frames.hpp): one recv for a small
+// frame, and whatever a client sends past a frame kept for the next.
+class Frames : public ::testing::Test {
+ protected:
+  int fds[2] = {-1, -1};
+  void SetUp() override { ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0); }
+  void TearDown() override {
+    for (int fd : fds)
+      if (fd >= 0) ::close(fd);
+  }
+  void send(const std::string& bytes) {
+    ASSERT_EQ(::write(fds[1], bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  }
+  static std::string frame(const std::string& payload) {
+    const uint64_t len = payload.size();
+    return std::string(reinterpret_cast<const char*>(&len), sizeof len) + payload;
+  }
+  void hang_up() {
+    ::close(fds[1]);
+    fds[1] = -1;
+  }
+};
+
+TEST_F(Frames, FramesSentTogetherAreReadOneByOne) {
+  send(frame("one") + frame("") + frame("three"));
+  d::FrameReader in(fds[0]);
+  EXPECT_EQ(in.next(100), "one");
+  EXPECT_TRUE(in.has_more());
+  EXPECT_EQ(in.next(100), "");
+  EXPECT_EQ(in.next(100), "three");
+  EXPECT_FALSE(in.has_more());
+  hang_up();
+  EXPECT_THROW(in.next(100), multiproc::EOFError);
+}
+
+TEST_F(Frames, AFrameLargerThanOneReadArrivesWhole) {
+  const std::string big(100'000, 'x');
+  const std::string bytes = frame(big) + frame("next");
+  d::FrameReader in(fds[0]);
+  std::thread writer([&] {
+    for (size_t at = 0; at < bytes.size(); at += 777)
+      ASSERT_GT(::write(fds[1], bytes.data() + at, std::min<size_t>(777, bytes.size() - at)), 0);
+  });
+  EXPECT_EQ(in.next(1'000'000), big);
+  EXPECT_EQ(in.next(1'000'000), "next");
+  writer.join();
+}
+
+TEST_F(Frames, BrokenOrOversizedFramesAreProcessErrors) {
+  send(frame("abc").substr(0, 9));  // the length and one byte of three
+  hang_up();
+  d::FrameReader in(fds[0]);
+  EXPECT_THROW(in.next(100), multiproc::ProcessError);
+  d::FrameReader partial_length(fds[0]);  // nothing left: EOF between frames
+  EXPECT_THROW(partial_length.next(100), multiproc::EOFError);
+}
+
+TEST_F(Frames, AFrameOverTheLimitIsRefusedBeforeItsBytesAreRead) {
+  send(frame(std::string(101, 'x')));
+  d::FrameReader in(fds[0]);
+  EXPECT_THROW(in.next(100), multiproc::ProcessError);
 }
 
 }  // namespace

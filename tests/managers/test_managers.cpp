@@ -562,6 +562,29 @@ TEST(ManagerServer, ExtremeArguments) {
   EXPECT_EQ(std::get<0>(call(sem.id(), "acquire", pack(true, 1e-300))), 0);  // a timeout
 }
 
+// A client that sends requests without waiting for replies gets every reply, in order: the
+// server reads ahead in one recv and keeps what follows a request for the next.
+TEST(ManagerServer, RequestsSentTogetherAreAnsweredInOrder) {
+  mp::Manager manager;
+  auto v = manager.Value<int>(41);
+  mp::Connection c = mp::Client(manager.address(), manager.authkey());
+  std::string bytes;
+  for (const char* method : {"get", "no-such-method", "get"}) {
+    std::string req;
+    mp::detail::dump(req, std::tuple<uint64_t, std::string, std::string>(v.id(), method, ""));
+    const uint64_t len = req.size();
+    bytes.append(reinterpret_cast<const char*>(&len), sizeof len).append(req);
+  }
+  ASSERT_EQ(::write(c.fileno(), bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  for (uint8_t kind : {0, 4, 0}) {
+    auto [k, payload] = mp::detail::load<std::tuple<uint8_t, std::string>>(c.recv_bytes(10s));
+    EXPECT_EQ(k, kind);
+    if (k == 0) {
+      EXPECT_EQ(mp::detail::load<int>(mp::detail::load<std::string>(payload)), 41);
+    }
+  }
+}
+
 TEST(ManagerServer, ProxyWithAnotherKeyIsRefused) {
   mp::Manager manager;
   auto v = manager.Value<int>(1);
