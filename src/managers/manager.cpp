@@ -1,8 +1,10 @@
 // Manager (the owner of the server process) and the client side of every proxy call.
 #include <multiproc/managers.hpp>
 
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <map>
@@ -10,6 +12,8 @@
 #include <stdexcept>
 
 #include "connection/io.hpp"
+#include "managers/dispatch.hpp"
+#include "managers/frames.hpp"
 #include "managers/server.hpp"
 
 namespace multiproc {
@@ -17,11 +21,17 @@ namespace multiproc {
 namespace detail {
 namespace {
 
+// Bumped in the child at every fork(), so that a forked child drops the connections it inherited
+// with no getpid() system call on every proxy call to find out.
+std::atomic<uint64_t> g_fork_generation{1};
+[[maybe_unused]] const int g_atfork = pthread_atfork(
+    nullptr, nullptr, [] { g_fork_generation.fetch_add(1, std::memory_order_relaxed); });
+
 // One connection per server, per thread, per process (CPython's BaseProxy._tls): a blocking
 // call (Lock.acquire) in one thread never holds up another's, and no two threads interleave
 // frames on one socket. A forked child starts with none of its parent's.
 struct ClientCache {
-  pid_t pid = -1;
+  uint64_t generation = 0;                  // g_fork_generation when conns were made
   std::map<std::string, Connection> conns;  // by address + key
 };
 thread_local ClientCache t_cache;
@@ -47,11 +57,12 @@ Connection open_connection(const ProxyRef& ref) {
 }
 
 Connection& connection_for(const ProxyRef& ref) {
-  (void)t_cache.pid;
+  (void)t_cache.generation;
   thread_local CacheGuard guard;  // constructed after t_cache, so destroyed before it
-  if (t_cache.pid != ::getpid()) {
+  const uint64_t generation = g_fork_generation.load(std::memory_order_relaxed);
+  if (t_cache.generation != generation) {
     t_cache.conns.clear();
-    t_cache.pid = ::getpid();
+    t_cache.generation = generation;
   }
   std::string key = ref.address;
   key.push_back('\0');
@@ -65,7 +76,7 @@ Connection& connection_for(const ProxyRef& ref) {
 // a descriptor for as long as the thread lives. Other threads' connections close at their next
 // call (which fails) or when they end.
 void forget_connections(const std::string& address) {
-  if (t_cache.pid != ::getpid()) return;
+  if (t_cache.generation != g_fork_generation.load(std::memory_order_relaxed)) return;
   for (auto it = t_cache.conns.begin(); it != t_cache.conns.end();) {
     if (it->first.compare(0, address.size() + 1, address + '\0') == 0)
       it = t_cache.conns.erase(it);
@@ -87,12 +98,19 @@ std::string proxy_call(const ProxyRef& ref, const std::string& method, const std
   std::string frame;
   try {
     c.send_bytes(request);
-    frame = c.recv_bytes();
+    // This thread alone reads c, one reply per request: nothing can follow the reply.
+    FrameReader reply(c.fileno());
+    frame = reply.next(kMaxRequestBytes);
+    if (reply.has_more()) throw ProcessError("the server sent more than one reply");
   } catch (const ProcessError& e) {
     c.close();  // out of step or dead: the next call reconnects (and fails at once if gone)
     server_gone(ref, e.what());
   }
-  auto [kind, payload] = load<std::tuple<uint8_t, std::string>>(frame);
+  return reply_payload(frame, method);
+}
+
+std::string reply_payload(const std::string& reply, const std::string& method) {
+  auto [kind, payload] = load<std::tuple<uint8_t, std::string>>(reply);
   switch (static_cast<ReplyKind>(kind)) {
     case ReplyKind::ok:
       return payload;

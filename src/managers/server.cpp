@@ -4,6 +4,9 @@
 // client holds only its own thread.
 #include "managers/server.hpp"
 
+#include "managers/dispatch.hpp"
+#include "managers/frames.hpp"
+
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -14,6 +17,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <limits>
 #include <list>
 #include <map>
 #include <memory>
@@ -29,9 +33,8 @@
 #include <multiproc/serialization.hpp>
 
 namespace multiproc::detail {
-namespace {
 
-struct Object {
+struct ManagedObject {
   std::string kind;
   // dict: insertion order kept in `order`, found through `index`.
   std::list<std::pair<std::string, std::string>> order;
@@ -59,17 +62,23 @@ struct Object {
   bool pinned = false;
 };
 
-struct Server {
+struct ServerState {
   std::mutex mu;
   std::condition_variable changed;
   // Shared so that a thread waiting in a call keeps its object while a release erases it.
-  std::map<uint64_t, std::shared_ptr<Object>> objects;
+  std::map<uint64_t, std::shared_ptr<ManagedObject>> objects;
   std::map<std::string, uint64_t> names;  // objects made by name
   uint64_t next_id = 1;
   uint64_t next_client = 1;
   std::string authkey;
-  std::map<std::string, const HostedTypeOps*> types;  // registered user types, by typeid
+  std::map<std::string, const HostedTypeOps*> types;            // registered user types, by typeid
+  double max_wait_s = std::numeric_limits<double>::infinity();  // see make_server_state
 };
+
+namespace {
+
+using Object = ManagedObject;
+using Server = ServerState;
 
 struct Failure {
   ReplyKind kind;
@@ -85,17 +94,23 @@ std::tuple<A...> args_as(const std::string& args) {
   return load<std::tuple<A...>>(std::string_view(args));
 }
 
-std::optional<std::chrono::steady_clock::time_point> deadline_of(double seconds) {
-  if (std::isnan(seconds)) seconds = 0;  // from a broken client: do not wait
-  if (seconds < 0) return std::nullopt;
+using Deadline = std::optional<std::chrono::steady_clock::time_point>;
+
+// A request's timeout in seconds (negative: for ever), read before the request changes anything.
+// The client sends a number it made from a duration; a NaN is from a broken or hostile client and
+// gets an error reply. A huge one waits at most ~30 years (a time point the clock can hold).
+Deadline deadline_of(const Server& s, double seconds) {
+  if (std::isnan(seconds)) fail(ReplyKind::error, "malformed request: the timeout is not a number");
+  if (seconds < 0) seconds = std::numeric_limits<double>::infinity();
+  seconds = std::min(seconds, s.max_wait_s);
+  if (std::isinf(seconds)) return std::nullopt;
   return std::chrono::steady_clock::now() +
          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
              std::chrono::duration<double>(std::min(seconds, 1e9)));
 }
 
 template <class Pred>
-bool wait_until(Server& s, std::unique_lock<std::mutex>& lk, double seconds, Pred pred) {
-  auto dl = deadline_of(seconds);
+bool wait_until(Server& s, std::unique_lock<std::mutex>& lk, const Deadline& dl, Pred pred) {
   if (!dl) {
     s.changed.wait(lk, pred);
     return true;
@@ -316,8 +331,9 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
   } else if (k == "lock") {
     if (method == "acquire") {
       auto [block, seconds] = args_as<bool, double>(args);
+      const Deadline dl = deadline_of(s, seconds);
       bool got = !o.flag;
-      if (!got && block) got = wait_until(s, lk, seconds, [&] { return !o.flag; });
+      if (!got && block) got = wait_until(s, lk, dl, [&] { return !o.flag; });
       if (got) {
         o.flag = true;
         o.owner = client;
@@ -335,6 +351,7 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
   } else if (k == "rlock" || k == "condition") {
     if (k == "condition" && method == "wait") {
       auto [seconds] = args_as<double>(args);
+      const Deadline dl = deadline_of(s, seconds);
       if (!o.flag || o.owner != client) fail(ReplyKind::error, "cannot wait on un-acquired lock");
       const int64_t depth = o.count;
       const uint64_t ticket = o.next_ticket++;
@@ -342,7 +359,7 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
       o.flag = false;
       o.count = 0;
       s.changed.notify_all();
-      bool notified = wait_until(s, lk, seconds, [&] { return o.woken.count(ticket) != 0; });
+      bool notified = wait_until(s, lk, dl, [&] { return o.woken.count(ticket) != 0; });
       o.woken.erase(ticket);
       o.waiting.erase(ticket);
       // The lock comes back whatever happened, as threading.Condition's does.
@@ -364,8 +381,9 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
     }
     if (method == "acquire") {
       auto [block, seconds] = args_as<bool, double>(args);
+      const Deadline dl = deadline_of(s, seconds);
       bool got = !o.flag || o.owner == client;
-      if (!got && block) got = wait_until(s, lk, seconds, [&] { return !o.flag; });
+      if (!got && block) got = wait_until(s, lk, dl, [&] { return !o.flag; });
       if (got) {
         o.count = o.flag ? o.count + 1 : 1;
         o.flag = true;
@@ -387,14 +405,18 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
     // Not owned (any process may release), so not released for a client that goes away.
     if (method == "acquire") {
       auto [block, seconds] = args_as<bool, double>(args);
+      const Deadline dl = deadline_of(s, seconds);
       bool got = o.count > 0;
-      if (!got && block) got = wait_until(s, lk, seconds, [&] { return o.count > 0; });
+      if (!got && block) got = wait_until(s, lk, dl, [&] { return o.count > 0; });
       if (got) --o.count;
       return encode(got);
     }
     if (method == "release") {
       if (k == "bounded_semaphore" && o.count >= o.bound)
         fail(ReplyKind::error, "Semaphore released too many times");
+      // Made with the largest value (a client may ask for it): counting past it would overflow.
+      if (o.count == std::numeric_limits<int64_t>::max())
+        fail(ReplyKind::error, "Semaphore value too large");
       ++o.count;
       s.changed.notify_all();
       return {};
@@ -403,6 +425,7 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
   } else if (k == "barrier") {
     if (method == "wait") {
       auto [seconds] = args_as<double>(args);
+      const Deadline dl = deadline_of(s, seconds);
       if (o.broken) fail(ReplyKind::broken_barrier, "the barrier is broken");
       const int64_t index = o.count++;
       const uint64_t gen = o.generation;
@@ -412,7 +435,7 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
         s.changed.notify_all();
         return encode(index);
       }
-      bool done = wait_until(s, lk, seconds, [&] { return o.generation != gen || o.broken; });
+      bool done = wait_until(s, lk, dl, [&] { return o.generation != gen || o.broken; });
       if (o.generation != gen) {
         if (o.broken_generation == gen) fail(ReplyKind::broken_barrier, "the barrier was reset");
         return encode(index);
@@ -458,20 +481,15 @@ std::string handle(Server& s, uint64_t client, std::multiset<uint64_t>& held, ui
     if (method == "is_set") return encode(o.flag);
     if (method == "wait") {
       auto [seconds] = args_as<double>(args);
-      return encode(wait_until(s, lk, seconds, [&] { return o.flag; }));
+      return encode(wait_until(s, lk, deadline_of(s, seconds), [&] { return o.flag; }));
     }
   }
   fail(ReplyKind::error, "a " + k + " has no method '" + method + "'");
 }
 
-void serve_client(Server* s, Connection c) {
-  uint64_t client;
-  {
-    std::lock_guard lk(s->mu);
-    client = s->next_client++;
-  }
-  std::multiset<uint64_t> held;
+void serve_client(std::shared_ptr<Server> s, Connection c) {
   try {
+    ClientSession session(s);
     // Authenticate before reading anything else; a client that stalls is dropped.
     timeval tv{20, 0};
     ::setsockopt(c.fileno(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -479,51 +497,69 @@ void serve_client(Server* s, Connection c) {
     answer_challenge(c, s->authkey);
     tv = timeval{0, 0};
     ::setsockopt(c.fileno(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    c.max_message_size(kMaxRequestBytes);
-    for (;;) {
-      std::string frame = c.recv_bytes();
-      // A request that does not decode is not a client speaking the protocol: hang up.
-      auto [id, method, args] = load<std::tuple<uint64_t, std::string, std::string>>(frame);
-      ReplyKind kind = ReplyKind::ok;
-      std::string payload;
-      try {
-        payload = handle(*s, client, held, id, method, args);
-      } catch (const Failure& f) {
-        kind = f.kind;
-        payload = f.message;
-      } catch (const ProcessError& e) {  // arguments that do not decode as the method's
-        kind = ReplyKind::error;
-        payload = std::string("malformed request: ") + e.what();
-      } catch (const std::exception& e) {
-        kind = ReplyKind::error;
-        payload = e.what();
-      } catch (...) {  // a hosted user type's method threw something else
-        kind = ReplyKind::error;
-        payload = "a hosted method threw an exception that is not a std::exception";
-      }
-      std::string reply;
-      dump(reply, std::tuple<uint8_t, std::string>(static_cast<uint8_t>(kind), payload));
-      c.send_bytes(reply);
-    }
+    FrameReader requests(c.fileno());
+    for (;;) c.send_bytes(session.dispatch(requests.next(kMaxRequestBytes)));
   } catch (...) {
-    // EOF, a hostile or broken client, a wrong key: this client only.
+    // EOF, a hostile or broken client, a wrong key: this client only. The session's end has
+    // released its locks.
   }
   c.close();
-  if (!held.empty()) {
-    // A client that went away does not keep its locks.
-    std::lock_guard lk(s->mu);
-    for (uint64_t id : held) {
-      auto it = s->objects.find(id);
-      if (it != s->objects.end() && it->second->flag && it->second->owner == client) {
-        it->second->flag = false;
-        it->second->count = 0;
-      }
-    }
-    s->changed.notify_all();
-  }
 }
 
 }  // namespace
+
+std::shared_ptr<ServerState> make_server_state(
+    std::string authkey, std::vector<std::pair<std::string, const HostedTypeOps*>> types,
+    double max_wait_s) {
+  auto s = std::make_shared<ServerState>();
+  s->authkey = std::move(authkey);
+  for (auto& [type, ops] : types) s->types[type] = ops;
+  s->max_wait_s = max_wait_s;
+  return s;
+}
+
+ClientSession::ClientSession(std::shared_ptr<ServerState> state) : state_(std::move(state)) {
+  std::lock_guard lk(state_->mu);
+  client_ = state_->next_client++;
+}
+
+ClientSession::~ClientSession() {
+  if (held_.empty()) return;
+  std::lock_guard lk(state_->mu);
+  for (uint64_t id : held_) {
+    auto it = state_->objects.find(id);
+    if (it != state_->objects.end() && it->second->flag && it->second->owner == client_) {
+      it->second->flag = false;
+      it->second->count = 0;
+    }
+  }
+  state_->changed.notify_all();
+}
+
+std::string ClientSession::dispatch(const std::string& request) {
+  // A request that does not decode is not a client speaking the protocol: the caller hangs up.
+  auto [id, method, args] = load<std::tuple<uint64_t, std::string, std::string>>(request);
+  ReplyKind kind = ReplyKind::ok;
+  std::string payload;
+  try {
+    payload = handle(*state_, client_, held_, id, method, args);
+  } catch (const Failure& f) {
+    kind = f.kind;
+    payload = f.message;
+  } catch (const ProcessError& e) {  // arguments that do not decode as the method's
+    kind = ReplyKind::error;
+    payload = std::string("malformed request: ") + e.what();
+  } catch (const std::exception& e) {
+    kind = ReplyKind::error;
+    payload = e.what();
+  } catch (...) {  // a hosted user type's method threw something else
+    kind = ReplyKind::error;
+    payload = "a hosted method threw an exception that is not a std::exception";
+  }
+  std::string reply;
+  dump(reply, std::tuple<uint8_t, std::string>(static_cast<uint8_t>(kind), payload));
+  return reply;
+}
 
 void manager_server_main(std::string address, std::string private_dir, std::string authkey,
                          std::string control_address, bool pdeathsig,
@@ -540,12 +576,12 @@ void manager_server_main(std::string address, std::string private_dir, std::stri
     if (::getppid() != parent) return;  // the parent died before the signal was armed
   }
   Connection control = Client(control_address, authkey);
-  auto* server = new Server;  // leaked on purpose: client threads may still run at _exit
-  server->authkey = authkey;
-  for (auto& [type, code] : registry) {
-    auto fn = reinterpret_cast<HostedTypeOpsFn>(decode_code_address(code));
-    server->types[type] = fn();
-  }
+  std::vector<std::pair<std::string, const HostedTypeOps*>> types;
+  for (auto& [type, code] : registry)
+    types.emplace_back(
+        type, reinterpret_cast<HostedTypeOpsFn>(const_cast<void*>(decode_code_address(code)))());
+  // Never freed: client threads may still run at _exit (each holds its own reference too).
+  auto* server = new std::shared_ptr<ServerState>(make_server_state(authkey, types));
   std::optional<Listener> listener;
   try {
     listener.emplace(address);
@@ -563,7 +599,7 @@ void manager_server_main(std::string address, std::string private_dir, std::stri
     if (fds[1].revents || (sig_fd >= 0 && fds[2].revents)) break;  // stop, or EOF: end
     if (fds[0].revents) {
       try {
-        std::thread(serve_client, server, listener->accept()).detach();
+        std::thread(serve_client, *server, listener->accept()).detach();
       } catch (const std::exception&) {
         // EMFILE and the like: this client is refused, the others go on.
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
