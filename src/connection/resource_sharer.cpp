@@ -18,6 +18,7 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <system_error>
 #include <thread>
 
 #include <multiproc/connection.hpp>
@@ -160,7 +161,8 @@ void start_locked(Sharer& s) {
     int err = errno;
     if (fd >= 0) ::close(fd);
     ::rmdir(s.dir.c_str());
-    throw ProcessError("cannot start the connection sharer: " + std::string(strerror(err)));
+    throw ProcessError("cannot start the connection sharer: " +
+                       std::generic_category().message(err));
   }
   if (s.thread.joinable()) {
     s.thread.join();  // it has finished: it left the state as we found it, under s.mu
@@ -181,7 +183,8 @@ SharedFd share_fd(int fd) {
   std::lock_guard lk(s.mu);
   start_locked(s);
   int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (dup < 0) throw ProcessError("cannot duplicate a connection: " + std::string(strerror(errno)));
+  if (dup < 0)
+    throw ProcessError("cannot duplicate a connection: " + std::generic_category().message(errno));
   std::string token = random_bytes(kTokenBytes);
   s.fds[token] = dup;
   return SharedFd{s.path, token};
@@ -200,7 +203,7 @@ int fetch_shared_fd(const SharedFd& ref) {
     if (c >= 0) ::close(c);
     throw ProcessError(
         "cannot receive a connection: the process that sent it is gone or unreachable (" +
-        std::string(strerror(err)) + ")");
+        std::generic_category().message(err) + ")");
   }
   int fd = -1;
   try {

@@ -28,7 +28,7 @@ void forkserver_main(int listen_fd, int alive_fd) {
   sigset_t chld, old;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
-  sigprocmask(SIG_BLOCK, &chld, &old);
+  pthread_sigmask(SIG_BLOCK, &chld, &old);
   int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
   std::vector<int> conns;
   std::map<pid_t, int> status_of;  // child pid -> status socket
@@ -121,7 +121,7 @@ void forkserver_main(int listen_fd, int alive_fd) {
         for (auto& [p, fd] : status_of) ::close(fd);
         ::close(status_fd);
         signal(SIGINT, SIG_DFL);
-        sigprocmask(SIG_SETMASK, &old, nullptr);
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
         run_child(payload.data(), payload.size());
       }
       if (pid > 0) tracker_watch_process(pid);

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <mutex>
 #include <random>
+#include <system_error>
 
 #include <multiproc/detail/child.hpp>
 #include <multiproc/detail/popen.hpp>
@@ -62,7 +63,7 @@ Client& client() {
 }
 
 std::string errno_text() {
-  return std::strerror(errno);
+  return std::generic_category().message(errno);
 }
 
 void start_server_locked(Client& c) {
@@ -157,7 +158,7 @@ int connect_locked(Client& c) {
     ::close(fd);
     if (err == ECONNREFUSED || err == ENOENT) return -1;
     throw ProcessError("forkserver: cannot connect to the fork server: " +
-                       std::string(std::strerror(err)));
+                       std::generic_category().message(err));
   }
   c.conn = fd;
   return fd;
@@ -193,7 +194,7 @@ Attempt try_launch(const std::string& payload) {
       c.conn = -1;
       if (conn >= 0 && server_listening(c))
         throw ProcessError("forkserver: cannot send a request to the fork server: " +
-                           std::string(std::strerror(err)));
+                           std::generic_category().message(err));
       return {nullptr, forget_server_locked(c)};
     }
   }
