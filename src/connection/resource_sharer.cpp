@@ -47,8 +47,22 @@ Sharer& sharer() {
   return *s;
 }
 
+// Called with s.mu held. A serving thread that stopped by itself (its last step under s.mu
+// leaves listen_fd at -1) is joined: it has nothing left to do but return. Neither a fork() nor
+// the program's exit then finds a finished thread that nobody joined.
+void join_stopped_locked(Sharer& s) {
+  if (s.listen_fd < 0 && s.thread.joinable()) {
+    s.thread.join();
+    note_internal_thread(-1);
+  }
+}
+
 void cleanup_at_exit() {
   Sharer& s = sharer();
+  // The serving thread may still run, and it clears these fields when it stops: read them
+  // under its lock.
+  std::lock_guard lk(s.mu);
+  join_stopped_locked(s);
   if (s.pid != ::getpid()) return;
   if (!s.path.empty()) ::unlink(s.path.c_str());
   if (!s.dir.empty()) ::rmdir(s.dir.c_str());
@@ -58,6 +72,7 @@ void cleanup_at_exit() {
 // a sharer of its own when it needs one.
 void atfork_prepare() {
   sharer().mu.lock();
+  join_stopped_locked(sharer());
 }
 void atfork_parent() {
   sharer().mu.unlock();
@@ -164,10 +179,7 @@ void start_locked(Sharer& s) {
     throw ProcessError("cannot start the connection sharer: " +
                        std::generic_category().message(err));
   }
-  if (s.thread.joinable()) {
-    s.thread.join();  // it has finished: it left the state as we found it, under s.mu
-    note_internal_thread(-1);
-  }
+  join_stopped_locked(s);  // it has finished: it left the state as we found it, under s.mu
   s.listen_fd = fd;
   s.pid = ::getpid();
   s.thread = std::thread(serve, fd);
