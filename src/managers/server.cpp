@@ -543,7 +543,7 @@ void manager_server_main(std::string address, std::string private_dir, std::stri
   auto* server = new Server;  // leaked on purpose: client threads may still run at _exit
   server->authkey = authkey;
   for (auto& [type, code] : registry) {
-    auto fn = reinterpret_cast<HostedTypeOpsFn>(decode_code_address(code));
+    auto fn = reinterpret_cast<HostedTypeOpsFn>(const_cast<void*>(decode_code_address(code)));
     server->types[type] = fn();
   }
   std::optional<Listener> listener;
