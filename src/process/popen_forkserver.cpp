@@ -164,12 +164,20 @@ int connect_locked(Client& c) {
   return fd;
 }
 
+[[noreturn]] void throw_too_large(uint64_t size) {
+  throw ProcessError("forkserver: the process's launch data (its task and encoded arguments) is " +
+                     std::to_string(size) + " bytes, over the fork server's limit of " +
+                     std::to_string(kMaxLaunchPayload) +
+                     " bytes; pass large data through a Queue, a Pipe or SharedMemory");
+}
+
 struct Attempt {
   std::unique_ptr<Popen> popen;  // null: the server was gone
   std::optional<int> server_exit;
 };
 
 Attempt try_launch(const std::string& payload) {
+  if (payload.size() > kMaxLaunchPayload) throw_too_large(payload.size());
   int status[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, status) != 0)
     throw ProcessError("forkserver: socketpair: " + errno_text());
@@ -202,6 +210,7 @@ Attempt try_launch(const std::string& payload) {
   int32_t pid = -1;
   if (!read_exact(status[0], &pid, sizeof pid) || pid <= 0) {
     ::close(status[0]);
+    if (pid == kRequestTooLarge) throw_too_large(payload.size());
     std::lock_guard lk(c.mu);
     if (c.generation != generation) return {};  // another thread already replaced it
     if (!server_listening(c)) return {nullptr, forget_server_locked(c)};
