@@ -103,7 +103,7 @@ check_shm_clean() {
 # and monitor, ThreadPool, futures, the manager's server, Redis senders, user threads). TSan does
 # not see synchronisation between processes through shared memory, and cannot follow a fork from
 # a threaded process: tests/tsan.cmake leaves those tests out, each with its reason (see
-# docs/reliability.md, "Sanitizers"). Part of ./run.sh test.
+# docs/reliability.md, "Sanitizers and static analysis"). Part of ./run.sh test.
 run_tsan() {
   echo "== build with ThreadSanitizer and ctest"
   build build/tsan Debug -DMULTIPROC_SANITIZE=thread -DMULTIPROC_BUILD_BENCH=OFF -DMULTIPROC_BUILD_EXAMPLES=OFF
