@@ -39,6 +39,7 @@
 
 #include <multiproc/context.hpp>
 #include <multiproc/detail/future_state.hpp>
+#include <multiproc/detail/next_iterator.hpp>
 #include <multiproc/errors.hpp>
 #include <multiproc/pool.hpp>
 #include <multiproc/thread_pool.hpp>
@@ -267,25 +268,7 @@ class AsCompleted {
     return futures_[i];
   }
 
-  class iterator {
-   public:
-    using iterator_category = std::input_iterator_tag;
-    using value_type = Future<R>;
-    using difference_type = std::ptrdiff_t;
-    iterator() = default;
-    explicit iterator(AsCompleted* a) : a_(a) { ++*this; }
-    Future<R>& operator*() const { return const_cast<Future<R>&>(*cur_); }
-    iterator& operator++() {
-      cur_ = a_->next();
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    bool operator==(std::default_sentinel_t) const { return !cur_.has_value(); }
-
-   private:
-    AsCompleted* a_ = nullptr;
-    std::optional<Future<R>> cur_;
-  };
+  using iterator = detail::NextIterator<AsCompleted, true>;
   iterator begin() { return iterator(this); }
   std::default_sentinel_t end() { return {}; }
 
@@ -373,25 +356,7 @@ class ExecutorMapResult {
 
   std::optional<value_type> next() { return next_(deadline_); }
 
-  class iterator {
-   public:
-    using iterator_category = std::input_iterator_tag;
-    using value_type = ExecutorMapResult::value_type;
-    using difference_type = std::ptrdiff_t;
-    iterator() = default;
-    explicit iterator(ExecutorMapResult* r) : r_(r) { ++*this; }
-    const value_type& operator*() const { return *cur_; }
-    iterator& operator++() {
-      cur_ = r_->next();
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    bool operator==(std::default_sentinel_t) const { return !cur_.has_value(); }
-
-   private:
-    ExecutorMapResult* r_ = nullptr;
-    std::optional<value_type> cur_;
-  };
+  using iterator = detail::NextIterator<ExecutorMapResult>;
   iterator begin() { return iterator(this); }
   std::default_sentinel_t end() { return {}; }
 

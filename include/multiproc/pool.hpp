@@ -33,6 +33,7 @@
 #include <vector>
 
 #include <multiproc/context.hpp>
+#include <multiproc/detail/next_iterator.hpp>
 #include <multiproc/detail/pool_core.hpp>
 #include <multiproc/detail/pool_front.hpp>
 #include <multiproc/detail/pool_jobs.hpp>
@@ -188,25 +189,7 @@ class IMapResult {
     }
   }
 
-  class iterator {
-   public:
-    using iterator_category = std::input_iterator_tag;
-    using value_type = IMapResult::value_type;
-    using difference_type = std::ptrdiff_t;
-    iterator() = default;
-    explicit iterator(IMapResult* r) : r_(r) { ++*this; }
-    const value_type& operator*() const { return *cur_; }
-    iterator& operator++() {
-      cur_ = r_->next();
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    bool operator==(std::default_sentinel_t) const { return !cur_.has_value(); }
-
-   private:
-    IMapResult* r_ = nullptr;
-    std::optional<value_type> cur_;
-  };
+  using iterator = detail::NextIterator<IMapResult>;
   iterator begin() { return iterator(this); }
   std::default_sentinel_t end() { return {}; }
 

@@ -166,6 +166,8 @@ class ShareableList {
       list_->set(index_, std::forward<T>(value));
       return *this;
     }
+    // Copies the other element's value: an element assigned to itself writes its own value back.
+    // NOLINTNEXTLINE(bugprone-unhandled-self-assignment,cert-oop54-cpp)
     Ref& operator=(const Ref& other) { return *this = static_cast<ShareableItem>(other); }
     bool operator==(const ShareableItem& v) const { return list_->get(index_) == v; }
 

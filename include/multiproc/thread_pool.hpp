@@ -40,6 +40,7 @@
 #include <vector>
 
 #include <multiproc/detail/future_state.hpp>
+#include <multiproc/detail/next_iterator.hpp>
 #include <multiproc/detail/pool_front.hpp>
 #include <multiproc/detail/progress.hpp>
 #include <multiproc/errors.hpp>
@@ -309,25 +310,7 @@ class ThreadIMapResult {
     }
   }
 
-  class iterator {
-   public:
-    using iterator_category = std::input_iterator_tag;
-    using value_type = ThreadIMapResult::value_type;
-    using difference_type = std::ptrdiff_t;
-    iterator() = default;
-    explicit iterator(ThreadIMapResult* r) : r_(r) { ++*this; }
-    const value_type& operator*() const { return *cur_; }
-    iterator& operator++() {
-      cur_ = r_->next();
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    bool operator==(std::default_sentinel_t) const { return !cur_.has_value(); }
-
-   private:
-    ThreadIMapResult* r_ = nullptr;
-    std::optional<value_type> cur_;
-  };
+  using iterator = detail::NextIterator<ThreadIMapResult>;
   iterator begin() { return iterator(this); }
   std::default_sentinel_t end() { return {}; }
 

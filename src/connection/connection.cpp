@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <system_error>
 
 #include "connection/io.hpp"
 
@@ -39,7 +40,7 @@ int poll_fd(int fd, short events, const Deadline& deadline) {
     pollfd p{fd, events, 0};
     int r = ::poll(&p, 1, ms);
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) throw ProcessError("poll failed: " + std::string(strerror(errno)));
+    if (r < 0) throw ProcessError("poll failed: " + std::generic_category().message(errno));
     if (r > 0) return p.revents;
     if (deadline.expired()) return 0;
   }
@@ -55,9 +56,9 @@ void conn_write_all(int fd, const char* p, size_t n) {
     }
     if (w < 0) {
       if (errno == EPIPE || errno == ECONNRESET)
-        throw EOFError("the connection's peer has closed it (" + std::string(strerror(errno)) +
-                       ")");
-      throw ProcessError("send on a connection failed: " + std::string(strerror(errno)));
+        throw EOFError("the connection's peer has closed it (" +
+                       std::generic_category().message(errno) + ")");
+      throw ProcessError("send on a connection failed: " + std::generic_category().message(errno));
     }
     p += w;
     n -= static_cast<size_t>(w);
@@ -74,7 +75,8 @@ bool conn_read_exact(int fd, char* p, size_t n, bool eof_ok) {
       throw TimeoutError("a connection's peer stopped sending in the middle of a message");
     }
     if (r < 0 && errno == ECONNRESET) r = 0;
-    if (r < 0) throw ProcessError("recv on a connection failed: " + std::string(strerror(errno)));
+    if (r < 0)
+      throw ProcessError("recv on a connection failed: " + std::generic_category().message(errno));
     if (r == 0) {
       if (got == 0 && eof_ok) return false;
       throw ProcessError("malformed message: the connection ended inside a frame (" +
@@ -121,7 +123,7 @@ void Connection::send_bytes(std::string_view bytes) {
   if (!s.writable) throw ProcessError("this end of the pipe is read-only");
   uint64_t len = bytes.size();
   // Small messages go out in one send (one syscall, one segment for the peer to read).
-  if (bytes.size() <= 64 * 1024) {
+  if (bytes.size() <= size_t{64} * 1024) {
     std::string frame(reinterpret_cast<const char*>(&len), sizeof len);
     frame.append(bytes);
     detail::conn_write_all(s.fd, frame.data(), frame.size());
@@ -210,7 +212,7 @@ std::pair<Connection, Connection> Pipe(bool duplex) {
   // Both kinds are socket pairs, so that a send to a vanished reader is an error, never SIGPIPE.
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-    throw ProcessError("socketpair failed: " + std::string(strerror(errno)));
+    throw ProcessError("socketpair failed: " + std::generic_category().message(errno));
   if (duplex) return {Connection(sv[0], true, true), Connection(sv[1], true, true)};
   ::shutdown(sv[0], SHUT_WR);
   ::shutdown(sv[1], SHUT_RD);
@@ -232,7 +234,7 @@ std::vector<T> wait_impl(const std::vector<T>& objects, Timeout timeout, FdOf fd
     }
     int r = ::poll(fds.data(), fds.size(), ms);
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) throw ProcessError("wait: poll failed: " + std::string(strerror(errno)));
+    if (r < 0) throw ProcessError("wait: poll failed: " + std::generic_category().message(errno));
     std::vector<T> ready;
     if (r > 0) {
       for (size_t i = 0; i < fds.size(); ++i)

@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <system_error>
 
 #include <multiproc/connection.hpp>
 #include "connection/io.hpp"
@@ -26,7 +27,8 @@ std::string make_private_dir(const char* prefix) {
   const char* tmp = std::getenv("TMPDIR");
   std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + prefix + "-XXXXXX";
   if (!::mkdtemp(templ.data()))  // mkdtemp makes it 0700
-    throw ProcessError("cannot create a private directory " + templ + ": " + strerror(errno));
+    throw ProcessError("cannot create a private directory " + templ + ": " +
+                       std::generic_category().message(errno));
   return templ;
 }
 
@@ -163,7 +165,7 @@ Listener::Listener(std::string address, std::optional<std::string> authkey, int 
   Address a = parse_address(address);
   if (a.unix_socket) {
     fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd_ < 0) throw ProcessError("socket failed: " + std::string(strerror(errno)));
+    if (fd_ < 0) throw ProcessError("socket failed: " + std::generic_category().message(errno));
     sockaddr_un sa = unix_addr(a.path);
     // Only this user may connect (connect() needs write permission on the socket), whatever
     // the directory allows. Set before listen(), so no client can have connected meanwhile.
@@ -176,7 +178,8 @@ Listener::Listener(std::string address, std::optional<std::string> authkey, int 
       ::close(fd_);
       fd_ = -1;
       if (!rmdir_path_.empty()) ::rmdir(rmdir_path_.c_str());
-      throw ProcessError("cannot listen on " + address + ": " + strerror(err));
+      throw ProcessError("cannot listen on " + address + ": " +
+                         std::generic_category().message(err));
     }
     unlink_path_ = a.path;
     address_ = address;
@@ -194,7 +197,9 @@ Listener::Listener(std::string address, std::optional<std::string> authkey, int 
       fd_ = -1;
     }
     ::freeaddrinfo(res);
-    if (fd_ < 0) throw ProcessError("cannot listen on " + address + ": " + strerror(err));
+    if (fd_ < 0)
+      throw ProcessError("cannot listen on " + address + ": " +
+                         std::generic_category().message(err));
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     ::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len);
@@ -244,7 +249,7 @@ Connection Listener::accept(Timeout timeout) {
   int fd;
   do fd = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
   while (fd < 0 && errno == EINTR);
-  if (fd < 0) throw ProcessError("accept failed: " + std::string(strerror(errno)));
+  if (fd < 0) throw ProcessError("accept failed: " + std::generic_category().message(errno));
   Connection c(fd, true, true);
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on Unix
@@ -270,7 +275,8 @@ Connection Client(const std::string& address, std::optional<std::string> authkey
     if (rc != 0) {
       int err = errno;
       ::close(fd);
-      throw ProcessError("cannot connect to " + address + ": " + strerror(err));
+      throw ProcessError("cannot connect to " + address + ": " +
+                         std::generic_category().message(err));
     }
   } else {
     addrinfo* res = resolve(a, false);
@@ -284,7 +290,9 @@ Connection Client(const std::string& address, std::optional<std::string> authkey
       fd = -1;
     }
     ::freeaddrinfo(res);
-    if (fd < 0) throw ProcessError("cannot connect to " + address + ": " + strerror(err));
+    if (fd < 0)
+      throw ProcessError("cannot connect to " + address + ": " +
+                         std::generic_category().message(err));
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }

@@ -18,6 +18,7 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <system_error>
 #include <thread>
 
 #include <multiproc/connection.hpp>
@@ -46,8 +47,22 @@ Sharer& sharer() {
   return *s;
 }
 
+// Called with s.mu held. A serving thread that stopped by itself (its last step under s.mu
+// leaves listen_fd at -1) is joined: it has nothing left to do but return. Neither a fork() nor
+// the program's exit then finds a finished thread that nobody joined.
+void join_stopped_locked(Sharer& s) {
+  if (s.listen_fd < 0 && s.thread.joinable()) {
+    s.thread.join();
+    note_internal_thread(-1);
+  }
+}
+
 void cleanup_at_exit() {
   Sharer& s = sharer();
+  // The serving thread may still run, and it clears these fields when it stops: read them
+  // under its lock.
+  std::lock_guard lk(s.mu);
+  join_stopped_locked(s);
   if (s.pid != ::getpid()) return;
   if (!s.path.empty()) ::unlink(s.path.c_str());
   if (!s.dir.empty()) ::rmdir(s.dir.c_str());
@@ -57,6 +72,7 @@ void cleanup_at_exit() {
 // a sharer of its own when it needs one.
 void atfork_prepare() {
   sharer().mu.lock();
+  join_stopped_locked(sharer());
 }
 void atfork_parent() {
   sharer().mu.unlock();
@@ -160,12 +176,10 @@ void start_locked(Sharer& s) {
     int err = errno;
     if (fd >= 0) ::close(fd);
     ::rmdir(s.dir.c_str());
-    throw ProcessError("cannot start the connection sharer: " + std::string(strerror(err)));
+    throw ProcessError("cannot start the connection sharer: " +
+                       std::generic_category().message(err));
   }
-  if (s.thread.joinable()) {
-    s.thread.join();  // it has finished: it left the state as we found it, under s.mu
-    note_internal_thread(-1);
-  }
+  join_stopped_locked(s);  // it has finished: it left the state as we found it, under s.mu
   s.listen_fd = fd;
   s.pid = ::getpid();
   s.thread = std::thread(serve, fd);
@@ -181,7 +195,8 @@ SharedFd share_fd(int fd) {
   std::lock_guard lk(s.mu);
   start_locked(s);
   int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (dup < 0) throw ProcessError("cannot duplicate a connection: " + std::string(strerror(errno)));
+  if (dup < 0)
+    throw ProcessError("cannot duplicate a connection: " + std::generic_category().message(errno));
   std::string token = random_bytes(kTokenBytes);
   s.fds[token] = dup;
   return SharedFd{s.path, token};
@@ -200,7 +215,7 @@ int fetch_shared_fd(const SharedFd& ref) {
     if (c >= 0) ::close(c);
     throw ProcessError(
         "cannot receive a connection: the process that sent it is gone or unreachable (" +
-        std::string(strerror(err)) + ")");
+        std::generic_category().message(err) + ")");
   }
   int fd = -1;
   try {

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <system_error>
 
 #include <multiproc/detail/child.hpp>
 #include <multiproc/errors.hpp>
@@ -131,7 +132,8 @@ void PoolCore::start() {
   free_slots_.reserve(kTaskSlots);
   for (uint32_t i = kTaskSlots; i-- > 0;) free_slots_.push_back(i);
   event_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (event_fd_ < 0) throw ProcessError(std::string("Pool: eventfd: ") + std::strerror(errno));
+  if (event_fd_ < 0)
+    throw ProcessError(std::string("Pool: eventfd: ") + std::generic_category().message(errno));
   {
     std::lock_guard lk(mu_);
     for (uint32_t i = 0; i < config_.processes; ++i) start_worker_locked(i);
@@ -583,7 +585,8 @@ void PoolCore::monitor_loop() {
       }
       int r = ::poll(fds.data(), fds.size(), 1000);
       if (r < 0 && errno != EINTR)
-        throw ProcessError(std::string("poll on the workers' sentinels: ") + std::strerror(errno));
+        throw ProcessError(std::string("poll on the workers' sentinels: ") +
+                           std::generic_category().message(errno));
       if (fds[0].revents) {
         uint64_t v;
         (void)!::read(event_fd_, &v, sizeof v);

@@ -63,8 +63,9 @@ void put_result(QueueCore& results, const std::string& msg) {
 void pool_worker_main(WorkerArgs args) {
   // A worker decodes and encodes chunks of up to megabytes over and over: let malloc keep that
   // memory instead of mapping fresh (zeroed, faulting) pages for every chunk.
-  mallopt(M_MMAP_THRESHOLD, 64 << 20);
-  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+  // A worker process is single-threaded while it starts.
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);   // NOLINT(concurrency-mt-unsafe)
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);  // NOLINT(concurrency-mt-unsafe)
   auto seg = Segment::attach(args.pool_segment, SegmentKind::pool, true, false);
   auto* pool = static_cast<PoolData*>(seg->payload());
   auto tasks = QueueCore::attach_existing(args.task_queue);

@@ -1,6 +1,7 @@
 #include <multiproc/detail/progress.hpp>
 
 #include <unistd.h>
+#include <cmath>
 #include <cstdio>
 
 namespace multiproc::detail {
@@ -8,7 +9,7 @@ namespace {
 
 std::string format_seconds(double s) {
   if (s < 0 || s > 1e7) return "?";
-  long t = static_cast<long>(s + 0.5);
+  long t = std::lround(s);
   char buf[32];
   if (t >= 3600)
     std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);

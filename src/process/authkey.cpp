@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <system_error>
 
 #include <multiproc/errors.hpp>
 
@@ -56,11 +57,12 @@ std::string make_authkey() {
     if (n < 0) {
       if (errno == EINTR) continue;
       throw ProcessError(std::string("cannot make the process auth key: getrandom: ") +
-                         std::strerror(errno));
+                         std::generic_category().message(errno));
     }
     got += static_cast<size_t>(n);
   }
-  ::setenv(kAuthkeyVar, to_hex(key).c_str(), 1);
+  // Runs once, before main() (g_authkey_made_before_main): no other thread reads the environment.
+  ::setenv(kAuthkeyVar, to_hex(key).c_str(), 1);  // NOLINT(concurrency-mt-unsafe)
   return key;
 }
 

@@ -3,12 +3,14 @@
 
 #include <cxxabi.h>
 #include <unistd.h>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <iostream>
 #include <string>
+#include <string_view>
 #include <typeinfo>
 
 #include <multiproc/detail/resource_tracker.hpp>
@@ -89,16 +91,30 @@ LaunchEnv read_launch_env() {
   LaunchEnv env;
   const char* v = std::getenv(kLaunchVar);
   if (!v) return env;
-  char kind[16] = {};
-  int a = -1, b = -1, c = -1;
-  if (std::sscanf(v, "%15[a-z]:%d:%d:%d", kind, &a, &b, &c) == 4) {
-    if (std::strcmp(kind, "spawn") == 0) env.kind = LaunchKind::spawn;
-    if (std::strcmp(kind, "forkserver") == 0) env.kind = LaunchKind::forkserver;
-    env.fds[0] = a;
-    env.fds[1] = b;
-    env.fds[2] = c;
+  // "<kind>:<fd>:<fd>:<fd>", parsed strictly: a number out of int's range is an error here, where
+  // sscanf's %d would be undefined behaviour.
+  std::string_view text(v);
+  const size_t colon = text.find(':');
+  std::string_view kind = text.substr(0, colon);
+  int fds[3] = {-1, -1, -1};
+  bool ok = colon != std::string_view::npos;
+  const char* p = v + (ok ? colon : 0);
+  const char* end = v + text.size();
+  for (int& fd : fds) {
+    if (!ok || p == end || *p != ':') {
+      ok = false;
+      break;
+    }
+    auto [next, ec] = std::from_chars(p + 1, end, fd);
+    ok = ec == std::errc{};
+    p = next;
   }
-  unsetenv(kLaunchVar);
+  if (ok && p == end && (kind == "spawn" || kind == "forkserver")) {
+    env.kind = kind == "spawn" ? LaunchKind::spawn : LaunchKind::forkserver;
+    for (int i = 0; i < 3; ++i) env.fds[i] = fds[i];
+  }
+  // Read once, in init() before the program starts any thread: no concurrent getenv to race.
+  unsetenv(kLaunchVar);  // NOLINT(concurrency-mt-unsafe)
   return env;
 }
 

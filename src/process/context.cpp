@@ -64,9 +64,9 @@ void init(int argc, char** argv) {
       std::fprintf(stderr,
                    "multiproc: --multiproc-worker: this program is not linked with a component "
                    "that has workers (multiproc::redis)\n");
-      std::exit(2);
+      std::exit(2);  // NOLINT(concurrency-mt-unsafe): init() runs before any thread
     }
-    std::exit(g_worker_entry(argc, argv));
+    std::exit(g_worker_entry(argc, argv));  // NOLINT(concurrency-mt-unsafe): as above
   }
 }
 

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <system_error>
 
 #include <multiproc/errors.hpp>
 
@@ -63,7 +64,7 @@ class SentinelReserve {
     if (fd_ < 0)
       throw ProcessError(std::string("cannot start a process: no file descriptor free for its "
                                      "sentinel (eventfd: ") +
-                         std::strerror(errno) + ")");
+                         std::generic_category().message(errno) + ")");
   }
   ~SentinelReserve() {
     if (fd_ >= 0) ::close(fd_);
@@ -92,7 +93,7 @@ class SentinelReserve {
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
     throw ProcessError(std::string("cannot start a process: pidfd_open failed (") +
-                       std::strerror(err) +
+                       std::generic_category().message(err) +
                        "); the child was killed: without a pidfd it "
                        "has no sentinel and could not be joined");
   }

@@ -28,7 +28,7 @@ void forkserver_main(int listen_fd, int alive_fd) {
   sigset_t chld, old;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
-  sigprocmask(SIG_BLOCK, &chld, &old);
+  pthread_sigmask(SIG_BLOCK, &chld, &old);
   int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
   std::vector<int> conns;
   std::map<pid_t, int> status_of;  // child pid -> status socket
@@ -92,11 +92,13 @@ void forkserver_main(int listen_fd, int alive_fd) {
       uint64_t len = 0;
       int status_fd = -1;
       std::string payload;
-      bool ok = recv_request_header(c, &len, &status_fd) && len < (1ULL << 34);
-      if (ok) {
-        payload.resize(len);
-        ok = read_exact(c, payload.data(), len);
+      bool ok = recv_request_header(c, &len, &status_fd);
+      if (ok && len > kMaxLaunchPayload) {
+        // Refused before reading it: the client reports the limit instead of a lost connection.
+        if (status_fd >= 0) write_exact(status_fd, &kRequestTooLarge, sizeof kRequestTooLarge);
+        ok = false;
       }
+      if (ok) ok = read_payload(c, len, payload);
       if (!ok) {
         if (status_fd >= 0) ::close(status_fd);
         ::close(c);
@@ -121,7 +123,7 @@ void forkserver_main(int listen_fd, int alive_fd) {
         for (auto& [p, fd] : status_of) ::close(fd);
         ::close(status_fd);
         signal(SIGINT, SIG_DFL);
-        sigprocmask(SIG_SETMASK, &old, nullptr);
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
         run_child(payload.data(), payload.size());
       }
       if (pid > 0) tracker_watch_process(pid);

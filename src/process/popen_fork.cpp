@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdio>
 #include <iostream>
+#include <system_error>
 
 #include <multiproc/detail/child.hpp>
 #include <multiproc/detail/popen.hpp>
@@ -80,7 +81,7 @@ std::unique_ptr<Popen> launch_fork(const std::string& payload) {
     run_child(payload.data(), payload.size());
   }
   segments_after_fork_parent(pid < 0);
-  if (pid < 0) throw ProcessError("fork() failed: " + std::string(strerror(errno)));
+  if (pid < 0) throw ProcessError("fork() failed: " + std::generic_category().message(errno));
   tracker_watch_process(pid);
   return std::make_unique<PopenFork>(pid, reserve.open_for(pid));
 }

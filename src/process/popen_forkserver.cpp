@@ -11,6 +11,7 @@
 #include <cstring>
 #include <mutex>
 #include <random>
+#include <system_error>
 
 #include <multiproc/detail/child.hpp>
 #include <multiproc/detail/popen.hpp>
@@ -62,7 +63,7 @@ Client& client() {
 }
 
 std::string errno_text() {
-  return std::strerror(errno);
+  return std::generic_category().message(errno);
 }
 
 void start_server_locked(Client& c) {
@@ -157,10 +158,17 @@ int connect_locked(Client& c) {
     ::close(fd);
     if (err == ECONNREFUSED || err == ENOENT) return -1;
     throw ProcessError("forkserver: cannot connect to the fork server: " +
-                       std::string(std::strerror(err)));
+                       std::generic_category().message(err));
   }
   c.conn = fd;
   return fd;
+}
+
+[[noreturn]] void throw_too_large(uint64_t size) {
+  throw ProcessError("forkserver: the process's launch data (its task and encoded arguments) is " +
+                     std::to_string(size) + " bytes, over the fork server's limit of " +
+                     std::to_string(kMaxLaunchPayload) +
+                     " bytes; pass large data through a Queue, a Pipe or SharedMemory");
 }
 
 struct Attempt {
@@ -169,6 +177,7 @@ struct Attempt {
 };
 
 Attempt try_launch(const std::string& payload) {
+  if (payload.size() > kMaxLaunchPayload) throw_too_large(payload.size());
   int status[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, status) != 0)
     throw ProcessError("forkserver: socketpair: " + errno_text());
@@ -193,7 +202,7 @@ Attempt try_launch(const std::string& payload) {
       c.conn = -1;
       if (conn >= 0 && server_listening(c))
         throw ProcessError("forkserver: cannot send a request to the fork server: " +
-                           std::string(std::strerror(err)));
+                           std::generic_category().message(err));
       return {nullptr, forget_server_locked(c)};
     }
   }
@@ -201,6 +210,7 @@ Attempt try_launch(const std::string& payload) {
   int32_t pid = -1;
   if (!read_exact(status[0], &pid, sizeof pid) || pid <= 0) {
     ::close(status[0]);
+    if (pid == kRequestTooLarge) throw_too_large(payload.size());
     std::lock_guard lk(c.mu);
     if (c.generation != generation) return {};  // another thread already replaced it
     if (!server_listening(c)) return {nullptr, forget_server_locked(c)};

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include <multiproc/detail/child.hpp>
@@ -51,7 +52,7 @@ void write_all(int fd, const char* p, size_t n) {
     if (w < 0 && errno == EINTR) continue;
     if (w < 0)
       throw ProcessError("cannot write the task for a spawned child: " +
-                         std::string(strerror(errno)));
+                         std::generic_category().message(errno));
     p += w;
     n -= static_cast<size_t>(w);
   }
@@ -64,7 +65,8 @@ namespace {
 // a child that "did not call init()" or a fork server that refused connections.
 void check_spawn_call(int rc, const char* call) {
   if (rc != 0)
-    throw ProcessError(std::string("cannot start a process: ") + call + " failed: " + strerror(rc));
+    throw ProcessError(std::string("cannot start a process: ") + call +
+                       " failed: " + std::generic_category().message(rc));
 }
 
 struct SpawnSetup {
@@ -116,7 +118,8 @@ pid_t spawn_self(const char* kind, const int (&fds)[3]) {
   int rc = posix_spawn(&pid, kRunningExecutable, &s.fa, &s.attr, argv, envp.data());
   if (rc != 0)
     throw ProcessError(std::string("cannot start a process: posix_spawn of ") + kRunningExecutable +
-                       " (this program, " + arg0 + ") failed: " + strerror(rc) +
+                       " (this program, " + arg0 +
+                       ") failed: " + std::generic_category().message(rc) +
                        (rc == ENOENT ? " (is /proc mounted?)" : ""));
   return pid;
 }
@@ -125,7 +128,8 @@ std::unique_ptr<Popen> launch_spawn(const std::string& payload) {
   refuse_if_children_autoreaped("spawn");
   SentinelReserve reserve;
   int memfd = memfd_create("multiproc-task", MFD_CLOEXEC);
-  if (memfd < 0) throw ProcessError("memfd_create failed: " + std::string(strerror(errno)));
+  if (memfd < 0)
+    throw ProcessError("memfd_create failed: " + std::generic_category().message(errno));
   try {
     write_all(memfd, payload.data(), payload.size());
   } catch (...) {

@@ -252,7 +252,7 @@ void OrderedQueueCore::rebuild(uint64_t min_entries, uint64_t min_bytes) {
     throw ProcessError("queue item too large: " + std::to_string(min_bytes) +
                        " bytes of queue storage needed");
   const uint64_t entries = std::max(kMinStoreEntries, next_pow2(2 * min_entries));
-  const uint64_t arena = std::max(kMinStoreArena, round_up(2 * min_bytes, 64 * 1024));
+  const uint64_t arena = std::max(kMinStoreArena, round_up(2 * min_bytes, uint64_t{64} * 1024));
   const uint64_t arena_offset = sizeof(StoreHeader) + entries * sizeof(StoreEntry);
 
   // Whatever a crashed switch (or the store before last) left in the slot we reuse goes first.

@@ -11,6 +11,7 @@
 #include <climits>
 #include <cstring>
 #include <stdexcept>
+#include <system_error>
 #include <utility>
 
 #include <multiproc/detail/resource_tracker.hpp>
@@ -20,7 +21,7 @@ namespace multiproc {
 namespace {
 
 std::string errno_text(int e) {
-  return std::strerror(e);
+  return std::generic_category().message(e);
 }
 
 // Python's naming: the user's name without a leading '/'; the object is "/<name>".

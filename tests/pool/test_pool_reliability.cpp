@@ -2,7 +2,6 @@
 // own threads (fd limits, throwing callbacks), a respawn storm gives up with BrokenPool, a
 // terminated pool releases the handles of tasks it never ran, a moved-from Pool says so. Tests
 // that need a hostile environment (a low RLIMIT_NOFILE) create it in a forked child of the test.
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -67,15 +66,7 @@ void init_only_once(std::string marker) {
 
 // Segments in /dev/shm created by this process (names "/<prefix><pid>_...").
 int own_segments() {
-  const char* env = std::getenv("MULTIPROC_SHM_PREFIX");
-  std::string prefix = std::string(env && *env ? env : "mp") + std::to_string(getpid()) + "_";
-  int n = 0;
-  if (DIR* d = opendir("/dev/shm")) {
-    while (dirent* e = readdir(d))
-      if (std::string(e->d_name).rfind(prefix, 0) == 0) ++n;
-    closedir(d);
-  }
-  return n;
+  return count_shm_files(std::to_string(getpid()) + "_");
 }
 
 // Runs `body` in a forked child and returns its wait status. The child exits with body's value;

@@ -1,6 +1,5 @@
 // LifoQueue and PriorityQueue: Python's queue.LifoQueue / queue.PriorityQueue semantics with
 // Queue's surface, across processes under fork, spawn and forkserver, and a kill -9 stress test.
-#include <dirent.h>
 #include <unistd.h>
 #include <algorithm>
 #include <csignal>
@@ -32,18 +31,9 @@ std::vector<int64_t> shuffled(int64_t n, unsigned seed) {
   return v;
 }
 
-// Segments in /dev/shm created by this process (names start with "mp<pid>_").
+// Segments in /dev/shm created by this process (names "/<prefix><pid>_...").
 int own_segments() {
-  // Segment names are "/<prefix><pid>_..." where the prefix is MULTIPROC_SHM_PREFIX or "mp".
-  const char* env = std::getenv("MULTIPROC_SHM_PREFIX");
-  std::string prefix = std::string(env && *env ? env : "mp") + std::to_string(getpid()) + "_";
-  int n = 0;
-  if (DIR* d = opendir("/dev/shm")) {
-    while (dirent* e = readdir(d))
-      if (std::string(e->d_name).rfind(prefix, 0) == 0) ++n;
-    closedir(d);
-  }
-  return n;
+  return count_shm_files(std::to_string(getpid()) + "_");
 }
 
 // ---- child tasks --------------------------------------------------------------------------------

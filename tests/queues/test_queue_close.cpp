@@ -1,7 +1,6 @@
 // close() and shutdown() as Python has them (issue 10): close() says "this handle puts no more"
 // and touches no other handle or process; shutdown(immediate) (Python 3.13) stops the queue for
 // everyone, with ShutDown. The process bodies run under fork, spawn and forkserver.
-#include <dirent.h>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -41,18 +40,6 @@ int get_or_shutdown(mp::Queue<int> q) {
 
 void report_get(mp::Queue<int> q, mp::Queue<int> out) {
   out.put(get_or_shutdown(q));
-}
-
-int count_shm_files() {
-  const char* env = std::getenv("MULTIPROC_SHM_PREFIX");
-  const std::string prefix = env && *env ? env : "mp";
-  int n = 0;
-  if (DIR* d = opendir("/dev/shm")) {
-    while (dirent* e = readdir(d))
-      if (std::string(e->d_name).rfind(prefix, 0) == 0) ++n;
-    closedir(d);
-  }
-  return n;
 }
 
 }  // namespace

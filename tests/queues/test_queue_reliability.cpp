@@ -1,7 +1,6 @@
 // Queues under hostile use (issue 9): sizes that mean "unbounded", producers that die in the
 // middle of a JoinableQueue's bookkeeping, and a process that scribbles over a queue's shared
 // memory. The process bodies run under fork, spawn and forkserver.
-#include <dirent.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <csignal>
@@ -353,19 +352,6 @@ MP_ALL_START_METHODS(QueueCorruption);
 // ---- 4. handles inside items of a queue that goes away are released ----------------------------
 
 namespace {
-
-// The /dev/shm files of this test run (MULTIPROC_SHM_PREFIX, or multiproc's default "mp").
-int count_shm_files() {
-  const char* env = std::getenv("MULTIPROC_SHM_PREFIX");
-  const std::string prefix = env && *env ? env : "mp";
-  int n = 0;
-  if (DIR* d = opendir("/dev/shm")) {
-    while (dirent* e = readdir(d))
-      if (std::string(e->d_name).rfind(prefix, 0) == 0) ++n;
-    closedir(d);
-  }
-  return n;
-}
 
 using BigWithHandle = std::pair<std::string, mp::Queue<int>>;
 

@@ -8,6 +8,7 @@
 
 #include <dirent.h>
 #include <chrono>
+#include <cstdlib>
 #include <string>
 #include <thread>
 
@@ -40,6 +41,20 @@ inline int count_open_fds() {
     closedir(d);
   }
   return n - 1;  // the directory stream itself
+}
+
+// The /dev/shm files of this test program (MULTIPROC_SHM_PREFIX, or multiproc's default "mp"),
+// or those whose name goes on with `then` after the prefix.
+inline int count_shm_files(const std::string& then = "") {
+  const char* env = std::getenv("MULTIPROC_SHM_PREFIX");
+  const std::string prefix = (env && *env ? env : "mp") + then;
+  int n = 0;
+  if (DIR* d = opendir("/dev/shm")) {
+    while (dirent* e = readdir(d))
+      if (std::string(e->d_name).rfind(prefix, 0) == 0) ++n;
+    closedir(d);
+  }
+  return n;
 }
 
 // Polls `cond` until it holds or `limit` passes; for asserting eventual behaviour, not speed.

@@ -264,6 +264,9 @@ inline constexpr std::size_t kMaxCheckedMembers = 32;
 // The number of members of aggregate T, or kMaxCheckedMembers + 1 when it cannot be told.
 template <class T, std::size_t N = 0>
 constexpr std::size_t aggregate_member_count() {
+  // The branches are tried in order (a later test may not compile for earlier cases), so two of
+  // them returning the same value cannot be merged.
+  // NOLINTNEXTLINE(bugprone-branch-clone)
   if constexpr (N > kMaxCheckedMembers) {
     return kMaxCheckedMembers + 1;
   } else if constexpr (braced_init_with<T, std::make_index_sequence<N + 1>>::value) {
@@ -614,6 +617,8 @@ struct std_wrapper_verdict<std::variant<Ts...>> {
 // members when it is an aggregate, and must be opted in (copy_as_bytes) otherwise.
 template <class M>
 constexpr BytesVerdict member_verdict() {
+  // Tried in order, as in aggregate_member_count(): equal verdicts cannot be merged.
+  // NOLINTBEGIN(bugprone-branch-clone)
   if constexpr (std::is_array_v<M>) {
     return member_verdict<std::remove_cv_t<std::remove_all_extents_t<M>>>();
   } else if constexpr (std::is_arithmetic_v<M> || std::is_enum_v<M>) {
@@ -638,6 +643,7 @@ constexpr BytesVerdict member_verdict() {
   } else {
     return BytesVerdict::unverifiable;
   }
+  // NOLINTEND(bugprone-branch-clone)
 }
 
 // The verdict on a whole type that is trivially copyable: arithmetic types and enums are plain,

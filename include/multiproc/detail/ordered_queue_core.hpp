@@ -58,9 +58,9 @@ namespace multiproc::detail {
 inline constexpr uint32_t kOrderedQueueLayoutVersion = 1;
 inline constexpr uint64_t kStoreMagic = 0x45524f5453514f4dULL;  // "MOQSTORE"
 inline constexpr uint64_t kMinStoreEntries = 64;
-inline constexpr uint64_t kMinStoreArena = 64 * 1024;
+inline constexpr uint64_t kMinStoreArena = uint64_t{64} * 1024;
 // An empty queue whose store has grown past this goes back to a minimal store.
-inline constexpr uint64_t kShrinkStoreAbove = 4 * 1024 * 1024;
+inline constexpr uint64_t kShrinkStoreAbove = uint64_t{4} * 1024 * 1024;
 // Items put per lock hold in put_many(); others get a turn between batches.
 inline constexpr size_t kPutBatch = 256;
 // Heap sifts write at most one slot per level (64 levels at most) plus one.

@@ -44,9 +44,9 @@
 namespace multiproc::detail {
 
 inline constexpr uint32_t kQueueLayoutVersion = 3;
-inline constexpr uint64_t kInitialRingCapacity = 256 * 1024;
+inline constexpr uint64_t kInitialRingCapacity = uint64_t{256} * 1024;
 inline constexpr uint64_t kMaxRingCapacity = 1ULL << 30;
-inline constexpr uint64_t kMaxInlineItem = 2 * 1024 * 1024;
+inline constexpr uint64_t kMaxInlineItem = uint64_t{2} * 1024 * 1024;
 
 // Python's rule: a maxsize of 0 or less means unbounded. The typed constructors take size_t, so
 // a negative count arrives as a huge one; anything past INT64_MAX can only be that (and would
