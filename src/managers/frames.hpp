@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <system_error>
 
 #include <multiproc/connection.hpp>
 
@@ -65,7 +66,7 @@ class FrameReader {
       if (r < 0 && errno == ECONNRESET) r = 0;
       if (r < 0) {
         buf_.resize(have);
-        throw ProcessError("recv on a connection failed: " + std::string(std::strerror(errno)));
+        throw ProcessError("recv on a connection failed: " + std::generic_category().message(errno));
       }
       buf_.resize(have + static_cast<size_t>(r));
       if (r == 0) {
