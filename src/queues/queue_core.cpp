@@ -22,6 +22,9 @@ constexpr int kSlowPollPauses = 64;
 // (get_many of 8-byte items: 125 M/s without, 190 M/s with; measured 512 B to 4 KiB ahead).
 constexpr uint64_t kReadAhead = 4096;
 
+// A get() whose deadline has passed still waits this long for get_lock (see get_impl).
+constexpr auto kLockGrace = std::chrono::milliseconds(10);
+
 // Bytes a record of `size` payload bytes takes in a ring.
 constexpr uint64_t record_bytes(uint64_t size) {
   return (kHeaderSize + size + 7) & ~uint64_t{7};
@@ -202,8 +205,10 @@ void QueueCore::begin_put_section() {
   if (put_pos_ & 7) corrupt("its ring's tail " + std::to_string(put_pos_) + " is misaligned");
 }
 
-void QueueCore::lock_get() {
-  const bool owner_died = robust_lock_nonrecursive(q_->get_lock) == LockStatus::acquired_owner_died;
+bool QueueCore::lock_get(const Deadline& deadline) {
+  const LockStatus status = robust_lock_nonrecursive(q_->get_lock, deadline);
+  if (status == LockStatus::timed_out) return false;
+  const bool owner_died = status == LockStatus::acquired_owner_died;
   // A damaged ring throws from here: the lock must not stay held by a live thread, or every
   // other getter waits for it forever.
   try {
@@ -219,6 +224,7 @@ void QueueCore::lock_get() {
     robust_unlock(q_->get_lock);
     throw;
   }
+  return true;
 }
 
 void QueueCore::repair_dead_producer() {
@@ -382,6 +388,19 @@ char* QueueCore::reserve(size_t payload, uint32_t kind) {
   }
 }
 
+void QueueCore::abandon_record(uint64_t start) {
+  // Nothing from `start` on is reachable: the batch's first record (pending_header_) is not
+  // sealed yet. Zeroing the abandoned record's first header (or not sealing it, if it is that
+  // first one) keeps "the word after the last record is 0" true for what stays.
+  char* header = put_ring_.data + (start & (put_ring_.cap - 1));
+  if (pending_header_ == header)
+    pending_header_ = nullptr;
+  else
+    header_at(header).store(0, std::memory_order_relaxed);
+  put_pos_ = start;
+  --put_unpublished_;
+}
+
 namespace {
 // The constant-size copy is inlined for the common 8-byte item.
 inline void copy_item(char* dst, const char* src, size_t size) {
@@ -448,7 +467,13 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
     if (size > kMaxInlineItem) {
       // Out of line: the item is written straight into a blob segment of its own.
       auto blob = Segment::create(SegmentKind::blob, size, false);
-      write_item(n, static_cast<char*>(blob->payload()), size);
+      try {
+        write_item(n, static_cast<char*>(blob->payload()), size);
+      } catch (...) {  // a put_with() writer threw: the item is not put
+        blob->unlink();
+        publish_put();
+        throw;
+      }
       char* dst;
       try {
         dst = reserve(sizeof(BlobRef), kRecordBlob);
@@ -467,9 +492,16 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
       ++n;
       continue;
     }
+    const uint64_t start_ring = put_ring_.id, start = put_pos_;
     char* dst = reserve(size, kind);
     if (!dst) break;
-    write_item(n, dst, size);
+    try {
+      write_item(n, dst, size);
+    } catch (...) {  // a put_with() writer threw: the item is not put, those before it are
+      abandon_record(put_ring_.id == start_ring ? start : 0);  // grow() starts a ring at 0
+      publish_put();
+      throw;
+    }
     ++n;
   }
   publish_put();
@@ -584,7 +616,8 @@ void deliver_to_sink(void* ctx, const char* src, size_t size) {
 }
 }  // namespace
 
-size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Watch* watch) {
+size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Watch* watch,
+                             HeldItem* hold) {
   size_t delivered = 0;
   uint64_t consumed = 0;
   RingData* r = get_ring_.r;
@@ -668,6 +701,14 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
         corrupt("an out-of-line item's references trailer is damaged");
       if (blob && deliver == &discard_item && (ref.size & kItemHasRefs))
         release_item_refs(bytes, ref.size & ~kItemHasRefs);
+      if (blob && hold) {  // left in place: consumed by release_held()
+        hold->data = bytes;
+        hold->size = len;
+        hold->blob = std::move(blob);
+        hold->end = pos + rec;
+        ++delivered;
+        break;
+      }
       if (blob) {
         deliver(ctx, bytes, len);
         blob->unlink();
@@ -681,6 +722,13 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
         corrupt("an item's references trailer is damaged");
       if (header_kind(word) == kRecordItemRefs && deliver == &discard_item)
         release_item_refs(slot + kHeaderSize, size);
+      if (hold) {
+        hold->data = slot + kHeaderSize;
+        hold->size = len;
+        hold->end = pos + rec;
+        ++delivered;
+        break;
+      }
       deliver(ctx, slot + kHeaderSize, len);
       ++delivered;
     }
@@ -708,8 +756,46 @@ bool QueueCore::watch_fired(const Watch& w) const {
 
 size_t QueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
                       bool spin, const std::atomic<uint32_t>* interrupt) {
+  return get_impl(max_items, deliver, ctx, deadline, spin, interrupt, nullptr);
+}
+
+bool QueueCore::get_hold(HeldItem& out, const Deadline& deadline) {
+  return get_impl(1, nullptr, nullptr, deadline, true, nullptr, &out) != 0;
+}
+
+void QueueCore::release_held(HeldItem& item) {
+  // A forked child's copy of a view (or one moved to another thread) is not the lock's holder.
+  if (item.tid == 0 || item.tid != current_tid()) {
+    item = HeldItem{};
+    return;
+  }
+  // The same order as get_locked's: a consumer killed between the two loses this item only.
+  if (item.blob) item.blob->unlink();
+  publish_get(item.end, 1);
+  held_tid_.store(0, std::memory_order_relaxed);
+  item = HeldItem{};
+  robust_unlock(q_->get_lock);
+  q_->not_full.notify(1);
+}
+
+void QueueCore::check_not_holding(const char* what) const {
+  if (held_tid_.load(std::memory_order_relaxed) == current_tid())
+    throw ProcessError(std::string(what) + "() on queue " + name() +
+                       " by a thread that holds a view of one of its items (get_view): release "
+                       "the view first (its lock would otherwise wait for itself)");
+}
+
+size_t QueueCore::get_impl(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
+                           bool spin, const std::atomic<uint32_t>* interrupt, HeldItem* hold) {
   if (closed_pid_.load(std::memory_order_relaxed)) check_open("get");
+  if (held_tid_.load(std::memory_order_relaxed)) check_not_holding(hold ? "get_view" : "get");
   if (max_items == 0) return 0;
+  // get_lock is held for microseconds, except by a consumer reading a view: past the caller's
+  // deadline (and a short grace, so that a get_nowait() does not fail on a brief hold) a
+  // waiter gives up.
+  const Deadline lock_deadline =
+      deadline.is_never() ? deadline
+                          : Deadline{std::max(*deadline.at, Deadline::Clock::now() + kLockGrace)};
   auto interrupted = [&] { return interrupt && interrupt->load(std::memory_order_relaxed) != 0; };
   Watch watch;
   for (;;) {
@@ -718,13 +804,20 @@ size_t QueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const Dead
     if (shut == kShutDownImmediate)
       throw ShutDown("get() on queue " + name() + ", which was shut down (immediate)");
     const bool was_closed = shut != kNotShutDown;
-    lock_get();
+    if (!lock_get(lock_deadline)) return 0;
     size_t n;
     try {
-      n = get_locked(max_items, deliver, ctx, &watch);
+      n = get_locked(max_items, deliver, ctx, &watch, hold);
     } catch (...) {
+      if (hold) *hold = HeldItem{};
       robust_unlock(q_->get_lock);
       throw;
+    }
+    if (hold && n) {
+      hold->ring = get_ring_.seg;
+      hold->tid = current_tid();
+      held_tid_.store(hold->tid, std::memory_order_relaxed);
+      return n;
     }
     robust_unlock(q_->get_lock);
     if (n) {
@@ -767,6 +860,7 @@ void QueueCore::check_open(const char* what) const {
 }
 
 void QueueCore::shutdown(bool immediate) {
+  if (immediate && held_tid_.load(std::memory_order_relaxed)) check_not_holding("shutdown");
   if (immediate)
     q_->shut_down.store(kShutDownImmediate, std::memory_order_seq_cst);
   else {

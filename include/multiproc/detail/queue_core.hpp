@@ -200,6 +200,17 @@ struct PlainSink {
   size_t count = 0;  // items copied so far
 };
 
+// An item that get_hold() left in place for its reader (Queue<T>::get_view): its bytes, and what
+// release_held() needs to consume it. get_lock stays held by the thread that got it until then.
+struct HeldItem {
+  const char* data = nullptr;
+  size_t size = 0;
+  uint64_t end = 0;               // the ring position just past its record
+  uint32_t tid = 0;               // the thread that holds get_lock for it (0: nothing held)
+  std::shared_ptr<Segment> ring;  // keeps data mapped
+  std::shared_ptr<Segment> blob;  // an out-of-line item's segment, unlinked on release
+};
+
 class QueueCore {
  public:
   static std::shared_ptr<QueueCore> create(uint64_t maxsize, bool joinable = false);
@@ -226,6 +237,12 @@ class QueueCore {
   size_t get(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
              bool spin = true, const std::atomic<uint32_t>* interrupt = nullptr);
   void wake_getters() { q_->not_empty.notify_all(); }
+  // Zero-copy get: waits like get() for one item, then leaves it in place and get_lock held by
+  // this thread; `out` describes it. Returns false if the deadline passed first. The item is
+  // consumed by release_held() (on this thread); if this thread's process dies first, the lock's
+  // next taker finds the item still at the head and delivers it again.
+  bool get_hold(HeldItem& out, const Deadline& deadline);
+  void release_held(HeldItem& item);
   // Removes the queue's segments now, whoever still holds handles (owners of private queues).
   void destroy();
 
@@ -305,13 +322,23 @@ class QueueCore {
   bool grow(uint64_t min_record);
   void publish_put();
   void publish_get(uint64_t head, uint64_t items);
-  void lock_get();
+  void lock_get() { lock_get(Deadline::never()); }
   void switch_get_ring();
   size_t put_all(size_t count, const size_t* sizes, size_t stride, FillFn fill, void* ctx,
                  const Deadline& deadline);
   size_t put_locked(size_t first, size_t count, const size_t* sizes, size_t stride, FillFn fill,
                     void* ctx);
-  size_t get_locked(size_t max_items, DeliverFn deliver, void* ctx, Watch* watch);
+  size_t get_locked(size_t max_items, DeliverFn deliver, void* ctx, Watch* watch,
+                    HeldItem* hold = nullptr);
+  size_t get_impl(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
+                  bool spin, const std::atomic<uint32_t>* interrupt, HeldItem* hold);
+  bool lock_get(const Deadline& deadline);
+  // The thread that holds get_lock for a HeldItem (0: none): that thread's own get() would take
+  // its lock over as a dead owner's, so it is refused instead.
+  std::atomic<uint32_t> held_tid_{0};
+  void check_not_holding(const char* what) const;
+  // Takes back the record a failed fill was writing (at ring position `start`, put_lock held).
+  void abandon_record(uint64_t start);
   bool watch_fired(const Watch& w) const;
 
   std::shared_ptr<Segment> seg_;
