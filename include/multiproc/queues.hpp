@@ -327,8 +327,10 @@ class Queue {
   T get_one(const detail::Deadline& deadline) {
     auto& c = core();
     if constexpr (Codec::plain) {
+      // As get_many's items: the core's inlined copy, not a call per item.
       T item;
-      if (c.get(1, &Codec::deliver_plain_one, &item, deadline) == 0) throw Empty();
+      detail::PlainSink sink{reinterpret_cast<char*>(std::addressof(item)), sizeof(T)};
+      if (c.get(1, nullptr, &sink, deadline) == 0) throw Empty();
       return item;
     } else {
       typename Codec::Encoded e;

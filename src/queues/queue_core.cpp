@@ -277,15 +277,11 @@ QueueCore::RingView QueueCore::map_ring(const char* name_field, uint64_t id) con
   return v;
 }
 
-void QueueCore::refresh_put_ring() {
-  uint64_t gen = q_->tail_ring_gen.load(std::memory_order_acquire);
-  if (gen == put_ring_.id && put_ring_.r) return;
+void QueueCore::remap_put_ring(uint64_t gen) {
   put_ring_ = map_ring(q_->tail_ring_name[gen & 1], gen);
 }
 
-void QueueCore::refresh_get_ring() {
-  uint64_t gen = q_->head_ring_gen.load(std::memory_order_acquire);
-  if (gen == get_ring_.id && get_ring_.r) return;
+void QueueCore::remap_get_ring(uint64_t gen) {
   get_ring_ = map_ring(q_->head_ring_name[gen & 1], gen);
 }
 
@@ -301,6 +297,10 @@ void QueueCore::publish_put() {
   if (g_put_crash_point && pending_header_) g_put_crash_point(PutCrashPoint::before_first_seal);
   seal_pending();
   if (put_unpublished_ == 0) return;
+  commit_put();
+}
+
+void QueueCore::commit_put() {
   if (g_put_crash_point) g_put_crash_point(PutCrashPoint::before_commit);
   uint64_t count = q_->put_count.load(std::memory_order_relaxed) + put_unpublished_;
   q_->put_intent_ring.store(put_ring_.id, std::memory_order_relaxed);
@@ -411,6 +411,17 @@ inline void copy_item(char* dst, const char* src, size_t size) {
 }
 }  // namespace
 
+namespace {
+template <size_t kSize>
+void fill_plain_run(char* p, const char* src, uint64_t word, uint64_t rec, uint64_t n) {
+  const size_t size = kSize ? kSize : header_size(word);
+  for (uint64_t j = 0; j < n; ++j, p += rec, src += size) {
+    header_at(p).store(word, std::memory_order_relaxed);
+    std::memcpy(p + kHeaderSize, src, size);
+  }
+}
+}  // namespace
+
 size_t QueueCore::put_run(const char* src, size_t size, size_t max_items) {
   RingData* r = put_ring_.r;
   const uint64_t cap = put_ring_.cap, rec = record_bytes(size);
@@ -428,15 +439,44 @@ size_t QueueCore::put_run(const char* src, size_t size, size_t max_items) {
     k = std::min(fit, room());
   }
   char* p = put_ring_.data + off;
-  for (uint64_t j = 0; j < k; ++j, p += rec) {
-    seal_or_defer(p, header_word(size, kRecordItem));
-    copy_item(p + kHeaderSize, src + j * size, size);
+  if (k) {
+    // The first record may be the batch's first (sealed last); the others are sealed at once,
+    // in a loop of their own that keeps the sizes in registers.
+    const uint64_t word = header_word(size, kRecordItem);
+    seal_or_defer(p, word);
+    copy_item(p + kHeaderSize, src, size);
+    if (size == 8)
+      fill_plain_run<8>(p + rec, src + 8, word, rec, k - 1);
+    else
+      fill_plain_run<0>(p + rec, src + size, word, rec, k - 1);
   }
   if (k)
     header_at(put_ring_.data + ((off + k * rec) & (cap - 1))).store(0, std::memory_order_relaxed);
   put_pos_ += k * rec;
   put_unpublished_ += k;
   return k;
+}
+
+bool QueueCore::put_one_plain(const char* src, size_t size) {
+  const uint64_t rec = record_bytes(size), cap = put_ring_.cap;
+  const uint64_t off = put_pos_ & (cap - 1);
+  if (size >= kAlignPayloadFrom || rec > cap / 4 || rec > cap - off) return false;
+  // Room for the record and the header slot after it (as reserve() asks).
+  RingData* r = put_ring_.r;
+  const uint64_t end = put_pos_ + rec + kHeaderSize;
+  if (end - r->cached_head > cap) {
+    r->cached_head = r->head.load(std::memory_order_acquire);
+    if (end - r->cached_head > cap) return false;
+  }
+  char* p = put_ring_.data + off;
+  header_at(put_ring_.data + ((off + rec) & (cap - 1))).store(0, std::memory_order_relaxed);
+  copy_item(p + kHeaderSize, src, size);
+  if (g_put_crash_point) g_put_crash_point(PutCrashPoint::before_first_seal);
+  header_at(p).store(header_word(size, kRecordItem), std::memory_order_release);  // the seal
+  put_pos_ += rec;
+  put_unpublished_ = 1;
+  commit_put();
+  return true;
 }
 
 size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, size_t stride,
@@ -539,7 +579,11 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
     }
     size_t n = 0;
     try {
-      n = limit ? put_locked(done, limit, sizes, stride, fill, ctx) : 0;
+      if (limit == 1 && !fill && stride == 0 &&
+          put_one_plain(static_cast<const char*>(ctx) + done * sizes[0], sizes[0]))
+        n = 1;
+      else
+        n = limit ? put_locked(done, limit, sizes, stride, fill, ctx) : 0;
     } catch (...) {
       publish_put();
       leave_put(biased);
@@ -583,6 +627,21 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
 
 // ---- consumer side ----------------------------------------------------------------------------
 
+bool QueueCore::get_one_plain(PlainSink& sink) {
+  RingData* r = get_ring_.r;
+  const uint64_t pos = r->head.load(std::memory_order_relaxed), cap = get_ring_.cap;
+  const uint64_t off = pos & (cap - 1), rec = record_bytes(sink.item_size);
+  if ((pos & 7) || rec > cap - off) return false;
+  const char* slot = get_ring_.data + off;
+  if (header_at(const_cast<char*>(slot)).load(std::memory_order_acquire) !=
+      header_word(sink.item_size, kRecordItem))
+    return false;
+  __builtin_prefetch(get_ring_.data + ((off + kReadAhead) & (cap - 1)));
+  copy_item(sink.out + sink.count++ * sink.item_size, slot + kHeaderSize, sink.item_size);
+  publish_get(pos + rec, 1);
+  return true;
+}
+
 void QueueCore::publish_get(uint64_t head, uint64_t items) {
   uint64_t count = q_->get_count.load(std::memory_order_relaxed) + items;
   q_->get_intent_ring.store(get_ring_.id, std::memory_order_relaxed);
@@ -608,6 +667,27 @@ void QueueCore::switch_get_ring() {
 namespace {
 // What an immediate shutdown delivers to: nothing (get_locked gives back the items' references).
 void discard_item(void*, const char*, size_t) {}
+
+// Copies a run of plain records of `rec` bytes whose header is `word`, from `slot` (whose header
+// was seen), up to `limit`, into `out`; returns how many. Its own loop, with the sizes in
+// registers (kSize 8: the common 8-byte item, copied with one move), asking for the ring's lines
+// kReadAhead ahead once per line rather than once per record.
+template <size_t kSize>
+uint64_t copy_plain_run(char* out, const char* slot, uint64_t word, uint64_t rec, uint64_t limit) {
+  const size_t size = kSize ? kSize : header_size(word);
+  const char* p = slot;
+  uint64_t k = 0;
+  __builtin_prefetch(p + kReadAhead);
+  for (;;) {
+    std::memcpy(out, p + kHeaderSize, size);
+    out += size;
+    p += rec;
+    if (++k == limit) break;
+    if ((reinterpret_cast<uintptr_t>(p) & 63) < rec) __builtin_prefetch(p + kReadAhead);
+    if (header_at(const_cast<char*>(p)).load(std::memory_order_acquire) != word) break;
+  }
+  return k;
+}
 
 void deliver_to_sink(void* ctx, const char* src, size_t size) {
   auto* sink = static_cast<PlainSink*>(ctx);
@@ -646,10 +726,15 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
     const uint64_t word = header_at(slot).load(std::memory_order_acquire);
     __builtin_prefetch(get_ring_.data + ((off + kReadAhead) & (cap - 1)));
     if (word == plain_word && sink && plain_rec <= cap - off) {
-      copy_item(sink->out + sink->count++ * sink->item_size, slot + kHeaderSize, sink->item_size);
-      pos += plain_rec;
-      ++delivered;
-      ++consumed;
+      const uint64_t limit = std::min<uint64_t>(max_items - delivered, (cap - off) / plain_rec);
+      char* out = sink->out + sink->count * sink->item_size;
+      const uint64_t k = sink->item_size == 8
+                             ? copy_plain_run<8>(out, slot, plain_word, plain_rec, limit)
+                             : copy_plain_run<0>(out, slot, plain_word, plain_rec, limit);
+      sink->count += k;
+      pos += k * plain_rec;
+      delivered += k;
+      consumed += k;
       continue;
     }
     if (word == 0) {
@@ -807,7 +892,10 @@ size_t QueueCore::get_impl(size_t max_items, DeliverFn deliver, void* ctx, const
     if (!lock_get(lock_deadline)) return 0;
     size_t n;
     try {
-      n = get_locked(max_items, deliver, ctx, &watch, hold);
+      if (max_items == 1 && !deliver && !hold && get_one_plain(*static_cast<PlainSink*>(ctx)))
+        n = 1;
+      else
+        n = get_locked(max_items, deliver, ctx, &watch, hold);
     } catch (...) {
       if (hold) *hold = HeldItem{};
       robust_unlock(q_->get_lock);

@@ -288,8 +288,18 @@ class QueueCore {
     uint64_t ring_id = 0;
     uint64_t get_count = 0;
   };
-  void refresh_put_ring();
-  void refresh_get_ring();
+  // Map the ring producers (consumers) are at now, if it is not the one mapped; the check is
+  // inline, on every put (get).
+  void refresh_put_ring() {
+    const uint64_t gen = q_->tail_ring_gen.load(std::memory_order_acquire);
+    if (gen != put_ring_.id || !put_ring_.r) remap_put_ring(gen);
+  }
+  void refresh_get_ring() {
+    const uint64_t gen = q_->head_ring_gen.load(std::memory_order_acquire);
+    if (gen != get_ring_.id || !get_ring_.r) remap_get_ring(gen);
+  }
+  void remap_put_ring(uint64_t gen);
+  void remap_get_ring(uint64_t gen);
   void repair_dead_producer();
   // put_lock, biased (queue_core_bias.cpp). enter_put() returns whether this put runs under
   // this thread's bias (no lock operation at all); leave_put() ends the put either way.
@@ -316,6 +326,14 @@ class QueueCore {
     }
   }
   void seal_pending();
+  // The commit of what put_pos_/put_unpublished_ say was written and sealed (publish_put's end).
+  void commit_put();
+  // One small plain item, the common put(x): reserve, copy and publish in one piece. False
+  // (nothing written) when it needs put_locked's general path (a wrap, a full or small ring).
+  bool put_one_plain(const char* src, size_t size);
+  // The common get() of one plain item at the head: false when get_locked must look (nothing
+  // there, another kind of record, the ring's end).
+  bool get_one_plain(PlainSink& sink);
   // Under put_lock: up to max_items plain items of `size` bytes from `src`, as many as fit before
   // the ring's end and in its free space; 0 when the next one needs reserve().
   size_t put_run(const char* src, size_t size, size_t max_items);
