@@ -460,20 +460,28 @@ size_t QueueCore::put_run(const char* src, size_t size, size_t max_items) {
 bool QueueCore::put_one_plain(const char* src, size_t size) {
   const uint64_t rec = record_bytes(size), cap = put_ring_.cap;
   const uint64_t off = put_pos_ & (cap - 1);
-  if (size >= kAlignPayloadFrom || rec > cap / 4 || rec > cap - off) return false;
-  // Room for the record and the header slot after it (as reserve() asks).
+  char* p = put_ring_.data + off;
+  // As reserve(): an item of 512 bytes or more gets a filler record before it that puts its
+  // payload on a cache line.
+  const uint64_t gap = aligning_gap(p, size);
+  if (size > kMaxInlineItem || rec > cap / 4 || gap + rec > cap - off) return false;
+  // Room for the record(s) and the header slot after them.
   RingData* r = put_ring_.r;
-  const uint64_t end = put_pos_ + rec + kHeaderSize;
+  const uint64_t end = put_pos_ + gap + rec + kHeaderSize;
   if (end - r->cached_head > cap) {
     r->cached_head = r->head.load(std::memory_order_acquire);
     if (end - r->cached_head > cap) return false;
   }
-  char* p = put_ring_.data + off;
-  header_at(put_ring_.data + ((off + rec) & (cap - 1))).store(0, std::memory_order_relaxed);
-  copy_item(p + kHeaderSize, src, size);
+  // The stores of reserve() and publish_put(), in their order: the slot after the item zeroed,
+  // the item written, the first record's header stored last (the seal).
+  header_at(put_ring_.data + ((off + gap + rec) & (cap - 1))).store(0, std::memory_order_relaxed);
+  const uint64_t word = header_word(size, kRecordItem);
+  if (gap) header_at(p + gap).store(word, std::memory_order_relaxed);
+  copy_item(p + gap + kHeaderSize, src, size);
   if (g_put_crash_point) g_put_crash_point(PutCrashPoint::before_first_seal);
-  header_at(p).store(header_word(size, kRecordItem), std::memory_order_release);  // the seal
-  put_pos_ += rec;
+  header_at(p).store(gap ? header_word(gap - kHeaderSize, kRecordSkip) : word,
+                     std::memory_order_release);
+  put_pos_ += gap + rec;
   put_unpublished_ = 1;
   commit_put();
   return true;
@@ -551,6 +559,30 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
 size_t QueueCore::put(size_t count, const size_t* sizes, size_t stride, FillFn fill, void* ctx,
                       const Deadline& deadline) {
   if (closed_pid_.load(std::memory_order_relaxed)) check_open("put");
+  // One plain item (put(x) of a number, a struct) with room for it: straight to put_one_plain,
+  // without put_all's loop. What it cannot place (no room: a wait, a bigger ring) takes the
+  // general path.
+  if (count == 1 && !fill && stride == 0 && !is_shutdown()) {
+    const uint64_t maxsize = q_->maxsize;
+    const bool biased = enter_put();
+    bool done = false;
+    try {
+      // A bounded queue: room as put_all sees it (get_count read only when the view is full).
+      const uint64_t put_count = q_->put_count.load(std::memory_order_relaxed);
+      if (maxsize && put_count - q_->put_seen_get_count >= maxsize)
+        q_->put_seen_get_count = q_->get_count.load(std::memory_order_acquire);
+      if (!maxsize || put_count - q_->put_seen_get_count < maxsize)
+        done = put_one_plain(static_cast<const char*>(ctx), sizes[0]);
+    } catch (...) {
+      leave_put(biased);
+      throw;
+    }
+    leave_put(biased);
+    if (done) {
+      q_->not_empty.notify(1);
+      return 1;
+    }
+  }
   return put_all(count, sizes, stride, fill, ctx, deadline);
 }
 
@@ -629,13 +661,23 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
 
 bool QueueCore::get_one_plain(PlainSink& sink) {
   RingData* r = get_ring_.r;
-  const uint64_t pos = r->head.load(std::memory_order_relaxed), cap = get_ring_.cap;
-  const uint64_t off = pos & (cap - 1), rec = record_bytes(sink.item_size);
+  uint64_t pos = r->head.load(std::memory_order_relaxed);
+  const uint64_t cap = get_ring_.cap, rec = record_bytes(sink.item_size);
+  uint64_t off = pos & (cap - 1);
   if ((pos & 7) || rec > cap - off) return false;
   const char* slot = get_ring_.data + off;
-  if (header_at(const_cast<char*>(slot)).load(std::memory_order_acquire) !=
-      header_word(sink.item_size, kRecordItem))
-    return false;
+  uint64_t word = header_at(const_cast<char*>(slot)).load(std::memory_order_acquire);
+  if (word != 0 && header_kind(word) == kRecordSkip) {
+    // The filler that puts an item of 512 bytes or more on a cache line: step over it.
+    const uint64_t skip = record_bytes(header_size(word));
+    if (skip >= cap - off) return false;
+    pos += skip;
+    off += skip;
+    if (rec > cap - off) return false;
+    slot += skip;
+    word = header_at(const_cast<char*>(slot)).load(std::memory_order_acquire);
+  }
+  if (word != header_word(sink.item_size, kRecordItem)) return false;
   __builtin_prefetch(get_ring_.data + ((off + kReadAhead) & (cap - 1)));
   copy_item(sink.out + sink.count++ * sink.item_size, slot + kHeaderSize, sink.item_size);
   publish_get(pos + rec, 1);
@@ -875,6 +917,26 @@ size_t QueueCore::get_impl(size_t max_items, DeliverFn deliver, void* ctx, const
   if (closed_pid_.load(std::memory_order_relaxed)) check_open("get");
   if (held_tid_.load(std::memory_order_relaxed)) check_not_holding(hold ? "get_view" : "get");
   if (max_items == 0) return 0;
+  // One plain item (get() of a number, a small struct) when get_lock is free and the queue not
+  // shut down: get_one_plain without the waiting loop's setup. Anything else (an empty queue, a
+  // dead lock owner to repair after) takes the loop below.
+  if (max_items == 1 && !deliver && !hold &&
+      q_->shut_down.load(std::memory_order_acquire) == kNotShutDown &&
+      robust_try_lock(q_->get_lock)) {
+    bool got;
+    try {
+      refresh_get_ring();
+      got = get_one_plain(*static_cast<PlainSink*>(ctx));
+    } catch (...) {
+      robust_unlock(q_->get_lock);
+      throw;
+    }
+    robust_unlock(q_->get_lock);
+    if (got) {
+      q_->not_full.notify(1);
+      return 1;
+    }
+  }
   // get_lock is held for microseconds, except by a consumer reading a view: past the caller's
   // deadline (and a short grace, so that a get_nowait() does not fail on a brief hold) a
   // waiter gives up.
