@@ -919,7 +919,9 @@ size_t QueueCore::get_impl(size_t max_items, DeliverFn deliver, void* ctx, const
   if (max_items == 0) return 0;
   // One plain item (get() of a number, a small struct) when get_lock is free and the queue not
   // shut down: get_one_plain without the waiting loop's setup. Anything else (an empty queue, a
-  // dead lock owner to repair after) takes the loop below.
+  // dead lock owner to repair after) takes the loop below, which an empty queue enters with the
+  // lock still held (consumers that find the queue empty take turns at the lock once, not twice).
+  bool locked = false;
   if (max_items == 1 && !deliver && !hold &&
       q_->shut_down.load(std::memory_order_acquire) == kNotShutDown &&
       robust_try_lock(q_->get_lock)) {
@@ -931,11 +933,12 @@ size_t QueueCore::get_impl(size_t max_items, DeliverFn deliver, void* ctx, const
       robust_unlock(q_->get_lock);
       throw;
     }
-    robust_unlock(q_->get_lock);
     if (got) {
+      robust_unlock(q_->get_lock);
       q_->not_full.notify(1);
       return 1;
     }
+    locked = true;
   }
   // get_lock is held for microseconds, except by a consumer reading a view: past the caller's
   // deadline (and a short grace, so that a get_nowait() does not fail on a brief hold) a
@@ -948,10 +951,13 @@ size_t QueueCore::get_impl(size_t max_items, DeliverFn deliver, void* ctx, const
   for (;;) {
     // Read before looking: every put that finished before shutdown() is then seen below.
     const uint32_t shut = q_->shut_down.load(std::memory_order_acquire);
-    if (shut == kShutDownImmediate)
+    if (shut == kShutDownImmediate) {
+      if (locked) robust_unlock(q_->get_lock);
       throw ShutDown("get() on queue " + name() + ", which was shut down (immediate)");
+    }
     const bool was_closed = shut != kNotShutDown;
-    if (!lock_get(lock_deadline)) return 0;
+    if (!locked && !lock_get(lock_deadline)) return 0;
+    locked = false;
     size_t n;
     try {
       if (max_items == 1 && !deliver && !hold && get_one_plain(*static_cast<PlainSink*>(ctx)))
