@@ -26,6 +26,19 @@
 // Growth. An unbounded queue never blocks a producer: when a ring is full (or an item is too big
 // for it) the producer chains a larger ring and moves `tail_ring` on; consumers drain the old ring,
 // follow its next_name, and unlink it.
+//
+// Zero copy (Queue<T>::put_with / get_view). A put's fill callback always wrote the item in place
+// (the ring, or a blob); put_with hands it the user's writer, and a writer that throws takes its
+// record back (abandon_record) before anything is sealed. get_hold() stops where get() would
+// deliver: the item stays at the head, get_lock stays held by the reading thread, and
+// release_held() commits the head as get() would have. A holder killed before that commit
+// consumed nothing: the lock's next taker finds the item still at the head.
+//
+// Fast paths. put(x)/get() of one plain item (put_one_plain, get_one_plain) run the same stores
+// and loads in the same order as the general path (reserve + seal + commit; look + copy + commit)
+// without its loops and callbacks; get_many/put_many of plain items copy runs of records in
+// loops of their own. Anything unusual (a wrap, a full ring, another record kind, a dead lock
+// owner) falls back to the general path before it has written anything.
 #pragma once
 
 #include <atomic>
