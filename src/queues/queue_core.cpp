@@ -684,6 +684,32 @@ bool QueueCore::get_one_plain(PlainSink& sink) {
   return true;
 }
 
+bool QueueCore::hold_one(HeldItem& item) {
+  RingData* r = get_ring_.r;
+  uint64_t pos = r->head.load(std::memory_order_relaxed);
+  const uint64_t cap = get_ring_.cap;
+  uint64_t off = pos & (cap - 1);
+  if ((pos & 7) || kHeaderSize > cap - off) return false;
+  const char* slot = get_ring_.data + off;
+  uint64_t word = header_at(const_cast<char*>(slot)).load(std::memory_order_acquire);
+  if (word != 0 && header_kind(word) == kRecordSkip) {  // as in get_one_plain
+    const uint64_t skip = record_bytes(header_size(word));
+    if (skip >= cap - off) return false;
+    pos += skip;
+    off += skip;
+    slot += skip;
+    word = header_at(const_cast<char*>(slot)).load(std::memory_order_acquire);
+  }
+  if (word == 0 || header_kind(word) != kRecordItem) return false;
+  const uint64_t rec = record_bytes(header_size(word));
+  if (rec > cap - off) return false;
+  // Nothing is committed yet: release_held() commits the head past the item (and any filler).
+  item.data = slot + kHeaderSize;
+  item.size = header_size(word);
+  item.end = pos + rec;
+  return true;
+}
+
 void QueueCore::publish_get(uint64_t head, uint64_t items) {
   uint64_t count = q_->get_count.load(std::memory_order_relaxed) + items;
   q_->get_intent_ring.store(get_ring_.id, std::memory_order_relaxed);
@@ -922,16 +948,21 @@ size_t QueueCore::get_impl(size_t max_items, DeliverFn deliver, void* ctx, const
   // dead lock owner to repair after) takes the loop below, which an empty queue enters with the
   // lock still held (consumers that find the queue empty take turns at the lock once, not twice).
   bool locked = false;
-  if (max_items == 1 && !deliver && !hold &&
-      q_->shut_down.load(std::memory_order_acquire) == kNotShutDown &&
+  if (max_items == 1 && !deliver && q_->shut_down.load(std::memory_order_acquire) == kNotShutDown &&
       robust_try_lock(q_->get_lock)) {
     bool got;
     try {
       refresh_get_ring();
-      got = get_one_plain(*static_cast<PlainSink*>(ctx));
+      got = hold ? hold_one(*hold) : get_one_plain(*static_cast<PlainSink*>(ctx));
     } catch (...) {
       robust_unlock(q_->get_lock);
       throw;
+    }
+    if (got && hold) {  // a view's item: the lock stays held until release_held()
+      hold->ring = get_ring_.seg;
+      hold->tid = current_tid();
+      held_tid_.store(hold->tid, std::memory_order_relaxed);
+      return 1;
     }
     if (got) {
       robust_unlock(q_->get_lock);

@@ -347,6 +347,8 @@ class QueueCore {
   // The common get() of one plain item at the head: false when get_locked must look (nothing
   // there, another kind of record, the ring's end).
   bool get_one_plain(PlainSink& sink);
+  // get_hold()'s look at the head the same way: an item record (after a filler) left in place.
+  bool hold_one(HeldItem& item);
   // Under put_lock: up to max_items plain items of `size` bytes from `src`, as many as fit before
   // the ring's end and in its free space; 0 when the next one needs reserve().
   size_t put_run(const char* src, size_t size, size_t max_items);
