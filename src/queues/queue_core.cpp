@@ -457,7 +457,7 @@ size_t QueueCore::put_run(const char* src, size_t size, size_t max_items) {
   return k;
 }
 
-bool QueueCore::put_one_plain(const char* src, size_t size) {
+bool QueueCore::put_one_plain(const char* src, size_t size, FillFn fill) {
   const uint64_t rec = record_bytes(size), cap = put_ring_.cap;
   const uint64_t off = put_pos_ & (cap - 1);
   char* p = put_ring_.data + off;
@@ -477,7 +477,16 @@ bool QueueCore::put_one_plain(const char* src, size_t size) {
   header_at(put_ring_.data + ((off + gap + rec) & (cap - 1))).store(0, std::memory_order_relaxed);
   const uint64_t word = header_word(size, kRecordItem);
   if (gap) header_at(p + gap).store(word, std::memory_order_relaxed);
-  copy_item(p + gap + kHeaderSize, src, size);
+  if (!fill) {
+    copy_item(p + gap + kHeaderSize, src, size);
+  } else {
+    try {
+      fill(const_cast<char*>(src), 0, p + gap + kHeaderSize);
+    } catch (...) {  // a put_with() writer threw: nothing is sealed; leave the slot as it was
+      if (gap) header_at(p + gap).store(0, std::memory_order_relaxed);
+      throw;
+    }
+  }
   if (g_put_crash_point) g_put_crash_point(PutCrashPoint::before_first_seal);
   header_at(p).store(gap ? header_word(gap - kHeaderSize, kRecordSkip) : word,
                      std::memory_order_release);
@@ -559,10 +568,10 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
 size_t QueueCore::put(size_t count, const size_t* sizes, size_t stride, FillFn fill, void* ctx,
                       const Deadline& deadline) {
   if (closed_pid_.load(std::memory_order_relaxed)) check_open("put");
-  // One plain item (put(x) of a number, a struct) with room for it: straight to put_one_plain,
-  // without put_all's loop. What it cannot place (no room: a wait, a bigger ring) takes the
-  // general path.
-  if (count == 1 && !fill && stride == 0 && !is_shutdown()) {
+  // One item (put(x), put_with) with room for it: straight to put_one_plain, without put_all's
+  // loop. What it cannot place (no room: a wait, a bigger ring; an item out of line or with
+  // references) takes the general path.
+  if (count == 1 && !is_shutdown()) {
     const uint64_t maxsize = q_->maxsize;
     const bool biased = enter_put();
     bool done = false;
@@ -572,7 +581,7 @@ size_t QueueCore::put(size_t count, const size_t* sizes, size_t stride, FillFn f
       if (maxsize && put_count - q_->put_seen_get_count >= maxsize)
         q_->put_seen_get_count = q_->get_count.load(std::memory_order_acquire);
       if (!maxsize || put_count - q_->put_seen_get_count < maxsize)
-        done = put_one_plain(static_cast<const char*>(ctx), sizes[0]);
+        done = put_one_plain(static_cast<const char*>(ctx), sizes[0], fill);
     } catch (...) {
       leave_put(biased);
       throw;
@@ -959,7 +968,6 @@ size_t QueueCore::get_impl(size_t max_items, DeliverFn deliver, void* ctx, const
       throw;
     }
     if (got && hold) {  // a view's item: the lock stays held until release_held()
-      hold->ring = get_ring_.seg;
       hold->tid = current_tid();
       held_tid_.store(hold->tid, std::memory_order_relaxed);
       return 1;
@@ -1001,7 +1009,6 @@ size_t QueueCore::get_impl(size_t max_items, DeliverFn deliver, void* ctx, const
       throw;
     }
     if (hold && n) {
-      hold->ring = get_ring_.seg;
       hold->tid = current_tid();
       held_tid_.store(hold->tid, std::memory_order_relaxed);
       return n;

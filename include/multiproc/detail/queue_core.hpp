@@ -218,9 +218,9 @@ struct PlainSink {
 struct HeldItem {
   const char* data = nullptr;
   size_t size = 0;
-  uint64_t end = 0;               // the ring position just past its record
-  uint32_t tid = 0;               // the thread that holds get_lock for it (0: nothing held)
-  std::shared_ptr<Segment> ring;  // keeps data mapped
+  uint64_t end = 0;  // the ring position just past its record
+  uint32_t tid = 0;  // the thread that holds get_lock for it (0: nothing held)
+  // data stays mapped without a reference of its own: the ring can only change under get_lock.
   std::shared_ptr<Segment> blob;  // an out-of-line item's segment, unlinked on release
 };
 
@@ -341,9 +341,10 @@ class QueueCore {
   void seal_pending();
   // The commit of what put_pos_/put_unpublished_ say was written and sealed (publish_put's end).
   void commit_put();
-  // One small plain item, the common put(x): reserve, copy and publish in one piece. False
-  // (nothing written) when it needs put_locked's general path (a wrap, a full or small ring).
-  bool put_one_plain(const char* src, size_t size);
+  // One item, the common put(x): reserve, copy (from src, or fill(src, 0, dst)) and publish in
+  // one piece. False (nothing written) when it needs put_locked's general path (a wrap, a full
+  // or small ring, an item out of line or with references).
+  bool put_one_plain(const char* src, size_t size, FillFn fill = nullptr);
   // The common get() of one plain item at the head: false when get_locked must look (nothing
   // there, another kind of record, the ring's end).
   bool get_one_plain(PlainSink& sink);
