@@ -36,8 +36,12 @@ REPO = BENCH.parent
 NOT_SCENARIOS = {"common", "results", "__pycache__"}
 BASELINE = "multiproc"
 # Column order: multiproc first, then the products, then the raw baselines and bounds.
-PREFERRED = ["multiproc", "python_mp", "boost_mq", "pipe", "socketpair", "spsc_ring", "mpmc_ring",
-             "memcpy"]
+PREFERRED = ["multiproc", "multiproc_zerocopy", "python_mp", "boost_mq", "pipe", "socketpair",
+             "spsc_ring", "mpmc_ring", "memcpy"]
+# Raw rings and memcpy: hardware bounds, not products (dashed in the charts). A scenario.json may
+# name, per case, the bound its products are measured against ("bounds"), and the fraction of it
+# aimed at ("bound_aims"); the tables then show each multiproc figure as a fraction of its bound.
+BOUNDS = ("spsc_ring", "mpmc_ring", "memcpy")
 REPEATS = {"smoke": 1, "quick": 3, "full": 5}
 TIMEOUTS = {"smoke": 60, "quick": 120, "full": 600}
 KEYS = {"scenario": str, "case": str, "competitor": str, "placement": str, "metric": str,
@@ -319,6 +323,15 @@ def aggregate(scenario, runs):
             if comp != BASELINE and base and cell["median"]:
                 cell["ratio"] = (base / cell["median"] if row["higher_is_better"]
                                  else cell["median"] / base)
+        # Fraction of the case's bound, in this same run (higher-is-better metrics only).
+        bound = scenario.config.get("bounds", {}).get(row["case"])
+        bound_median = row["cells"].get(bound, {}).get("median") if bound else None
+        if bound_median and row["higher_is_better"]:
+            row["bound"] = bound
+            row["bound_aim"] = scenario.config.get("bound_aims", {}).get(row["case"])
+            for comp, cell in row["cells"].items():
+                if comp not in BOUNDS and cell["median"]:
+                    cell["of_bound"] = cell["median"] / bound_median
         out.append(row)
     return out
 
@@ -381,6 +394,8 @@ def render_markdown(meta, scenarios, tables, failures):
         "latency and time (↓, lower is better). So **r > 1 means multiproc wins**, r < 1 that it "
         "loses. — = no result (competitor not written yet, or nothing to compare with); n/a = "
         "the case does not apply to that competitor; FAIL = crashed, timed out or failed its check.",
+        "**[f of bound]** after a multiproc figure is that figure divided by the hardware bound's "
+        "(a raw ring, named in the scenario's table of fractions) in the same run.",
         "",
     ]
     for s in scenarios:
@@ -406,6 +421,8 @@ def render_markdown(meta, scenarios, tables, failures):
                     text = fmt_value(cell["median"], row["unit"])
                     if cell["ratio"] is not None:
                         text += f" (×{sig3(cell['ratio'])})"
+                    if c.startswith(BASELINE) and cell.get("of_bound") is not None:
+                        text += f" [{cell['of_bound']:.2f} of bound]"
                 cells.append(text)
             lines.append(f"| {row['case']} | {row['placement']} | {metric_label(row)} | "
                          + " | ".join(cells) + " |")
@@ -414,8 +431,38 @@ def render_markdown(meta, scenarios, tables, failures):
         if notes:
             lines += ["", "n/a: " + "; ".join(notes) + "."]
         lines.append("")
-    lines.append("## Failures")
+        lines += render_fractions(s, rows)
+    lines += render_failures(failures)
+    return "\n".join(lines)
+
+
+def render_fractions(scenario, rows):
+    """The multiproc competitors as fractions of each case's bound (scenario.json "bounds")."""
+    rows = [r for r in rows if r.get("bound") and r["metric"] in ("items_per_s", "tasks_per_s")]
+    if not rows:
+        return []
+    comps = [c.name for c in scenario.competitors
+             if c.name.startswith(BASELINE) and c.name not in BOUNDS]
+    lines = ["Fractions of the bound (median ÷ the bound's median, same run"
+             + (f"; {scenario.config['bounds_note']}" if scenario.config.get("bounds_note") else "")
+             + "):", "",
+             "| case | placement | bound | " + " | ".join(comps) + " | aim |",
+             "|---|---|---|" + "---|" * (len(comps) + 1)]
+    for row in rows:
+        cells = []
+        for c in comps:
+            f = row["cells"].get(c, {}).get("of_bound")
+            cells.append("—" if f is None else f"{f:.2f}")
+        aim = row.get("bound_aim")
+        lines.append(f"| {row['case']} | {row['placement']} | {row['bound']} "
+                     f"{fmt_value(row['cells'][row['bound']]['median'], row['unit'])} | "
+                     + " | ".join(cells) + f" | {'≥ ' + str(aim) if aim else ''} |")
     lines.append("")
+    return lines
+
+
+def render_failures(failures):
+    lines = ["## Failures", ""]
     if failures:
         for f in failures:
             lines.append(f"- {f['scenario']}/{f['competitor']} ({f['placement']}, run {f['run']}): "
@@ -423,7 +470,7 @@ def render_markdown(meta, scenarios, tables, failures):
     else:
         lines.append("None.")
     lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 # ---- charts -------------------------------------------------------------------------------------
@@ -454,7 +501,7 @@ def write_charts(tables, scenarios, results_dir):
         placement = placements[0] if placements else rows[0]["placement"]
         sizes = [("int64_1to1", 8), ("bytes1k_1to1", 1024), ("bytes64k_1to1", 65536),
                  ("bytes1m_1to1", 1 << 20)]
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+        fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
         for comp in [c.name for c in by_name["queue_throughput"].competitors]:
             xs, items, nbytes = [], [], []
             for case, size in sizes:
@@ -464,7 +511,7 @@ def write_charts(tables, scenarios, results_dir):
                     items.append(v)
                     nbytes.append(v * size)
             if xs:
-                style = "--" if comp in ("spsc_ring", "mpmc_ring", "memcpy") else "-"
+                style = "--" if comp in BOUNDS else "-"
                 width = 2.5 if comp == BASELINE else 1.5
                 axes[0].plot(xs, items, style, marker="o", label=comp, linewidth=width,
                              color=color_of(comp))
@@ -478,7 +525,30 @@ def write_charts(tables, scenarios, results_dir):
             ax.set_ylabel(ylabel)
             ax.grid(True, which="both", alpha=0.3)
         axes[0].legend(fontsize=8)
-        fig.suptitle(f"Queue throughput, 1 producer → 1 consumer ({placement}); dashed = bounds")
+        # Third panel: each multiproc competitor as a fraction of the case's bound, same run.
+        frac_rows = [r for r in rows if r["placement"] == placement and r.get("bound")
+                     and r["metric"] == "items_per_s"]
+        comps = [c.name for c in by_name["queue_throughput"].competitors
+                 if c.name.startswith(BASELINE)]
+        width = 0.8 / max(1, len(comps))
+        for i, comp in enumerate(comps):
+            xs = [j + (i - (len(comps) - 1) / 2) * width for j, r in enumerate(frac_rows)
+                  if r["cells"].get(comp, {}).get("of_bound")]
+            ys = [r["cells"][comp]["of_bound"] for r in frac_rows
+                  if r["cells"].get(comp, {}).get("of_bound")]
+            if xs:
+                axes[2].bar(xs, ys, width, label=comp, color=color_of(comp))
+        for j, r in enumerate(frac_rows):
+            if r.get("bound_aim"):
+                axes[2].plot([j - 0.45, j + 0.45], [r["bound_aim"]] * 2, "r:", linewidth=1.5)
+        axes[2].set_xticks(range(len(frac_rows)),
+                           [f"{r['case']}\n÷ {r['bound']}" for r in frac_rows], fontsize=7)
+        axes[2].set_ylabel("fraction of the bound (dotted: aim)")
+        axes[2].set_ylim(0, 1.1)
+        axes[2].grid(True, axis="y", alpha=0.3)
+        axes[2].legend(fontsize=8)
+        fig.suptitle(f"Queue throughput, 1 producer → 1 consumer ({placement}); dashed = bounds; "
+                     "right: multiproc ÷ bound")
         fig.tight_layout()
         written.append(_save(fig, results_dir / "queue_throughput.png"))
         plt.close(fig)

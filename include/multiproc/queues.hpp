@@ -15,14 +15,29 @@
 //
 // Items are encoded with serialization.hpp: plain-bytes types are copied straight into the ring,
 // others are serialized first (outside the queue's locks) and decoded after.
+//
+// Zero copy, for big items of plain-bytes types and of byte strings (std::string,
+// std::vector<char / unsigned char / std::byte>):
+//   q.put_with(size, [&](std::span<std::byte> dst) { /* write the item's bytes in place */ });
+//   { auto v = q.get_view();  use(v.bytes()); }   // read in place; the view's end consumes it
+// put_with's writer writes straight into the queue's shared memory (the ring, or an item's own
+// segment past 2 MiB); get_view's view reads it there. Both interoperate with put/get: an item
+// put_with() wrote is got by get() (a byte string of `size` bytes, or the plain T), and get_view()
+// shows what put() wrote. See put_with and get_view for what holding the queue meanwhile means.
 #pragma once
 
+#include <concepts>
+#include <cstddef>
 #include <cstring>
 #include <functional>
 #include <memory>
 #include <queue>
 #include <ranges>
+#include <span>
+#include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <multiproc/detail/handle.hpp>
@@ -33,6 +48,80 @@
 #include <multiproc/timeout.hpp>
 
 namespace multiproc {
+
+namespace detail {
+// Types whose encoding is a u64 length and then the bytes themselves (archive.hpp's std::string
+// and vector-of-plain-bytes layouts): put_with/get_view write and read those bytes in place.
+template <class T>
+struct is_byte_string : std::false_type {};
+template <class A>
+struct is_byte_string<std::basic_string<char, std::char_traits<char>, A>> : std::true_type {};
+template <class E, class A>
+struct is_byte_string<std::vector<E, A>>
+    : std::bool_constant<std::is_same_v<E, char> || std::is_same_v<E, unsigned char> ||
+                         std::is_same_v<E, signed char> || std::is_same_v<E, std::byte>> {};
+inline constexpr size_t kByteStringPrefix = sizeof(uint64_t);
+}  // namespace detail
+
+// An item read in place (Queue<T>::get_view): its bytes stay in the queue's shared memory until
+// the view is destroyed or release()d, which consumes the item. Move-only.
+//
+// While a view lives, its thread holds the queue's consumer lock: other consumers wait (a get()
+// with a timeout gives up after it, and Full/Empty keep their meaning), producers go on putting.
+// So hold views briefly, release them on the thread that got them, and do not get() from the same
+// queue on that thread meanwhile (that throws ProcessError). A copy in a child forked meanwhile
+// releases nothing. A consumer killed while it holds a view consumed nothing: the next consumer
+// gets that item (at the front, again) - the queue's rule that a process killed mid-get loses at
+// most its own item, here lost to nobody.
+template <class T>
+class ItemView {
+ public:
+  ItemView() = default;
+  ItemView(ItemView&& o) noexcept : core_(std::move(o.core_)), held_(std::move(o.held_)) {
+    o.held_ = detail::HeldItem{};
+  }
+  ItemView& operator=(ItemView&& o) noexcept {
+    if (this != &o) {
+      release();
+      core_ = std::move(o.core_);
+      held_ = std::move(o.held_);
+      o.held_ = detail::HeldItem{};
+    }
+    return *this;
+  }
+  ~ItemView() { release(); }
+
+  // The item's bytes: a plain T's sizeof(T), or a byte string's contents.
+  std::span<const std::byte> bytes() const {
+    const size_t skip = detail::is_byte_string<T>::value ? detail::kByteStringPrefix : 0;
+    return {reinterpret_cast<const std::byte*>(held_.data) + skip, held_.size - skip};
+  }
+  const std::byte* data() const { return bytes().data(); }
+  size_t size() const { return bytes().size(); }
+  // A plain T in place (the queue aligns items to 8 bytes, and items of 512 bytes on to 64).
+  const T& value() const requires(detail::is_plain_bytes_v<T> && alignof(T) <= 8) {
+    return *std::launder(reinterpret_cast<const T*>(held_.data));
+  }
+  const T& operator*() const requires(detail::is_plain_bytes_v<T> && alignof(T) <= 8) {
+    return value();
+  }
+  const T* operator->() const requires(detail::is_plain_bytes_v<T> && alignof(T) <= 8) {
+    return &value();
+  }
+  // Consumes the item now (the destructor does it otherwise). A view holds nothing afterwards.
+  void release() {
+    if (core_ && held_.tid) core_->release_held(held_);
+    held_ = detail::HeldItem{};
+    core_.reset();
+  }
+  explicit operator bool() const { return held_.tid != 0; }
+
+ private:
+  template <class>
+  friend class Queue;
+  std::shared_ptr<detail::QueueCore> core_;
+  detail::HeldItem held_;
+};
 
 template <class T>
 class Queue {
@@ -103,6 +192,55 @@ class Queue {
     return out;
   }
 
+  // Zero-copy put (plain-bytes T, or a byte string: see the top of this file): waits for room as
+  // put() does (Full after `timeout`, ShutDown), then calls writer(std::span<std::byte> dst) once,
+  // with dst the item's `size` bytes in the queue's shared memory (sizeof(T) for a plain T; 8-byte
+  // aligned, 64 from 512 bytes on, except a byte string's, which follow its 8-byte length), and
+  // the item is queued when writer returns. A writer that throws queues nothing (the exception
+  // passes through). The writer runs with the producers' lock held: other producers wait for
+  // it, and it must not put to this queue itself. A producer killed inside writer loses that
+  // item only; the queue stays whole for the others.
+  template <class Writer>
+      void put_with(size_t size, Writer&& writer,
+                    Timeout timeout = std::nullopt) requires(detail::is_plain_bytes_v<T> ||
+                                                             detail::is_byte_string<T>::value) &&
+      std::invocable<Writer&, std::span<std::byte>> {
+    struct Ctx {
+      std::remove_reference_t<Writer>* writer;
+      size_t size;
+    } ctx{&writer, size};
+    size_t bytes = size;
+    if constexpr (Codec::plain) {
+      if (size != sizeof(T))
+        throw std::invalid_argument("put_with: a " + std::to_string(sizeof(T)) +
+                                    "-byte item type, given " + std::to_string(size) + " bytes");
+    } else {
+      bytes += detail::kByteStringPrefix;
+    }
+    detail::FillFn fill = [](void* c, size_t, char* dst) {
+      auto* x = static_cast<Ctx*>(c);
+      if constexpr (!Codec::plain) {
+        const uint64_t n = x->size;
+        std::memcpy(dst, &n, sizeof n);
+        dst += detail::kByteStringPrefix;
+      }
+      (*x->writer)(std::span<std::byte>(reinterpret_cast<std::byte*>(dst), x->size));
+    };
+    if (core().put(1, &bytes, 0, fill, &ctx, detail::Deadline::after(timeout)) != 1) throw Full();
+  }
+  // Zero-copy get: waits like get() (Empty after `timeout`, ShutDown once shut down and drained)
+  // and returns a view of the item in place (ItemView above: the item is consumed when the view
+  // ends; meanwhile other consumers wait).
+  ItemView<T> get_view(Timeout timeout = std::nullopt) requires(detail::is_plain_bytes_v<T> ||
+                                                                detail::is_byte_string<T>::value) {
+    return view_until(detail::Deadline::after(timeout));
+  }
+  ItemView<T> get_view_nowait() requires(detail::is_plain_bytes_v<T> ||
+                                         detail::is_byte_string<T>::value) {
+    return view_until(detail::Deadline::now());
+  }
+
+  // Approximate, as in Python: other processes may change it at any moment.
   // Approximate, as in Python: other processes may change it at any moment.
   size_t qsize() const { return core().qsize(); }
   bool empty() const { return core().empty(); }
@@ -164,11 +302,35 @@ class Queue {
     }
   }
 
+  ItemView<T> view_until(const detail::Deadline& deadline) {
+    ItemView<T> v;
+    auto& c = core();
+    if (!c.get_hold(v.held_, deadline)) throw Empty();
+    v.core_ = core_;
+    if constexpr (Codec::plain) {
+      if (v.held_.size != sizeof(T)) {
+        v.release();
+        throw ProcessError("queue item has the wrong size for its type");
+      }
+    } else {
+      uint64_t n = 0;
+      if (v.held_.size >= sizeof n) std::memcpy(&n, v.held_.data, sizeof n);
+      if (v.held_.size < sizeof n || n != v.held_.size - sizeof n) {
+        v.release();
+        throw ProcessError("queue " + c.name() + ": an item that is not a byte string (" +
+                           std::to_string(v.held_.size) + " bytes)");
+      }
+    }
+    return v;
+  }
+
   T get_one(const detail::Deadline& deadline) {
     auto& c = core();
     if constexpr (Codec::plain) {
+      // As get_many's items: the core's inlined copy, not a call per item.
       T item;
-      if (c.get(1, &Codec::deliver_plain_one, &item, deadline) == 0) throw Empty();
+      detail::PlainSink sink{reinterpret_cast<char*>(std::addressof(item)), sizeof(T)};
+      if (c.get(1, nullptr, &sink, deadline) == 0) throw Empty();
       return item;
     } else {
       typename Codec::Encoded e;

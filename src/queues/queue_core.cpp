@@ -22,6 +22,9 @@ constexpr int kSlowPollPauses = 64;
 // (get_many of 8-byte items: 125 M/s without, 190 M/s with; measured 512 B to 4 KiB ahead).
 constexpr uint64_t kReadAhead = 4096;
 
+// A get() whose deadline has passed still waits this long for get_lock (see get_impl).
+constexpr auto kLockGrace = std::chrono::milliseconds(10);
+
 // Bytes a record of `size` payload bytes takes in a ring.
 constexpr uint64_t record_bytes(uint64_t size) {
   return (kHeaderSize + size + 7) & ~uint64_t{7};
@@ -202,8 +205,10 @@ void QueueCore::begin_put_section() {
   if (put_pos_ & 7) corrupt("its ring's tail " + std::to_string(put_pos_) + " is misaligned");
 }
 
-void QueueCore::lock_get() {
-  const bool owner_died = robust_lock_nonrecursive(q_->get_lock) == LockStatus::acquired_owner_died;
+bool QueueCore::lock_get(const Deadline& deadline) {
+  const LockStatus status = robust_lock_nonrecursive(q_->get_lock, deadline);
+  if (status == LockStatus::timed_out) return false;
+  const bool owner_died = status == LockStatus::acquired_owner_died;
   // A damaged ring throws from here: the lock must not stay held by a live thread, or every
   // other getter waits for it forever.
   try {
@@ -219,6 +224,7 @@ void QueueCore::lock_get() {
     robust_unlock(q_->get_lock);
     throw;
   }
+  return true;
 }
 
 void QueueCore::repair_dead_producer() {
@@ -271,15 +277,11 @@ QueueCore::RingView QueueCore::map_ring(const char* name_field, uint64_t id) con
   return v;
 }
 
-void QueueCore::refresh_put_ring() {
-  uint64_t gen = q_->tail_ring_gen.load(std::memory_order_acquire);
-  if (gen == put_ring_.id && put_ring_.r) return;
+void QueueCore::remap_put_ring(uint64_t gen) {
   put_ring_ = map_ring(q_->tail_ring_name[gen & 1], gen);
 }
 
-void QueueCore::refresh_get_ring() {
-  uint64_t gen = q_->head_ring_gen.load(std::memory_order_acquire);
-  if (gen == get_ring_.id && get_ring_.r) return;
+void QueueCore::remap_get_ring(uint64_t gen) {
   get_ring_ = map_ring(q_->head_ring_name[gen & 1], gen);
 }
 
@@ -295,6 +297,10 @@ void QueueCore::publish_put() {
   if (g_put_crash_point && pending_header_) g_put_crash_point(PutCrashPoint::before_first_seal);
   seal_pending();
   if (put_unpublished_ == 0) return;
+  commit_put();
+}
+
+void QueueCore::commit_put() {
   if (g_put_crash_point) g_put_crash_point(PutCrashPoint::before_commit);
   uint64_t count = q_->put_count.load(std::memory_order_relaxed) + put_unpublished_;
   q_->put_intent_ring.store(put_ring_.id, std::memory_order_relaxed);
@@ -382,6 +388,19 @@ char* QueueCore::reserve(size_t payload, uint32_t kind) {
   }
 }
 
+void QueueCore::abandon_record(uint64_t start) {
+  // Nothing from `start` on is reachable: the batch's first record (pending_header_) is not
+  // sealed yet. Zeroing the abandoned record's first header (or not sealing it, if it is that
+  // first one) keeps "the word after the last record is 0" true for what stays.
+  char* header = put_ring_.data + (start & (put_ring_.cap - 1));
+  if (pending_header_ == header)
+    pending_header_ = nullptr;
+  else
+    header_at(header).store(0, std::memory_order_relaxed);
+  put_pos_ = start;
+  --put_unpublished_;
+}
+
 namespace {
 // The constant-size copy is inlined for the common 8-byte item.
 inline void copy_item(char* dst, const char* src, size_t size) {
@@ -389,6 +408,17 @@ inline void copy_item(char* dst, const char* src, size_t size) {
     std::memcpy(dst, src, 8);
   else
     std::memcpy(dst, src, size);
+}
+}  // namespace
+
+namespace {
+template <size_t kSize>
+void fill_plain_run(char* p, const char* src, uint64_t word, uint64_t rec, uint64_t n) {
+  const size_t size = kSize ? kSize : header_size(word);
+  for (uint64_t j = 0; j < n; ++j, p += rec, src += size) {
+    header_at(p).store(word, std::memory_order_relaxed);
+    std::memcpy(p + kHeaderSize, src, size);
+  }
 }
 }  // namespace
 
@@ -409,15 +439,61 @@ size_t QueueCore::put_run(const char* src, size_t size, size_t max_items) {
     k = std::min(fit, room());
   }
   char* p = put_ring_.data + off;
-  for (uint64_t j = 0; j < k; ++j, p += rec) {
-    seal_or_defer(p, header_word(size, kRecordItem));
-    copy_item(p + kHeaderSize, src + j * size, size);
+  if (k) {
+    // The first record may be the batch's first (sealed last); the others are sealed at once,
+    // in a loop of their own that keeps the sizes in registers.
+    const uint64_t word = header_word(size, kRecordItem);
+    seal_or_defer(p, word);
+    copy_item(p + kHeaderSize, src, size);
+    if (size == 8)
+      fill_plain_run<8>(p + rec, src + 8, word, rec, k - 1);
+    else
+      fill_plain_run<0>(p + rec, src + size, word, rec, k - 1);
   }
   if (k)
     header_at(put_ring_.data + ((off + k * rec) & (cap - 1))).store(0, std::memory_order_relaxed);
   put_pos_ += k * rec;
   put_unpublished_ += k;
   return k;
+}
+
+bool QueueCore::put_one_plain(const char* src, size_t size, FillFn fill) {
+  const uint64_t rec = record_bytes(size), cap = put_ring_.cap;
+  const uint64_t off = put_pos_ & (cap - 1);
+  char* p = put_ring_.data + off;
+  // As reserve(): an item of 512 bytes or more gets a filler record before it that puts its
+  // payload on a cache line.
+  const uint64_t gap = aligning_gap(p, size);
+  if (size > kMaxInlineItem || rec > cap / 4 || gap + rec > cap - off) return false;
+  // Room for the record(s) and the header slot after them.
+  RingData* r = put_ring_.r;
+  const uint64_t end = put_pos_ + gap + rec + kHeaderSize;
+  if (end - r->cached_head > cap) {
+    r->cached_head = r->head.load(std::memory_order_acquire);
+    if (end - r->cached_head > cap) return false;
+  }
+  // The stores of reserve() and publish_put(), in their order: the slot after the item zeroed,
+  // the item written, the first record's header stored last (the seal).
+  header_at(put_ring_.data + ((off + gap + rec) & (cap - 1))).store(0, std::memory_order_relaxed);
+  const uint64_t word = header_word(size, kRecordItem);
+  if (gap) header_at(p + gap).store(word, std::memory_order_relaxed);
+  if (!fill) {
+    copy_item(p + gap + kHeaderSize, src, size);
+  } else {
+    try {
+      fill(const_cast<char*>(src), 0, p + gap + kHeaderSize);
+    } catch (...) {  // a put_with() writer threw: nothing is sealed; leave the slot as it was
+      if (gap) header_at(p + gap).store(0, std::memory_order_relaxed);
+      throw;
+    }
+  }
+  if (g_put_crash_point) g_put_crash_point(PutCrashPoint::before_first_seal);
+  header_at(p).store(gap ? header_word(gap - kHeaderSize, kRecordSkip) : word,
+                     std::memory_order_release);
+  put_pos_ += gap + rec;
+  put_unpublished_ = 1;
+  commit_put();
+  return true;
 }
 
 size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, size_t stride,
@@ -448,7 +524,13 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
     if (size > kMaxInlineItem) {
       // Out of line: the item is written straight into a blob segment of its own.
       auto blob = Segment::create(SegmentKind::blob, size, false);
-      write_item(n, static_cast<char*>(blob->payload()), size);
+      try {
+        write_item(n, static_cast<char*>(blob->payload()), size);
+      } catch (...) {  // a put_with() writer threw: the item is not put
+        blob->unlink();
+        publish_put();
+        throw;
+      }
       char* dst;
       try {
         dst = reserve(sizeof(BlobRef), kRecordBlob);
@@ -467,9 +549,16 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
       ++n;
       continue;
     }
+    const uint64_t start_ring = put_ring_.id, start = put_pos_;
     char* dst = reserve(size, kind);
     if (!dst) break;
-    write_item(n, dst, size);
+    try {
+      write_item(n, dst, size);
+    } catch (...) {  // a put_with() writer threw: the item is not put, those before it are
+      abandon_record(put_ring_.id == start_ring ? start : 0);  // grow() starts a ring at 0
+      publish_put();
+      throw;
+    }
     ++n;
   }
   publish_put();
@@ -479,6 +568,30 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
 size_t QueueCore::put(size_t count, const size_t* sizes, size_t stride, FillFn fill, void* ctx,
                       const Deadline& deadline) {
   if (closed_pid_.load(std::memory_order_relaxed)) check_open("put");
+  // One item (put(x), put_with) with room for it: straight to put_one_plain, without put_all's
+  // loop. What it cannot place (no room: a wait, a bigger ring; an item out of line or with
+  // references) takes the general path.
+  if (count == 1 && !is_shutdown()) {
+    const uint64_t maxsize = q_->maxsize;
+    const bool biased = enter_put();
+    bool done = false;
+    try {
+      // A bounded queue: room as put_all sees it (get_count read only when the view is full).
+      const uint64_t put_count = q_->put_count.load(std::memory_order_relaxed);
+      if (maxsize && put_count - q_->put_seen_get_count >= maxsize)
+        q_->put_seen_get_count = q_->get_count.load(std::memory_order_acquire);
+      if (!maxsize || put_count - q_->put_seen_get_count < maxsize)
+        done = put_one_plain(static_cast<const char*>(ctx), sizes[0], fill);
+    } catch (...) {
+      leave_put(biased);
+      throw;
+    }
+    leave_put(biased);
+    if (done) {
+      q_->not_empty.notify(1);
+      return 1;
+    }
+  }
   return put_all(count, sizes, stride, fill, ctx, deadline);
 }
 
@@ -507,7 +620,11 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
     }
     size_t n = 0;
     try {
-      n = limit ? put_locked(done, limit, sizes, stride, fill, ctx) : 0;
+      if (limit == 1 && !fill && stride == 0 &&
+          put_one_plain(static_cast<const char*>(ctx) + done * sizes[0], sizes[0]))
+        n = 1;
+      else
+        n = limit ? put_locked(done, limit, sizes, stride, fill, ctx) : 0;
     } catch (...) {
       publish_put();
       leave_put(biased);
@@ -551,6 +668,57 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
 
 // ---- consumer side ----------------------------------------------------------------------------
 
+bool QueueCore::get_one_plain(PlainSink& sink) {
+  RingData* r = get_ring_.r;
+  uint64_t pos = r->head.load(std::memory_order_relaxed);
+  const uint64_t cap = get_ring_.cap, rec = record_bytes(sink.item_size);
+  uint64_t off = pos & (cap - 1);
+  if ((pos & 7) || rec > cap - off) return false;
+  const char* slot = get_ring_.data + off;
+  uint64_t word = header_at(const_cast<char*>(slot)).load(std::memory_order_acquire);
+  if (word != 0 && header_kind(word) == kRecordSkip) {
+    // The filler that puts an item of 512 bytes or more on a cache line: step over it.
+    const uint64_t skip = record_bytes(header_size(word));
+    if (skip >= cap - off) return false;
+    pos += skip;
+    off += skip;
+    if (rec > cap - off) return false;
+    slot += skip;
+    word = header_at(const_cast<char*>(slot)).load(std::memory_order_acquire);
+  }
+  if (word != header_word(sink.item_size, kRecordItem)) return false;
+  __builtin_prefetch(get_ring_.data + ((off + kReadAhead) & (cap - 1)));
+  copy_item(sink.out + sink.count++ * sink.item_size, slot + kHeaderSize, sink.item_size);
+  publish_get(pos + rec, 1);
+  return true;
+}
+
+bool QueueCore::hold_one(HeldItem& item) {
+  RingData* r = get_ring_.r;
+  uint64_t pos = r->head.load(std::memory_order_relaxed);
+  const uint64_t cap = get_ring_.cap;
+  uint64_t off = pos & (cap - 1);
+  if ((pos & 7) || kHeaderSize > cap - off) return false;
+  const char* slot = get_ring_.data + off;
+  uint64_t word = header_at(const_cast<char*>(slot)).load(std::memory_order_acquire);
+  if (word != 0 && header_kind(word) == kRecordSkip) {  // as in get_one_plain
+    const uint64_t skip = record_bytes(header_size(word));
+    if (skip >= cap - off) return false;
+    pos += skip;
+    off += skip;
+    slot += skip;
+    word = header_at(const_cast<char*>(slot)).load(std::memory_order_acquire);
+  }
+  if (word == 0 || header_kind(word) != kRecordItem) return false;
+  const uint64_t rec = record_bytes(header_size(word));
+  if (rec > cap - off) return false;
+  // Nothing is committed yet: release_held() commits the head past the item (and any filler).
+  item.data = slot + kHeaderSize;
+  item.size = header_size(word);
+  item.end = pos + rec;
+  return true;
+}
+
 void QueueCore::publish_get(uint64_t head, uint64_t items) {
   uint64_t count = q_->get_count.load(std::memory_order_relaxed) + items;
   q_->get_intent_ring.store(get_ring_.id, std::memory_order_relaxed);
@@ -577,6 +745,27 @@ namespace {
 // What an immediate shutdown delivers to: nothing (get_locked gives back the items' references).
 void discard_item(void*, const char*, size_t) {}
 
+// Copies a run of plain records of `rec` bytes whose header is `word`, from `slot` (whose header
+// was seen), up to `limit`, into `out`; returns how many. Its own loop, with the sizes in
+// registers (kSize 8: the common 8-byte item, copied with one move), asking for the ring's lines
+// kReadAhead ahead once per line rather than once per record.
+template <size_t kSize>
+uint64_t copy_plain_run(char* out, const char* slot, uint64_t word, uint64_t rec, uint64_t limit) {
+  const size_t size = kSize ? kSize : header_size(word);
+  const char* p = slot;
+  uint64_t k = 0;
+  __builtin_prefetch(p + kReadAhead);
+  for (;;) {
+    std::memcpy(out, p + kHeaderSize, size);
+    out += size;
+    p += rec;
+    if (++k == limit) break;
+    if ((reinterpret_cast<uintptr_t>(p) & 63) < rec) __builtin_prefetch(p + kReadAhead);
+    if (header_at(const_cast<char*>(p)).load(std::memory_order_acquire) != word) break;
+  }
+  return k;
+}
+
 void deliver_to_sink(void* ctx, const char* src, size_t size) {
   auto* sink = static_cast<PlainSink*>(ctx);
   if (size != sink->item_size) throw ProcessError("queue item has the wrong size for its type");
@@ -584,7 +773,8 @@ void deliver_to_sink(void* ctx, const char* src, size_t size) {
 }
 }  // namespace
 
-size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Watch* watch) {
+size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Watch* watch,
+                             HeldItem* hold) {
   size_t delivered = 0;
   uint64_t consumed = 0;
   RingData* r = get_ring_.r;
@@ -613,10 +803,15 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
     const uint64_t word = header_at(slot).load(std::memory_order_acquire);
     __builtin_prefetch(get_ring_.data + ((off + kReadAhead) & (cap - 1)));
     if (word == plain_word && sink && plain_rec <= cap - off) {
-      copy_item(sink->out + sink->count++ * sink->item_size, slot + kHeaderSize, sink->item_size);
-      pos += plain_rec;
-      ++delivered;
-      ++consumed;
+      const uint64_t limit = std::min<uint64_t>(max_items - delivered, (cap - off) / plain_rec);
+      char* out = sink->out + sink->count * sink->item_size;
+      const uint64_t k = sink->item_size == 8
+                             ? copy_plain_run<8>(out, slot, plain_word, plain_rec, limit)
+                             : copy_plain_run<0>(out, slot, plain_word, plain_rec, limit);
+      sink->count += k;
+      pos += k * plain_rec;
+      delivered += k;
+      consumed += k;
       continue;
     }
     if (word == 0) {
@@ -668,6 +863,14 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
         corrupt("an out-of-line item's references trailer is damaged");
       if (blob && deliver == &discard_item && (ref.size & kItemHasRefs))
         release_item_refs(bytes, ref.size & ~kItemHasRefs);
+      if (blob && hold) {  // left in place: consumed by release_held()
+        hold->data = bytes;
+        hold->size = len;
+        hold->blob = std::move(blob);
+        hold->end = pos + rec;
+        ++delivered;
+        break;
+      }
       if (blob) {
         deliver(ctx, bytes, len);
         blob->unlink();
@@ -681,6 +884,13 @@ size_t QueueCore::get_locked(size_t max_items, DeliverFn deliver, void* ctx, Wat
         corrupt("an item's references trailer is damaged");
       if (header_kind(word) == kRecordItemRefs && deliver == &discard_item)
         release_item_refs(slot + kHeaderSize, size);
+      if (hold) {
+        hold->data = slot + kHeaderSize;
+        hold->size = len;
+        hold->end = pos + rec;
+        ++delivered;
+        break;
+      }
       deliver(ctx, slot + kHeaderSize, len);
       ++delivered;
     }
@@ -708,23 +918,100 @@ bool QueueCore::watch_fired(const Watch& w) const {
 
 size_t QueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
                       bool spin, const std::atomic<uint32_t>* interrupt) {
+  return get_impl(max_items, deliver, ctx, deadline, spin, interrupt, nullptr);
+}
+
+bool QueueCore::get_hold(HeldItem& out, const Deadline& deadline) {
+  return get_impl(1, nullptr, nullptr, deadline, true, nullptr, &out) != 0;
+}
+
+void QueueCore::release_held(HeldItem& item) {
+  // A forked child's copy of a view (or one moved to another thread) is not the lock's holder.
+  if (item.tid == 0 || item.tid != current_tid()) {
+    item = HeldItem{};
+    return;
+  }
+  // The same order as get_locked's: a consumer killed between the two loses this item only.
+  if (item.blob) item.blob->unlink();
+  publish_get(item.end, 1);
+  held_tid_.store(0, std::memory_order_relaxed);
+  item = HeldItem{};
+  robust_unlock(q_->get_lock);
+  q_->not_full.notify(1);
+}
+
+void QueueCore::check_not_holding(const char* what) const {
+  if (held_tid_.load(std::memory_order_relaxed) == current_tid())
+    throw ProcessError(std::string(what) + "() on queue " + name() +
+                       " by a thread that holds a view of one of its items (get_view): release "
+                       "the view first (its lock would otherwise wait for itself)");
+}
+
+size_t QueueCore::get_impl(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
+                           bool spin, const std::atomic<uint32_t>* interrupt, HeldItem* hold) {
   if (closed_pid_.load(std::memory_order_relaxed)) check_open("get");
+  if (held_tid_.load(std::memory_order_relaxed)) check_not_holding(hold ? "get_view" : "get");
   if (max_items == 0) return 0;
+  // One plain item (get() of a number, a small struct) when get_lock is free and the queue not
+  // shut down: get_one_plain without the waiting loop's setup. Anything else (an empty queue, a
+  // dead lock owner to repair after) takes the loop below, which an empty queue enters with the
+  // lock still held (consumers that find the queue empty take turns at the lock once, not twice).
+  bool locked = false;
+  if (max_items == 1 && !deliver && q_->shut_down.load(std::memory_order_acquire) == kNotShutDown &&
+      robust_try_lock(q_->get_lock)) {
+    bool got;
+    try {
+      refresh_get_ring();
+      got = hold ? hold_one(*hold) : get_one_plain(*static_cast<PlainSink*>(ctx));
+    } catch (...) {
+      robust_unlock(q_->get_lock);
+      throw;
+    }
+    if (got && hold) {  // a view's item: the lock stays held until release_held()
+      hold->tid = current_tid();
+      held_tid_.store(hold->tid, std::memory_order_relaxed);
+      return 1;
+    }
+    if (got) {
+      robust_unlock(q_->get_lock);
+      q_->not_full.notify(1);
+      return 1;
+    }
+    locked = true;
+  }
+  // get_lock is held for microseconds, except by a consumer reading a view: past the caller's
+  // deadline (and a short grace, so that a get_nowait() does not fail on a brief hold) a
+  // waiter gives up.
+  const Deadline lock_deadline =
+      deadline.is_never() ? deadline
+                          : Deadline{std::max(*deadline.at, Deadline::Clock::now() + kLockGrace)};
   auto interrupted = [&] { return interrupt && interrupt->load(std::memory_order_relaxed) != 0; };
   Watch watch;
   for (;;) {
     // Read before looking: every put that finished before shutdown() is then seen below.
     const uint32_t shut = q_->shut_down.load(std::memory_order_acquire);
-    if (shut == kShutDownImmediate)
+    if (shut == kShutDownImmediate) {
+      if (locked) robust_unlock(q_->get_lock);
       throw ShutDown("get() on queue " + name() + ", which was shut down (immediate)");
+    }
     const bool was_closed = shut != kNotShutDown;
-    lock_get();
+    if (!locked && !lock_get(lock_deadline)) return 0;
+    locked = false;
     size_t n;
     try {
-      n = get_locked(max_items, deliver, ctx, &watch);
+      if (max_items == 1 && !deliver && !hold && get_one_plain(*static_cast<PlainSink*>(ctx)))
+        n = 1;
+      else
+        n = get_locked(max_items, deliver, ctx, &watch, hold);
     } catch (...) {
+      if (hold) *hold = HeldItem{};
       robust_unlock(q_->get_lock);
       throw;
+    }
+    if (hold && n) {
+      hold->tid = current_tid();
+      held_tid_.store(hold->tid, std::memory_order_relaxed);
+      return n;
     }
     robust_unlock(q_->get_lock);
     if (n) {
@@ -767,6 +1054,7 @@ void QueueCore::check_open(const char* what) const {
 }
 
 void QueueCore::shutdown(bool immediate) {
+  if (immediate && held_tid_.load(std::memory_order_relaxed)) check_not_holding("shutdown");
   if (immediate)
     q_->shut_down.store(kShutDownImmediate, std::memory_order_seq_cst);
   else {

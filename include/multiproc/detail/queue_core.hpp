@@ -26,6 +26,19 @@
 // Growth. An unbounded queue never blocks a producer: when a ring is full (or an item is too big
 // for it) the producer chains a larger ring and moves `tail_ring` on; consumers drain the old ring,
 // follow its next_name, and unlink it.
+//
+// Zero copy (Queue<T>::put_with / get_view). A put's fill callback always wrote the item in place
+// (the ring, or a blob); put_with hands it the user's writer, and a writer that throws takes its
+// record back (abandon_record) before anything is sealed. get_hold() stops where get() would
+// deliver: the item stays at the head, get_lock stays held by the reading thread, and
+// release_held() commits the head as get() would have. A holder killed before that commit
+// consumed nothing: the lock's next taker finds the item still at the head.
+//
+// Fast paths. put(x)/get() of one plain item (put_one_plain, get_one_plain) run the same stores
+// and loads in the same order as the general path (reserve + seal + commit; look + copy + commit)
+// without its loops and callbacks; get_many/put_many of plain items copy runs of records in
+// loops of their own. Anything unusual (a wrap, a full ring, another record kind, a dead lock
+// owner) falls back to the general path before it has written anything.
 #pragma once
 
 #include <atomic>
@@ -200,6 +213,17 @@ struct PlainSink {
   size_t count = 0;  // items copied so far
 };
 
+// An item that get_hold() left in place for its reader (Queue<T>::get_view): its bytes, and what
+// release_held() needs to consume it. get_lock stays held by the thread that got it until then.
+struct HeldItem {
+  const char* data = nullptr;
+  size_t size = 0;
+  uint64_t end = 0;  // the ring position just past its record
+  uint32_t tid = 0;  // the thread that holds get_lock for it (0: nothing held)
+  // data stays mapped without a reference of its own: the ring can only change under get_lock.
+  std::shared_ptr<Segment> blob;  // an out-of-line item's segment, unlinked on release
+};
+
 class QueueCore {
  public:
   static std::shared_ptr<QueueCore> create(uint64_t maxsize, bool joinable = false);
@@ -226,6 +250,12 @@ class QueueCore {
   size_t get(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
              bool spin = true, const std::atomic<uint32_t>* interrupt = nullptr);
   void wake_getters() { q_->not_empty.notify_all(); }
+  // Zero-copy get: waits like get() for one item, then leaves it in place and get_lock held by
+  // this thread; `out` describes it. Returns false if the deadline passed first. The item is
+  // consumed by release_held() (on this thread); if this thread's process dies first, the lock's
+  // next taker finds the item still at the head and delivers it again.
+  bool get_hold(HeldItem& out, const Deadline& deadline);
+  void release_held(HeldItem& item);
   // Removes the queue's segments now, whoever still holds handles (owners of private queues).
   void destroy();
 
@@ -271,8 +301,18 @@ class QueueCore {
     uint64_t ring_id = 0;
     uint64_t get_count = 0;
   };
-  void refresh_put_ring();
-  void refresh_get_ring();
+  // Map the ring producers (consumers) are at now, if it is not the one mapped; the check is
+  // inline, on every put (get).
+  void refresh_put_ring() {
+    const uint64_t gen = q_->tail_ring_gen.load(std::memory_order_acquire);
+    if (gen != put_ring_.id || !put_ring_.r) remap_put_ring(gen);
+  }
+  void refresh_get_ring() {
+    const uint64_t gen = q_->head_ring_gen.load(std::memory_order_acquire);
+    if (gen != get_ring_.id || !get_ring_.r) remap_get_ring(gen);
+  }
+  void remap_put_ring(uint64_t gen);
+  void remap_get_ring(uint64_t gen);
   void repair_dead_producer();
   // put_lock, biased (queue_core_bias.cpp). enter_put() returns whether this put runs under
   // this thread's bias (no lock operation at all); leave_put() ends the put either way.
@@ -299,19 +339,40 @@ class QueueCore {
     }
   }
   void seal_pending();
+  // The commit of what put_pos_/put_unpublished_ say was written and sealed (publish_put's end).
+  void commit_put();
+  // One item, the common put(x): reserve, copy (from src, or fill(src, 0, dst)) and publish in
+  // one piece. False (nothing written) when it needs put_locked's general path (a wrap, a full
+  // or small ring, an item out of line or with references).
+  bool put_one_plain(const char* src, size_t size, FillFn fill = nullptr);
+  // The common get() of one plain item at the head: false when get_locked must look (nothing
+  // there, another kind of record, the ring's end).
+  bool get_one_plain(PlainSink& sink);
+  // get_hold()'s look at the head the same way: an item record (after a filler) left in place.
+  bool hold_one(HeldItem& item);
   // Under put_lock: up to max_items plain items of `size` bytes from `src`, as many as fit before
   // the ring's end and in its free space; 0 when the next one needs reserve().
   size_t put_run(const char* src, size_t size, size_t max_items);
   bool grow(uint64_t min_record);
   void publish_put();
   void publish_get(uint64_t head, uint64_t items);
-  void lock_get();
+  void lock_get() { lock_get(Deadline::never()); }
   void switch_get_ring();
   size_t put_all(size_t count, const size_t* sizes, size_t stride, FillFn fill, void* ctx,
                  const Deadline& deadline);
   size_t put_locked(size_t first, size_t count, const size_t* sizes, size_t stride, FillFn fill,
                     void* ctx);
-  size_t get_locked(size_t max_items, DeliverFn deliver, void* ctx, Watch* watch);
+  size_t get_locked(size_t max_items, DeliverFn deliver, void* ctx, Watch* watch,
+                    HeldItem* hold = nullptr);
+  size_t get_impl(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
+                  bool spin, const std::atomic<uint32_t>* interrupt, HeldItem* hold);
+  bool lock_get(const Deadline& deadline);
+  // The thread that holds get_lock for a HeldItem (0: none): that thread's own get() would take
+  // its lock over as a dead owner's, so it is refused instead.
+  std::atomic<uint32_t> held_tid_{0};
+  void check_not_holding(const char* what) const;
+  // Takes back the record a failed fill was writing (at ring position `start`, put_lock held).
+  void abandon_record(uint64_t start);
   bool watch_fired(const Watch& w) const;
 
   std::shared_ptr<Segment> seg_;
