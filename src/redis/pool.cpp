@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
@@ -72,8 +73,57 @@ struct ResultMsg {
   }
 };
 
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+// OpenSSL 3's one-shot HMAC() fetches the algorithm and sets the key up on every call (about half
+// of its 2 µs); a task's round trip makes four of them (client seal, worker open, worker seal,
+// client open). Each thread keeps one context keyed and copies it.
+class MacCache {
+ public:
+  ~MacCache() {
+    if (ctx_) EVP_MAC_CTX_free(ctx_);
+    if (mac_) EVP_MAC_free(mac_);
+  }
+  EVP_MAC_CTX* keyed(const std::string& key) {
+    if (ctx_ && key == key_) return ctx_;
+    if (!mac_) mac_ = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+    if (!mac_) return nullptr;
+    if (ctx_) EVP_MAC_CTX_free(ctx_);
+    ctx_ = EVP_MAC_CTX_new(mac_);
+    char digest[] = "SHA256";
+    const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0),
+                                 OSSL_PARAM_construct_end()};
+    if (!ctx_ || !EVP_MAC_init(ctx_, reinterpret_cast<const unsigned char*>(key.data()), key.size(),
+                               params)) {
+      if (ctx_) EVP_MAC_CTX_free(ctx_);
+      ctx_ = nullptr;
+      return nullptr;
+    }
+    key_ = key;
+    return ctx_;
+  }
+
+ private:
+  EVP_MAC* mac_ = nullptr;
+  EVP_MAC_CTX* ctx_ = nullptr;
+  std::string key_;
+};
+#endif
+
 std::string hmac(const std::string& key, std::string_view body) {
   unsigned char out[EVP_MAX_MD_SIZE];
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+  thread_local MacCache cache;
+  if (EVP_MAC_CTX* keyed = cache.keyed(key)) {
+    EVP_MAC_CTX* c = EVP_MAC_CTX_dup(keyed);
+    size_t len = 0;
+    const bool ok =
+        c && EVP_MAC_update(c, reinterpret_cast<const unsigned char*>(body.data()), body.size()) &&
+        EVP_MAC_final(c, out, &len, sizeof out);
+    if (c) EVP_MAC_CTX_free(c);
+    if (!ok) throw ProcessError("multiproc: redis: OpenSSL HMAC-SHA256 failed");
+    return std::string(reinterpret_cast<char*>(out), len);
+  }
+#endif
   unsigned int len = 0;
   if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
             reinterpret_cast<const unsigned char*>(body.data()), body.size(), out, &len))
@@ -301,8 +351,14 @@ std::string handle_task(const std::string& key, const std::string& worker, const
   return seal(key, r);
 }
 
+// KEYS: results, proc, tasks. ARGV: result (empty: none), take. Answers the task in proc and, when
+// take is 1, moves the next task into proc and returns it: a busy worker makes one round trip per
+// task instead of two (answer, then BLMOVE).
 constexpr const char* kFinishScript =
-    "redis.call('RPUSH', KEYS[1], ARGV[1]) redis.call('LPOP', KEYS[2]) return 0";
+    "if ARGV[1] ~= '' then redis.call('RPUSH', KEYS[1], ARGV[1]) end "
+    "redis.call('LPOP', KEYS[2]) "
+    "if ARGV[2] == '1' then return redis.call('LMOVE', KEYS[3], KEYS[2], 'RIGHT', 'LEFT') end "
+    "return false";
 
 }  // namespace
 
@@ -356,23 +412,31 @@ void serve(const std::string& url, const std::string& name, const std::string& k
                        [&] { return stop_beat.load(); });
     }
   });
+  // The task in our processing list that the last answer's script took (empty: none).
+  std::string next;
   while (!g_worker_stop.load()) {
-    Reply r;
-    try {
-      r = conn.run({"BLMOVE", k_tasks, k_proc, "RIGHT", "LEFT", "0.2"}, Deadline::never(), 0.2);
-    } catch (const std::exception& e) {
-      say(std::string("multiproc: redis worker: ") + e.what());
-      break;
+    std::string task;
+    if (!next.empty()) {
+      task.swap(next);
+    } else {
+      Reply r;
+      try {
+        r = conn.run({"BLMOVE", k_tasks, k_proc, "RIGHT", "LEFT", "0.2"}, Deadline::never(), 0.2);
+      } catch (const std::exception& e) {
+        say(std::string("multiproc: redis worker: ") + e.what());
+        break;
+      }
+      if (r->type != REDIS_REPLY_STRING) continue;
+      task.assign(r->str, r->len);
     }
-    if (r->type != REDIS_REPLY_STRING) continue;
     std::string client;
-    const std::string result = handle_task(key, id, std::string(r->str, r->len), &client);
-    if (result.empty()) {
-      conn.run({"LPOP", k_proc}, Deadline::never());
-      continue;
-    }
-    conn.run({"EVAL", kFinishScript, "2", prefix + "results:" + client, k_proc, result},
-             Deadline::never());
+    const std::string result = handle_task(key, id, task, &client);
+    // A worker told to stop takes no next task; one it took anyway goes back below.
+    const bool take = !g_worker_stop.load();
+    Reply r = conn.run({"EVAL", kFinishScript, "3", prefix + "results:" + client, k_proc, k_tasks,
+                        result, take ? "1" : "0"},
+                       Deadline::never());
+    if (r->type == REDIS_REPLY_STRING) next.assign(r->str, r->len);
   }
   {
     std::lock_guard lk(beat_mu);
@@ -470,7 +534,8 @@ struct PoolClient::Impl {
   std::string url;
   PoolOptions options;
   std::string key, prefix, client, k_tasks, k_results, k_workers;
-  Connection send;  // submissions, under mu
+  std::mutex send_mu;  // send: the sender thread's, and workers()'s
+  Connection send;
   Connection recv;  // the result thread's
   std::mutex mu;
   std::condition_variable idle_cv;
@@ -479,12 +544,123 @@ struct PoolClient::Impl {
     std::shared_ptr<ChunkSink> sink;
     uint32_t chunk;
   };
-  std::unordered_map<uint64_t, Pending> pending;
+  std::unordered_map<uint64_t, Pending> pending;  // submitted (sent or not) and not answered
+  // Tasks submitted and not yet handed to the sender thread, in submission order.
+  struct Outgoing {
+    uint64_t task;
+    std::shared_ptr<const std::string> code;
+    std::string args;
+  };
+  std::vector<Outgoing> outbox;
+  std::condition_variable send_cv;  // outbox filled, or stopping
   bool closed = false, stopping = false;
   std::mutex local_mu;  // local, replaced from the result thread
   std::vector<Process> local;
   Context ctx = get_context();
-  std::thread results;
+  std::thread results, sender;
+
+  // The sender thread: takes whatever has accumulated in the outbox, signs it and pushes it with
+  // one multi-argument LPUSH (batches of up to 1000). Idle, it sleeps until a submission wakes it;
+  // busy, submissions pile up behind the round trip in flight and go together in the next one.
+  void send_loop() {
+    std::vector<Outgoing> batch;
+    std::vector<std::string> msgs;
+    for (;;) {
+      {
+        std::unique_lock lk(mu);
+        send_cv.wait(lk, [&] { return !outbox.empty() || stopping; });
+        if (stopping) return;  // terminate(): fail_all() answers what was not sent
+        batch.swap(outbox);
+      }
+      msgs.clear();
+      msgs.reserve(batch.size());
+      TaskMsg t;
+      t.build = build_id();
+      t.client = client;
+      for (auto& o : batch) {
+        t.task = o.task;
+        t.code = *o.code;
+        t.args = std::move(o.args);
+        msgs.push_back(seal(key, t));
+      }
+      size_t sent = 0;
+      std::exception_ptr error;
+      try {
+        sent = push(msgs);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      if (sent < batch.size()) fail_unsent(batch, sent, error);
+      batch.clear();
+    }
+  }
+
+  // Pushes msgs in order; returns how many went (all, unless the pool stops meanwhile). A lost
+  // connection is retried with backoff (through the connection's reconnect) for
+  // unreachable_timeout, then the rest fail with ConnectionError. One try per round, and waits
+  // that terminate() cuts short: the pool never waits on a server that is down.
+  size_t push(const std::vector<std::string>& msgs) {
+    const auto give_up =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(options.unreachable_timeout);
+    auto backoff = std::chrono::milliseconds(5);
+    std::vector<std::string_view> argv;
+    size_t done = 0;
+    while (done < msgs.size()) {
+      const size_t n = std::min<size_t>(msgs.size() - done, 1000);
+      argv.assign({"LPUSH", k_tasks});
+      for (size_t i = done; i < done + n; ++i) argv.push_back(msgs[i]);
+      try {
+        std::lock_guard lk(send_mu);
+        send.run(argv, Deadline::never(), 0, false);
+        done += n;
+        backoff = std::chrono::milliseconds(5);
+        continue;
+      } catch (const ConnectionError&) {
+        if (Clock::now() >= give_up) throw;
+      }
+      std::unique_lock lk(mu);
+      if (send_cv.wait_for(lk, backoff, [&] { return stopping; })) return done;
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
+    }
+    return done;
+  }
+
+  // The tasks of batch from `sent` on were not sent: their results fail with a clear error (none
+  // when the pool is stopping: terminate() fails them).
+  void fail_unsent(const std::vector<Outgoing>& batch, size_t sent, std::exception_ptr error) {
+    if (!error) return;
+    std::string why;
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    const std::string msg = "redis::Pool: the task could not be sent to the server: " + why;
+    std::exception_ptr e;
+    try {
+      std::rethrow_exception(error);
+    } catch (const ConnectionError&) {
+      e = std::make_exception_ptr(ConnectionError(msg));
+    } catch (const AuthenticationError&) {
+      e = std::make_exception_ptr(AuthenticationError(msg));
+    } catch (...) {
+      e = std::make_exception_ptr(ProcessError(msg));
+    }
+    std::vector<Pending> failed;
+    {
+      std::lock_guard lk(mu);
+      for (size_t i = sent; i < batch.size(); ++i) {
+        auto it = pending.find(batch[i].task);
+        if (it == pending.end()) continue;
+        failed.push_back(std::move(it->second));
+        pending.erase(it);
+      }
+    }
+    say("multiproc: redis::Pool: " + std::to_string(batch.size() - sent) +
+        " task(s) not sent: " + why);
+    for (auto& p : failed) p.sink->chunk_failed(p.chunk, e);
+    idle_cv.notify_all();
+  }
 
   // A local worker that died (killed inside a task) is replaced, as the core Pool does.
   void replace_dead_workers() {
@@ -512,8 +688,12 @@ struct PoolClient::Impl {
         if (stopping) return;
       }
       Reply r;
+      bool batch = false;
       try {
-        r = recv.run({"BRPOP", k_results, "0.1"}, Deadline::never(), 0.1);
+        // Results that have piled up come in one round trip; only an empty list is waited on.
+        r = recv.run({"LPOP", k_results, "512"}, Deadline::never(), 0.1);
+        batch = r->type == REDIS_REPLY_ARRAY;
+        if (!batch) r = recv.run({"BLPOP", k_results, "0.1"}, Deadline::never(), 0.1);
       } catch (const std::exception& e) {
         // Unreachable past unreachable_timeout: nothing would answer later submissions either.
         {
@@ -523,8 +703,12 @@ struct PoolClient::Impl {
         fail_all(std::make_exception_ptr(BrokenPool(std::string("redis::Pool: ") + e.what())));
         return;
       }
-      if (r->type == REDIS_REPLY_ARRAY && r->elements == 2)
+      if (batch) {
+        for (size_t i = 0; i < r->elements; ++i)
+          dispatch(std::string(r->element[i]->str, r->element[i]->len));
+      } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
         dispatch(std::string(r->element[1]->str, r->element[1]->len));
+      }
       const auto now = std::chrono::steady_clock::now();
       if (now - last_reap > std::chrono::milliseconds(200)) {
         last_reap = now;
@@ -621,11 +805,13 @@ struct PoolClient::Impl {
     idle_cv.notify_all();
   }
 
-  void stop_thread() {
+  void stop_threads() {
     {
       std::lock_guard lk(mu);
       stopping = true;
     }
+    send_cv.notify_all();
+    if (sender.joinable()) sender.join();
     if (results.joinable()) results.join();
   }
 };
@@ -643,6 +829,7 @@ PoolClient::PoolClient(std::string url, PoolOptions options)
     m.local.back().start();
   }
   m.results = std::thread([&m] { m.result_loop(); });
+  m.sender = std::thread([&m] { m.send_loop(); });
 }
 
 PoolClient::~PoolClient() {
@@ -655,32 +842,22 @@ PoolClient::~PoolClient() {
 void PoolClient::submit(const std::string& code, std::vector<std::string> chunks,
                         uint32_t first_chunk, std::shared_ptr<ChunkSink> sink) {
   auto& m = *impl_;
-  std::lock_guard lk(m.mu);
-  if (m.closed) throw ProcessError("redis::Pool: the pool is closed (close() or terminate())");
-  std::vector<std::string> msgs;
-  msgs.reserve(chunks.size());
-  for (size_t i = 0; i < chunks.size(); ++i) {
-    TaskMsg t;
-    t.build = build_id();
-    t.client = m.client;
-    t.task = m.next_task++;
-    t.code = code;
-    t.args = std::move(chunks[i]);
-    msgs.push_back(seal(m.key, t));
-    m.pending.emplace(t.task, Impl::Pending{sink, static_cast<uint32_t>(first_chunk + i)});
+  auto shared_code = std::make_shared<const std::string>(code);
+  {
+    std::lock_guard lk(m.mu);
+    if (m.closed) throw ProcessError("redis::Pool: the pool is closed (close() or terminate())");
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      const uint64_t task = m.next_task++;
+      m.pending.emplace(task, Impl::Pending{sink, static_cast<uint32_t>(first_chunk + i)});
+      m.outbox.push_back({task, shared_code, std::move(chunks[i])});
+    }
   }
-  for (size_t done = 0; done < msgs.size();) {
-    const size_t n = std::min<size_t>(msgs.size() - done, 1000);
-    std::vector<std::string_view> argv{"LPUSH", m.k_tasks};
-    for (size_t i = done; i < done + n; ++i) argv.push_back(msgs[i]);
-    m.send.run(argv, Deadline::never());
-    done += n;
-  }
+  m.send_cv.notify_one();
 }
 
 unsigned PoolClient::workers() {
   auto& m = *impl_;
-  std::lock_guard lk(m.mu);
+  std::lock_guard lk(m.send_mu);
   const long long n = integer(m.send.run({"SCARD", m.k_workers}, Deadline::never()));
   return static_cast<unsigned>(std::max<long long>({n, 1, m.options.processes}));
 }
@@ -709,7 +886,7 @@ void PoolClient::terminate() {
     std::lock_guard lk(m.mu);
     m.closed = true;
   }
-  m.stop_thread();
+  m.stop_threads();
   {
     std::lock_guard lk(m.local_mu);
     for (auto& w : m.local) w.kill();
