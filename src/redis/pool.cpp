@@ -351,14 +351,42 @@ std::string handle_task(const std::string& key, const std::string& worker, const
   return seal(key, r);
 }
 
-// KEYS: results, proc, tasks. ARGV: result (empty: none), take. Answers the task in proc and, when
-// take is 1, moves the next task into proc and returns it: a busy worker makes one round trip per
-// task instead of two (answer, then BLMOVE).
-constexpr const char* kFinishScript =
-    "if ARGV[1] ~= '' then redis.call('RPUSH', KEYS[1], ARGV[1]) end "
-    "redis.call('LPOP', KEYS[2]) "
-    "if ARGV[2] == '1' then return redis.call('LMOVE', KEYS[3], KEYS[2], 'RIGHT', 'LEFT') end "
-    "return false";
+// KEYS: results, proc, tasks. ARGV: result (empty: none), take, the done task's first 32 bytes
+// (its signature). Answers the task and takes it out of proc; when take is 1, returns the next
+// task, moved into proc from the queue: a busy worker makes one round trip per task instead of two
+// (answer, then BLMOVE). Safe to run twice (a reply lost with the connection is retried): the
+// task is found by its signature, not popped blindly, and a task still held in proc (moved by a
+// try whose reply was lost) is returned again before a new one is taken. An answer sent twice is
+// harmless (the client takes the first).
+constexpr const char* kFinishScript = R"lua(
+if ARGV[1] ~= '' then redis.call('RPUSH', KEYS[1], ARGV[1]) end
+for _, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  if string.sub(v, 1, 32) == ARGV[3] then
+    redis.call('LREM', KEYS[2], 1, v)
+    break
+  end
+end
+if ARGV[2] ~= '1' then return false end
+local held = redis.call('LINDEX', KEYS[2], -1)
+if held then return held end
+return redis.call('LMOVE', KEYS[3], KEYS[2], 'RIGHT', 'LEFT')
+)lua";
+
+// KEYS: results, taken. ARGV: max, the number of the last batch the client received ('0': none).
+// Takes up to max results -> {batch number, results...}, or {} when there are none. The batch
+// stays in `taken` behind its number until the client asks for the next one: a batch whose reply
+// was lost with the connection is sent again (popping results blindly would lose them). The key
+// expires an hour after the last batch: a client that is gone leaves nothing for ever.
+constexpr const char* kTakeResultsScript = R"lua(
+local last = redis.call('LINDEX', KEYS[2], 0)
+if last and last ~= ARGV[2] then return redis.call('LRANGE', KEYS[2], 0, -1) end
+redis.call('DEL', KEYS[2])
+local vs = redis.call('LPOP', KEYS[1], ARGV[1])
+if not vs then return {} end
+redis.call('RPUSH', KEYS[2], tostring(tonumber(ARGV[2]) + 1), unpack(vs))
+redis.call('PEXPIRE', KEYS[2], 3600000)
+return redis.call('LRANGE', KEYS[2], 0, -1)
+)lua";
 
 }  // namespace
 
@@ -433,8 +461,9 @@ void serve(const std::string& url, const std::string& name, const std::string& k
     const std::string result = handle_task(key, id, task, &client);
     // A worker told to stop takes no next task; one it took anyway goes back below.
     const bool take = !g_worker_stop.load();
+    const std::string_view signature = std::string_view(task).substr(0, 32);
     Reply r = conn.run({"EVAL", kFinishScript, "3", prefix + "results:" + client, k_proc, k_tasks,
-                        result, take ? "1" : "0"},
+                        result, take ? "1" : "0", signature},
                        Deadline::never());
     if (r->type == REDIS_REPLY_STRING) next.assign(r->str, r->len);
   }
@@ -528,12 +557,13 @@ struct PoolClient::Impl {
         k_tasks(prefix + "tasks"),
         k_results(prefix + "results:" + client),
         k_workers(prefix + "workers"),
+        k_taken(prefix + "taken:" + client),
         send(parse_url(url), url, options.unreachable_timeout.count()),
         recv(parse_url(url), url, options.unreachable_timeout.count()) {}
 
   std::string url;
   PoolOptions options;
-  std::string key, prefix, client, k_tasks, k_results, k_workers;
+  std::string key, prefix, client, k_tasks, k_results, k_workers, k_taken;
   std::mutex send_mu;  // send: the sender thread's, and workers()'s
   Connection send;
   Connection recv;  // the result thread's
@@ -682,18 +712,30 @@ struct PoolClient::Impl {
 
   void result_loop() {
     auto last_reap = std::chrono::steady_clock::now();
+    std::string last_batch = "0";
     while (true) {
+      size_t waiting = 0;
       {
         std::lock_guard lk(mu);
         if (stopping) return;
+        waiting = pending.size();
       }
       Reply r;
       bool batch = false;
       try {
         // Results that have piled up come in one round trip; only an empty list is waited on.
-        r = recv.run({"LPOP", k_results, "512"}, Deadline::never(), 0.1);
-        batch = r->type == REDIS_REPLY_ARRAY;
-        if (!batch) r = recv.run({"BLPOP", k_results, "0.1"}, Deadline::never(), 0.1);
+        // With one task or none in flight no batch can be there: straight to the wait (a round
+        // trip less on the way of an apply().get()).
+        if (waiting > 1) {
+          r = recv.run({"EVAL", kTakeResultsScript, "2", k_results, k_taken, "512", last_batch},
+                       Deadline::never(), 0.1);
+          batch = r->type == REDIS_REPLY_ARRAY && r->elements > 0;
+        }
+        if (batch) {
+          last_batch.assign(r->element[0]->str, r->element[0]->len);
+        } else {
+          r = recv.run({"BLPOP", k_results, "0.1"}, Deadline::never(), 0.1);
+        }
       } catch (const std::exception& e) {
         // Unreachable past unreachable_timeout: nothing would answer later submissions either.
         {
@@ -704,7 +746,7 @@ struct PoolClient::Impl {
         return;
       }
       if (batch) {
-        for (size_t i = 0; i < r->elements; ++i)
+        for (size_t i = 1; i < r->elements; ++i)
           dispatch(std::string(r->element[i]->str, r->element[i]->len));
       } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
         dispatch(std::string(r->element[1]->str, r->element[1]->len));
