@@ -454,7 +454,17 @@ void serve(const std::string& url, const std::string& name, const std::string& k
         say(std::string("multiproc: redis worker: ") + e.what());
         break;
       }
-      if (r->type != REDIS_REPLY_STRING) continue;
+      if (r->type != REDIS_REPLY_STRING) {
+        // Idle: a task that a BLMOVE moved here but whose reply was lost with the connection
+        // would wait in proc until this worker stops; run it now.
+        try {
+          r = conn.run({"LINDEX", k_proc, "-1"}, Deadline::never());
+        } catch (const std::exception& e) {
+          say(std::string("multiproc: redis worker: ") + e.what());
+          break;
+        }
+        if (r->type != REDIS_REPLY_STRING) continue;
+      }
       task.assign(r->str, r->len);
     }
     std::string client;
@@ -710,9 +720,19 @@ struct PoolClient::Impl {
     }
   }
 
+  void give_up(const std::string& why) {
+    {
+      std::lock_guard lk(mu);
+      closed = true;
+    }
+    fail_all(std::make_exception_ptr(BrokenPool(why)));
+  }
+
   void result_loop() {
     auto last_reap = std::chrono::steady_clock::now();
     std::string last_batch = "0";
+    std::optional<Clock::time_point> down_since;
+    auto backoff = std::chrono::milliseconds(5);
     while (true) {
       size_t waiting = 0;
       {
@@ -723,26 +743,38 @@ struct PoolClient::Impl {
       Reply r;
       bool batch = false;
       try {
+        // One try per call, and the backoff below waits on send_cv: terminate() never waits for
+        // a server that is down (a retrying call would hold it for unreachable_timeout).
         // Results that have piled up come in one round trip; only an empty list is waited on.
         // With one task or none in flight no batch can be there: straight to the wait (a round
         // trip less on the way of an apply().get()).
         if (waiting > 1) {
           r = recv.run({"EVAL", kTakeResultsScript, "2", k_results, k_taken, "512", last_batch},
-                       Deadline::never(), 0.1);
+                       Deadline::never(), 0.1, false);
           batch = r->type == REDIS_REPLY_ARRAY && r->elements > 0;
         }
         if (batch) {
           last_batch.assign(r->element[0]->str, r->element[0]->len);
         } else {
-          r = recv.run({"BLPOP", k_results, "0.1"}, Deadline::never(), 0.1);
+          r = recv.run({"BLPOP", k_results, "0.1"}, Deadline::never(), 0.1, false);
         }
-      } catch (const std::exception& e) {
+        down_since.reset();
+        backoff = std::chrono::milliseconds(5);
+      } catch (const ConnectionError& e) {
+        const auto now = Clock::now();
+        if (!down_since) down_since = now;
+        if (now - *down_since < options.unreachable_timeout) {
+          std::unique_lock lk(mu);
+          send_cv.wait_for(lk, backoff, [&] { return stopping; });
+          backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
+          continue;
+        }
         // Unreachable past unreachable_timeout: nothing would answer later submissions either.
-        {
-          std::lock_guard lk(mu);
-          closed = true;
-        }
-        fail_all(std::make_exception_ptr(BrokenPool(std::string("redis::Pool: ") + e.what())));
+        give_up(std::string("redis::Pool: ") + e.what() + " (results: down for " +
+                seconds(now - *down_since) + " s)");
+        return;
+      } catch (const std::exception& e) {
+        give_up(std::string("redis::Pool: ") + e.what());
         return;
       }
       if (batch) {
@@ -795,10 +827,13 @@ struct PoolClient::Impl {
   // max_retries, are answered WorkerLost. RENAME takes a dead worker's list atomically, so two
   // reapers never hand one task out twice.
   void reap() {
-    Reply members = recv.run({"SMEMBERS", k_workers}, Deadline::never());
+    // The probes are tried once (terminate() must not wait for a server that is down); what
+    // changes the server, once begun, retries.
+    Reply members = recv.run({"SMEMBERS", k_workers}, Deadline::never(), 0, false);
     for (size_t i = 0; i < members->elements; ++i) {
       const std::string id(members->element[i]->str, members->element[i]->len);
-      if (integer(recv.run({"EXISTS", prefix + "hb:" + id}, Deadline::never())) == 1) continue;
+      if (integer(recv.run({"EXISTS", prefix + "hb:" + id}, Deadline::never(), 0, false)) == 1)
+        continue;
       const std::string taken = prefix + "reaping:" + random_id();
       try {
         recv.run({"RENAME", prefix + "proc:" + id, taken}, Deadline::never());
