@@ -592,7 +592,8 @@ struct PoolClient::Impl {
     std::string args;
   };
   std::vector<Outgoing> outbox;
-  std::condition_variable send_cv;  // outbox filled, or stopping
+  std::condition_variable send_cv;  // outbox filled, or stopping (the sender's only)
+  std::condition_variable stop_cv;  // stopping (the result thread's backoff)
   bool closed = false, stopping = false;
   std::mutex local_mu;  // local, replaced from the result thread
   std::vector<Process> local;
@@ -733,6 +734,7 @@ struct PoolClient::Impl {
     std::string last_batch = "0";
     std::optional<Clock::time_point> down_since;
     auto backoff = std::chrono::milliseconds(5);
+    bool take_again = false;
     while (true) {
       size_t waiting = 0;
       {
@@ -743,14 +745,18 @@ struct PoolClient::Impl {
       Reply r;
       bool batch = false;
       try {
-        // One try per call, and the backoff below waits on send_cv: terminate() never waits for
+        // One try per call, and the backoff below waits on stop_cv: terminate() never waits for
         // a server that is down (a retrying call would hold it for unreachable_timeout).
         // Results that have piled up come in one round trip; only an empty list is waited on.
         // With one task or none in flight no batch can be there: straight to the wait (a round
         // trip less on the way of an apply().get()).
-        if (waiting > 1) {
+        // After a batch call that failed, the next call is one too: its batch may be waiting
+        // in `taken`.
+        if (waiting > 1 || take_again) {
+          take_again = true;
           r = recv.run({"EVAL", kTakeResultsScript, "2", k_results, k_taken, "512", last_batch},
                        Deadline::never(), 0.1, false);
+          take_again = false;
           batch = r->type == REDIS_REPLY_ARRAY && r->elements > 0;
         }
         if (batch) {
@@ -765,7 +771,7 @@ struct PoolClient::Impl {
         if (!down_since) down_since = now;
         if (now - *down_since < options.unreachable_timeout) {
           std::unique_lock lk(mu);
-          send_cv.wait_for(lk, backoff, [&] { return stopping; });
+          stop_cv.wait_for(lk, backoff, [&] { return stopping; });
           backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
           continue;
         }
@@ -888,6 +894,7 @@ struct PoolClient::Impl {
       stopping = true;
     }
     send_cv.notify_all();
+    stop_cv.notify_all();
     if (sender.joinable()) sender.join();
     if (results.joinable()) results.join();
   }
