@@ -762,8 +762,8 @@ struct PoolClient::Impl {
     // The next read is a call of kTakeResultsScript, not the blocking move: the first one (it
     // puts the header the moves append behind), one after a call that failed or a reconnect (a
     // lost reply's results wait in k_taken; a move appended behind them would be counted as
-    // theirs), and one a reap round asks for (k_taken trimmed to what was not received, its
-    // expiry renewed).
+    // theirs), and one a reap round asks for when many results were received or a minute passed
+    // (k_taken trimmed to what was not received, its expiry renewed).
     bool take_call = true;
     uint64_t connects = recv.connects();
     // Since when the server has not answered (the epoch: it answers).
@@ -837,7 +837,10 @@ struct PoolClient::Impl {
       const auto now = std::chrono::steady_clock::now();
       if (now - last_reap > std::chrono::milliseconds(200)) {
         last_reap = now;
-        if (received > 0 || now - last_take > std::chrono::minutes(1)) take_call = true;
+        // Rarely: a round trip more on the way of a result, and one that a result can take
+        // instead of the blocking move (the list stays short either way: a busy client calls the
+        // script on every read).
+        if (received >= 64 || now - last_take > std::chrono::minutes(1)) take_call = true;
         try {
           replace_dead_workers();
           reap();
