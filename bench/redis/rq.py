@@ -3,7 +3,6 @@ per job) on the scenario's redis-server. Jobs enqueued one by one, timed until e
 finished; enqueue-then-wait round trips (the result polled every 0.5 ms). Every result is
 checked."""
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,13 +10,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "common"))
 import bench_common as bc  # noqa: E402
+import _pool_driver  # noqa: E402
 import _redis_server  # noqa: E402
 
 # This file is named rq.py: the real rq must be found first.
 sys.path[:] = [p for p in sys.path if p not in ("", HERE)]
-
-NA_CASES = [("map_auto", "tasks_per_s", "tasks/s", True), ("queue_1by1", "items_per_s", "items/s",
-            True), ("queue_batched", "items_per_s", "items/s", True)]
 
 
 def main():
@@ -26,10 +23,7 @@ def main():
         import redis
         import rq
     except ImportError:
-        for case, metric, unit, hib in [("apply_async_1by1", "tasks_per_s", "tasks/s", True),
-                                        ("apply_async_get", "p50_us", "us", False),
-                                        ("apply_async_get", "p99_us", "us", False)] + NA_CASES:
-            bc.emit_na(opt, case, metric, unit, hib, "python3-rq is not installed")
+        _pool_driver.emit_all_na(opt, "python3-rq is not installed")
         return 0
     sys.path.append(HERE)
     import _rq_tasks
@@ -60,41 +54,12 @@ def main():
     try:
         for i in range(4):
             assert wait_done(q.enqueue(_rq_tasks.inc, i), 60) == i + 1
-        n = bc.pick(opt.mode, 20, 300, 1200)
-        t0 = time.monotonic_ns()
-        jobs = [q.enqueue(_rq_tasks.inc, i) for i in range(n)]
-        got = bc.Checksum()
-        for j in jobs:
-            got.add(wait_done(j, 600))
-        t1 = time.monotonic_ns()
-        ok = got == bc.Checksum.of_range(1, n + 1)
-        ok_all &= ok
-        bc.emit(opt, "apply_async_1by1", "tasks_per_s", n / ((t1 - t0) * 1e-9), "tasks/s", True,
-                ok, str(got))
-        m = bc.pick(opt.mode, 10, 100, 400)
-        rtt = []
-        got = bc.Checksum()
-        for i in range(m):
-            t0 = time.monotonic_ns()
-            got.add(wait_done(q.enqueue(_rq_tasks.inc, i)))
-            rtt.append((time.monotonic_ns() - t0) * 1e-3)
-        ok = got == bc.Checksum.of_range(1, m + 1)
-        ok_all &= ok
-        for metric, p in (("p50_us", 50), ("p99_us", 99)):
-            bc.emit(opt, "apply_async_get", metric, bc.percentile(rtt, p), "us", False, ok,
-                    str(got))
-        for case, metric, unit, hib in NA_CASES:
-            bc.emit_na(opt, case, metric, unit, hib, "not measured for RQ (no map; queues are "
-                       "not RQ's API)")
+        ok_all = _pool_driver.run(
+            opt, lambda i: q.enqueue(_rq_tasks.inc, i), lambda j: wait_done(j, 600),
+            bc.pick(opt.mode, 20, 300, 1200), bc.pick(opt.mode, 10, 100, 400),
+            "not measured for RQ (no map; queues are not RQ's API)")
     finally:
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-        for w in workers:
-            try:
-                w.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                w.kill()
-                w.wait()
+        _pool_driver.stop(workers)
         try:
             q.delete(delete_jobs=True)
         except Exception:

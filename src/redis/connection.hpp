@@ -204,8 +204,10 @@ class Connection {
         connect(std::clamp(left, 0.05, 2.0), last_error);
       }
       if (ctx_) {
-        // Two setsockopt calls: only when a blocking wait needs another limit than the last.
-        if (block_s != timeout_block_s_) {
+        // Two setsockopt calls: only when a blocking wait needs a longer limit than the last
+        // (the limit only grows, by the longest wait, 0.2 s: a handle that alternates puts and
+        // blocking gets would otherwise pay them twice per get).
+        if (block_s > timeout_block_s_) {
           redisSetTimeout(ctx_, to_timeval(block_s + 10.0));
           timeout_block_s_ = block_s;
         }

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
@@ -72,8 +73,57 @@ struct ResultMsg {
   }
 };
 
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+// OpenSSL 3's one-shot HMAC() fetches the algorithm and sets the key up on every call (about half
+// of its 2 µs); a task's round trip makes four of them (client seal, worker open, worker seal,
+// client open). Each thread keeps one context keyed and copies it.
+class MacCache {
+ public:
+  ~MacCache() {
+    if (ctx_) EVP_MAC_CTX_free(ctx_);
+    if (mac_) EVP_MAC_free(mac_);
+  }
+  EVP_MAC_CTX* keyed(const std::string& key) {
+    if (ctx_ && key == key_) return ctx_;
+    if (!mac_) mac_ = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+    if (!mac_) return nullptr;
+    if (ctx_) EVP_MAC_CTX_free(ctx_);
+    ctx_ = EVP_MAC_CTX_new(mac_);
+    char digest[] = "SHA256";
+    const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0),
+                                 OSSL_PARAM_construct_end()};
+    if (!ctx_ || !EVP_MAC_init(ctx_, reinterpret_cast<const unsigned char*>(key.data()), key.size(),
+                               params)) {
+      if (ctx_) EVP_MAC_CTX_free(ctx_);
+      ctx_ = nullptr;
+      return nullptr;
+    }
+    key_ = key;
+    return ctx_;
+  }
+
+ private:
+  EVP_MAC* mac_ = nullptr;
+  EVP_MAC_CTX* ctx_ = nullptr;
+  std::string key_;
+};
+#endif
+
 std::string hmac(const std::string& key, std::string_view body) {
   unsigned char out[EVP_MAX_MD_SIZE];
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+  thread_local MacCache cache;
+  if (EVP_MAC_CTX* keyed = cache.keyed(key)) {
+    EVP_MAC_CTX* c = EVP_MAC_CTX_dup(keyed);
+    size_t len = 0;
+    const bool ok =
+        c && EVP_MAC_update(c, reinterpret_cast<const unsigned char*>(body.data()), body.size()) &&
+        EVP_MAC_final(c, out, &len, sizeof out);
+    if (c) EVP_MAC_CTX_free(c);
+    if (!ok) throw ProcessError("multiproc: redis: OpenSSL HMAC-SHA256 failed");
+    return std::string(reinterpret_cast<char*>(out), len);
+  }
+#endif
   unsigned int len = 0;
   if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
             reinterpret_cast<const unsigned char*>(body.data()), body.size(), out, &len))
@@ -301,8 +351,57 @@ std::string handle_task(const std::string& key, const std::string& worker, const
   return seal(key, r);
 }
 
-constexpr const char* kFinishScript =
-    "redis.call('RPUSH', KEYS[1], ARGV[1]) redis.call('LPOP', KEYS[2]) return 0";
+// KEYS: results, proc, tasks. ARGV: result (empty: none), take, the done task's first 32 bytes
+// (its signature). Answers the task and takes it out of proc; when take is 1, returns the next
+// task, moved into proc from the queue: a busy worker makes one round trip per task instead of two
+// (answer, then BLMOVE). Safe to run twice (a reply lost with the connection is retried): the
+// task is found by its signature, not popped blindly, and a task still held in proc (moved by a
+// try whose reply was lost) is returned again before a new one is taken. An answer sent twice is
+// harmless (the client takes the first).
+constexpr const char* kFinishScript = R"lua(
+if ARGV[1] ~= '' then redis.call('RPUSH', KEYS[1], ARGV[1]) end
+for _, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  if string.sub(v, 1, 32) == ARGV[3] then
+    redis.call('LREM', KEYS[2], 1, v)
+    break
+  end
+end
+if ARGV[2] ~= '1' then return false end
+local held = redis.call('LINDEX', KEYS[2], -1)
+if held then return held end
+return redis.call('LMOVE', KEYS[3], KEYS[2], 'RIGHT', 'LEFT')
+)lua";
+
+// KEYS: results, taken. ARGV: max, header, received -> {header, results...}.
+// `taken` is the one place where results wait between leaving `results` and the client: a header
+// (a number, shorter than any signed message) then the results moved there, by this script (up
+// to max at a time) or by the client's blocking move (BLMOVE results taken LEFT RIGHT) that
+// appends one. The client says what it holds: the header it last saw and how many results behind
+// it it received. Those are dropped, a new header is put, results are taken, and the whole list
+// is the answer: what a lost reply carried (a batch, a blocking move) is sent again. A call run
+// twice (the reply of the first was lost) finds the header moved on and answers the list as it
+// is, taking nothing away. A list without a header was lost with the server's data and made
+// again by a blocking move: all of it goes out. The key expires an hour after the last call: a
+// client that is gone leaves nothing for ever.
+constexpr const char* kTakeResultsScript = R"lua(
+local head = redis.call('LINDEX', KEYS[2], 0)
+local received = tonumber(ARGV[3])
+if head and #head >= 32 then
+  redis.call('LPUSH', KEYS[2], ARGV[2])
+  head = ARGV[2]
+  received = 0
+end
+if head and head ~= ARGV[2] then
+  redis.call('PEXPIRE', KEYS[2], 3600000)
+  return redis.call('LRANGE', KEYS[2], 0, -1)
+end
+redis.call('LTRIM', KEYS[2], received + 1, -1)
+redis.call('LPUSH', KEYS[2], tostring(tonumber(ARGV[2]) + 1))
+local vs = redis.call('LPOP', KEYS[1], ARGV[1])
+if vs then redis.call('RPUSH', KEYS[2], unpack(vs)) end
+redis.call('PEXPIRE', KEYS[2], 3600000)
+return redis.call('LRANGE', KEYS[2], 0, -1)
+)lua";
 
 }  // namespace
 
@@ -357,32 +456,48 @@ void serve(const std::string& url, const std::string& name, const std::string& k
                        [&] { return stop_beat.load(); });
     }
   });
+  // The task in our processing list that the last answer's script took (empty: none).
+  std::string next;
+  // Between tasks the worker holds nothing in its list but what a lost reply left there: a BLMOVE
+  // whose answer went with the connection moved a task the worker never got. A reply is lost only
+  // with its connection, so the list is looked at after a reconnect (the answer script also
+  // returns a task still held before taking a new one).
   uint64_t connects = conn.connects();
   while (!g_worker_stop.load()) {
+    std::string task;
+    if (!next.empty()) {
+      task.swap(next);
+    } else {
+      Reply r;
+      try {
+        r = conn.run({"BLMOVE", k_tasks, k_proc, "RIGHT", "LEFT", "0.2"}, Deadline::never(), 0.2);
+        if (r->type != REDIS_REPLY_STRING && conn.connects() != connects) {
+          connects = conn.connects();
+          r = conn.run({"LINDEX", k_proc, "-1"}, Deadline::never());
+        }
+      } catch (const std::exception& e) {
+        say(std::string("multiproc: redis worker: ") + e.what());
+        break;
+      }
+      if (r->type != REDIS_REPLY_STRING) continue;
+      task.assign(r->str, r->len);
+    }
+    std::string client;
+    const std::string result = handle_task(key, id, task, &client);
+    // A worker told to stop takes no next task; one it took anyway goes back below.
+    const bool take = !g_worker_stop.load();
+    const std::string_view signature = std::string_view(task).substr(0, 32);
     Reply r;
     try {
-      if (conn.connects() != connects) {
-        // Reconnected: a BLMOVE whose reply was lost left a task in our list that we never got
-        // (we hold none between tasks); it goes back to the head of the queue.
-        connects = conn.connects();
-        while (conn.run({"LMOVE", k_proc, k_tasks, "LEFT", "RIGHT"}, Deadline::never())->type ==
-               REDIS_REPLY_STRING) {
-        }
-      }
-      r = conn.run({"BLMOVE", k_tasks, k_proc, "RIGHT", "LEFT", "0.2"}, Deadline::never(), 0.2);
+      r = conn.run({"EVAL", kFinishScript, "3", prefix + "results:" + client, k_proc, k_tasks,
+                    result, take ? "1" : "0", signature},
+                   Deadline::never());
     } catch (const std::exception& e) {
+      // Unreachable: the task stays in our list, for the reaper once our heartbeat lapses.
       say(std::string("multiproc: redis worker: ") + e.what());
       break;
     }
-    if (r->type != REDIS_REPLY_STRING) continue;
-    std::string client;
-    const std::string result = handle_task(key, id, std::string(r->str, r->len), &client);
-    if (result.empty()) {
-      conn.run({"LPOP", k_proc}, Deadline::never());
-      continue;
-    }
-    conn.run({"EVAL", kFinishScript, "2", prefix + "results:" + client, k_proc, result},
-             Deadline::never());
+    if (r->type == REDIS_REPLY_STRING) next.assign(r->str, r->len);
   }
   {
     std::lock_guard lk(beat_mu);
@@ -481,10 +596,11 @@ struct PoolClient::Impl {
 
   std::string url;
   PoolOptions options;
-  // Results are read by moving them to k_taken, so that a read whose reply is lost (the server
-  // went away) is found again; the list is emptied every reap round.
+  // Results are read by moving them into k_taken, where they stay until the client says it
+  // received them: a read whose reply was lost with the connection is answered again.
   std::string key, prefix, client, k_tasks, k_results, k_taken, k_workers;
-  Connection send;  // submissions, under mu
+  std::mutex send_mu;  // send: the sender thread's, and workers()'s
+  Connection send;
   Connection recv;  // the result thread's
   std::mutex mu;
   std::condition_variable idle_cv;
@@ -493,12 +609,124 @@ struct PoolClient::Impl {
     std::shared_ptr<ChunkSink> sink;
     uint32_t chunk;
   };
-  std::unordered_map<uint64_t, Pending> pending;
+  std::unordered_map<uint64_t, Pending> pending;  // submitted (sent or not) and not answered
+  // Tasks submitted and not yet handed to the sender thread, in submission order.
+  struct Outgoing {
+    uint64_t task;
+    std::shared_ptr<const std::string> code;
+    std::string args;
+  };
+  std::vector<Outgoing> outbox;
+  std::condition_variable send_cv;  // outbox filled, or stopping (the sender's only)
+  std::condition_variable stop_cv;  // stopping (the result thread's backoff)
   bool closed = false, stopping = false;
   std::mutex local_mu;  // local, replaced from the result thread
   std::vector<Process> local;
   Context ctx = get_context();
-  std::thread results;
+  std::thread results, sender;
+
+  // The sender thread: takes whatever has accumulated in the outbox, signs it and pushes it with
+  // one multi-argument LPUSH (batches of up to 1000). Idle, it sleeps until a submission wakes it;
+  // busy, submissions pile up behind the round trip in flight and go together in the next one.
+  void send_loop() {
+    std::vector<Outgoing> batch;
+    std::vector<std::string> msgs;
+    for (;;) {
+      {
+        std::unique_lock lk(mu);
+        send_cv.wait(lk, [&] { return !outbox.empty() || stopping; });
+        if (stopping) return;  // terminate(): fail_all() answers what was not sent
+        batch.swap(outbox);
+      }
+      msgs.clear();
+      msgs.reserve(batch.size());
+      TaskMsg t;
+      t.build = build_id();
+      t.client = client;
+      for (auto& o : batch) {
+        t.task = o.task;
+        t.code = *o.code;
+        t.args = std::move(o.args);
+        msgs.push_back(seal(key, t));
+      }
+      size_t sent = 0;
+      std::exception_ptr error;
+      try {
+        sent = push(msgs);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      if (sent < batch.size()) fail_unsent(batch, sent, error);
+      batch.clear();
+    }
+  }
+
+  // Pushes msgs in order; returns how many went (all, unless the pool stops meanwhile). A lost
+  // connection is retried with backoff (through the connection's reconnect) for
+  // unreachable_timeout, then the rest fail with ConnectionError. One try per round, and waits
+  // that terminate() cuts short: the pool never waits on a server that is down.
+  size_t push(const std::vector<std::string>& msgs) {
+    const auto give_up =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(options.unreachable_timeout);
+    auto backoff = std::chrono::milliseconds(5);
+    std::vector<std::string_view> argv;
+    size_t done = 0;
+    while (done < msgs.size()) {
+      const size_t n = std::min<size_t>(msgs.size() - done, 1000);
+      argv.assign({"LPUSH", k_tasks});
+      for (size_t i = done; i < done + n; ++i) argv.push_back(msgs[i]);
+      try {
+        std::lock_guard lk(send_mu);
+        send.run(argv, Deadline::never(), 0, false);
+        done += n;
+        backoff = std::chrono::milliseconds(5);
+        continue;
+      } catch (const ConnectionError&) {
+        if (Clock::now() >= give_up) throw;
+      }
+      std::unique_lock lk(mu);
+      if (send_cv.wait_for(lk, backoff, [&] { return stopping; })) return done;
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
+    }
+    return done;
+  }
+
+  // The tasks of batch from `sent` on were not sent: their results fail with a clear error (none
+  // when the pool is stopping: terminate() fails them).
+  void fail_unsent(const std::vector<Outgoing>& batch, size_t sent, std::exception_ptr error) {
+    if (!error) return;
+    std::string why;
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    const std::string msg = "redis::Pool: the task could not be sent to the server: " + why;
+    std::exception_ptr e;
+    try {
+      std::rethrow_exception(error);
+    } catch (const ConnectionError&) {
+      e = std::make_exception_ptr(ConnectionError(msg));
+    } catch (const AuthenticationError&) {
+      e = std::make_exception_ptr(AuthenticationError(msg));
+    } catch (...) {
+      e = std::make_exception_ptr(ProcessError(msg));
+    }
+    std::vector<Pending> failed;
+    {
+      std::lock_guard lk(mu);
+      for (size_t i = sent; i < batch.size(); ++i) {
+        auto it = pending.find(batch[i].task);
+        if (it == pending.end()) continue;
+        failed.push_back(std::move(it->second));
+        pending.erase(it);
+      }
+    }
+    say("multiproc: redis::Pool: " + std::to_string(batch.size() - sent) +
+        " task(s) not sent: " + why);
+    for (auto& p : failed) p.sink->chunk_failed(p.chunk, e);
+    idle_cv.notify_all();
+  }
 
   // A local worker that died (killed inside a task) is replaced, as the core Pool does.
   void replace_dead_workers() {
@@ -518,43 +746,104 @@ struct PoolClient::Impl {
     }
   }
 
+  void give_up(const std::string& why) {
+    {
+      std::lock_guard lk(mu);
+      closed = true;
+    }
+    fail_all(std::make_exception_ptr(BrokenPool(why)));
+  }
+
   void result_loop() {
     auto last_reap = std::chrono::steady_clock::now();
+    auto last_take = last_reap;
+    // What the client holds of k_taken (kTakeResultsScript): the header it last saw, and how many
+    // results behind it it received since.
+    std::string header = "0";
+    size_t received = 0;
+    // The next read is a call of kTakeResultsScript, not the blocking move: the first one (it
+    // puts the header the moves append behind), one after a call that failed or a reconnect (a
+    // lost reply's results wait in k_taken; a move appended behind them would be counted as
+    // theirs), and one a reap round asks for when many results were received or a minute passed
+    // (k_taken trimmed to what was not received, its expiry renewed).
+    bool take_call = true;
     uint64_t connects = recv.connects();
+    // Since when the server has not answered (the epoch: it answers).
+    Clock::time_point down_since{};
+    auto backoff = std::chrono::milliseconds(5);
     while (true) {
+      size_t waiting = 0;
       {
         std::lock_guard lk(mu);
         if (stopping) return;
+        waiting = pending.size();
+      }
+      if (recv.connects() != connects) {
+        connects = recv.connects();
+        take_call = true;
       }
       Reply r;
+      bool batch = false;
       try {
-        if (recv.connects() != connects) {
-          // Reconnected: a result whose reply was lost sits in k_taken; everything there goes
-          // back and is read again (results already dispatched are ignored the second time).
-          connects = recv.connects();
-          while (
-              recv.run({"LMOVE", k_taken, k_results, "LEFT", "RIGHT"}, Deadline::never())->type ==
-              REDIS_REPLY_STRING) {
-          }
+        // One try per call, and the backoff below waits on stop_cv: terminate() never waits for
+        // a server that is down (a retrying call would hold it for unreachable_timeout).
+        // Results that have piled up come in one round trip; only an empty list is waited on.
+        // With one task or none in flight no batch can be there: straight to the wait (a round
+        // trip less on the way of an apply().get()).
+        if (waiting > 1 || take_call) {
+          r = recv.run({"EVAL", kTakeResultsScript, "2", k_results, k_taken, "512", header,
+                        std::to_string(received)},
+                       Deadline::never(), 0, false);
+          if (r->type != REDIS_REPLY_ARRAY || r->elements == 0 ||
+              r->element[0]->type != REDIS_REPLY_STRING)
+            throw ProcessError("multiproc: redis: unexpected answer to the results script");
+          header.assign(r->element[0]->str, r->element[0]->len);
+          received = r->elements - 1;
+          take_call = false;
+          last_take = Clock::now();
+          batch = received > 0;
         }
-        r = recv.run({"BLMOVE", k_results, k_taken, "RIGHT", "LEFT", "0.1"}, Deadline::never(),
-                     0.1);
-      } catch (const std::exception& e) {
+        if (!batch) {
+          // A blocking move, not a pop: a result whose reply is lost stays in k_taken.
+          r = recv.run({"BLMOVE", k_results, k_taken, "LEFT", "RIGHT", "0.1"}, Deadline::never(),
+                       0.1, false);
+          if (r->type == REDIS_REPLY_STRING) ++received;
+        }
+        down_since = {};
+        backoff = std::chrono::milliseconds(5);
+      } catch (const ConnectionError& e) {
+        take_call = true;
+        const auto now = Clock::now();
+        if (down_since == Clock::time_point{}) down_since = now;
+        if (now - down_since < options.unreachable_timeout) {
+          std::unique_lock lk(mu);
+          stop_cv.wait_for(lk, backoff, [&] { return stopping; });
+          backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
+          continue;
+        }
         // Unreachable past unreachable_timeout: nothing would answer later submissions either.
-        {
-          std::lock_guard lk(mu);
-          closed = true;
-        }
-        fail_all(std::make_exception_ptr(BrokenPool(std::string("redis::Pool: ") + e.what())));
+        give_up(std::string("redis::Pool: ") + e.what() + " (results: down for " +
+                seconds(now - down_since) + " s)");
+        return;
+      } catch (const std::exception& e) {
+        give_up(std::string("redis::Pool: ") + e.what());
         return;
       }
-      if (r->type == REDIS_REPLY_STRING) dispatch(std::string(r->str, r->len));
+      // A result read twice (sent again after a lost reply) finds its task answered: ignored.
+      if (batch) {
+        for (size_t i = 1; i < r->elements; ++i)
+          dispatch(std::string(r->element[i]->str, r->element[i]->len));
+      } else if (r->type == REDIS_REPLY_STRING) {
+        dispatch(std::string(r->str, r->len));
+      }
       const auto now = std::chrono::steady_clock::now();
       if (now - last_reap > std::chrono::milliseconds(200)) {
         last_reap = now;
+        // Rarely: a round trip more on the way of a result, and one that a result can take
+        // instead of the blocking move (the list stays short either way: a busy client calls the
+        // script on every read).
+        if (received >= 64 || now - last_take > std::chrono::minutes(1)) take_call = true;
         try {
-          // What k_taken holds was dispatched (the check above runs before every read).
-          if (recv.connects() == connects) recv.run({"DEL", k_taken}, Deadline::never());
           replace_dead_workers();
           reap();
         } catch (const std::exception& e) {
@@ -595,14 +884,17 @@ struct PoolClient::Impl {
   // max_retries, are answered WorkerLost. RENAME takes a dead worker's list atomically, so two
   // reapers never hand one task out twice.
   void reap() {
-    Reply members = recv.run({"SMEMBERS", k_workers}, Deadline::never());
+    // The probes are tried once (terminate() must not wait for a server that is down); what
+    // changes the server, once begun, retries.
+    Reply members = recv.run({"SMEMBERS", k_workers}, Deadline::never(), 0, false);
     for (size_t i = 0; i < members->elements; ++i) {
       const std::string id(members->element[i]->str, members->element[i]->len);
-      if (integer(recv.run({"EXISTS", prefix + "hb:" + id}, Deadline::never())) == 1) continue;
+      if (integer(recv.run({"EXISTS", prefix + "hb:" + id}, Deadline::never(), 0, false)) == 1)
+        continue;
       // Named by worker and client: a RENAME whose reply was lost (the server went away), or a
       // round cut short, leaves the list here, and the next try finds it instead of "no such key".
       const std::string taken = prefix + "reaping:" + id + ":" + client;
-      if (integer(recv.run({"EXISTS", taken}, Deadline::never())) == 0) {
+      if (integer(recv.run({"EXISTS", taken}, Deadline::never(), 0, false)) == 0) {
         try {
           recv.run({"RENAME", prefix + "proc:" + id, taken}, Deadline::never());
         } catch (const ProcessError&) {
@@ -653,11 +945,14 @@ struct PoolClient::Impl {
     idle_cv.notify_all();
   }
 
-  void stop_thread() {
+  void stop_threads() {
     {
       std::lock_guard lk(mu);
       stopping = true;
     }
+    send_cv.notify_all();
+    stop_cv.notify_all();
+    if (sender.joinable()) sender.join();
     if (results.joinable()) results.join();
   }
 };
@@ -675,6 +970,7 @@ PoolClient::PoolClient(std::string url, PoolOptions options)
     m.local.back().start();
   }
   m.results = std::thread([&m] { m.result_loop(); });
+  m.sender = std::thread([&m] { m.send_loop(); });
 }
 
 PoolClient::~PoolClient() {
@@ -687,32 +983,22 @@ PoolClient::~PoolClient() {
 void PoolClient::submit(const std::string& code, std::vector<std::string> chunks,
                         uint32_t first_chunk, std::shared_ptr<ChunkSink> sink) {
   auto& m = *impl_;
-  std::lock_guard lk(m.mu);
-  if (m.closed) throw ProcessError("redis::Pool: the pool is closed (close() or terminate())");
-  std::vector<std::string> msgs;
-  msgs.reserve(chunks.size());
-  for (size_t i = 0; i < chunks.size(); ++i) {
-    TaskMsg t;
-    t.build = build_id();
-    t.client = m.client;
-    t.task = m.next_task++;
-    t.code = code;
-    t.args = std::move(chunks[i]);
-    msgs.push_back(seal(m.key, t));
-    m.pending.emplace(t.task, Impl::Pending{sink, static_cast<uint32_t>(first_chunk + i)});
+  auto shared_code = std::make_shared<const std::string>(code);
+  {
+    std::lock_guard lk(m.mu);
+    if (m.closed) throw ProcessError("redis::Pool: the pool is closed (close() or terminate())");
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      const uint64_t task = m.next_task++;
+      m.pending.emplace(task, Impl::Pending{sink, static_cast<uint32_t>(first_chunk + i)});
+      m.outbox.push_back({task, shared_code, std::move(chunks[i])});
+    }
   }
-  for (size_t done = 0; done < msgs.size();) {
-    const size_t n = std::min<size_t>(msgs.size() - done, 1000);
-    std::vector<std::string_view> argv{"LPUSH", m.k_tasks};
-    for (size_t i = done; i < done + n; ++i) argv.push_back(msgs[i]);
-    m.send.run(argv, Deadline::never());
-    done += n;
-  }
+  m.send_cv.notify_one();
 }
 
 unsigned PoolClient::workers() {
   auto& m = *impl_;
-  std::lock_guard lk(m.mu);
+  std::lock_guard lk(m.send_mu);
   const long long n = integer(m.send.run({"SCARD", m.k_workers}, Deadline::never()));
   return static_cast<unsigned>(std::max<long long>({n, 1, m.options.processes}));
 }
@@ -741,7 +1027,7 @@ void PoolClient::terminate() {
     std::lock_guard lk(m.mu);
     m.closed = true;
   }
-  m.stop_thread();
+  m.stop_threads();
   {
     std::lock_guard lk(m.local_mu);
     for (auto& w : m.local) w.kill();

@@ -260,6 +260,31 @@ std::vector<std::string> QueueCore::get(size_t max_items, const Deadline& deadli
     if (reliable) m.unacked = static_cast<size_t>(r->element[1]->integer) + (r->elements - 2);
     return r->element[0]->integer;
   };
+  if (!reliable && max_items == 1 && !deadline.expired()) {
+    // One item, plain mode, a caller who may wait: one round trip and no script, whether the
+    // item is there or comes later. BRPOP takes the item whatever the flag says: after a shutdown
+    // the items left are to be drained, and an immediate one deleted them. Only when nothing came
+    // does the take script look at the shutdown flag. (get_nowait() keeps the script: one round
+    // trip whatever the queue holds.)
+    for (;;) {
+      double block = slice;
+      if (deadline.at)
+        block = std::min(block, std::chrono::duration<double>(*deadline.at - Clock::now()).count());
+      block = std::max(block, 0.01);  // 0 would block forever
+      char secs[32];
+      std::snprintf(secs, sizeof secs, "%.3f", block);
+      // block_s is the slice, not block: the socket's timeout then stays as it is.
+      Reply r = m.conn.run({"BRPOP", m.k_items, secs}, deadline, slice);
+      if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        out.emplace_back(r->element[1]->str, r->element[1]->len);
+        return out;
+      }
+      const long long status = take(max);
+      if (!out.empty()) return out;
+      if (status == 1) throw QueueClosed("multiproc: redis::Queue '" + m.name + "' is shut down");
+      if (deadline.expired()) return out;
+    }
+  }
   for (;;) {
     const long long status = take(max);
     if (!out.empty()) return out;

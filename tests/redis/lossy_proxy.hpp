@@ -57,7 +57,8 @@ class LossyProxy {
     commands_ = std::move(commands);
     armed_ = true;
   }
-  bool dropped() const { return dropped_.load(); }
+  bool dropped() const { return drops_.load() > 0; }
+  int drops() const { return drops_.load(); }  // replies lost so far
 
  private:
   void accept_loop() {
@@ -83,7 +84,7 @@ class LossyProxy {
     std::lock_guard lk(mu_);
     if (!armed_) return false;
     armed_ = false;
-    dropped_ = true;
+    ++drops_;
     return true;
   }
 
@@ -123,7 +124,8 @@ class LossyProxy {
   }
 
   int upstream_, listen_fd_ = -1, port_ = 0;
-  std::atomic<bool> stop_{false}, dropped_{false};
+  std::atomic<bool> stop_{false};
+  std::atomic<int> drops_{0};
   std::mutex mu_;
   bool armed_ = false;
   std::vector<std::string> commands_;

@@ -65,6 +65,11 @@ struct TempDir {
 int square(int x) {
   return x * x;
 }
+int slowish_square(int x) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  return x * x;
+}
+
 int add(int a, int b) {
   return a + b;
 }
@@ -326,6 +331,39 @@ TEST(RedisPool, ResultTakenInALostReplyIsReadAgain) {
   proxy.drop_next_reply_to({"BLMOVE", "BRPOP"});
   EXPECT_EQ(pool.apply_async(square, 3).get(30s), 9);
   EXPECT_TRUE(proxy.dropped());
+}
+
+TEST(RedisPool, ResultBatchesTakenInLostRepliesAreReadAgain) {
+  MP_REQUIRE_REDIS();
+  TempDir dir;
+  const std::string name = pool_name();
+  LossyProxy proxy(RedisServer::instance()->port());
+  ExternalWorker worker(name, dir.path + "/worker.log", 2);
+  mpr::Pool pool(proxy.url(), {.processes = 0, .name = name});
+  ASSERT_EQ(pool.apply_async(square, 2).get(30s), 4);
+  // With many tasks in flight results are taken in batches, by the script that trims the taken
+  // list (LTRIM). Its replies are lost, one after another while the tasks run (some carry
+  // results, some none, some are a batch sent again); after each loss some result must come
+  // before the next (a server that loses every reply is down).
+  std::vector<mpr::AsyncResult<int>> rs;
+  for (int i = 0; i < 200; ++i) rs.push_back(pool.apply_async(slowish_square, i));
+  auto ready = [&] {
+    size_t n = 0;
+    for (auto& r : rs) n += r.ready() ? 1 : 0;
+    return n;
+  };
+  const auto until = std::chrono::steady_clock::now() + 30s;  // bounded: a lost result hangs
+  auto waiting = [&] { return ready() < rs.size() && std::chrono::steady_clock::now() < until; };
+  while (waiting()) {
+    const int drops = proxy.drops();
+    proxy.drop_next_reply_to({"LTRIM"});
+    while (proxy.drops() == drops && waiting()) std::this_thread::sleep_for(1ms);
+    const size_t got = ready();
+    while (ready() == got && waiting()) std::this_thread::sleep_for(1ms);
+  }
+  proxy.drop_next_reply_to({});
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(rs[i].get(30s), i * i) << i;
+  EXPECT_GT(proxy.drops(), 1);
 }
 
 TEST(RedisPool, TasksOfALostWorkerSurviveALostReplyToTheReaper) {

@@ -46,8 +46,10 @@ int slow_square(int x) {
   return x * x;
 }
 
-// A SIGKILLed server keeps what it answered only when it syncs its file before every answer.
+// A SIGKILLed server keeps what it answered only when it syncs its file before every answer: the
+// running server is told so, and its restarts are started so.
 void fsync_always() {
+  RedisServer::instance()->fsync_always();
   redisContext* c = redisConnect("127.0.0.1", RedisServer::instance()->port());
   ASSERT_TRUE(c && !c->err);
   freeReplyObject(redisCommand(c, "AUTH %s", RedisServer::kPassword));

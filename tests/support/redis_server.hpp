@@ -53,6 +53,7 @@ class RedisServer {
           "",        "--daemonize",  "no",  "--logfile", dir_ + "/log", "--protected-mode",
           "no"};
       if (!also_bind_.empty()) args.insert(args.begin() + 5, also_bind_);
+      if (fsync_always_) args.insert(args.end(), {"--appendfsync", "always"});
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -98,6 +99,11 @@ class RedisServer {
     }
   }
 
+  // Every later (re)start syncs its file before each answer (appendfsync always; CONFIG SET does
+  // not outlive a restart): a SIGKILLed server then keeps all it answered, where everysec may have
+  // answered writes it had not written yet.
+  void fsync_always() { fsync_always_ = true; }
+
   // Another address to listen on besides the loopback (before start()): a namespace's veth.
   void also_bind(const std::string& address) { also_bind_ = address; }
 
@@ -136,6 +142,7 @@ class RedisServer {
   }
 
   std::string dir_, also_bind_;
+  bool fsync_always_ = false;
   int port_ = 0;
   pid_t pid_ = -1;
   pid_t owner_ = 0;

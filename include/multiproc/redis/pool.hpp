@@ -17,6 +17,12 @@
 // decode; it refuses, answering an error, a task of another build or whose invoker is not one of
 // its own program's task entry points. Results are signed the same way.
 //
+// Submitting never waits on the server: apply_async() and the other calls hand their tasks to the
+// pool's sender thread, which pushes whatever has accumulated in one round trip, in submission
+// order. A task it cannot send (the server unreachable past unreachable_timeout) fails its result
+// with ConnectionError; close() + join() waits for the tasks not sent yet, terminate() and the
+// destructor fail them with BrokenPool.
+//
 // A worker that stops beating for worker_timeout (died, host cut off) has its tasks run again on
 // another worker, at most max_retries times, then their results fail with WorkerLost: a task may
 // run more than once and must be idempotent.
@@ -63,7 +69,8 @@ namespace detail {
 
 using multiproc::detail::Deadline;
 
-// Receives a submission's chunk outcomes, in the pool's result thread.
+// Receives a submission's chunk outcomes, in the pool's result thread (a chunk that could not be
+// sent fails in its sender thread).
 class ChunkSink {
  public:
   virtual ~ChunkSink() = default;
@@ -71,8 +78,9 @@ class ChunkSink {
   virtual void chunk_failed(uint32_t chunk, std::exception_ptr error) = 0;
 };
 
-// The untyped pool (src/redis/pool.cpp): signs and pushes chunks, runs the result thread, reaps
-// dead workers, starts and stops the local workers.
+// The untyped pool (src/redis/pool.cpp): queues chunks for its sender thread (which signs and
+// pushes what has accumulated in one round trip), runs the result thread, reaps dead workers,
+// starts and stops the local workers.
 class PoolClient {
  public:
   PoolClient(std::string url, PoolOptions options);
@@ -80,7 +88,8 @@ class PoolClient {
   PoolClient(const PoolClient&) = delete;
   PoolClient& operator=(const PoolClient&) = delete;
 
-  // Chunks numbered first_chunk, first_chunk + 1, ...
+  // Chunks numbered first_chunk, first_chunk + 1, ...; returns without waiting on the server
+  // (a chunk that cannot be sent fails through the sink).
   void submit(const std::string& code, std::vector<std::string> chunks, uint32_t first_chunk,
               std::shared_ptr<ChunkSink> sink);
   // Workers alive now (at least 1, for the automatic chunk size).
@@ -125,7 +134,9 @@ struct CallsState {
   size_t remaining = 0;
   std::vector<std::optional<V>> values;
   std::map<size_t, std::exception_ptr> errors;
-  std::function<void()> on_ready;  // the user's callbacks, run in the result thread
+  // The user's callbacks, run in the pool's result thread (or its sender thread, for a task that
+  // could not be sent).
+  std::function<void()> on_ready;
 
   bool wait(const Deadline& deadline) {
     std::unique_lock lk(mu);
