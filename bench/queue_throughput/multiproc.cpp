@@ -161,7 +161,7 @@ int main(int argc, char** argv) {
         IntChannel ch;
         status.record(run_case(opt, c, n, ch,
                                c.batched ? "mp::Queue<std::int64_t> (unbounded); put_many(span of "
-                                           "64) / get_many(64) -> std::vector"
+                                           "64) / get_many(span of 64)"
                                          : "mp::Queue<std::int64_t> (unbounded); put()/get() one "
                                            "at a time"));
         break;
