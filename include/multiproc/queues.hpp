@@ -2,7 +2,7 @@
 //
 //   mp::Queue<int> q;          // unbounded: put() never blocks (storage grows with the backlog)
 //   mp::Queue<Job> q(100);     // bounded: put() waits while 100 items are queued
-//   q.put(x);  q.get();  q.put_many(xs);  q.get_many(64);
+//   q.put(x);  q.get();  q.put_many(xs);  q.get_many(64);  q.get_many(std::span(buf));
 //
 // A queue is a handle: copies share one queue, in this process and in any process the handle
 // reaches - inherited by fork, or passed as a Process/Pool argument under any start method, or
@@ -190,6 +190,26 @@ class Queue {
       for (size_t i = 0; i < n; ++i) out.push_back(Codec::decode(e, i));
     }
     return out;
+  }
+
+  // get_many into the caller's buffer, so a batch costs no allocation: waits at most `timeout`
+  // for the first item, then fills out's first elements with up to out.size() items that are
+  // there and returns how many. Throws Empty if none came (ShutDown if shut down and drained).
+  // An empty span asks for nothing and returns 0 at once.
+  size_t get_many(std::span<T> out, Timeout timeout = std::nullopt) {
+    auto& c = core();
+    auto deadline = detail::Deadline::after(timeout);
+    size_t n;
+    if constexpr (Codec::plain) {
+      detail::PlainSink sink{reinterpret_cast<char*>(out.data()), sizeof(T)};
+      n = c.get(out.size(), nullptr, &sink, deadline);
+    } else {
+      typename Codec::Encoded e;
+      n = c.get(out.size(), &Codec::deliver_bytes, &e, deadline);
+      for (size_t i = 0; i < n; ++i) out[i] = Codec::decode(e, i);
+    }
+    if (n == 0 && !out.empty()) throw Empty();
+    return n;
   }
 
   // Zero-copy put (plain-bytes T, or a byte string: see the top of this file): waits for room as

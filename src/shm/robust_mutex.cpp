@@ -14,10 +14,10 @@
 namespace multiproc::detail {
 namespace {
 
-// Bumped in every child after fork(), so thread-local caches of ids know they are stale.
-std::atomic<uint64_t> g_fork_generation{1};
+// A fork()ed child's only thread has a new kernel id: forget the parent's (the handler runs in
+// that thread). A child made by a raw clone (the resource tracker's) calls no library code.
 void on_fork_child() {
-  g_fork_generation.fetch_add(1, std::memory_order_relaxed);
+  t_current_tid = 0;
 }
 [[maybe_unused]] const int g_atfork_registered = pthread_atfork(nullptr, nullptr, on_fork_child);
 
@@ -26,15 +26,11 @@ constexpr auto kOwnerCheckInterval = std::chrono::milliseconds(20);
 
 }  // namespace
 
-uint32_t current_tid() {
-  thread_local uint64_t cached_generation = 0;
-  thread_local uint32_t cached_tid = 0;
-  uint64_t gen = g_fork_generation.load(std::memory_order_relaxed);
-  if (cached_generation != gen) {
-    cached_tid = static_cast<uint32_t>(syscall(SYS_gettid));
-    cached_generation = gen;
-  }
-  return cached_tid;
+__thread uint32_t t_current_tid __attribute__((tls_model("initial-exec"))) = 0;
+
+uint32_t current_tid_slow() {
+  t_current_tid = static_cast<uint32_t>(syscall(SYS_gettid));
+  return t_current_tid;
 }
 
 // Liveness is asked of the kernel without a file wherever it can answer, and every doubt

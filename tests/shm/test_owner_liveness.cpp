@@ -3,12 +3,15 @@
 // a queue's put lock, and must still take over from an owner that really died.
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cerrno>
 #include <csignal>
 #include <thread>
 #include <vector>
 
+#include <multiproc/detail/robust_mutex.hpp>
 #include <multiproc/queues.hpp>
 #include <multiproc/sharedctypes.hpp>
 
@@ -130,6 +133,48 @@ void produce_small_at_fd_limit(mp::Queue<std::vector<int>> q, mp::Value<int> res
 }
 
 class OwnerLiveness : public StartMethodTest {};
+
+// Owner words hold current_tid(), a cached id: it must be this thread's own in every thread and
+// in a forked child (whose one thread has a new id), even when the cache was filled before the
+// fork, in the main thread or in another one.
+namespace {
+uint32_t kernel_tid() {
+  return static_cast<uint32_t>(syscall(SYS_gettid));
+}
+
+// 0 when the forked child's current_tid() is its own id, 1 when not, 2 when fork failed.
+int fork_and_check_tid() {
+  const uint32_t before = mp::detail::current_tid();
+  pid_t pid = fork();
+  if (pid < 0) return 2;
+  if (pid == 0) {
+    const bool fresh =
+        mp::detail::current_tid() == kernel_tid() && mp::detail::current_tid() != before;
+    _exit(fresh ? 0 : 1);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (mp::detail::current_tid() != before) return 1;  // the parent's stays
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+}  // namespace
+
+TEST(CurrentTid, IsThisThreadsIdInThreadsAndForkedChildren) {
+  EXPECT_EQ(mp::detail::current_tid(), kernel_tid());
+  EXPECT_EQ(mp::detail::current_tid(), kernel_tid());  // cached
+  uint32_t in_thread = 0, kernel_in_thread = 1;
+  std::thread([&] {
+    in_thread = mp::detail::current_tid();
+    kernel_in_thread = kernel_tid();
+  }).join();
+  EXPECT_EQ(in_thread, kernel_in_thread);
+  EXPECT_NE(in_thread, mp::detail::current_tid());
+
+  EXPECT_EQ(fork_and_check_tid(), 0);
+  int from_thread = -1;
+  std::thread([&] { from_thread = fork_and_check_tid(); }).join();
+  EXPECT_EQ(from_thread, 0);
+}
 
 TEST_P(OwnerLiveness, LockWaiterAtFdLimitDoesNotTakeLockFromLiveHolder) {
   mp::Lock lock;

@@ -24,8 +24,21 @@ namespace multiproc::detail {
 inline constexpr uint32_t kOwnerTidBits = 22;
 inline constexpr uint32_t kOwnerTidMask = (1u << kOwnerTidBits) - 1;
 
-// This thread's kernel id, cached (and refreshed after fork()).
-uint32_t current_tid();
+// This thread's kernel id, cached: 0 until the thread first asks, and reset to 0 in a fork()ed
+// child (a pthread_atfork handler: the child's one thread has a new id).
+//
+// initial-exec: the library is built -fPIC, where the default model reaches a thread_local
+// through a call to __tls_get_addr, and this is read several times per queue item. With
+// initial-exec it is one %fs-relative load. That is fine for libmultiproc.so loaded at program
+// start (the variable is placed in the static TLS block) and for a dlopen()ed module holding it
+// (glibc keeps a static TLS surplus for such small initial-exec variables; these are 4 bytes).
+// __thread rather than thread_local: a constant-initialised POD, so no TLS wrapper call either.
+extern __thread uint32_t t_current_tid __attribute__((tls_model("initial-exec")));
+uint32_t current_tid_slow();
+inline uint32_t current_tid() {
+  const uint32_t tid = t_current_tid;
+  return tid != 0 ? tid : current_tid_slow();
+}
 // Whether thread `tid` still runs (exists and is not a zombie). Errs on "alive": an answer it
 // cannot get (no free descriptor, no /proc) never makes a live owner dead. tid 0 is no thread.
 bool thread_alive(uint32_t tid);
