@@ -66,7 +66,8 @@ class FrameReader {
       if (r < 0 && errno == ECONNRESET) r = 0;
       if (r < 0) {
         buf_.resize(have);
-        throw ProcessError("recv on a connection failed: " + std::generic_category().message(errno));
+        throw ProcessError("recv on a connection failed: " +
+                           std::generic_category().message(errno));
       }
       buf_.resize(have + static_cast<size_t>(r));
       if (r == 0) {
