@@ -103,12 +103,14 @@ check_shm_clean() {
 # and monitor, ThreadPool, futures, the manager's server, Redis senders, user threads). TSan does
 # not see synchronisation between processes through shared memory, and cannot follow a fork from
 # a threaded process: tests/tsan.cmake leaves those tests out, each with its reason (see
-# docs/reliability.md, "Sanitizers and static analysis"). Part of ./run.sh test.
+# docs/reliability.md, "Sanitizers and static analysis"). The leak checks (descriptors and
+# /dev/shm files, which no sanitizer changes) run in the plain and ASan builds only. Part of
+# ./run.sh test.
 run_tsan() {
   echo "== build with ThreadSanitizer and ctest"
   build build/tsan Debug -DMULTIPROC_SANITIZE=thread -DMULTIPROC_BUILD_BENCH=OFF -DMULTIPROC_BUILD_EXAMPLES=OFF
   (cd build/tsan && TSAN_OPTIONS="halt_on_error=1 report_signal_unsafe=0 handle_segv=0 handle_abort=0 second_deadlock_stack=1 suppressions=$ROOT/tests/support/tsan.supp" \
-     ctest --output-on-failure -j "$JOBS" --timeout 600 -LE 'no-tsan|no-sanitizer|example|compile-fail')
+     ctest --output-on-failure -j "$JOBS" --timeout 600 -LE 'no-tsan|no-sanitizer|example|compile-fail|leak-check')
 }
 
 cmd_tsan() {

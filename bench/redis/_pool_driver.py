@@ -14,6 +14,7 @@ POOL_CASES = [("apply_async_1by1", "tasks_per_s", "tasks/s", True),
               ("apply_async_get", "p99_us", "us", False)]
 OTHER_CASES = [("map_auto", "tasks_per_s", "tasks/s", True),
                ("queue_1by1", "items_per_s", "items/s", True),
+               ("queue_1by1_50clients", "items_per_s", "items/s", True),
                ("queue_batched", "items_per_s", "items/s", True)]
 
 

@@ -70,6 +70,42 @@ bool queue_case(const bench::Options& opt, const std::string& url, const char* c
                    bench::Checksum::of_range(0, n));
 }
 
+// One at a time with redis-benchmark's concurrency: `clients` handles (half producers, half
+// consumers), each its own thread and connection, each put or get waiting for its reply. The
+// one-producer case above is bound by round trips, this one by the server, as redis-benchmark's
+// 50 clients are.
+bool queue_clients_case(const bench::Options& opt, const std::string& url, const char* case_name,
+                        std::uint64_t n, unsigned clients) {
+  const std::string name = std::string("bench.") + case_name + "." + std::to_string(getpid());
+  const unsigned sides = clients / 2;
+  const std::uint64_t per = n / sides;
+  n = per * sides;
+  std::vector<bench::Checksum> got(sides);
+  std::vector<std::thread> threads;
+  std::vector<mpr::Queue<std::uint64_t>> handles;
+  handles.reserve(2 * sides);
+  for (unsigned i = 0; i < 2 * sides; ++i) handles.emplace_back(url, name);
+  for (auto& h : handles) (void)h.qsize();  // every connection made before the clock starts
+  const std::int64_t t0 = bench::now_ns();
+  for (unsigned p = 0; p < sides; ++p) {
+    threads.emplace_back([&, p] {
+      for (std::uint64_t i = p * per; i < (p + 1) * per; ++i) handles[p].put(i);
+    });
+  }
+  for (unsigned c = 0; c < sides; ++c) {
+    threads.emplace_back([&, c] {
+      for (std::uint64_t i = 0; i < per; ++i) got[c].add(handles[sides + c].get());
+    });
+  }
+  for (auto& t : threads) t.join();
+  const std::int64_t t1 = bench::now_ns();
+  bench::Checksum all;
+  for (auto& g : got) all.merge(g);
+  handles[0].unlink();
+  return emit_rate(opt, case_name, "items/s", static_cast<double>(n), t0, t1, all,
+                   bench::Checksum::of_range(0, n));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -134,6 +170,8 @@ int main(int argc, char** argv) {
   }
   status.record(queue_case(opt, server.url(), "queue_1by1",
                            bench::pick(opt.mode, 1'000, 50'000, 200'000), 1));
+  status.record(queue_clients_case(opt, server.url(), "queue_1by1_50clients",
+                                   bench::pick(opt.mode, 1'000, 200'000, 800'000), 50));
   status.record(queue_case(opt, server.url(), "queue_batched",
                            bench::pick(opt.mode, 10'000, 2'000'000, 8'000'000), 64));
   return status.exit_code();
