@@ -39,16 +39,6 @@ std::string url() {
   return RedisServer::instance()->url();
 }
 
-// A pool name of the test's own: workers of other tests never take its tasks.
-std::string pool_name() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::string n =
-      std::string(info->test_suite_name()) + "." + info->name() + "." + std::to_string(getpid());
-  for (auto& c : n)
-    if (c == '/') c = '_';
-  return n;
-}
-
 // A folder for marker files, removed at the end of the test.
 struct TempDir {
   std::string path;
@@ -152,7 +142,7 @@ class RedisPoolTest : public StartMethodTest {};
 
 TEST_P(RedisPoolTest, ApplyMapImapStarmapAndCallbacks) {
   MP_REQUIRE_REDIS();
-  mpr::Pool pool(url(), {.processes = 2, .name = pool_name(), .context = ctx()});
+  mpr::Pool pool(url(), {.processes = 2, .name = test_pool_name(), .context = ctx()});
   EXPECT_EQ(pool.apply(square, 7), 49);
   EXPECT_EQ(pool.apply_async(add, 2, 3).get(30s), 5);
   EXPECT_EQ(pool.apply([](int a) { return a + 1; }, 1), 2);
@@ -208,9 +198,10 @@ TEST_P(RedisPoolTest, ApplyMapImapStarmapAndCallbacks) {
 
 TEST_P(RedisPoolTest, LocalWorkersUseTheKeyOfTheOptions) {
   MP_REQUIRE_REDIS();
-  mpr::Pool pool(
-      url(),
-      {.processes = 1, .name = pool_name(), .authkey = std::string(32, 'k'), .context = ctx()});
+  mpr::Pool pool(url(), {.processes = 1,
+                         .name = test_pool_name(),
+                         .authkey = std::string(32, 'k'),
+                         .context = ctx()});
   EXPECT_EQ(pool.apply_async(square, 6).get(30s), 36);
 }
 
@@ -219,7 +210,7 @@ TEST_P(RedisPoolTest, LocalWorkersUseTheKeyOfTheOptions) {
 TEST(RedisPool, ExternalWorkersRunTheTasks) {
   MP_REQUIRE_REDIS();
   TempDir dir;
-  const std::string name = pool_name();
+  const std::string name = test_pool_name();
   ExternalWorker worker(name, dir.path + "/worker.log", 2);
   mpr::Pool pool(url(), {.processes = 0, .name = name});
   std::vector<int> xs(50);
@@ -235,7 +226,7 @@ TEST_P(RedisPoolTest, TaskOfAKilledWorkerRunsAgainThenWorkerLost) {
   MP_REQUIRE_REDIS();
   TempDir dir;
   mpr::Pool pool(url(), {.processes = 2,
-                         .name = pool_name(),
+                         .name = test_pool_name(),
                          .worker_timeout = 0.5s,
                          .max_retries = 2,
                          .context = ctx()});
@@ -254,7 +245,7 @@ TEST_P(RedisPoolTest, TaskOfAKilledWorkerRunsAgainThenWorkerLost) {
 TEST(RedisPool, WithoutTheKeyNothingRunsAndJunkIsDropped) {
   MP_REQUIRE_REDIS();
   TempDir dir;
-  const std::string name = pool_name();
+  const std::string name = test_pool_name();
   ExternalWorker worker(name, dir.path + "/worker.log");
   {
     mpr::Pool intruder(url(), {.name = name, .authkey = std::string(32, 'x')});
@@ -273,7 +264,7 @@ TEST(RedisPool, WithoutTheKeyNothingRunsAndJunkIsDropped) {
 TEST(RedisPool, AnotherBuildIsRefusedOnBothSides) {
   MP_REQUIRE_REDIS();
   TempDir dir;
-  const std::string name = pool_name();
+  const std::string name = test_pool_name();
   ExternalWorker worker(name, dir.path + "/worker.log", 1, "another-build");
   mpr::Pool pool(url(), {.name = name});
   try {
@@ -288,7 +279,7 @@ TEST(RedisPool, AnotherBuildIsRefusedOnBothSides) {
 TEST(RedisPool, AnInvokerThatIsNoEntryPointIsRefused) {
   MP_REQUIRE_REDIS();
   TempDir dir;
-  const std::string name = pool_name();
+  const std::string name = test_pool_name();
   ExternalWorker worker(name, dir.path + "/worker.log");
   // Signed with the right key, but naming a function that is not a task entry point.
   multiproc::detail::TaskCode code;
@@ -308,7 +299,7 @@ TEST(RedisPool, AnInvokerThatIsNoEntryPointIsRefused) {
 TEST(RedisPool, TaskTakenInALostReplyRunsAnyway) {
   MP_REQUIRE_REDIS();
   TempDir dir;
-  const std::string name = pool_name();
+  const std::string name = test_pool_name();
   LossyProxy proxy(RedisServer::instance()->port());
   ExternalWorker worker(name, dir.path + "/worker.log", 1, {}, proxy.url());
   mpr::Pool pool(url(), {.processes = 0, .name = name});
@@ -322,7 +313,7 @@ TEST(RedisPool, TaskTakenInALostReplyRunsAnyway) {
 TEST(RedisPool, ResultTakenInALostReplyIsReadAgain) {
   MP_REQUIRE_REDIS();
   TempDir dir;
-  const std::string name = pool_name();
+  const std::string name = test_pool_name();
   LossyProxy proxy(RedisServer::instance()->port());
   ExternalWorker worker(name, dir.path + "/worker.log");
   mpr::Pool pool(proxy.url(), {.processes = 0, .name = name});
@@ -336,7 +327,7 @@ TEST(RedisPool, ResultTakenInALostReplyIsReadAgain) {
 TEST(RedisPool, ResultBatchesTakenInLostRepliesAreReadAgain) {
   MP_REQUIRE_REDIS();
   TempDir dir;
-  const std::string name = pool_name();
+  const std::string name = test_pool_name();
   LossyProxy proxy(RedisServer::instance()->port());
   ExternalWorker worker(name, dir.path + "/worker.log", 2);
   mpr::Pool pool(proxy.url(), {.processes = 0, .name = name});
@@ -369,7 +360,7 @@ TEST(RedisPool, ResultBatchesTakenInLostRepliesAreReadAgain) {
 TEST(RedisPool, TasksOfALostWorkerSurviveALostReplyToTheReaper) {
   MP_REQUIRE_REDIS();
   TempDir dir;
-  const std::string name = pool_name();
+  const std::string name = test_pool_name();
   LossyProxy proxy(RedisServer::instance()->port());
   ExternalWorker worker(name, dir.path + "/worker.log", 2);
   mpr::Pool pool(proxy.url(), {.processes = 0, .name = name, .worker_timeout = 0.5s});

@@ -31,15 +31,6 @@ std::string url() {
   return RedisServer::instance()->url();
 }
 
-std::string pool_name() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::string n =
-      std::string(info->test_suite_name()) + "." + info->name() + "." + std::to_string(getpid());
-  for (auto& c : n)
-    if (c == '/') c = '_';
-  return n;
-}
-
 // Slow enough that the batch is still running when the server goes away.
 int slow_square(int x) {
   std::this_thread::sleep_for(10ms);
@@ -66,7 +57,7 @@ class RedisRestartTest : public StartMethodTest {
     MP_REQUIRE_REDIS();
     if (sig == SIGKILL) fsync_always();
     mpr::Pool pool(url(), {.processes = 2,
-                           .name = pool_name(),
+                           .name = test_pool_name(),
                            .worker_timeout = 2s,
                            .unreachable_timeout = 30s,
                            .context = ctx()});
@@ -115,7 +106,7 @@ TEST_P(RedisRestartTest, BatchInFlightSurvivesAKilledServer) {
 TEST(RedisRestart, ServerDownPastTheTimeoutIsAnErrorNotAHang) {
   MP_REQUIRE_REDIS();
   auto* server = RedisServer::instance();
-  mpr::Pool pool(url(), {.processes = 1, .name = pool_name(), .unreachable_timeout = 1s});
+  mpr::Pool pool(url(), {.processes = 1, .name = test_pool_name(), .unreachable_timeout = 1s});
   ASSERT_EQ(pool.apply_async(slow_square, 3).get(60s), 9);
   std::vector<int> xs(200, 1);
   auto m = pool.map_async(slow_square, xs, 1);

@@ -172,3 +172,14 @@ class RedisEnvironment : public ::testing::Environment {
       GTEST_SKIP() << "redis-server is not installed (./run.sh test installs it)"; \
     ASSERT_NE(RedisServer::instance(), nullptr) << "redis-server did not start";   \
   } while (0)
+
+// A redis::Pool name of the running test's own (suite, test, pid): workers of other tests and
+// other test programs never take its tasks.
+inline std::string test_pool_name() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string n =
+      std::string(info->test_suite_name()) + "." + info->name() + "." + std::to_string(getpid());
+  for (auto& c : n)
+    if (c == '/') c = '_';
+  return n;
+}
