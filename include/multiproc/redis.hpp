@@ -20,6 +20,7 @@
 // returned).
 //
 // Keys: "mp:{name}:items" (the list; put pushes on the left, get pops on the right), ":shutdown",
+// ":drain" (once shut down, the items left, and ":items" a string so that no push lands),
 // ":unfinished" (JoinableQueue), and in reliable mode ":consumers", ":proc:<id>", ":hb:<id>".
 // Queues outlive the processes that use them, as Redis keys do: unlink() removes one.
 #pragma once
@@ -29,6 +30,7 @@
 #include <memory>
 #include <optional>
 #include <ranges>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -89,7 +91,7 @@ class QueueCore {
 
   // Puts every item, waiting for room while maxsize is reached; returns how many went in before
   // the deadline. Throws QueueClosed after close() or shutdown().
-  size_t put(const std::vector<std::string>& items, const multiproc::detail::Deadline& deadline);
+  size_t put(std::span<const std::string> items, const multiproc::detail::Deadline& deadline);
   // Takes 1..max_items items, waiting until one comes; empty when the deadline passed first.
   // Throws QueueClosed once the queue is shut down and drained (at once after an immediate one).
   std::vector<std::string> get(size_t max_items, const multiproc::detail::Deadline& deadline);
@@ -143,6 +145,7 @@ class Queue {
   void put_many(R&& items, Timeout timeout = std::nullopt) {
     auto deadline = multiproc::detail::Deadline::after(timeout);
     std::vector<std::string> bytes;
+    if constexpr (std::ranges::sized_range<R>) bytes.reserve(std::ranges::size(items));
     for (const auto& item : items) bytes.push_back(encode(item));
     if (core().put(bytes, deadline) != bytes.size()) throw Full();
   }
@@ -219,6 +222,11 @@ class Queue {
     return decode(bytes[0]);
   }
   void put_range(const T* items, size_t n, const multiproc::detail::Deadline& deadline) {
+    if (n == 1) {  // put(): no vector for one item
+      const std::string bytes = encode(items[0]);
+      if (core().put(std::span<const std::string>(&bytes, 1), deadline) != 1) throw Full();
+      return;
+    }
     std::vector<std::string> bytes;
     bytes.reserve(n);
     for (size_t i = 0; i < n; ++i) bytes.push_back(encode(items[i]));

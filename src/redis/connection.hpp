@@ -10,8 +10,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <initializer_list>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -48,32 +50,37 @@ if ARGV[2] == '1' then redis.call('INCRBY', KEYS[3], n) end
 return n
 )lua";
 
-// KEYS: items, shutdown flag, proc, hb, consumers. ARGV: max, reliable, known unacked, ttl ms,
-// consumer id, reap, key prefix. -> {status, processing list length, items...}; status 1: shut
-// down (and drained).
+// KEYS: items, shutdown flag, proc, hb, consumers, drain. ARGV: max, reliable, known unacked, ttl
+// ms, consumer id, reap, key prefix, beat. -> {status, processing list length, items...}; status
+// 1: shut down (and drained).
+// Once shut down, what is left lives in the drain list (items is then the tombstone string that
+// makes a plain LPUSH fail: kShutdownScript).
 // Keys of other consumers are derived from the prefix: they share the {name} hash tag, so a
 // cluster keeps them in one slot.
 inline constexpr const char* kTakeScript = R"lua(
+local flag = redis.call('GET', KEYS[2])
+local q = flag and KEYS[6] or KEYS[1]
 local reliable = ARGV[2] == '1'
 if reliable then
-  redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
-  redis.call('SADD', KEYS[5], ARGV[5])
+  if ARGV[8] == '1' then
+    redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
+    redis.call('SADD', KEYS[5], ARGV[5])
+  end
   -- Items the server moved here whose reply never reached us (lost connection) go back first.
   local known = tonumber(ARGV[3])
   while redis.call('LLEN', KEYS[3]) > known do
-    redis.call('LMOVE', KEYS[3], KEYS[1], 'LEFT', 'RIGHT')
+    redis.call('LMOVE', KEYS[3], q, 'LEFT', 'RIGHT')
   end
 end
 if ARGV[6] == '1' then
   for _, id in ipairs(redis.call('SMEMBERS', KEYS[5])) do
     if redis.call('EXISTS', ARGV[7] .. 'hb:' .. id) == 0 then
       local p = ARGV[7] .. 'proc:' .. id
-      while redis.call('LMOVE', p, KEYS[1], 'LEFT', 'RIGHT') do end
+      while redis.call('LMOVE', p, q, 'LEFT', 'RIGHT') do end
       redis.call('SREM', KEYS[5], id)
     end
   end
 end
-local flag = redis.call('GET', KEYS[2])
 -- out[2]: what is left in our processing list (less than we know of when the reaper took our
 -- items back, after we made no call for the heartbeat's time).
 local out = {0, reliable and redis.call('LLEN', KEYS[3]) or 0}
@@ -81,28 +88,35 @@ if flag == '2' then out[1] = 1 return out end
 local max = tonumber(ARGV[1])
 if reliable then
   for i = 1, max do
-    local v = redis.call('LMOVE', KEYS[1], KEYS[3], 'RIGHT', 'LEFT')
+    local v = redis.call('LMOVE', q, KEYS[3], 'RIGHT', 'LEFT')
     if not v then break end
     out[#out + 1] = v
   end
 else
-  local vs = redis.call('RPOP', KEYS[1], max)
+  local vs = redis.call('RPOP', q, max)
   if vs then for _, v in ipairs(vs) do out[#out + 1] = v end end
 end
 if #out == 2 and flag then out[1] = 1 end
 return out
 )lua";
 
-// KEYS: shutdown flag, items, unfinished. ARGV: immediate. Immediate drops the items and counts
-// them done, so join() returns (Python's Queue.shutdown(immediate=True)).
+// KEYS: shutdown flag, items, unfinished, drain. ARGV: immediate. Immediate drops the items and
+// counts them done, so join() returns (Python's Queue.shutdown(immediate=True)).
+// The items key becomes a string, the tombstone: a put is a plain LPUSH on an unbounded queue, and
+// LPUSH on a string fails (WRONGTYPE), atomically with the push, so no put lands after a shutdown
+// whatever the interleaving. What was left moves to the drain list, for the getters to drain.
 inline constexpr const char* kShutdownScript = R"lua(
+local flag = redis.call('GET', KEYS[1])
 if ARGV[1] == '1' then
+  local n = redis.call('LLEN', flag and KEYS[4] or KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[4])
+  redis.call('SET', KEYS[2], 'shut down')
   redis.call('SET', KEYS[1], '2')
-  local n = redis.call('LLEN', KEYS[2])
-  redis.call('DEL', KEYS[2])
   local u = tonumber(redis.call('GET', KEYS[3]) or '0')
   if u > 0 then redis.call('SET', KEYS[3], math.max(0, u - n)) end
-elseif redis.call('GET', KEYS[1]) ~= '2' then
+elseif not flag then
+  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('RENAME', KEYS[2], KEYS[4]) end
+  redis.call('SET', KEYS[2], 'shut down')
   redis.call('SET', KEYS[1], '1')
 end
 return 0
@@ -116,20 +130,22 @@ if u <= 0 then return -1 end
 return redis.call('DECR', KEYS[1])
 )lua";
 
-// KEYS: proc, items, hb, consumers. ARGV: id. A consumer going away gives back what it did not ack.
+// KEYS: proc, items, hb, consumers, flag, drain. ARGV: id. A consumer going away gives back what it
+// did not ack (to the drain list once shut down).
 inline constexpr const char* kReleaseScript = R"lua(
-while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do end
+local q = redis.call('EXISTS', KEYS[5]) == 1 and KEYS[6] or KEYS[2]
+while redis.call('LMOVE', KEYS[1], q, 'LEFT', 'RIGHT') do end
 redis.call('DEL', KEYS[3])
 redis.call('SREM', KEYS[4], ARGV[1])
 return 0
 )lua";
 
-// KEYS: items, flag, unfinished, consumers. ARGV: prefix.
+// KEYS: items, flag, unfinished, consumers, drain. ARGV: prefix.
 inline constexpr const char* kUnlinkScript = R"lua(
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
   redis.call('DEL', ARGV[1] .. 'proc:' .. id, ARGV[1] .. 'hb:' .. id)
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return 0
 )lua";
 
@@ -172,6 +188,13 @@ inline bool transient_error(std::string_view e) {
          starts_with(e, "MASTERDOWN");
 }
 
+// A command on a key of another type: for a queue, its items key after a shutdown (the tombstone,
+// kShutdownScript). Thrown apart so that the queue can tell it from other errors.
+class WrongTypeError : public ProcessError {
+ public:
+  using ProcessError::ProcessError;
+};
+
 inline bool auth_error(std::string_view e) {
   return starts_with(e, "NOAUTH") || starts_with(e, "WRONGPASS") || starts_with(e, "NOPERM") ||
          e.find("invalid password") != std::string_view::npos;
@@ -188,7 +211,12 @@ class Connection {
   // Runs one command, reconnecting with backoff on a lost connection until the larger of the
   // deadline and unreachable_s from now (only one try when retry is false). block_s: how long the
   // server may hold the reply (a blocking command).
-  Reply run(const std::vector<std::string_view>& argv, const Deadline& deadline, double block_s = 0,
+  Reply run(std::initializer_list<std::string_view> argv, const Deadline& deadline,
+            double block_s = 0, bool retry = true) {
+    return run(std::span<const std::string_view>(argv.begin(), argv.size()), deadline, block_s,
+               retry);
+  }
+  Reply run(std::span<const std::string_view> argv, const Deadline& deadline, double block_s = 0,
             bool retry = true) {
     const auto start = Clock::now();
     auto give_up = start + std::chrono::duration_cast<Clock::duration>(
@@ -211,14 +239,26 @@ class Connection {
           redisSetTimeout(ctx_, to_timeval(block_s + 10.0));
           timeout_block_s_ = block_s;
         }
-        std::vector<const char*> ptrs;
-        std::vector<size_t> lens;
-        for (auto a : argv) {
-          ptrs.push_back(a.data());
-          lens.push_back(a.size());
+        // A put or a get of one item has a handful of arguments: no allocation for them.
+        constexpr size_t kInline = 16;
+        const char* inline_ptrs[kInline];
+        size_t inline_lens[kInline];
+        std::vector<const char*> heap_ptrs;
+        std::vector<size_t> heap_lens;
+        const char** ptrs = inline_ptrs;
+        size_t* lens = inline_lens;
+        if (argv.size() > kInline) {
+          heap_ptrs.resize(argv.size());
+          heap_lens.resize(argv.size());
+          ptrs = heap_ptrs.data();
+          lens = heap_lens.data();
+        }
+        for (size_t i = 0; i < argv.size(); ++i) {
+          ptrs[i] = argv[i].data();
+          lens[i] = argv[i].size();
         }
         Reply reply(static_cast<redisReply*>(
-            redisCommandArgv(ctx_, static_cast<int>(argv.size()), ptrs.data(), lens.data())));
+            redisCommandArgv(ctx_, static_cast<int>(argv.size()), ptrs, lens)));
         if (!reply) {
           last_error = ctx_->errstr;
           drop();
@@ -231,6 +271,8 @@ class Connection {
             continue;
           }
           if (auth_error(e)) throw AuthenticationError(auth_message(e));
+          if (starts_with(e, "WRONGTYPE"))
+            throw WrongTypeError("multiproc: redis: " + std::string(argv[0]) + " failed: " + e);
           if (!transient_error(e))
             throw ProcessError("multiproc: redis: " + std::string(argv[0]) + " failed: " + e);
           last_error = e;

@@ -1,7 +1,12 @@
 // multiproc::redis::detail::QueueCore: a queue of byte strings kept in Redis lists, through
-// hiredis' synchronous API. Every operation that reads and writes more than one key is a Lua
-// script (atomic on the server: maxsize checks, the shutdown flag, the reaper); only the blocking
-// waits are plain BLMOVE/BRPOP, which a script cannot do.
+// hiredis' synchronous API. The common paths are single plain commands, the engine's cheapest:
+// a put on an unbounded queue is one LPUSH (all items of a put_many in one), a get one BRPOP
+// (RPOP with a count for get_many). Shutdown needs no check on those paths: it turns the items
+// key into a string (the tombstone, kShutdownScript in connection.hpp), so that a later LPUSH
+// fails with WRONGTYPE, atomically, and what was left moves to a drain list that the getters,
+// told by the same error, then empty through a script. Operations that read and write more than
+// one key stay Lua scripts (atomic on the server): a bounded queue's maxsize check, a
+// JoinableQueue's count, the reliable mode's moves, heartbeat and reaper.
 //
 // Reliable mode: BLMOVE into a per-consumer processing list, plus a heartbeat key with a TTL per
 // consumer and a reaper run by every getter. Chosen over a stream consumer group (XREADGROUP +
@@ -21,6 +26,7 @@
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -65,6 +71,13 @@ int parse_number(std::string_view s, int lo, int hi, const char* what, const std
                        std::to_string(hi));
   }
   return v;
+}
+
+// A get renews the heartbeat only when the last renewal is a tenth of the ttl old (sparing the
+// server a SET and a SADD per get), so the key lives 1.1 ttl: a consumer is still alive for ttl
+// after its last call, as promised, and a dead one is found within 1.1 ttl.
+std::string heartbeat_ms(double ttl) {
+  return std::to_string(static_cast<long long>(ttl * 1100));
 }
 
 }  // namespace
@@ -140,6 +153,7 @@ struct QueueCore::Impl {
         prefix("mp:{" + name + "}:"),
         k_items(prefix + "items"),
         k_flag(prefix + "shutdown"),
+        k_drain(prefix + "drain"),
         k_unfinished(prefix + "unfinished"),
         k_consumers(prefix + "consumers") {
     if (name.empty()) throw ProcessError("multiproc: redis::Queue: the name is empty");
@@ -153,6 +167,11 @@ struct QueueCore::Impl {
     k_proc = prefix + "proc:" + consumer;
     k_hb = prefix + "hb:" + consumer;
     unacked = 0;
+    last_beat = {};
+  }
+
+  [[noreturn]] void throw_shut_down() const {
+    throw QueueClosed("multiproc: redis::Queue '" + name + "' is shut down");
   }
 
   Reply eval(Script s, std::vector<std::string_view> keys, std::vector<std::string_view> args,
@@ -179,11 +198,11 @@ struct QueueCore::Impl {
   Options options;
   bool joinable;
   Connection conn;
-  std::string prefix, k_items, k_flag, k_unfinished, k_consumers, k_proc, k_hb, consumer;
+  std::string prefix, k_items, k_flag, k_drain, k_unfinished, k_consumers, k_proc, k_hb, consumer;
   pid_t consumer_pid = 0;
   size_t unacked = 0;
   bool closed = false;
-  Clock::time_point last_reap{};
+  Clock::time_point last_reap{}, last_beat{};
 };
 
 QueueCore::QueueCore(std::string url, std::string name, size_t maxsize, Options options,
@@ -199,16 +218,38 @@ QueueCore::~QueueCore() {
   auto& m = *impl_;
   if (m.consumer.empty() || m.consumer_pid != getpid()) return;
   try {
-    m.eval(kRelease, {m.k_proc, m.k_items, m.k_hb, m.k_consumers}, {m.consumer}, Deadline::now(),
-           false);
+    m.eval(kRelease, {m.k_proc, m.k_items, m.k_hb, m.k_consumers, m.k_flag, m.k_drain},
+           {m.consumer}, Deadline::now(), false);
   } catch (...) {
     // The server is gone: the reaper of a live consumer returns the items once the heartbeat ends.
   }
 }
 
-size_t QueueCore::put(const std::vector<std::string>& items, const Deadline& deadline) {
+size_t QueueCore::put(std::span<const std::string> items, const Deadline& deadline) {
   auto& m = *impl_;
   if (m.closed) throw QueueClosed("multiproc: redis::Queue '" + m.name + "': put() after close()");
+  if (m.maxsize == 0 && !m.joinable) {
+    // Unbounded: a plain LPUSH of every item (a script costs the server ten times more). It fails
+    // with WRONGTYPE once the queue is shut down: the push and the shutdown check are one command,
+    // so a put either lands before the shutdown (and is drained, or dropped by an immediate one)
+    // or raises, never both and never neither. A put_many of more than kChunk items is several
+    // pushes: a shutdown between two leaves the first ones in the queue, and raises.
+    constexpr size_t kChunk = 10000;
+    std::vector<std::string_view> argv;
+    argv.reserve(2 + std::min(items.size(), kChunk));
+    for (size_t done = 0; done < items.size();) {
+      const size_t chunk = std::min(items.size() - done, kChunk);
+      argv.assign({"LPUSH", m.k_items});
+      for (size_t i = done; i < done + chunk; ++i) argv.push_back(items[i]);
+      try {
+        m.conn.run(argv, deadline);
+      } catch (const WrongTypeError&) {
+        m.throw_shut_down();
+      }
+      done += chunk;
+    }
+    return items.size();
+  }
   const std::string max = std::to_string(m.maxsize);
   size_t done = 0;
   auto backoff = std::chrono::microseconds(500);
@@ -218,7 +259,7 @@ size_t QueueCore::put(const std::vector<std::string>& items, const Deadline& dea
     for (size_t i = done; i < done + chunk; ++i) args.push_back(items[i]);
     const long long n =
         integer(m.eval(kPut, {m.k_items, m.k_flag, m.k_unfinished}, args, deadline));
-    if (n < 0) throw QueueClosed("multiproc: redis::Queue '" + m.name + "' is shut down");
+    if (n < 0) m.throw_shut_down();
     done += static_cast<size_t>(n);
     if (n > 0) {
       backoff = std::chrono::microseconds(500);
@@ -239,66 +280,82 @@ std::vector<std::string> QueueCore::get(size_t max_items, const Deadline& deadli
   const bool reliable = m.options.reliable;
   if (reliable) m.own_consumer();
   const double ttl = std::max(m.options.heartbeat_ttl.count(), 0.01);
-  const std::string ttl_ms = std::to_string(static_cast<long long>(ttl * 1000));
-  const std::string max = std::to_string(max_items);
+  const std::string ttl_ms = heartbeat_ms(ttl);
+  // A count above what Redis takes (a long) would be an error, not "everything".
+  max_items = std::min<size_t>(max_items, size_t{1} << 31);
   // A blocked getter looks at the shutdown flag, renews its heartbeat and reaps this often.
   const double slice = std::min(0.2, ttl / 4);
   std::vector<std::string> out;
-  auto take = [&](const std::string& count) {
+  // The script: the reliable mode's take, and the plain mode's once shut down (the drain list).
+  // -> 1 when shut down and nothing is left for us.
+  auto take = [&](size_t n) {
     const auto now = Clock::now();
-    const bool reap = now - m.last_reap >= std::chrono::milliseconds(500);
+    const bool reap = reliable && now - m.last_reap >= std::chrono::milliseconds(500);
     if (reap) m.last_reap = now;
-    const std::string known = std::to_string(m.unacked);
-    Reply r =
-        m.eval(kTake, {m.k_items, m.k_flag, reliable ? m.k_proc : m.k_items, m.k_hb, m.k_consumers},
-               {count, reliable ? "1" : "0", known, ttl_ms, m.consumer, reap ? "1" : "0", m.prefix},
-               deadline);
+    // The heartbeat lasts ttl: renewing it at most every tenth of that keeps it alive and spares
+    // the server a SET and a SADD per get.
+    const bool beat = reliable && now - m.last_beat >= std::chrono::duration_cast<Clock::duration>(
+                                                           std::chrono::duration<double>(ttl / 10));
+    const std::string count = std::to_string(n), known = std::to_string(m.unacked);
+    Reply r = m.eval(
+        kTake,
+        {m.k_items, m.k_flag, reliable ? m.k_proc : m.k_items, m.k_hb, m.k_consumers, m.k_drain},
+        {count, reliable ? "1" : "0", known, ttl_ms, m.consumer, reap ? "1" : "0", m.prefix,
+         beat ? "1" : "0"},
+        deadline);
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 2)
       throw ProcessError("multiproc: redis: unexpected reply to a get");
+    if (beat) m.last_beat = now;
     for (size_t i = 2; i < r->elements; ++i)
       out.emplace_back(r->element[i]->str, r->element[i]->len);
     if (reliable) m.unacked = static_cast<size_t>(r->element[1]->integer) + (r->elements - 2);
-    return r->element[0]->integer;
+    return r->element[0]->integer == 1;
   };
-  if (!reliable && max_items == 1 && !deadline.expired()) {
-    // One item, plain mode, a caller who may wait: one round trip and no script, whether the
-    // item is there or comes later. BRPOP takes the item whatever the flag says: after a shutdown
-    // the items left are to be drained, and an immediate one deleted them. Only when nothing came
-    // does the take script look at the shutdown flag. (get_nowait() keeps the script: one round
-    // trip whatever the queue holds.)
-    for (;;) {
-      double block = slice;
-      if (deadline.at)
-        block = std::min(block, std::chrono::duration<double>(*deadline.at - Clock::now()).count());
-      block = std::max(block, 0.01);  // 0 would block forever
-      char secs[32];
-      std::snprintf(secs, sizeof secs, "%.3f", block);
-      // block_s is the slice, not block: the socket's timeout then stays as it is.
-      Reply r = m.conn.run({"BRPOP", m.k_items, secs}, deadline, slice);
-      if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
-        out.emplace_back(r->element[1]->str, r->element[1]->len);
-        return out;
-      }
-      const long long status = take(max);
+  // Plain mode, without waiting: one RPOP with a count. Only a shut down queue (its items key is
+  // the tombstone: WRONGTYPE) needs the script.
+  auto pop = [&](size_t n) {
+    if (reliable) return take(n);
+    const std::string count = std::to_string(n);
+    Reply r;
+    try {
+      r = m.conn.run({"RPOP", m.k_items, count}, deadline);
+    } catch (const WrongTypeError&) {
+      return take(n);
+    }
+    if (r->type == REDIS_REPLY_ARRAY) {
+      out.reserve(out.size() + r->elements);
+      for (size_t i = 0; i < r->elements; ++i)
+        out.emplace_back(r->element[i]->str, r->element[i]->len);
+    }
+    return false;
+  };
+  // One item, plain mode, a caller who may wait: the first call is the blocking one, one round
+  // trip whether the item is there or comes later. BRPOP takes the item whatever the flag says:
+  // after a shutdown the items left are to be drained, and an immediate one deleted them.
+  bool wait_first = !reliable && max_items == 1 && !deadline.expired();
+  for (;;) {
+    if (!wait_first) {
+      const bool shut_down = pop(max_items);
       if (!out.empty()) return out;
-      if (status == 1) throw QueueClosed("multiproc: redis::Queue '" + m.name + "' is shut down");
+      if (shut_down) m.throw_shut_down();
       if (deadline.expired()) return out;
     }
-  }
-  for (;;) {
-    const long long status = take(max);
-    if (!out.empty()) return out;
-    if (status == 1) throw QueueClosed("multiproc: redis::Queue '" + m.name + "' is shut down");
-    if (deadline.expired()) return out;
+    wait_first = false;
     double block = slice;
     if (deadline.at)
       block = std::min(block, std::chrono::duration<double>(*deadline.at - Clock::now()).count());
     block = std::max(block, 0.01);  // 0 would block forever
     char secs[32];
     std::snprintf(secs, sizeof secs, "%.3f", block);
-    Reply r = reliable ? m.conn.run({"BLMOVE", m.k_items, m.k_proc, "RIGHT", "LEFT", secs},
-                                    deadline, block)
-                       : m.conn.run({"BRPOP", m.k_items, secs}, deadline, block);
+    Reply r;
+    try {
+      // block_s is the slice, not block: the socket's timeout then stays as it is.
+      r = reliable
+              ? m.conn.run({"BLMOVE", m.k_items, m.k_proc, "RIGHT", "LEFT", secs}, deadline, slice)
+              : m.conn.run({"BRPOP", m.k_items, secs}, deadline, slice);
+    } catch (const WrongTypeError&) {
+      continue;  // shut down: the next pop drains
+    }
     if (r->type == REDIS_REPLY_STRING) {
       out.emplace_back(r->str, r->len);
       ++m.unacked;
@@ -306,7 +363,7 @@ std::vector<std::string> QueueCore::get(size_t max_items, const Deadline& deadli
       out.emplace_back(r->element[1]->str, r->element[1]->len);
     }
     if (!out.empty()) {
-      if (max_items > 1) take(std::to_string(max_items - 1));
+      if (max_items > 1) pop(max_items - 1);
       return out;
     }
   }
@@ -314,7 +371,11 @@ std::vector<std::string> QueueCore::get(size_t max_items, const Deadline& deadli
 
 size_t QueueCore::qsize() {
   auto& m = *impl_;
-  return static_cast<size_t>(integer(m.conn.run({"LLEN", m.k_items}, Deadline::never())));
+  try {
+    return static_cast<size_t>(integer(m.conn.run({"LLEN", m.k_items}, Deadline::never())));
+  } catch (const WrongTypeError&) {  // shut down: what is left is in the drain list
+    return static_cast<size_t>(integer(m.conn.run({"LLEN", m.k_drain}, Deadline::never())));
+  }
 }
 
 size_t QueueCore::maxsize() const {
@@ -329,7 +390,7 @@ bool QueueCore::closed() const {
 
 void QueueCore::shutdown(bool immediate) {
   auto& m = *impl_;
-  m.eval(kShutdown, {m.k_flag, m.k_items, m.k_unfinished}, {immediate ? "1" : "0"},
+  m.eval(kShutdown, {m.k_flag, m.k_items, m.k_unfinished, m.k_drain}, {immediate ? "1" : "0"},
          Deadline::never());
 }
 
@@ -361,9 +422,9 @@ void QueueCore::heartbeat() {
   if (!m.options.reliable) return;
   m.own_consumer();
   const double ttl = std::max(m.options.heartbeat_ttl.count(), 0.01);
-  m.conn.run({"SET", m.k_hb, "1", "PX", std::to_string(static_cast<long long>(ttl * 1000))},
-             Deadline::never());
+  m.conn.run({"SET", m.k_hb, "1", "PX", heartbeat_ms(ttl)}, Deadline::never());
   m.conn.run({"SADD", m.k_consumers, m.consumer}, Deadline::never());
+  m.last_beat = Clock::now();
 }
 
 void QueueCore::task_done() {
@@ -398,7 +459,7 @@ bool QueueCore::join(const Deadline& deadline) {
 
 void QueueCore::unlink() {
   auto& m = *impl_;
-  m.eval(kUnlink, {m.k_items, m.k_flag, m.k_unfinished, m.k_consumers}, {m.prefix},
+  m.eval(kUnlink, {m.k_items, m.k_flag, m.k_unfinished, m.k_consumers, m.k_drain}, {m.prefix},
          Deadline::never());
 }
 
