@@ -8,6 +8,7 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <initializer_list>
@@ -239,26 +240,7 @@ class Connection {
           redisSetTimeout(ctx_, to_timeval(block_s + 10.0));
           timeout_block_s_ = block_s;
         }
-        // A put or a get of one item has a handful of arguments: no allocation for them.
-        constexpr size_t kInline = 16;
-        const char* inline_ptrs[kInline];
-        size_t inline_lens[kInline];
-        std::vector<const char*> heap_ptrs;
-        std::vector<size_t> heap_lens;
-        const char** ptrs = inline_ptrs;
-        size_t* lens = inline_lens;
-        if (argv.size() > kInline) {
-          heap_ptrs.resize(argv.size());
-          heap_lens.resize(argv.size());
-          ptrs = heap_ptrs.data();
-          lens = heap_lens.data();
-        }
-        for (size_t i = 0; i < argv.size(); ++i) {
-          ptrs[i] = argv[i].data();
-          lens[i] = argv[i].size();
-        }
-        Reply reply(static_cast<redisReply*>(
-            redisCommandArgv(ctx_, static_cast<int>(argv.size()), ptrs, lens)));
+        Reply reply = command(argv);
         if (!reply) {
           last_error = ctx_->errstr;
           drop();
@@ -292,6 +274,27 @@ class Connection {
   }
 
   const std::string& sha(Script s) const { return shas_[s]; }
+
+  // Sends one command and reads its reply (null when the connection failed: ctx_->errstr says
+  // why). The command is encoded here, into a buffer kept from call to call, rather than by
+  // redisCommandArgv, whose printf-style encoder was most of a put's client-side instructions.
+  Reply command(std::span<const std::string_view> argv) {
+    cmd_.clear();
+    append_header('*', argv.size());
+    for (auto a : argv) {
+      append_header('$', a.size());
+      cmd_.append(a);
+      cmd_.append("\r\n");
+    }
+    void* r = nullptr;
+    if (redisAppendFormattedCommand(ctx_, cmd_.data(), cmd_.size()) != REDIS_OK ||
+        redisGetReply(ctx_, &r) != REDIS_OK) {
+      if (r) freeReplyObject(r);
+      r = nullptr;
+    }
+    if (cmd_.capacity() > (size_t{1} << 20)) std::string().swap(cmd_);  // a large put_many's
+    return Reply(static_cast<redisReply*>(r));
+  }
 
   // Connections made so far. A caller that sees it change knows that a reply may have been lost
   // (the server applied a command whose answer never came): what such a command moved must be
@@ -400,8 +403,18 @@ class Connection {
     }
   }
 
+  void append_header(char kind, size_t n) {
+    char buf[24];
+    buf[0] = kind;
+    auto end = std::to_chars(buf + 1, buf + sizeof buf - 2, n).ptr;
+    *end++ = '\r';
+    *end++ = '\n';
+    cmd_.append(buf, static_cast<size_t>(end - buf));
+  }
+
   Url url_;
   std::string url_text_;
+  std::string cmd_;
   double unreachable_s_;
   redisContext* ctx_ = nullptr;
   double timeout_block_s_ = 0;  // the socket's timeout is this + 10 s

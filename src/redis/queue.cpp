@@ -345,8 +345,11 @@ std::vector<std::string> QueueCore::get(size_t max_items, const Deadline& deadli
     if (deadline.at)
       block = std::min(block, std::chrono::duration<double>(*deadline.at - Clock::now()).count());
     block = std::max(block, 0.01);  // 0 would block forever
-    char secs[32];
-    std::snprintf(secs, sizeof secs, "%.3f", block);
+    char buf[32];
+    const std::string_view secs(
+        buf,
+        static_cast<size_t>(
+            std::to_chars(buf, buf + sizeof buf, block, std::chars_format::fixed, 3).ptr - buf));
     Reply r;
     try {
       // block_s is the slice, not block: the socket's timeout then stays as it is.
