@@ -352,12 +352,19 @@ std::vector<std::string> QueueCore::get(size_t max_items, const Deadline& deadli
             std::to_chars(buf, buf + sizeof buf, block, std::chars_format::fixed, 3).ptr - buf));
     Reply r;
     try {
-      // block_s is the slice, not block: the socket's timeout then stays as it is.
-      r = reliable
-              ? m.conn.run({"BLMOVE", m.k_items, m.k_proc, "RIGHT", "LEFT", secs}, deadline, slice)
-              : m.conn.run({"BRPOP", m.k_items, secs}, deadline, slice);
+      // block_s is the slice, not block: the socket's timeout then stays as it is. The BLMOVE
+      // is sent once, not again on a new connection: when its reply is lost, the item it moved
+      // is the newest in the processing list, which the take script moves back first (an
+      // item moved by a second BLMOVE would sit above it, and the acks, oldest first, would
+      // then ack the lost one in place of the one handed out).
+      r = reliable ? m.conn.run({"BLMOVE", m.k_items, m.k_proc, "RIGHT", "LEFT", secs}, deadline,
+                                slice, /*retry=*/false)
+                   : m.conn.run({"BRPOP", m.k_items, secs}, deadline, slice);
     } catch (const WrongTypeError&) {
       continue;  // shut down: the next pop drains
+    } catch (const ConnectionError&) {
+      if (!reliable) throw;
+      continue;  // the take script reconnects (with the usual patience) and puts back
     }
     if (r->type == REDIS_REPLY_STRING) {
       out.emplace_back(r->str, r->len);

@@ -15,6 +15,7 @@
 
 #include <multiproc/redis.hpp>
 
+#include "lossy_proxy.hpp"
 #include "redis_server.hpp"
 #include "start_methods.hpp"
 
@@ -372,6 +373,38 @@ TEST(RedisQueue, ReliableBusyConsumerKeepsItsItemsWhileItBeats) {
   EXPECT_THROW(busy.get_nowait(), mp::Empty);
   EXPECT_EQ(busy.unacked(), 0u);
   other.ack();
+}
+
+// A reliable get whose BLMOVE moved an item but whose reply was lost: the item is in this
+// consumer's processing list without the consumer knowing it. It must come back (not be acked in
+// place of the item the consumer got next, and so never delivered).
+TEST(RedisQueue, ReliableItemMovedInALostReplyIsDeliveredAnyway) {
+  MP_REQUIRE_REDIS();
+  LossyProxy proxy(RedisServer::instance()->port());
+  const mpr::Options reliable{.reliable = true, .heartbeat_ttl = 30s};
+  mpr::Queue<int> q(proxy.url(), qname(), 0, reliable);
+  mpr::Queue<int> feeder(url(), qname());
+  std::multiset<int> delivered;
+  std::thread consumer([&] {
+    delivered.insert(q.get(30s));  // waits in BLMOVE: the queue is empty
+    q.ack();
+  });
+  std::this_thread::sleep_for(300ms);
+  proxy.drop_next_reply_to({"BLMOVE"});
+  feeder.put(1);
+  ASSERT_TRUE(eventually([&] { return proxy.dropped(); }, 30s));
+  feeder.put(2);
+  consumer.join();
+  try {
+    for (;;) {
+      delivered.insert(q.get(1s));
+      q.ack();
+    }
+  } catch (const mp::Empty&) {
+  }
+  EXPECT_EQ(std::set<int>(delivered.begin(), delivered.end()), (std::set<int>{1, 2}));
+  EXPECT_EQ(q.unacked(), 0u);
+  feeder.unlink();
 }
 
 TEST(RedisQueue, ServerRestartLosesNothingThatWasPut) {
