@@ -285,17 +285,19 @@ std::vector<std::string> QueueCore::get(size_t max_items, const Deadline& deadli
   max_items = std::min<size_t>(max_items, size_t{1} << 31);
   // A blocked getter looks at the shutdown flag, renews its heartbeat and reaps this often.
   const double slice = std::min(0.2, ttl / 4);
+  // The heartbeat lasts 1.1 ttl: renewing it at most every tenth of ttl keeps it alive and spares
+  // the server a SET and a SADD per get.
+  const auto beat_every =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(ttl / 10));
+  constexpr auto kReapEvery = std::chrono::milliseconds(500);
   std::vector<std::string> out;
   // The script: the reliable mode's take, and the plain mode's once shut down (the drain list).
   // -> 1 when shut down and nothing is left for us.
   auto take = [&](size_t n) {
     const auto now = Clock::now();
-    const bool reap = reliable && now - m.last_reap >= std::chrono::milliseconds(500);
+    const bool reap = reliable && now - m.last_reap >= kReapEvery;
     if (reap) m.last_reap = now;
-    // The heartbeat lasts ttl: renewing it at most every tenth of that keeps it alive and spares
-    // the server a SET and a SADD per get.
-    const bool beat = reliable && now - m.last_beat >= std::chrono::duration_cast<Clock::duration>(
-                                                           std::chrono::duration<double>(ttl / 10));
+    const bool beat = reliable && now - m.last_beat >= beat_every;
     const std::string count = std::to_string(n), known = std::to_string(m.unacked);
     Reply r = m.eval(
         kTake,
@@ -329,10 +331,16 @@ std::vector<std::string> QueueCore::get(size_t max_items, const Deadline& deadli
     }
     return false;
   };
-  // One item, plain mode, a caller who may wait: the first call is the blocking one, one round
-  // trip whether the item is there or comes later. BRPOP takes the item whatever the flag says:
-  // after a shutdown the items left are to be drained, and an immediate one deleted them.
-  bool wait_first = !reliable && max_items == 1 && !deadline.expired();
+  // One item, a caller who may wait: the first call is the blocking one, one round trip whether
+  // the item is there or comes later. BRPOP takes the item whatever the flag says: after a
+  // shutdown the items left are to be drained, and an immediate one deleted them; on the
+  // tombstone it fails, and the script drains. In reliable mode only while neither the heartbeat
+  // nor the reaper is due: the take script does those, and puts back what a lost reply moved
+  // (the BLMOVE below is never sent twice, so that is only ever its newest item).
+  const auto now = Clock::now();
+  bool wait_first =
+      max_items == 1 && !deadline.expired() &&
+      (!reliable || (now - m.last_beat < beat_every && now - m.last_reap < kReapEvery));
   for (;;) {
     if (!wait_first) {
       const bool shut_down = pop(max_items);
