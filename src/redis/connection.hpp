@@ -150,9 +150,18 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return 0
 )lua";
 
-enum Script { kPut, kTake, kShutdown, kTaskDone, kRelease, kUnlink, kScriptCount };
+// KEYS: proc. ARGV: how many stay unacked. Pops the oldest items beyond that: an ack that may
+// already have run once (its reply lost) runs again without acking more.
+inline constexpr const char* kAckScript = R"lua(
+local extra = redis.call('LLEN', KEYS[1]) - tonumber(ARGV[1])
+if extra > 0 then redis.call('RPOP', KEYS[1], extra) end
+return 0
+)lua";
+
+enum Script { kPut, kTake, kShutdown, kTaskDone, kRelease, kUnlink, kAck, kScriptCount };
 inline constexpr const char* kScripts[kScriptCount] = {
-    kPutScript, kTakeScript, kShutdownScript, kTaskDoneScript, kReleaseScript, kUnlinkScript};
+    kPutScript,     kTakeScript,   kShutdownScript, kTaskDoneScript,
+    kReleaseScript, kUnlinkScript, kAckScript};
 
 // ---- connection
 // ----------------------------------------------------------------------------------

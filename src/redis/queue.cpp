@@ -427,7 +427,14 @@ void QueueCore::ack(size_t n) {
                        ") with only " + std::to_string(m.unacked) + " items taken and not acked");
   }
   if (n == 0) return;
-  m.conn.run({"RPOP", m.k_proc, std::to_string(n)}, Deadline::never());
+  // One plain RPOP, sent once: sent again after a lost reply it would ack n more items, never
+  // handed out. Once the connection failed, whether it ran is unknown: the script then trims the
+  // list, from its oldest end, down to what stays unacked, which is right either way.
+  try {
+    m.conn.run({"RPOP", m.k_proc, std::to_string(n)}, Deadline::never(), 0, /*retry=*/false);
+  } catch (const ConnectionError&) {
+    m.eval(kAck, {m.k_proc}, {std::to_string(m.unacked - n)}, Deadline::never());
+  }
   m.unacked -= n;
 }
 

@@ -407,6 +407,26 @@ TEST(RedisQueue, ReliableItemMovedInALostReplyIsDeliveredAnyway) {
   feeder.unlink();
 }
 
+// An ack whose reply was lost is sent again: it must not ack more than it was asked to (an item
+// acked without being handed out is never delivered).
+TEST(RedisQueue, ReliableAckWithALostReplyAcksOnce) {
+  MP_REQUIRE_REDIS();
+  LossyProxy proxy(RedisServer::instance()->port());
+  const mpr::Options reliable{.reliable = true, .heartbeat_ttl = 30s};
+  mpr::Queue<int> other(url(), qname());
+  {
+    mpr::Queue<int> q(proxy.url(), qname(), 0, reliable);
+    q.put_many(std::vector<int>{1, 2, 3});
+    EXPECT_EQ(q.get_many(3), (std::vector<int>{1, 2, 3}));
+    proxy.drop_next_reply_to({"RPOP"});
+    q.ack();
+    EXPECT_TRUE(proxy.dropped());
+    EXPECT_EQ(q.unacked(), 2u);
+  }  // gives back what it did not ack
+  EXPECT_EQ(other.get_many(10, 5s), (std::vector<int>{2, 3}));
+  other.unlink();
+}
+
 TEST(RedisQueue, ServerRestartLosesNothingThatWasPut) {
   MP_REQUIRE_REDIS();
   mpr::Queue<int> q(url(), qname());
