@@ -53,7 +53,7 @@ return n
 
 // KEYS: items, shutdown flag, proc, hb, consumers, drain. ARGV: max, reliable, known unacked, ttl
 // ms, consumer id, reap, key prefix, beat. -> {status, processing list length, items...}; status
-// 1: shut down (and drained).
+// 1: shut down (and drained), 2: shut down, items follow, 0: not shut down.
 // Once shut down, what is left lives in the drain list (items is then the tombstone string that
 // makes a plain LPUSH fail: kShutdownScript).
 // Keys of other consumers are derived from the prefix: they share the {name} hash tag, so a
@@ -97,7 +97,7 @@ else
   local vs = redis.call('RPOP', q, max)
   if vs then for _, v in ipairs(vs) do out[#out + 1] = v end end
 end
-if #out == 2 and flag then out[1] = 1 end
+if flag then out[1] = #out == 2 and 1 or 2 end
 return out
 )lua";
 

@@ -202,6 +202,10 @@ struct QueueCore::Impl {
   pid_t consumer_pid = 0;
   size_t unacked = 0;
   bool closed = false;
+  // The last take script saw the queue shut down: while it drains, gets go to the script at once
+  // (the plain commands would only fail on the tombstone first). Cleared by a take that finds the
+  // queue live again (unlinked and used anew).
+  bool shut_down_seen = false;
   Clock::time_point last_reap{}, last_beat{};
 };
 
@@ -311,12 +315,13 @@ std::vector<std::string> QueueCore::get(size_t max_items, const Deadline& deadli
     for (size_t i = 2; i < r->elements; ++i)
       out.emplace_back(r->element[i]->str, r->element[i]->len);
     if (reliable) m.unacked = static_cast<size_t>(r->element[1]->integer) + (r->elements - 2);
+    m.shut_down_seen = r->element[0]->integer != 0;
     return r->element[0]->integer == 1;
   };
   // Plain mode, without waiting: one RPOP with a count. Only a shut down queue (its items key is
   // the tombstone: WRONGTYPE) needs the script.
   auto pop = [&](size_t n) {
-    if (reliable) return take(n);
+    if (reliable || m.shut_down_seen) return take(n);
     const std::string count = std::to_string(n);
     Reply r;
     try {
@@ -339,7 +344,7 @@ std::vector<std::string> QueueCore::get(size_t max_items, const Deadline& deadli
   // (the BLMOVE below is never sent twice, so that is only ever its newest item).
   const auto now = Clock::now();
   bool wait_first =
-      max_items == 1 && !deadline.expired() &&
+      max_items == 1 && !deadline.expired() && !m.shut_down_seen &&
       (!reliable || (now - m.last_beat < beat_every && now - m.last_reap < kReapEvery));
   for (;;) {
     if (!wait_first) {
