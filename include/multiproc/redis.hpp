@@ -52,7 +52,8 @@ class ConnectionError : public ProcessError {
 struct Options {
   // At-least-once consumption: get() moves each item into this handle's processing list, where it
   // stays until ack() (or JoinableQueue::task_done()). Items of a consumer that stops beating
-  // (dies, or makes no call on the queue for heartbeat_ttl) go back to the head of the queue.
+  // (dies, or makes no call on the queue for heartbeat_ttl) go back to the head of the queue
+  // (a consumer is taken for dead between 1 and 1.1 heartbeat_ttl after its last call).
   bool reliable = false;
   std::chrono::duration<double> heartbeat_ttl{10.0};
   // How long a call keeps reconnecting before ConnectionError, when its own timeout is shorter.
@@ -168,6 +169,9 @@ class Queue {
   bool closed() const { return core().closed(); }
   // For every handle: puts fail with QueueClosed, gets drain what is left and then fail with it.
   // immediate: what is left is dropped (and counted done for join()), gets fail at once.
+  // A put racing a shutdown from another process either lands before it (and is drained, or
+  // dropped by an immediate one) or raises QueueClosed; never both, never neither (a put_many
+  // of more than 10000 items is several pushes: those before the shutdown land).
   void shutdown(bool immediate = false) { core().shutdown(immediate); }
   bool is_shutdown() const { return core().is_shutdown(); }
   // Reliable mode: the oldest n items this handle took are done and will not come back.
