@@ -171,7 +171,8 @@ class Queue {
   // immediate: what is left is dropped (and counted done for join()), gets fail at once.
   // A put racing a shutdown from another process either lands before it (and is drained, or
   // dropped by an immediate one) or raises QueueClosed; never both, never neither (a put_many
-  // of more than 10000 items is several pushes: those before the shutdown land).
+  // of more than 10000 items is several pushes: those before the shutdown land; a put whose
+  // reply was lost, sent again after the shutdown, landed and raises).
   void shutdown(bool immediate = false) { core().shutdown(immediate); }
   bool is_shutdown() const { return core().is_shutdown(); }
   // Reliable mode: the oldest n items this handle took are done and will not come back.
