@@ -22,8 +22,6 @@
 #include <thread>
 #include <vector>
 
-#include <hiredis/hiredis.h>
-
 #include <multiproc/redis.hpp>
 
 #include "chaos.hpp"
@@ -53,18 +51,6 @@ int64_t work(int64_t x) {
   return 3 * x + 1;
 }
 
-// A SIGKILLed server keeps what it answered only when it syncs its file before every answer.
-bool fsync_always() {
-  redisContext* c = redisConnect("127.0.0.1", RedisServer::instance()->port());
-  if (!c || c->err) return false;
-  freeReplyObject(redisCommand(c, "AUTH %s", RedisServer::kPassword));
-  auto* r = static_cast<redisReply*>(redisCommand(c, "CONFIG SET appendfsync always"));
-  const bool ok = r && r->type == REDIS_REPLY_STATUS;
-  freeReplyObject(r);
-  redisFree(c);
-  return ok;
-}
-
 struct Batch {
   int64_t first;
   mpr::MapResult<int64_t> result;
@@ -84,7 +70,7 @@ TEST(RedisChaosRun, Pool) {
   };
 
   RedisServer* server = RedisServer::instance();
-  ASSERT_TRUE(fsync_always());
+  ASSERT_TRUE(config_fsync_always(*server));
   int kills = 0, restarts = 0;
   int64_t next = 0;
   std::vector<Batch> batches;
@@ -114,7 +100,7 @@ TEST(RedisChaosRun, Pool) {
       if (std::chrono::steady_clock::now() >= next_restart) {
         // From this (the main) thread: the server's parent-death signal follows the thread.
         ASSERT_TRUE(server->restart(restarts % 2 ? SIGKILL : SIGTERM));
-        ASSERT_TRUE(fsync_always());
+        ASSERT_TRUE(config_fsync_always(*server));
         ++restarts;
         next_restart = std::chrono::steady_clock::now() + between(1500, 2500);
       }

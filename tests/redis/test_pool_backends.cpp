@@ -32,8 +32,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-[[maybe_unused]] ::testing::Environment* const kRedis =
-    ::testing::AddGlobalTestEnvironment(new RedisEnvironment);
+MP_REDIS_TEST_PROGRAM();
 
 struct CorePool {
   static std::unique_ptr<mp::Pool> make(const mp::Context& ctx, unsigned n) {
