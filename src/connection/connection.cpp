@@ -87,46 +87,6 @@ bool conn_read_exact(int fd, char* p, size_t n, bool eof_ok) {
   return true;
 }
 
-ssize_t send_with_fd(int sock, const void* p, size_t n, int fd) {
-  iovec iov{const_cast<void*>(p), n};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
-  if (fd >= 0) {
-    msg.msg_control = ctl;
-    msg.msg_controllen = sizeof ctl;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-  }
-  ssize_t r;
-  do r = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
-  while (r < 0 && errno == EINTR);
-  return r;
-}
-
-ssize_t recv_with_fd(int sock, void* p, size_t n, int* fd) {
-  iovec iov{p, n};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
-  msg.msg_control = ctl;
-  msg.msg_controllen = sizeof ctl;
-  ssize_t r;
-  do r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-  while (r < 0 && errno == EINTR);
-  *fd = -1;
-  if (r >= 0)
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-        std::memcpy(fd, CMSG_DATA(c), sizeof(int));
-  return r;
-}
-
 std::string hex(const std::string& bytes) {
   static const char* d = "0123456789abcdef";
   std::string out;
