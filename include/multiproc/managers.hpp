@@ -313,40 +313,45 @@ class NamespaceProxy : public BaseProxy {
   friend class Manager;
 };
 
-// A lock or semaphore held by the server (Python's AcquirerProxy over threading.Lock, RLock,
-// Semaphore, BoundedSemaphore). A Lock or RLock is released by the server if the connection
-// that acquired it goes away (its process died); a semaphore, which any process may release,
-// is not.
-class AcquirerProxy : public BaseProxy {
+namespace detail {
+// What AcquirerProxy and ConditionProxy share: the server's acquire and release, and
+// BasicLockable / Lockable on top of them, for std::lock_guard and std::unique_lock.
+class LockableProxy : public BaseProxy {
  public:
-  AcquirerProxy() = default;
   bool acquire(bool block = true, Timeout timeout = std::nullopt) {
     return call_as<bool>("acquire", detail::pack(block, detail::timeout_seconds(timeout)));
   }
   // Throws ProcessError if the lock is not held.
   void release() { call("release"); }
-  // BasicLockable / Lockable, for std::lock_guard and std::unique_lock.
   void lock() { acquire(); }
   void unlock() { release(); }
   bool try_lock() { return acquire(false); }
 
- private:
+ protected:
+  LockableProxy() = default;
   using BaseProxy::BaseProxy;
+};
+}  // namespace detail
+
+// A lock or semaphore held by the server (Python's AcquirerProxy over threading.Lock, RLock,
+// Semaphore, BoundedSemaphore): acquire(block, timeout), release(), lock(), unlock(),
+// try_lock(). A Lock or RLock is released by the server if the connection that acquired it goes
+// away (its process died); a semaphore, which any process may release, is not.
+class AcquirerProxy : public detail::LockableProxy {
+ public:
+  AcquirerProxy() = default;
+
+ private:
+  using LockableProxy::LockableProxy;
   friend class Manager;
 };
 
-// threading.Condition hosted by the server, with its own re-entrant lock (owned per thread).
-// wait() gives the lock up while it waits and has it back when it returns, notified or not.
-class ConditionProxy : public BaseProxy {
+// threading.Condition hosted by the server, with its own re-entrant lock (owned per thread):
+// acquire, release, lock, unlock and try_lock as AcquirerProxy's. wait() gives the lock up while
+// it waits and has it back when it returns, notified or not.
+class ConditionProxy : public detail::LockableProxy {
  public:
   ConditionProxy() = default;
-  bool acquire(bool block = true, Timeout timeout = std::nullopt) {
-    return call_as<bool>("acquire", detail::pack(block, detail::timeout_seconds(timeout)));
-  }
-  void release() { call("release"); }
-  void lock() { acquire(); }
-  void unlock() { release(); }
-  bool try_lock() { return acquire(false); }
   // Must hold the lock (ProcessError otherwise). Returns false on timeout.
   bool wait(Timeout timeout = std::nullopt) {
     return call_as<bool>("wait", detail::pack(detail::timeout_seconds(timeout)));
@@ -370,7 +375,7 @@ class ConditionProxy : public BaseProxy {
   void notify_all() { notify(INT64_MAX); }
 
  private:
-  using BaseProxy::BaseProxy;
+  using LockableProxy::LockableProxy;
   friend class Manager;
 };
 

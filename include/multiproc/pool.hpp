@@ -416,14 +416,7 @@ class Pool : public detail::PoolFront<Pool> {
       if (input->failed) std::rethrow_exception(std::exchange(input->failed, nullptr));
       std::vector<P> chunk;
       try {
-        if (!input->started) {
-          input->it = std::ranges::begin(input->view);
-          input->started = true;
-        }
-        while (chunk.size() < cs && input->it != std::ranges::end(input->view)) {
-          chunk.emplace_back(*input->it);
-          ++input->it;
-        }
+        detail::read_input_chunk(*input, chunk, cs);
       } catch (...) {
         if (chunk.empty()) throw;
         input->failed = std::current_exception();

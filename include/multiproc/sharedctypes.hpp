@@ -93,6 +93,15 @@ class HoldUnlessHeld {
   Lock* lock_;
 };
 
+// Value's and Array's handle protocol, saving side: the object's name (with a reference for the
+// copy in flight), then its lock.
+template <class Archive>
+void save_with_lock(Archive& ar, const SyncCore& core, const Lock& lock) {
+  core.add_flight_ref();
+  ar(core.name());
+  ar(lock);
+}
+
 }  // namespace detail
 
 // One T in shared memory, with a lock (Python's multiprocessing.Value(typecode, init, lock=True)).
@@ -139,9 +148,7 @@ class Value {
   // Handle protocol: the value's name, then its lock.
   template <class Archive>
   void save(Archive& ar) const {
-    core().add_flight_ref();
-    ar(core().name());
-    ar(lock_);
+    detail::save_with_lock(ar, core(), lock_);
   }
   template <class Archive>
   void load(Archive& ar) {
@@ -238,9 +245,7 @@ class Array {
 
   template <class Archive>
   void save(Archive& ar) const {
-    core().add_flight_ref();
-    ar(core().name());
-    ar(lock_);
+    detail::save_with_lock(ar, core(), lock_);
   }
   template <class Archive>
   void load(Archive& ar) {

@@ -539,14 +539,7 @@ class ThreadPool : public detail::PoolFront<ThreadPool> {
           }
           std::exception_ptr failed;
           try {
-            if (!input->started) {
-              input->it = std::ranges::begin(input->view);
-              input->started = true;
-            }
-            while (chunk.size() < cs && input->it != std::ranges::end(input->view)) {
-              chunk.emplace_back(*input->it);
-              ++input->it;
-            }
+            detail::read_input_chunk(*input, chunk, cs);
           } catch (...) {
             failed = std::current_exception();
           }

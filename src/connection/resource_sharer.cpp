@@ -91,23 +91,8 @@ void atfork_child() {
 }
 
 void send_fd(int sock, int fd) {
-  char byte = fd >= 0 ? '1' : '0';
-  iovec iov{&byte, 1};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
-  if (fd >= 0) {
-    msg.msg_control = ctl;
-    msg.msg_controllen = sizeof ctl;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-  }
-  while (::sendmsg(sock, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR) {
-  }
+  const char byte = fd >= 0 ? '1' : '0';
+  (void)send_with_fd(sock, &byte, 1, fd);
 }
 
 void serve(int listen_fd) {
@@ -221,19 +206,10 @@ int fetch_shared_fd(const SharedFd& ref) {
   try {
     conn_write_all(c, ref.token.data(), ref.token.size());
     char byte = 0;
-    iovec iov{&byte, 1};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
-    msg.msg_control = ctl;
-    msg.msg_controllen = sizeof ctl;
-    ssize_t r;
-    do r = ::recvmsg(c, &msg, MSG_CMSG_CLOEXEC);
-    while (r < 0 && errno == EINTR);
-    cmsghdr* cm = r == 1 ? CMSG_FIRSTHDR(&msg) : nullptr;
-    if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
-      std::memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+    if (recv_with_fd(c, &byte, 1, &fd) != 1 && fd >= 0) {
+      ::close(fd);
+      fd = -1;
+    }
   } catch (const ProcessError&) {
   }
   ::close(c);

@@ -743,6 +743,17 @@ void PoolCore::terminate() {
   for (auto& p : popens)
     if (!p->wait(grace)) p->send_signal(SIGKILL);
   for (auto& p : popens) p->wait(Deadline::never());
+  stop_threads();
+  {
+    std::lock_guard lk(mu_);
+    workers_.clear();
+  }
+  fail_everything(std::make_exception_ptr(BrokenPool("Pool terminated before the task completed")));
+  release_unrun_tasks();
+  workers_changed_.notify_all();
+}
+
+void PoolCore::stop_threads() {
   stopping_.store(true);
   if (event_fd_ >= 0) {
     uint64_t one = 1;
@@ -759,13 +770,6 @@ void PoolCore::terminate() {
   foreground_waiters_.fetch_sub(1);
   if (threads_started_) note_internal_thread(-2);
   threads_started_ = false;
-  {
-    std::lock_guard lk(mu_);
-    workers_.clear();
-  }
-  fail_everything(std::make_exception_ptr(BrokenPool("Pool terminated before the task completed")));
-  release_unrun_tasks();
-  workers_changed_.notify_all();
 }
 
 void PoolCore::release_unrun_tasks() noexcept {
@@ -848,20 +852,7 @@ bool PoolCore::join(const Deadline& deadline) {
     if (broken)
       terminate();
     else {
-      stopping_.store(true);
-      uint64_t one = 1;
-      (void)!::write(event_fd_, &one, sizeof one);
-      foreground_waiters_.fetch_add(1);
-      results_->wake_getters();
-      {
-        std::lock_guard lk(pump_idle_mu_);
-        pump_idle_.notify_all();
-      }
-      if (monitor_.joinable()) monitor_.join();
-      if (pump_thread_.joinable()) pump_thread_.join();
-      foreground_waiters_.fetch_sub(1);
-      if (threads_started_) note_internal_thread(-2);
-      threads_started_ = false;
+      stop_threads();
       state_.store(State::terminated);
     }
     return true;

@@ -13,6 +13,8 @@
 #include <string>
 #include <system_error>
 
+#include <multiproc/detail/popen.hpp>
+#include <multiproc/detail/resource_tracker.hpp>
 #include <multiproc/errors.hpp>
 
 namespace multiproc::detail {
@@ -100,6 +102,21 @@ class SentinelReserve {
 
  private:
   int fd_;
+};
+
+// A child that this process started itself (fork, spawn): reaped here with waitpid, its
+// sentinel the pidfd that SentinelReserve::open_for opened.
+class PopenOwnChild final : public Popen {
+ public:
+  PopenOwnChild(pid_t pid, int pidfd) {
+    pid_ = pid;
+    sentinel_fd_ = pidfd;
+  }
+  std::optional<int> poll_exit() override {
+    auto code = reap_nohang(pid_);
+    if (code) tracker_forget_process(pid_);
+    return code;
+  }
 };
 
 }  // namespace multiproc::detail

@@ -13,6 +13,8 @@
 #include <cstring>
 #include <string>
 
+#include "connection/io.hpp"
+
 namespace multiproc::detail {
 
 // The most launch data (a ChildPayload: the task and its encoded arguments) one request may
@@ -48,22 +50,7 @@ inline bool write_exact(int fd, const void* buf, size_t n) {
 
 // The request's header: its payload length, with `fd_to_pass` (the status socket) alongside.
 inline bool send_request_header(int conn, uint64_t len, int fd_to_pass) {
-  msghdr msg{};
-  iovec iov{&len, sizeof len};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(cm), &fd_to_pass, sizeof(int));
-  ssize_t r;
-  do r = ::sendmsg(conn, &msg, MSG_NOSIGNAL);
-  while (r < 0 && errno == EINTR);
-  return r == static_cast<ssize_t>(sizeof len);
+  return send_with_fd(conn, &len, sizeof len, fd_to_pass) == static_cast<ssize_t>(sizeof len);
 }
 
 inline bool send_request(int conn, const std::string& payload, int fd_to_pass) {
@@ -86,21 +73,7 @@ inline bool read_payload(int conn, uint64_t len, std::string& out) {
 
 // Returns false on end-of-file or error; *fd = -1 when no descriptor came with the header.
 inline bool recv_request_header(int conn, uint64_t* len, int* fd) {
-  msghdr msg{};
-  iovec iov{len, sizeof *len};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t r;
-  do r = ::recvmsg(conn, &msg, MSG_CMSG_CLOEXEC);
-  while (r < 0 && errno == EINTR);
-  *fd = -1;
-  for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm))
-    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
-      std::memcpy(fd, CMSG_DATA(cm), sizeof(int));
-  if (r != static_cast<ssize_t>(sizeof *len)) {
+  if (recv_with_fd(conn, len, sizeof *len, fd) != static_cast<ssize_t>(sizeof *len)) {
     if (*fd >= 0) ::close(*fd);
     return false;
   }

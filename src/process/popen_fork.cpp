@@ -41,19 +41,6 @@ void warn_if_threaded() {
                  static_cast<int>(getpid()));
 }
 
-class PopenFork final : public Popen {
- public:
-  PopenFork(pid_t pid, int pidfd) {
-    pid_ = pid;
-    sentinel_fd_ = pidfd;
-  }
-  std::optional<int> poll_exit() override {
-    auto code = reap_nohang(pid_);
-    if (code) tracker_forget_process(pid_);
-    return code;
-  }
-};
-
 }  // namespace
 
 void note_internal_thread(int delta) {
@@ -83,7 +70,7 @@ std::unique_ptr<Popen> launch_fork(const std::string& payload) {
   segments_after_fork_parent(pid < 0);
   if (pid < 0) throw ProcessError("fork() failed: " + std::generic_category().message(errno));
   tracker_watch_process(pid);
-  return std::make_unique<PopenFork>(pid, reserve.open_for(pid));
+  return std::make_unique<PopenOwnChild>(pid, reserve.open_for(pid));
 }
 
 }  // namespace multiproc::detail

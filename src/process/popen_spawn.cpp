@@ -28,19 +28,6 @@ namespace {
 
 constexpr const char* kRunningExecutable = "/proc/self/exe";
 
-class PopenSpawn final : public Popen {
- public:
-  PopenSpawn(pid_t pid, int pidfd) {
-    pid_ = pid;
-    sentinel_fd_ = pidfd;
-  }
-  std::optional<int> poll_exit() override {
-    auto code = reap_nohang(pid_);
-    if (code) tracker_forget_process(pid_);
-    return code;
-  }
-};
-
 // The first spawned child proves that main() calls init(): it acknowledges once it has read its
 // task. Later children run the same program, so the parent does not wait for them.
 std::atomic<bool> g_program_checked{false};
@@ -158,7 +145,7 @@ std::unique_ptr<Popen> launch_spawn(const std::string& payload) {
     if (check) ::close(ack[0]), ::close(ack[1]);
     throw;
   }
-  auto popen = std::make_unique<PopenSpawn>(pid, pidfd);
+  auto popen = std::make_unique<PopenOwnChild>(pid, pidfd);
   if (check) {
     ::close(ack[1]);
     pollfd pfd{ack[0], POLLIN, 0};

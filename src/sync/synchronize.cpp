@@ -36,26 +36,11 @@ void registry_unlock() {
 [[maybe_unused]] const int g_registry_atfork =
     pthread_atfork(registry_prepare, registry_unlock, registry_unlock);
 
+// A tag read from a segment may hold any value: one that names no type is reported as such.
 const char* type_name(uint16_t t) {
-  switch (static_cast<SyncType>(t)) {
-    case SyncType::lock:
-      return "Lock";
-    case SyncType::rlock:
-      return "RLock";
-    case SyncType::semaphore:
-      return "Semaphore";
-    case SyncType::event:
-      return "Event";
-    case SyncType::condition:
-      return "Condition";
-    case SyncType::barrier:
-      return "Barrier";
-    case SyncType::value:
-      return "Value";
-    case SyncType::array:
-      return "Array";
-  }
-  return "unknown object";
+  if (t < static_cast<uint16_t>(SyncType::lock) || t > static_cast<uint16_t>(SyncType::array))
+    return "unknown object";
+  return sync_type_name(static_cast<SyncType>(t));
 }
 
 }  // namespace

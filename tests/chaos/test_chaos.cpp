@@ -21,11 +21,6 @@
 // what it leaves behind can be seen. The seed (MULTIPROC_CHAOS_SEED to replay another) chooses the
 // victims and the delays; it is printed. Timing still varies from run to run, so a seed replays
 // the same kill schedule, not the same interleaving.
-#include <dirent.h>
-#include <poll.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -34,23 +29,29 @@
 #include <deque>
 #include <map>
 #include <random>
-#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "start_methods.hpp"
+#include "chaos.hpp"
 
 using namespace std::chrono_literals;
 
 namespace {
+
+constexpr ChaosProgram kChaosRun{.label = "chaos",
+                                 .binary = "test_chaos",
+                                 .suite = "Chaos",
+                                 .run_test = "ChaosRun.Pipeline",
+                                 .method_var = "MULTIPROC_CHAOS_METHOD",
+                                 .prefix = "chaos",
+                                 .check_segments = true};
 
 constexpr int kProducers = 2;
 constexpr int kConsumers = 2;
 constexpr unsigned kWorkers = 3;
 constexpr uint64_t kMaxSeq = 1u << 19;  // per producer
 constexpr int kKills = 110;
-constexpr uint64_t kDefaultSeed = 20261130;
 
 // Shared by the parent and the producers and consumers (a SharedMemory block, so that spawn and
 // forkserver children see it too).
@@ -151,11 +152,6 @@ void consumer(mp::Queue<std::string> mid, mp::Queue<std::string> out,
   }
 }
 
-uint64_t chaos_seed() {
-  const char* env = std::getenv("MULTIPROC_CHAOS_SEED");
-  return env && *env ? std::strtoull(env, nullptr, 10) : kDefaultSeed;
-}
-
 // For a hang: the stuck process's threads, to stderr (gdb if there is one, else the kernel stack).
 void dump_stacks(pid_t pid) {
   const std::string p = std::to_string(pid);
@@ -181,21 +177,11 @@ struct Pending {
 
 // The run itself: only in the program that the Chaos test starts (MULTIPROC_CHAOS_METHOD set).
 TEST(ChaosRun, Pipeline) {
-  const char* method_env = std::getenv("MULTIPROC_CHAOS_METHOD");
-  if (!method_env) GTEST_SKIP() << "run by the Chaos tests, in a program of its own";
-  const std::string method_name = method_env;
-  mp::StartMethod method = method_name == "fork"    ? mp::StartMethod::fork
-                           : method_name == "spawn" ? mp::StartMethod::spawn
-                                                    : mp::StartMethod::forkserver;
-  auto ctx = mp::get_context(method);
-  const uint64_t seed = chaos_seed();
-  std::printf(
-      "chaos seed %llu (%s); replay: MULTIPROC_CHAOS_SEED=%llu test_chaos "
-      "--gtest_filter=Chaos.*/%s\n",
-      static_cast<unsigned long long>(seed), method_name.c_str(),
-      static_cast<unsigned long long>(seed), method_name.c_str());
-  std::fflush(stdout);
-  std::mt19937_64 rng(seed);
+  const auto method = chaos_method(kChaosRun);
+  if (!method) GTEST_SKIP() << "run by the Chaos tests, in a program of its own";
+  const std::string method_name(mp::to_string(*method));
+  auto ctx = mp::get_context(*method);
+  std::mt19937_64 rng(announce_chaos_seed(kChaosRun, *method));
 
   {
     // What the first Manager and Pool of a program set up for good (not a leak) is there before
@@ -407,151 +393,10 @@ TEST(ChaosRun, Pipeline) {
       static_cast<unsigned long long>(missing_out));
 }
 
-namespace {
-
-pid_t parent_of(pid_t pid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  FILE* f = std::fopen(path, "r");
-  if (!f) return -1;
-  char buf[512] = {};
-  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = 0;
-  const char* close = std::strrchr(buf, ')');
-  int ppid = -1;
-  if (!close || std::sscanf(close + 1, " %*c %d", &ppid) != 1) return -1;
-  return ppid;
-}
-
-// Live (not zombie) descendants of `root`.
-std::set<pid_t> live_descendants(pid_t root) {
-  std::map<pid_t, std::vector<pid_t>> kids;
-  std::set<pid_t> zombies;
-  if (DIR* d = opendir("/proc")) {
-    while (dirent* e = readdir(d)) {
-      pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
-      if (pid <= 0) continue;
-      kids[parent_of(pid)].push_back(pid);
-      char path[64], buf[512] = {};
-      std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-      if (FILE* f = std::fopen(path, "r")) {
-        size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-        std::fclose(f);
-        buf[n] = 0;
-        const char* close = std::strrchr(buf, ')');
-        if (close && close[2] == 'Z') zombies.insert(pid);
-      }
-    }
-    closedir(d);
-  }
-  std::set<pid_t> out;
-  std::vector<pid_t> todo{root};
-  while (!todo.empty()) {
-    pid_t p = todo.back();
-    todo.pop_back();
-    for (pid_t k : kids[p])
-      if (!zombies.count(k) && out.insert(k).second) todo.push_back(k);
-  }
-  return out;
-}
-
-int count_segments_with_prefix(const std::string& prefix) {
-  int n = 0;
-  if (DIR* d = opendir("/dev/shm")) {
-    while (dirent* e = readdir(d))
-      if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) ++n;
-    closedir(d);
-  }
-  return n;
-}
-
-// In a forked subreaper: runs the ChaosRun program for `method` and waits (bounded) for it; then
-// checks that none of its processes and none of its segments are left. Returns 0 when all is well.
-int run_chaos_program(const std::string& method) {
-  prctl(PR_SET_CHILD_SUBREAPER, 1);
-  const std::string prefix = "chaos" + std::to_string(getpid()) + "r";
-  char self[4096];
-  ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (len <= 0) return 20;
-  self[len] = 0;
-  pid_t child = fork();
-  if (child == 0) {
-    setpgid(0, 0);
-    setenv("MULTIPROC_SHM_PREFIX", prefix.c_str(), 1);
-    setenv("MULTIPROC_CHAOS_METHOD", method.c_str(), 1);
-    execl(self, self, "--gtest_filter=ChaosRun.Pipeline", nullptr);
-    _exit(127);
-  }
-  int status = 0;
-  bool ended = eventually([&] { return waitpid(child, &status, WNOHANG) == child; }, 150s);
-  int code = 0;
-  if (!ended) {
-    std::fprintf(stderr, "chaos run (%s) hung\n", method.c_str());
-    kill(-child, SIGKILL);
-    waitpid(child, &status, 0);
-    code = 21;
-  } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    std::fprintf(stderr, "chaos run (%s) failed, status %d\n", method.c_str(), status);
-    code = 22;
-  }
-  // What the run left behind ends with it (the resource tracker's work): wait for that.
-  bool clean = eventually(
-      [&] {
-        while (waitpid(-1, nullptr, WNOHANG) > 0) {
-        }
-        return live_descendants(getpid()).empty() && count_segments_with_prefix(prefix) == 0;
-      },
-      30s);
-  if (!clean) {
-    for (pid_t p : live_descendants(getpid())) {
-      std::fprintf(stderr, "left running by the chaos run: pid %d\n", static_cast<int>(p));
-      kill(p, SIGKILL);
-    }
-    int left = count_segments_with_prefix(prefix);
-    if (left) std::fprintf(stderr, "%d segments left in /dev/shm (%s*)\n", left, prefix.c_str());
-    code = code ? code : 23;
-  }
-  while (waitpid(-1, nullptr, 0) > 0) {
-  }
-  std::system(("rm -f /dev/shm/" + prefix + "*").c_str());
-  return code;
-}
-
-}  // namespace
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
-
 class Chaos : public StartMethodTest {};
 
 TEST_P(Chaos, PipelineAccountsForEveryItemUnderRandomSigkills) {
-  // The run forks from a parent with threads (the pool's, the dispatcher). glibc's malloc is made
-  // safe for that by its fork handlers; the sanitizers' allocator (GCC 12's libasan) is not: a
-  // child forked while another thread held an allocator lock deadlocks at its first allocation,
-  // seen here as a pool worker stuck inside the task queue's get, holding its lock.
-  if (kSanitized && method() == mp::StartMethod::fork)
-    GTEST_SKIP() << "fork from a threaded parent can deadlock in the sanitizer's allocator";
-  std::fflush(nullptr);
-  pid_t pid = fork();
-  if (pid == 0) {
-    int code = run_chaos_program(std::string(mp::to_string(method())));
-    std::fflush(nullptr);
-    _exit(code);
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status)) << status;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "see the chaos run's output above";
+  run_chaos_program(kChaosRun, method());
 }
 
 MP_ALL_START_METHODS(Chaos);

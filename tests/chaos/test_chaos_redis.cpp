@@ -12,9 +12,6 @@
 // another) chooses the victims and the delays, and is printed; timing still varies, so a seed
 // replays the same schedule, not the same interleaving.
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -25,42 +22,33 @@
 #include <thread>
 #include <vector>
 
-#include <hiredis/hiredis.h>
-
 #include <multiproc/redis.hpp>
 
-#include "descendants.hpp"
+#include "chaos.hpp"
 #include "redis_server.hpp"
-#include "start_methods.hpp"
 
 namespace mpr = multiproc::redis;
 using namespace std::chrono_literals;
 
 namespace {
 
-constexpr const char* kMethodVar = "MULTIPROC_REDIS_CHAOS_METHOD";
-constexpr uint64_t kDefaultSeed = 20261130;
+constexpr ChaosProgram kRedisChaosRun{.label = "redis chaos",
+                                      .binary = "test_chaos_redis",
+                                      .suite = "RedisChaos",
+                                      .run_test = "RedisChaosRun.Pool",
+                                      .method_var = "MULTIPROC_REDIS_CHAOS_METHOD",
+                                      .prefix = "rchaos",
+                                      .check_segments = false};
 constexpr auto kRunFor = 8s;
 
 // Only the run's program needs a server.
 [[maybe_unused]] ::testing::Environment* const kRedis =
-    std::getenv(kMethodVar) ? ::testing::AddGlobalTestEnvironment(new RedisEnvironment) : nullptr;
+    chaos_method(kRedisChaosRun) ? ::testing::AddGlobalTestEnvironment(new RedisEnvironment)
+                                 : nullptr;
 
 int64_t work(int64_t x) {
   if (x % 7 == 0) std::this_thread::sleep_for(3ms);
   return 3 * x + 1;
-}
-
-// A SIGKILLed server keeps what it answered only when it syncs its file before every answer.
-bool fsync_always() {
-  redisContext* c = redisConnect("127.0.0.1", RedisServer::instance()->port());
-  if (!c || c->err) return false;
-  freeReplyObject(redisCommand(c, "AUTH %s", RedisServer::kPassword));
-  auto* r = static_cast<redisReply*>(redisCommand(c, "CONFIG SET appendfsync always"));
-  const bool ok = r && r->type == REDIS_REPLY_STATUS;
-  freeReplyObject(r);
-  redisFree(c);
-  return ok;
 }
 
 struct Batch {
@@ -72,28 +60,17 @@ struct Batch {
 
 // The run itself: only in the program that the RedisChaos tests start.
 TEST(RedisChaosRun, Pool) {
-  const char* method_env = std::getenv(kMethodVar);
-  if (!method_env) GTEST_SKIP() << "run by the RedisChaos tests, in a program of its own";
+  const auto method = chaos_method(kRedisChaosRun);
+  if (!method) GTEST_SKIP() << "run by the RedisChaos tests, in a program of its own";
   MP_REQUIRE_REDIS();
-  const std::string method_name = method_env;
-  const auto method = method_name == "fork"    ? mp::StartMethod::fork
-                      : method_name == "spawn" ? mp::StartMethod::spawn
-                                               : mp::StartMethod::forkserver;
-  const char* seed_env = std::getenv("MULTIPROC_CHAOS_SEED");
-  const uint64_t seed = seed_env && *seed_env ? std::strtoull(seed_env, nullptr, 10) : kDefaultSeed;
-  std::printf(
-      "redis chaos seed %llu (%s); replay: MULTIPROC_CHAOS_SEED=%llu test_chaos_redis "
-      "--gtest_filter=RedisChaos.*/%s\n",
-      static_cast<unsigned long long>(seed), method_name.c_str(),
-      static_cast<unsigned long long>(seed), method_name.c_str());
-  std::fflush(stdout);
-  std::mt19937_64 rng(seed);
+  const std::string method_name(mp::to_string(*method));
+  std::mt19937_64 rng(announce_chaos_seed(kRedisChaosRun, *method));
   auto between = [&rng](int lo_ms, int hi_ms) {
     return std::chrono::milliseconds(lo_ms + static_cast<int>(rng() % (hi_ms - lo_ms + 1)));
   };
 
   RedisServer* server = RedisServer::instance();
-  ASSERT_TRUE(fsync_always());
+  ASSERT_TRUE(config_fsync_always(*server));
   int kills = 0, restarts = 0;
   int64_t next = 0;
   std::vector<Batch> batches;
@@ -104,7 +81,7 @@ TEST(RedisChaosRun, Pool) {
                                    .worker_timeout = 1s,
                                    .max_retries = 3,
                                    .unreachable_timeout = 30s,
-                                   .context = mp::get_context(method)});
+                                   .context = mp::get_context(*method)});
     const auto start = std::chrono::steady_clock::now();
     auto next_restart = start + between(1000, 2000);
     while (std::chrono::steady_clock::now() - start < kRunFor) {
@@ -123,7 +100,7 @@ TEST(RedisChaosRun, Pool) {
       if (std::chrono::steady_clock::now() >= next_restart) {
         // From this (the main) thread: the server's parent-death signal follows the thread.
         ASSERT_TRUE(server->restart(restarts % 2 ? SIGKILL : SIGTERM));
-        ASSERT_TRUE(fsync_always());
+        ASSERT_TRUE(config_fsync_always(*server));
         ++restarts;
         next_restart = std::chrono::steady_clock::now() + between(1500, 2500);
       }
@@ -172,85 +149,12 @@ TEST(RedisChaosRun, Pool) {
   EXPECT_TRUE(mp::active_children().empty());
 }
 
-namespace {
-
-// In a forked subreaper: runs the RedisChaosRun program for `method`, waits (bounded) for it,
-// then checks that none of its processes is left. 0 when all is well.
-int run_chaos_program(const std::string& method) {
-  prctl(PR_SET_CHILD_SUBREAPER, 1);
-  const std::string prefix = "rchaos" + std::to_string(getpid()) + "r";
-  const pid_t child = fork();
-  if (child == 0) {
-    setpgid(0, 0);
-    setenv("MULTIPROC_SHM_PREFIX", prefix.c_str(), 1);
-    setenv(kMethodVar, method.c_str(), 1);
-    execl("/proc/self/exe", "test_chaos_redis", "--gtest_filter=RedisChaosRun.Pool", nullptr);
-    _exit(127);
-  }
-  int status = 0, code = 0;
-  if (!eventually([&] { return waitpid(child, &status, WNOHANG) == child; }, 150s)) {
-    std::fprintf(stderr, "redis chaos run (%s) hung\n", method.c_str());
-    kill(-child, SIGKILL);
-    waitpid(child, &status, 0);
-    code = 21;
-  } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    std::fprintf(stderr, "redis chaos run (%s) failed, status %d\n", method.c_str(), status);
-    code = 22;
-  }
-  const bool clean = eventually(
-      [&] {
-        while (waitpid(-1, nullptr, WNOHANG) > 0) {
-        }
-        return live_descendants(getpid()).empty();
-      },
-      30s);
-  if (!clean) {
-    for (pid_t p : live_descendants(getpid())) {
-      std::fprintf(stderr, "left running by the redis chaos run: pid %d\n", static_cast<int>(p));
-      kill(p, SIGKILL);
-    }
-    code = code ? code : 23;
-  }
-  while (waitpid(-1, nullptr, 0) > 0) {
-  }
-  std::system(("rm -f /dev/shm/" + prefix + "*").c_str());
-  return code;
-}
-
-}  // namespace
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
-
 class RedisChaos : public StartMethodTest {};
 
 TEST_P(RedisChaos, PoolAccountsForEveryItemUnderKillsAndServerRestarts) {
   if (RedisServer::binary().empty())
     GTEST_SKIP() << "redis-server is not installed (./run.sh test installs it)";
-  // As in test_chaos: a child forked from a threaded parent can deadlock in the sanitizers'
-  // allocator (GCC 12's libasan has no fork handlers for it).
-  if (kSanitized && method() == mp::StartMethod::fork)
-    GTEST_SKIP() << "fork from a threaded parent can deadlock in the sanitizer's allocator";
-  std::fflush(nullptr);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int code = run_chaos_program(std::string(mp::to_string(method())));
-    std::fflush(nullptr);
-    _exit(code);
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status)) << status;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "see the redis chaos run's output above";
+  run_chaos_program(kRedisChaosRun, method());
 }
 
 MP_ALL_START_METHODS(RedisChaos);

@@ -12,56 +12,18 @@
 #include <thread>
 #include <tuple>
 
+#include "pool_tasks.hpp"
 #include "start_methods.hpp"
 
 using namespace std::chrono_literals;
 
 namespace {
 
-int64_t sqr(int64_t x) {
-  return x * x;
-}
-int add(int a, int b) {
-  return a + b;
-}
-void nothing() {}
-std::string shout(std::string s) {
-  return s + "!";
-}
-int raise_value_error(int x) {
-  if (x == 5) throw std::invalid_argument("bad five");
-  return x;
-}
-int raise_non_std(int) {
-  throw 42;
-}
-// A user's exception type, registered (in the parent) to come back as itself.
-struct RecordError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 struct NotRegistered : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
-int raise_record_error(int x) {
-  if (x == 3) throw RecordError("bad record 3");
-  return x;
-}
 int raise_not_registered(int) {
   throw NotRegistered("nobody knows me");
-}
-int64_t out_of_range_at_13(int64_t x) {
-  if (x == 13) throw std::out_of_range("thirteen");
-  return x;
-}
-int domain_error_at_2(int a, int b) {
-  if (a == 2) throw std::domain_error("two");
-  return a + b;
-}
-// The remote details of a task's exception, which every rethrown one carries.
-const mp::RemoteErrorInfo& info_of(const std::exception& e) {
-  auto* info = dynamic_cast<const mp::RemoteErrorInfo*>(&e);
-  if (!info) throw std::logic_error(std::string("no RemoteErrorInfo in ") + e.what());
-  return *info;
 }
 // Whether `worker` names one of the pool's workers ("ForkPoolWorker-1 (pid 123)").
 bool names_a_worker(const std::string& worker, const std::vector<pid_t>& pids) {
@@ -92,10 +54,6 @@ int crash_with(int how) {
 pid_t my_pid(int) {
   std::this_thread::sleep_for(1ms);
   return getpid();
-}
-int slow_identity(int x) {
-  std::this_thread::sleep_for(20ms);
-  return x;
 }
 void put_to_queue(mp::Queue<int> q, int x) {
   q.put(x * 10);
@@ -222,20 +180,7 @@ TEST_P(PoolTest, TaskStandardExceptionIsThrownAsItsOwnType) {
     EXPECT_EQ(info_of(e).item_index(), std::optional<size_t>(2));
     EXPECT_NE(std::string(e.what()).find("item 2"), std::string::npos) << e.what();
   }
-  auto it = pool.imap(out_of_range_at_13, std::views::iota(int64_t{0}, int64_t{20}), 4);
-  for (int64_t i = 0; i < 20; ++i) {
-    if (i != 13) {
-      EXPECT_EQ(it.next(30s), i);
-      continue;
-    }
-    try {
-      (void)it.next(30s);
-      ADD_FAILURE() << "no exception at 13";
-    } catch (const std::out_of_range& e) {
-      EXPECT_EQ(info_of(e).item_index(), std::optional<size_t>(13));
-      EXPECT_EQ(info_of(e).message(), "thirteen");
-    }
-  }
+  expect_imap_fails_only_at_13(pool);
   try {
     std::vector<std::tuple<int, int>> pairs{{1, 1}, {2, 2}, {3, 3}};
     pool.starmap(domain_error_at_2, pairs);

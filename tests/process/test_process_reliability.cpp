@@ -1,7 +1,6 @@
 // Process start under hostile conditions (issue 9): a low descriptor limit, pidfd_open failing,
 // SIGCHLD ignored, a never-started Process holding handles, the program's file replaced on disk.
 // Each hostile environment is made inside a child of the test, never in the test binary itself.
-#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/prctl.h>
@@ -13,11 +12,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "descendants.hpp"
 #include "start_methods.hpp"
 
 using namespace std::chrono_literals;
@@ -62,16 +61,7 @@ int in_forked_child(Body body, std::chrono::seconds limit = 60s) {
 
 // This process's segments in /dev/shm ("/<prefix><pid>_...").
 int count_own_segments() {
-  const char* prefix = std::getenv("MULTIPROC_SHM_PREFIX");
-  std::string mine =
-      std::string(prefix && *prefix ? prefix : "mp") + std::to_string(getpid()) + "_";
-  int n = 0;
-  if (DIR* d = opendir("/dev/shm")) {
-    while (dirent* e = readdir(d))
-      if (std::strncmp(e->d_name, mine.c_str(), mine.size()) == 0) ++n;
-    closedir(d);
-  }
-  return n;
+  return count_shm_files(std::to_string(getpid()) + "_");
 }
 
 std::string test_program(const char* name) {
@@ -117,35 +107,6 @@ void report_parent_then_sleep(mp::Queue<int> q) {
   for (;;) pause();
 }
 
-pid_t parent_of(pid_t pid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  FILE* f = std::fopen(path, "r");
-  if (!f) return -1;
-  char buf[512] = {};
-  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = 0;
-  const char* close = std::strrchr(buf, ')');
-  int ppid = -1;
-  if (!close || std::sscanf(close + 1, " %*c %d", &ppid) != 1) return -1;
-  return ppid;
-}
-
-bool exists_unreaped(pid_t pid) {
-  // A zombie has ended; as subreaper we reap them as we go.
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  FILE* f = std::fopen(path, "r");
-  if (!f) return false;
-  char buf[512] = {};
-  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = 0;
-  const char* close = std::strrchr(buf, ')');
-  return close && close[2] != 'Z';
-}
-
 // Started by spawn, so that the fork server killed here is this child's own.
 int forkserver_killed() {
   auto fs = mp::get_context(mp::StartMethod::forkserver);
@@ -188,37 +149,6 @@ int forkserver_killed() {
   return 0;
 }
 
-int count_segments_with_prefix(const std::string& prefix) {
-  int n = 0;
-  if (DIR* d = opendir("/dev/shm")) {
-    while (dirent* e = readdir(d))
-      if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) ++n;
-    closedir(d);
-  }
-  return n;
-}
-
-// Every live descendant of `root` (walking /proc's parent links).
-std::set<pid_t> descendants_of(pid_t root) {
-  std::map<pid_t, std::vector<pid_t>> kids;
-  if (DIR* d = opendir("/proc")) {
-    while (dirent* e = readdir(d)) {
-      pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
-      if (pid > 0) kids[parent_of(pid)].push_back(pid);
-    }
-    closedir(d);
-  }
-  std::set<pid_t> out;
-  std::vector<pid_t> todo{root};
-  while (!todo.empty()) {
-    pid_t p = todo.back();
-    todo.pop_back();
-    for (pid_t k : kids[p])
-      if (out.insert(k).second) todo.push_back(k);
-  }
-  return out;
-}
-
 // Runs tests/programs/parent_death in its own process group, as a child of this (forked,
 // subreaper) process, so that what it leaves behind becomes ours to see. Returns 0 when, after it
 // ended as `how` says, all its descendants are gone and so are its segments.
@@ -252,9 +182,9 @@ int run_parent_death(const std::string& program, const std::string& how) {
     kill(-helper, SIGKILL);
     return 21;
   }
-  std::set<pid_t> started = descendants_of(helper);
+  std::set<pid_t> started = descendants_of(helper, true);
   int code = 0;
-  if (started.size() < 6 || count_segments_with_prefix(prefix) == 0) code = 22;
+  if (started.size() < 6 || count_shm_files_named(prefix) == 0) code = 22;
   if (how == "sigterm") kill(helper, SIGTERM);
   if (how == "sigkill") kill(helper, SIGKILL);
   if (how == "group") kill(-helper, SIGKILL);
@@ -266,7 +196,7 @@ int run_parent_death(const std::string& program, const std::string& how) {
         }
         for (pid_t p : started)
           if (exists_unreaped(p)) return false;
-        return count_segments_with_prefix(prefix) == 0;
+        return count_shm_files_named(prefix) == 0;
       },
       20s);
   if (!gone) {
@@ -276,7 +206,7 @@ int run_parent_death(const std::string& program, const std::string& how) {
                      how.c_str(), static_cast<int>(p));
         kill(p, SIGKILL);
       }
-    int left = count_segments_with_prefix(prefix);
+    int left = count_shm_files_named(prefix);
     if (left) std::fprintf(stderr, "%d segments left in /dev/shm\n", left);
     code = code ? code : 23;
   }

@@ -1,6 +1,7 @@
 // close() and shutdown() as Python has them (issue 10): close() says "this handle puts no more"
 // and touches no other handle or process; shutdown(immediate) (Python 3.13) stops the queue for
 // everyone, with ShutDown. The process bodies run under fork, spawn and forkserver.
+#include <optional>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -16,14 +17,24 @@ static_assert(std::is_same_v<mp::QueueClosed, mp::ShutDown>);
 
 namespace {
 
-void put_then_close(mp::Queue<int> q, int from, int n) {
+template <class Q>
+void put_then_close(Q q, int from, int n) {
   for (int i = from; i < from + n; ++i) q.put(i);
   q.close();
 }
 
-void lifo_put_then_close(mp::LifoQueue<int> q, int from, int n) {
-  for (int i = from; i < from + n; ++i) q.put(i);
-  q.close();
+// Two producers, one after the other, put n items each (0 to n - 1, then n to 2n - 1) and close
+// their handles when done. Their exit codes.
+template <class Q>
+std::vector<std::optional<int>> producers_in_turn(const mp::Context& ctx, Q q, int n) {
+  std::vector<std::optional<int>> codes;
+  for (int from : {0, n}) {
+    mp::Process p(ctx, put_then_close<Q>, q, from, n);
+    p.start();
+    p.join(30s);
+    codes.push_back(p.exitcode());
+  }
+  return codes;
 }
 
 void put_one(mp::Queue<int> q, int v) {
@@ -49,14 +60,7 @@ class QueueClose : public StartMethodTest {};
 // Python's classic: every producer closes its end when done; no producer's items are lost.
 TEST_P(QueueClose, EachProducerClosingWhenDoneLosesNothing) {
   mp::Queue<int> q;
-  mp::Process a(ctx(), put_then_close, q, 0, 50);
-  a.start();
-  a.join(30s);
-  mp::Process b(ctx(), put_then_close, q, 50, 50);
-  b.start();
-  b.join(30s);
-  EXPECT_EQ(a.exitcode(), std::optional<int>(0));
-  EXPECT_EQ(b.exitcode(), std::optional<int>(0));
+  EXPECT_EQ(producers_in_turn(ctx(), q, 50), (std::vector<std::optional<int>>{0, 0}));
   std::vector<int> got;
   for (int i = 0; i < 100; ++i) got.push_back(q.get(5s));
   for (int i = 0; i < 100; ++i) EXPECT_EQ(got[static_cast<size_t>(i)], i);
@@ -65,13 +69,7 @@ TEST_P(QueueClose, EachProducerClosingWhenDoneLosesNothing) {
 
 TEST_P(QueueClose, LifoProducersClosingWhenDoneLoseNothing) {
   mp::LifoQueue<int> q;
-  mp::Process a(ctx(), lifo_put_then_close, q, 0, 10);
-  a.start();
-  a.join(30s);
-  mp::Process b(ctx(), lifo_put_then_close, q, 10, 10);
-  b.start();
-  b.join(30s);
-  EXPECT_EQ(b.exitcode(), std::optional<int>(0));
+  EXPECT_EQ(producers_in_turn(ctx(), q, 10), (std::vector<std::optional<int>>{0, 0}));
   EXPECT_EQ(q.qsize(), 20u);
 }
 

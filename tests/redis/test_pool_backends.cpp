@@ -23,6 +23,7 @@
 
 #include <multiproc/redis.hpp>
 
+#include "pool_tasks.hpp"
 #include "redis_server.hpp"
 #include "start_methods.hpp"
 
@@ -31,51 +32,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-[[maybe_unused]] ::testing::Environment* const kRedis =
-    ::testing::AddGlobalTestEnvironment(new RedisEnvironment);
-
-int64_t sqr(int64_t x) {
-  return x * x;
-}
-int add(int a, int b) {
-  return a + b;
-}
-void nothing() {}
-std::string shout(std::string s) {
-  return s + "!";
-}
-int raise_value_error(int x) {
-  if (x == 5) throw std::invalid_argument("bad five");
-  return x;
-}
-int raise_non_std(int) {
-  throw 42;
-}
-struct RecordError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-int raise_record_error(int x) {
-  if (x == 3) throw RecordError("bad record 3");
-  return x;
-}
-int64_t out_of_range_at_13(int64_t x) {
-  if (x == 13) throw std::out_of_range("thirteen");
-  return x;
-}
-int domain_error_at_2(int a, int b) {
-  if (a == 2) throw std::domain_error("two");
-  return a + b;
-}
-int slow_identity(int x) {
-  std::this_thread::sleep_for(20ms);
-  return x;
-}
-
-const mp::RemoteErrorInfo& info_of(const std::exception& e) {
-  auto* info = dynamic_cast<const mp::RemoteErrorInfo*>(&e);
-  if (!info) throw std::logic_error(std::string("no RemoteErrorInfo in ") + e.what());
-  return *info;
-}
+MP_REDIS_TEST_PROGRAM();
 
 struct CorePool {
   static std::unique_ptr<mp::Pool> make(const mp::Context& ctx, unsigned n) {
@@ -210,19 +167,7 @@ struct PoolBodies {
       EXPECT_EQ(info_of(e).item_index(), std::optional<size_t>(2));
       EXPECT_NE(std::string(e.what()).find("item 2"), std::string::npos) << e.what();
     }
-    auto it = pool->imap(out_of_range_at_13, std::views::iota(int64_t{0}, int64_t{20}), 4);
-    for (int64_t i = 0; i < 20; ++i) {
-      if (i != 13) {
-        EXPECT_EQ(it.next(30s), i);
-        continue;
-      }
-      try {
-        (void)it.next(30s);
-        ADD_FAILURE() << "no exception at 13";
-      } catch (const std::out_of_range& e) {
-        EXPECT_EQ(info_of(e).item_index(), std::optional<size_t>(13));
-      }
-    }
+    expect_imap_fails_only_at_13(*pool);
     try {
       pool->starmap(domain_error_at_2, std::vector<std::tuple<int, int>>{{1, 1}, {2, 2}, {3, 3}});
       ADD_FAILURE() << "no exception";

@@ -24,12 +24,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-[[maybe_unused]] ::testing::Environment* const kRedis =
-    ::testing::AddGlobalTestEnvironment(new RedisEnvironment);
-
-std::string url() {
-  return RedisServer::instance()->url();
-}
+MP_REDIS_TEST_PROGRAM();
 
 int64_t inc(int64_t x) {
   return x + 1;
@@ -81,7 +76,7 @@ TEST_P(RedisPoolSender, TasksOfOneClientAreQueuedInSubmissionOrder) {
                            ("mp-redis-order-" + std::to_string(getpid()) + ".txt");
   std::filesystem::remove(path);
   {
-    mpr::Pool pool(url(), {.processes = 1, .name = test_pool_name(), .context = ctx()});
+    mpr::Pool pool(redis_url(), {.processes = 1, .name = test_pool_name(), .context = ctx()});
     std::vector<mpr::AsyncResult<int64_t>> rs;
     for (int64_t i = 0; i < 500; ++i) rs.push_back(pool.apply_async(append, path, i));
     for (int64_t i = 0; i < 500; ++i) EXPECT_EQ(rs[i].get(60s), i);
@@ -95,7 +90,7 @@ TEST_P(RedisPoolSender, TasksOfOneClientAreQueuedInSubmissionOrder) {
 
 TEST_P(RedisPoolSender, CloseAndJoinWaitForTasksNotSentYet) {
   MP_REQUIRE_REDIS();
-  mpr::Pool pool(url(), {.processes = 2, .name = test_pool_name(), .context = ctx()});
+  mpr::Pool pool(redis_url(), {.processes = 2, .name = test_pool_name(), .context = ctx()});
   std::vector<mpr::AsyncResult<int64_t>> rs;
   for (int64_t i = 0; i < 3000; ++i) rs.push_back(pool.apply_async(inc, i));
   pool.close();
@@ -111,7 +106,7 @@ TEST_P(RedisPoolSender, CloseAndJoinWaitForTasksNotSentYet) {
 TEST_P(RedisPoolSender, ServerKilledWithSendsPendingResultsSucceedOrFailClearly) {
   MP_REQUIRE_REDIS();
   ServerBack back;
-  mpr::Pool pool(url(), {.processes = 2, .name = test_pool_name(), .context = ctx()});
+  mpr::Pool pool(redis_url(), {.processes = 2, .name = test_pool_name(), .context = ctx()});
   ASSERT_EQ(pool.apply(inc, 1), 2);
   std::vector<mpr::AsyncResult<int64_t>> rs;
   for (int64_t i = 0; i < 3000; ++i) {
@@ -133,7 +128,8 @@ TEST(RedisPoolSenderDown, ServerDownPastTheTimeoutFailsTheResultsClearly) {
   ServerBack back;
   std::vector<mpr::AsyncResult<int64_t>> rs;
   {
-    mpr::Pool pool(url(), {.processes = 0, .name = test_pool_name(), .unreachable_timeout = 1s});
+    mpr::Pool pool(redis_url(),
+                   {.processes = 0, .name = test_pool_name(), .unreachable_timeout = 1s});
     RedisServer::instance()->stop(SIGKILL);
     const auto t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < 100; ++i) rs.push_back(pool.apply_async(inc, i));
@@ -160,7 +156,8 @@ TEST(RedisPoolSenderDown, APoolDestroyedWhileTheServerIsDownDoesNotWaitForIt) {
   std::vector<mpr::AsyncResult<int64_t>> rs;
   std::chrono::steady_clock::time_point t0;
   {
-    mpr::Pool pool(url(), {.processes = 0, .name = test_pool_name(), .unreachable_timeout = 30s});
+    mpr::Pool pool(redis_url(),
+                   {.processes = 0, .name = test_pool_name(), .unreachable_timeout = 30s});
     RedisServer::instance()->stop(SIGKILL);
     for (int64_t i = 0; i < 100; ++i) rs.push_back(pool.apply_async(inc, i));
     t0 = std::chrono::steady_clock::now();
@@ -174,7 +171,7 @@ TEST_P(RedisPoolSender, DestroyedRightAfterManyApplyAsyncEveryResultIsAnsweredOr
   MP_REQUIRE_REDIS();
   std::vector<mpr::AsyncResult<int64_t>> rs;
   {
-    mpr::Pool pool(url(), {.processes = 2, .name = test_pool_name(), .context = ctx()});
+    mpr::Pool pool(redis_url(), {.processes = 2, .name = test_pool_name(), .context = ctx()});
     for (int64_t i = 0; i < 5000; ++i) rs.push_back(pool.apply_async(inc, i));
   }
   size_t ok = 0;

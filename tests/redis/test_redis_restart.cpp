@@ -12,8 +12,6 @@
 #include <thread>
 #include <vector>
 
-#include <hiredis/hiredis.h>
-
 #include <multiproc/redis.hpp>
 
 #include "redis_server.hpp"
@@ -24,12 +22,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-[[maybe_unused]] ::testing::Environment* const kRedis =
-    ::testing::AddGlobalTestEnvironment(new RedisEnvironment);
-
-std::string url() {
-  return RedisServer::instance()->url();
-}
+MP_REDIS_TEST_PROGRAM();
 
 // Slow enough that the batch is still running when the server goes away.
 int slow_square(int x) {
@@ -41,13 +34,7 @@ int slow_square(int x) {
 // running server is told so, and its restarts are started so.
 void fsync_always() {
   RedisServer::instance()->fsync_always();
-  redisContext* c = redisConnect("127.0.0.1", RedisServer::instance()->port());
-  ASSERT_TRUE(c && !c->err);
-  freeReplyObject(redisCommand(c, "AUTH %s", RedisServer::kPassword));
-  auto* r = static_cast<redisReply*>(redisCommand(c, "CONFIG SET appendfsync always"));
-  ASSERT_TRUE(r && r->type == REDIS_REPLY_STATUS) << (r && r->str ? r->str : "no reply");
-  freeReplyObject(r);
-  redisFree(c);
+  ASSERT_TRUE(config_fsync_always(*RedisServer::instance()));
 }
 
 class RedisRestartTest : public StartMethodTest {
@@ -56,11 +43,11 @@ class RedisRestartTest : public StartMethodTest {
   void run_through_restart(int sig) {
     MP_REQUIRE_REDIS();
     if (sig == SIGKILL) fsync_always();
-    mpr::Pool pool(url(), {.processes = 2,
-                           .name = test_pool_name(),
-                           .worker_timeout = 2s,
-                           .unreachable_timeout = 30s,
-                           .context = ctx()});
+    mpr::Pool pool(redis_url(), {.processes = 2,
+                                 .name = test_pool_name(),
+                                 .worker_timeout = 2s,
+                                 .unreachable_timeout = 30s,
+                                 .context = ctx()});
     ASSERT_EQ(pool.apply_async(slow_square, 2).get(60s), 4);  // workers are up
     std::vector<int> xs(120);
     for (int i = 0; i < 120; ++i) xs[i] = i;
@@ -106,7 +93,8 @@ TEST_P(RedisRestartTest, BatchInFlightSurvivesAKilledServer) {
 TEST(RedisRestart, ServerDownPastTheTimeoutIsAnErrorNotAHang) {
   MP_REQUIRE_REDIS();
   auto* server = RedisServer::instance();
-  mpr::Pool pool(url(), {.processes = 1, .name = test_pool_name(), .unreachable_timeout = 1s});
+  mpr::Pool pool(redis_url(),
+                 {.processes = 1, .name = test_pool_name(), .unreachable_timeout = 1s});
   ASSERT_EQ(pool.apply_async(slow_square, 3).get(60s), 9);
   std::vector<int> xs(200, 1);
   auto m = pool.map_async(slow_square, xs, 1);

@@ -1,6 +1,6 @@
-// The live (not zombie) descendants of a process, read from /proc: for tests that check that
-// nothing a run started outlives it (run it as a child of a PR_SET_CHILD_SUBREAPER process, so
-// that orphans stay below it).
+// A process's parent, whether it has ended, and its descendants (all, or the live ones), read
+// from /proc: for tests that check that nothing a run started outlives it (run it as a child of a
+// PR_SET_CHILD_SUBREAPER process, so that orphans stay below it).
 #pragma once
 
 #include <dirent.h>
@@ -29,7 +29,23 @@ inline bool proc_stat(pid_t pid, pid_t& ppid, char& state) {
   return true;
 }
 
-inline std::set<pid_t> live_descendants(pid_t root) {
+// The parent of `pid`; -1 when it is gone.
+inline pid_t parent_of(pid_t pid) {
+  pid_t ppid = -1;
+  char state = 0;
+  return proc_stat(pid, ppid, state) ? ppid : -1;
+}
+
+// Whether `pid` is still there and not a zombie (ended, waiting to be reaped).
+inline bool exists_unreaped(pid_t pid) {
+  pid_t ppid = -1;
+  char state = 0;
+  return proc_stat(pid, ppid, state) && state != 'Z';
+}
+
+// The descendants of `root`, walking /proc's parent links. A zombie (and what is below it) counts
+// only `with_zombies`.
+inline std::set<pid_t> descendants_of(pid_t root, bool with_zombies) {
   std::map<pid_t, std::vector<pid_t>> kids;
   std::set<pid_t> zombies;
   if (DIR* d = opendir("/proc")) {
@@ -39,7 +55,7 @@ inline std::set<pid_t> live_descendants(pid_t root) {
       char state = 0;
       if (pid <= 0 || !proc_stat(pid, ppid, state)) continue;
       kids[ppid].push_back(pid);
-      if (state == 'Z') zombies.insert(pid);
+      if (state == 'Z' && !with_zombies) zombies.insert(pid);
     }
     closedir(d);
   }
@@ -52,4 +68,8 @@ inline std::set<pid_t> live_descendants(pid_t root) {
       if (!zombies.count(k) && out.insert(k).second) todo.push_back(k);
   }
   return out;
+}
+
+inline std::set<pid_t> live_descendants(pid_t root) {
+  return descendants_of(root, false);
 }

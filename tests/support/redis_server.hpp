@@ -23,6 +23,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
 
 class RedisServer {
  public:
@@ -164,6 +165,37 @@ class RedisEnvironment : public ::testing::Environment {
  private:
   std::unique_ptr<RedisServer> server_;
 };
+
+// For a test program whose tests use the server: at namespace scope in it,
+//   MP_REDIS_TEST_PROGRAM();
+// starts the server before the first test and stops it after the last.
+#define MP_REDIS_TEST_PROGRAM()                                      \
+  [[maybe_unused]] ::testing::Environment* const kRedisEnvironment = \
+      ::testing::AddGlobalTestEnvironment(new RedisEnvironment)
+
+// The URL of the program's server (in a test, after MP_REQUIRE_REDIS()).
+inline std::string redis_url() {
+  return RedisServer::instance()->url();
+}
+
+// Tells the running server to sync its file before every answer (CONFIG SET appendfsync always):
+// a SIGKILLed server then keeps all it answered. It does not outlive a restart (for that, see
+// RedisServer::fsync_always()).
+inline ::testing::AssertionResult config_fsync_always(const RedisServer& server) {
+  redisContext* c = redisConnect("127.0.0.1", server.port());
+  if (!c || c->err) {
+    if (c) redisFree(c);
+    return ::testing::AssertionFailure() << "cannot connect to redis-server";
+  }
+  freeReplyObject(redisCommand(c, "AUTH %s", RedisServer::kPassword));
+  auto* r = static_cast<redisReply*>(redisCommand(c, "CONFIG SET appendfsync always"));
+  auto result = r && r->type == REDIS_REPLY_STATUS
+                    ? ::testing::AssertionSuccess()
+                    : ::testing::AssertionFailure() << (r && r->str ? r->str : "no reply");
+  freeReplyObject(r);
+  redisFree(c);
+  return result;
+}
 
 // First line of every test that needs the server.
 #define MP_REQUIRE_REDIS()                                                         \

@@ -43,11 +43,8 @@ inline int count_open_fds() {
   return n - 1;  // the directory stream itself
 }
 
-// The /dev/shm files of this test program (MULTIPROC_SHM_PREFIX, or multiproc's default "mp"),
-// or those whose name goes on with `then` after the prefix.
-inline int count_shm_files(const std::string& then = "") {
-  const char* env = std::getenv("MULTIPROC_SHM_PREFIX");
-  const std::string prefix = (env && *env ? env : "mp") + then;
+// The /dev/shm files whose name starts with `prefix`.
+inline int count_shm_files_named(const std::string& prefix) {
   int n = 0;
   if (DIR* d = opendir("/dev/shm")) {
     while (dirent* e = readdir(d))
@@ -55,6 +52,13 @@ inline int count_shm_files(const std::string& then = "") {
     closedir(d);
   }
   return n;
+}
+
+// The /dev/shm files of this test program (MULTIPROC_SHM_PREFIX, or multiproc's default "mp"),
+// or those whose name goes on with `then` after the prefix.
+inline int count_shm_files(const std::string& then = "") {
+  const char* env = std::getenv("MULTIPROC_SHM_PREFIX");
+  return count_shm_files_named((env && *env ? env : "mp") + then);
 }
 
 // Polls `cond` until it holds or `limit` passes; for asserting eventual behaviour, not speed.

@@ -145,6 +145,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   // terminate(): opens and drops the handles inside tasks that no worker took.
   void release_unrun_tasks() noexcept;
   void put_stop_sentinels_locked(unsigned count);
+  // close()+join() and terminate(): wakes the monitor and the pump thread and joins them.
+  void stop_threads();
 
   PoolConfig config_;
   // The initializer's shared objects, held for the pool's lifetime: each worker launch takes an

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <ranges>
 #include <utility>
+#include <vector>
 
 #include <multiproc/detail/pool_jobs.hpp>
 #include <multiproc/detail/task.hpp>
@@ -35,6 +36,22 @@ detail::Callbacks<OnOk, OnErr> callbacks(OnOk on_value, OnErr on_error = nullptr
 }
 
 namespace detail {
+
+// imap's input is read lazily, a chunk at a time, by whoever feeds the pool: `input` has the
+// range's `view`, an iterator `it` into it and `started`, and the range is begun at the first
+// read rather than at the call. Appends items to `chunk` until it holds `size` or the input
+// ends; an item that throws propagates, with those read before it in `chunk`.
+template <class Input, class T>
+void read_input_chunk(Input& input, std::vector<T>& chunk, size_t size) {
+  if (!input.started) {
+    input.it = std::ranges::begin(input.view);
+    input.started = true;
+  }
+  while (chunk.size() < size && input.it != std::ranges::end(input.view)) {
+    chunk.emplace_back(*input.it);
+    ++input.it;
+  }
+}
 
 template <class D, class F>
 concept front_task = D::template accepts_task<std::decay_t<F>>;
