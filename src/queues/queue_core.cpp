@@ -412,10 +412,21 @@ inline void copy_item(char* dst, const char* src, size_t size) {
 }  // namespace
 
 namespace {
+// Four records a round, then the rest one by one: a small item's loop overhead is most of its
+// cost (int64 put_many: 7 instructions an item one by one, 4.5 four a round).
 template <size_t kSize>
-void fill_plain_run(char* p, const char* src, uint64_t word, uint64_t rec, uint64_t n) {
+void fill_plain_run(char* p, const char* src, uint64_t word, uint64_t rec_bytes, uint64_t n) {
   const size_t size = kSize ? kSize : header_size(word);
-  for (uint64_t j = 0; j < n; ++j, p += rec, src += size) {
+  const uint64_t rec = kSize ? record_bytes(kSize) : rec_bytes;
+  uint64_t j = 0;
+  for (; n - j >= 4; j += 4, p += 4 * rec, src += 4 * size) {
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      header_at(p + i * rec).store(word, std::memory_order_relaxed);
+      std::memcpy(p + i * rec + kHeaderSize, src + i * size, size);
+    }
+  }
+  for (; j < n; ++j, p += rec, src += size) {
     header_at(p).store(word, std::memory_order_relaxed);
     std::memcpy(p + kHeaderSize, src, size);
   }
@@ -750,18 +761,37 @@ void discard_item(void*, const char*, size_t) {}
 // registers (kSize 8: the common 8-byte item, copied with one move), asking for the ring's lines
 // kReadAhead ahead once per line rather than once per record.
 template <size_t kSize>
-uint64_t copy_plain_run(char* out, const char* slot, uint64_t word, uint64_t rec, uint64_t limit) {
+uint64_t copy_plain_run(char* out, const char* slot, uint64_t word, uint64_t rec_bytes,
+                        uint64_t limit) {
   const size_t size = kSize ? kSize : header_size(word);
+  const uint64_t rec = kSize ? record_bytes(kSize) : rec_bytes;
   const char* p = slot;
-  uint64_t k = 0;
   __builtin_prefetch(p + kReadAhead);
-  for (;;) {
+  std::memcpy(out, p + kHeaderSize, size);
+  out += size;
+  p += rec;
+  uint64_t k = 1;
+  // Then four records a round: their four headers looked at with one branch, the lines they
+  // span asked for once; the rest (or a round that finds a record not there) one by one.
+  while (limit - k >= 4) {
+    uint64_t differ = 0;
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i)
+      differ |= header_at(const_cast<char*>(p + i * rec)).load(std::memory_order_acquire) ^ word;
+    if (differ) break;
+    for (uint64_t o = 0; o < 4 * rec; o += 64) __builtin_prefetch(p + kReadAhead + o);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) std::memcpy(out + i * size, p + i * rec + kHeaderSize, size);
+    out += 4 * size;
+    p += 4 * rec;
+    k += 4;
+  }
+  for (; k < limit; ++k) {
+    if ((reinterpret_cast<uintptr_t>(p) & 63) < rec) __builtin_prefetch(p + kReadAhead);
+    if (header_at(const_cast<char*>(p)).load(std::memory_order_acquire) != word) break;
     std::memcpy(out, p + kHeaderSize, size);
     out += size;
     p += rec;
-    if (++k == limit) break;
-    if ((reinterpret_cast<uintptr_t>(p) & 63) < rec) __builtin_prefetch(p + kReadAhead);
-    if (header_at(const_cast<char*>(p)).load(std::memory_order_acquire) != word) break;
   }
   return k;
 }
