@@ -12,7 +12,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -75,19 +74,12 @@ int main(int argc, char** argv) {
       continue;
     }
     const std::uint64_t n = bench::scaled(opt.mode, quick_items(c));
-    switch (c.item_bytes) {
-      case 1024:
-        status.record(run_bytes<1024>(opt, c, n));
-        break;
-      case 65536:
-        status.record(run_bytes<65536>(opt, c, n));
-        break;
-      case 1 << 20:
-        status.record(run_bytes<(1 << 20)>(opt, c, n));
-        break;
-      default:
-        bench::emit_throughput_na(opt, c, "no item type for this size");
-    }
+    const auto ok = bench::with_item_size(
+        c.item_bytes, [&](auto size) { return run_bytes<decltype(size)::value>(opt, c, n); });
+    if (ok)
+      status.record(*ok);
+    else
+      bench::emit_throughput_na(opt, c, "no item type for this size");
   }
   return status.exit_code();
 }
