@@ -62,6 +62,18 @@ inline bool is_bytes_case(const ThroughputCase& c) {
   return c.item_bytes != 8;
 }
 
+// Items a competitor's case runs in quick mode, by item size (each competitor at its own pace,
+// so that every case takes about as long).
+struct QuickItems {
+  std::uint64_t mib, kib64, kib1, int64_batched, int64;
+};
+inline std::uint64_t quick_items(const ThroughputCase& c, const QuickItems& q) {
+  if (c.item_bytes >= (1 << 20)) return q.mib;
+  if (c.item_bytes >= 65536) return q.kib64;
+  if (c.item_bytes >= 1024) return q.kib1;
+  return c.batched ? q.int64_batched : q.int64;
+}
+
 // For competitors whose byte item has its size in its type: calls
 // f(std::integral_constant<std::size_t, N>{}) with N the case's item size and returns what f
 // returns, or returns std::nullopt for a size not among the byte cases'.

@@ -81,13 +81,7 @@ struct BytesChannel {
   }
 };
 
-std::uint64_t quick_items(const bench::ThroughputCase& c) {
-  if (c.item_bytes >= (1 << 20)) return 3'000;
-  if (c.item_bytes >= 65536) return 50'000;
-  if (c.item_bytes >= 1024) return 2'000'000;
-  if (c.batched) return 50'000'000;
-  return 5'000'000;
-}
+constexpr bench::QuickItems kQuickItems{3'000, 50'000, 2'000'000, 50'000'000, 5'000'000};
 
 template <std::size_t N>
 bool run_bytes(const bench::Options& opt, const bench::ThroughputCase& c, std::uint64_t n) {
@@ -107,7 +101,7 @@ int main(int argc, char** argv) {
   const bench::Options opt = bench::parse_options(argc, argv, "queue_throughput", "multiproc");
   bench::Status status;
   for (const bench::ThroughputCase& c : bench::kThroughputCases) {
-    const std::uint64_t n = bench::scaled(opt.mode, quick_items(c));
+    const std::uint64_t n = bench::scaled(opt.mode, bench::quick_items(c, kQuickItems));
     if (c.item_bytes == 8) {
       IntChannel ch;
       status.record(bench::run_throughput(

@@ -48,11 +48,7 @@ struct ZeroCopyChannel {
   }
 };
 
-std::uint64_t quick_items(const bench::ThroughputCase& c) {
-  if (c.item_bytes >= (1 << 20)) return 3'000;
-  if (c.item_bytes >= 65536) return 50'000;
-  return 2'000'000;
-}
+constexpr bench::QuickItems kQuickItems{3'000, 50'000, 2'000'000, 2'000'000, 2'000'000};
 
 template <std::size_t N>
 bool run_bytes(const bench::Options& opt, const bench::ThroughputCase& c, std::uint64_t n) {
@@ -73,7 +69,7 @@ int main(int argc, char** argv) {
       bench::emit_throughput_na(opt, c, "zero copy is for byte items (an integer is one move)");
       continue;
     }
-    const std::uint64_t n = bench::scaled(opt.mode, quick_items(c));
+    const std::uint64_t n = bench::scaled(opt.mode, bench::quick_items(c, kQuickItems));
     const auto ok = bench::with_item_size(
         c.item_bytes, [&](auto size) { return run_bytes<decltype(size)::value>(opt, c, n); });
     if (ok)

@@ -9,12 +9,7 @@
 
 namespace {
 
-std::uint64_t quick_items(const bench::ThroughputCase& c) {
-  if (c.item_bytes >= (1 << 20)) return 3'000;
-  if (c.item_bytes >= 65536) return 50'000;
-  if (c.item_bytes >= 1024) return 2'000'000;
-  return 50'000'000;
-}
+constexpr bench::QuickItems kQuickItems{3'000, 50'000, 2'000'000, 50'000'000, 50'000'000};
 
 }  // namespace
 
@@ -29,7 +24,8 @@ int main(int argc, char** argv) {
     const std::size_t slots =
         c.item_bytes == 8 ? 65536 : std::max<std::size_t>(4, (4u << 20) / c.item_bytes);
     bench::SpscRingChannel ch(c.item_bytes, slots);
-    status.record(bench::run_throughput(opt, c, bench::scaled(opt.mode, quick_items(c)), ch));
+    status.record(bench::run_throughput(
+        opt, c, bench::scaled(opt.mode, bench::quick_items(c, kQuickItems)), ch));
   }
   return status.exit_code();
 }
