@@ -219,17 +219,23 @@ class BasicOrderedQueue {
   }
 
   T get_one(const Deadline& deadline) {
-    auto& c = core();
-    typename Order::Scratch scratch(cmp_);
     if constexpr (Codec::plain) {
-      T item{};
-      if (c.get(1, &Codec::deliver_plain_one, &item, scratch.ops(), deadline) == 0) throw Empty();
-      return item;
+      return get_one_plain(deadline);
     } else {
+      typename Order::Scratch scratch(cmp_);
       typename Codec::Encoded e;
-      if (c.get(1, &Codec::deliver_bytes, &e, scratch.ops(), deadline) == 0) throw Empty();
+      if (core().get(1, &Codec::deliver_bytes, &e, scratch.ops(), deadline) == 0) throw Empty();
       return Codec::decode(e.bytes.data(), e.sizes[0]);
     }
+  }
+  // Delivered straight into the caller's object: `item` is the return object (a named value at
+  // the function's top level; GCC 12 copies one declared inside an `if constexpr` branch).
+  T get_one_plain(const Deadline& deadline) requires Codec::plain {
+    auto& c = core();
+    typename Order::Scratch scratch(cmp_);
+    T item{};
+    if (c.get(1, &Codec::deliver_plain_one, &item, scratch.ops(), deadline) == 0) throw Empty();
+    return item;
   }
 
   std::shared_ptr<OrderedQueueCore> core_;

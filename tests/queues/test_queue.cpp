@@ -1,16 +1,11 @@
 // Queue, JoinableQueue, SimpleQueue: CPython's _TestQueue / TestSimpleQueue semantics, each body
 // under fork, spawn and forkserver.
-#include <pthread.h>
-#include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
-#include <array>
-#include <cstring>
 #include <numeric>
 #include <string>
 #include <thread>
-#include <vector>
 
+#include "big_item_stack.hpp"
 #include "start_methods.hpp"
 
 using namespace std::chrono_literals;
@@ -301,48 +296,6 @@ TEST(Queue, NoSegmentLeftAfterLastHandle) {
   EXPECT_NE(access(("/dev/shm" + name).c_str(), F_OK), 0);
 }
 
-namespace {
-constexpr size_t kBigItem = size_t{1} << 20;
-struct BigItem {
-  std::array<char, kBigItem> b;
-};
-void* get_big_item(void* q) {
-  const BigItem item = static_cast<mp::Queue<BigItem>*>(q)->get();
-  return reinterpret_cast<void*>(item.b[0] == 'x' && item.b[kBigItem - 1] == 'y' ? 1 : 2);
-}
-}  // namespace
-
-// get() of a plain item delivers it into the caller's object, not into a copy of its own that is
-// copied again on return (GCC 12 did not elide that copy, a second memcpy of every item): a
-// thread whose stack holds one 1 MiB item, and not two, gets it. In a forked child, since a stack
-// overflow kills it; the stack ends at an inaccessible region, so overflowing it faults at once.
 TEST(Queue, GetOfAPlainItemNeedsStackForOneCopyOfIt) {
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    mp::Queue<BigItem> q;
-    std::vector<char> bytes(kBigItem, 'z');
-    bytes.front() = 'x';
-    bytes.back() = 'y';
-    q.put(*reinterpret_cast<const BigItem*>(bytes.data()));
-    constexpr size_t kGuard = size_t{8} << 20, kStack = kBigItem + (size_t{256} << 10);
-    char* region = static_cast<char*>(
-        mmap(nullptr, kGuard + kStack, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    if (region == MAP_FAILED || mprotect(region + kGuard, kStack, PROT_READ | PROT_WRITE) != 0)
-      _exit(3);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setstack(&attr, region + kGuard, kStack);
-    pthread_t t;
-    if (pthread_create(&t, &attr, get_big_item, &q) != 0) _exit(4);
-    void* result = nullptr;
-    pthread_join(t, &result);
-    _exit(result == reinterpret_cast<void*>(1) ? 0 : 5);
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  EXPECT_TRUE(WIFEXITED(status)) << "the getter died of signal " << WTERMSIG(status);
-  if (WIFEXITED(status)) {
-    EXPECT_EQ(WEXITSTATUS(status), 0);
-  }
+  big_item_stack::expect_get_needs_stack_for_one_copy<mp::Queue<big_item_stack::BigItem>>();
 }
