@@ -27,6 +27,7 @@
 #include <concepts>
 #include <cstdint>
 #include <new>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -59,6 +60,36 @@ inline constexpr std::uint64_t kStop = ~std::uint64_t{0};
 
 inline bool is_bytes_case(const ThroughputCase& c) {
   return c.item_bytes != 8;
+}
+
+// Items a competitor's case runs in quick mode, by item size (each competitor at its own pace,
+// so that every case takes about as long).
+struct QuickItems {
+  std::uint64_t mib, kib64, kib1, int64_batched, int64;
+};
+inline std::uint64_t quick_items(const ThroughputCase& c, const QuickItems& q) {
+  if (c.item_bytes >= (1 << 20)) return q.mib;
+  if (c.item_bytes >= 65536) return q.kib64;
+  if (c.item_bytes >= 1024) return q.kib1;
+  return c.batched ? q.int64_batched : q.int64;
+}
+
+// For competitors whose byte item has its size in its type: calls
+// f(std::integral_constant<std::size_t, N>{}) with N the case's item size and returns what f
+// returns, or returns std::nullopt for a size not among the byte cases'.
+template <class F>
+auto with_item_size(std::size_t bytes, F&& f)
+    -> std::optional<decltype(f(std::integral_constant<std::size_t, 1024>{}))> {
+  switch (bytes) {
+    case 1024:
+      return f(std::integral_constant<std::size_t, 1024>{});
+    case 65536:
+      return f(std::integral_constant<std::size_t, 65536>{});
+    case std::size_t{1} << 20:
+      return f(std::integral_constant<std::size_t, (std::size_t{1} << 20)>{});
+    default:
+      return std::nullopt;
+  }
 }
 
 // The end a producer or consumer process works on: the channel's producer()/consumer() when it
@@ -298,9 +329,11 @@ void consume(Channel& ch, const ThroughputCase& c, std::uint64_t n, MemberSlot& 
 
 // Runs one case with n items over ch (items 0..n-1, split evenly between the producers), checks
 // that the consumers together received each exactly once, and prints items_per_s (and bytes_per_s
-// for byte items). Returns whether the check passed.
+// for byte items), with `what` (which queue and item type were measured, if the competitor says)
+// as the lines' note. Returns whether the check passed.
 template <class Channel>
-bool run_throughput(const Options& o, const ThroughputCase& c, std::uint64_t n, Channel& ch) {
+bool run_throughput(const Options& o, const ThroughputCase& c, std::uint64_t n, Channel& ch,
+                    std::string_view what = {}) {
   if (c.batched && !HasBatch<Channel>) {
     emit_throughput_na(o, c, "no put_many/get_many");
     return true;
@@ -329,6 +362,7 @@ bool run_throughput(const Options& o, const ThroughputCase& c, std::uint64_t n, 
   const bool ok = failed.empty() && got == want;
   std::string note = failed;
   if (failed.empty() && !(got == want)) note = "expected " + want.str();
+  if (!what.empty()) note = note.empty() ? std::string(what) : note + "; " + std::string(what);
   const double secs = static_cast<double>(end - start) * 1e-9;
   const double items = ok && secs > 0 ? static_cast<double>(n) / secs : std::nan("");
   emit(o, {.case_name = c.name,

@@ -6,12 +6,7 @@
 
 namespace {
 
-std::uint64_t quick_items(const bench::ThroughputCase& c) {
-  if (c.item_bytes >= (1 << 20)) return 1'000;
-  if (c.item_bytes >= 65536) return 20'000;
-  if (c.item_bytes >= 1024) return 400'000;
-  return 1'000'000;
-}
+constexpr bench::QuickItems kQuickItems{1'000, 20'000, 400'000, 1'000'000, 1'000'000};
 
 }  // namespace
 
@@ -22,7 +17,8 @@ int main(int argc, char** argv) {
     const std::size_t depth =
         c.item_bytes == 8 ? 1024 : std::max<std::size_t>(4, (4u << 20) / c.item_bytes);
     bench::BoostMqChannel ch(c.item_bytes, depth);
-    status.record(bench::run_throughput(opt, c, bench::scaled(opt.mode, quick_items(c)), ch));
+    status.record(bench::run_throughput(
+        opt, c, bench::scaled(opt.mode, bench::quick_items(c, kQuickItems)), ch));
   }
   return status.exit_code();
 }

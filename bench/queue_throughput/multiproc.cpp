@@ -22,7 +22,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -82,70 +81,17 @@ struct BytesChannel {
   }
 };
 
-std::uint64_t quick_items(const bench::ThroughputCase& c) {
-  if (c.item_bytes >= (1 << 20)) return 3'000;
-  if (c.item_bytes >= 65536) return 50'000;
-  if (c.item_bytes >= 1024) return 2'000'000;
-  if (c.batched) return 50'000'000;
-  return 5'000'000;
-}
-
-// bench::run_throughput, with a note saying which queue and item type were measured: the same
-// Team, producers, consumers, checks and clock, only the JSON lines carry `note`.
-template <class Channel>
-bool run_case(const bench::Options& o, const bench::ThroughputCase& c, std::uint64_t n, Channel& ch,
-              const std::string& what) {
-  bench::Team team(o);
-  for (int p = 0; p < c.producers; ++p) {
-    const std::uint64_t lo = n * p / c.producers, hi = n * (p + 1) / c.producers;
-    team.spawn(bench::Role::kProducer,
-               [&, lo, hi](bench::MemberSlot& s) { bench::produce(ch, c, lo, hi, s); });
-  }
-  for (int k = 0; k < c.consumers; ++k) {
-    team.spawn(bench::Role::kConsumer, [&](bench::MemberSlot& s) { bench::consume(ch, c, n, s); });
-  }
-  const std::string failed = team.run();
-  std::int64_t start = INT64_MAX, end = 0;
-  bench::Checksum got;
-  for (int i = 0; i < c.producers; ++i) start = std::min(start, team.slot(i).start_ns);
-  for (int i = c.producers; i < c.producers + c.consumers; ++i) {
-    end = std::max(end, team.slot(i).end_ns);
-    got.merge(team.slot(i).checksum());
-  }
-  const bench::Checksum want = bench::Checksum::of_range(0, n);
-  const bool ok = failed.empty() && got == want;
-  std::string note = what;
-  if (!failed.empty()) note = failed + "; " + what;
-  if (failed.empty() && !(got == want)) note = "expected " + want.str() + "; " + what;
-  const double secs = static_cast<double>(end - start) * 1e-9;
-  const double items = ok && secs > 0 ? static_cast<double>(n) / secs : std::nan("");
-  bench::emit(o, {.case_name = c.name,
-                  .metric = "items_per_s",
-                  .value = items,
-                  .unit = "items/s",
-                  .ok = ok,
-                  .check = got.str(),
-                  .note = note});
-  if (bench::is_bytes_case(c)) {
-    bench::emit(o, {.case_name = c.name,
-                    .metric = "bytes_per_s",
-                    .value = items * static_cast<double>(c.item_bytes),
-                    .unit = "B/s",
-                    .ok = ok,
-                    .check = got.str(),
-                    .note = note});
-  }
-  return ok;
-}
+constexpr bench::QuickItems kQuickItems{3'000, 50'000, 2'000'000, 50'000'000, 5'000'000};
 
 template <std::size_t N>
 bool run_bytes(const bench::Options& opt, const bench::ThroughputCase& c, std::uint64_t n) {
   const std::size_t maxsize = std::max<std::size_t>(4, (4u << 20) / N);
   BytesChannel<N> ch(maxsize);
-  return run_case(opt, c, n, ch,
-                  "mp::Queue<Bytes<" + std::to_string(N) + ">>(maxsize " + std::to_string(maxsize) +
-                      "), struct Bytes<N> { std::array<char, N> b; }: plain bytes, memcpy'd "
-                      "into and out of the ring; put()/get() one at a time");
+  return bench::run_throughput(
+      opt, c, n, ch,
+      "mp::Queue<Bytes<" + std::to_string(N) + ">>(maxsize " + std::to_string(maxsize) +
+          "), struct Bytes<N> { std::array<char, N> b; }: plain bytes, memcpy'd into and out of "
+          "the ring; put()/get() one at a time");
 }
 
 }  // namespace
@@ -155,29 +101,22 @@ int main(int argc, char** argv) {
   const bench::Options opt = bench::parse_options(argc, argv, "queue_throughput", "multiproc");
   bench::Status status;
   for (const bench::ThroughputCase& c : bench::kThroughputCases) {
-    const std::uint64_t n = bench::scaled(opt.mode, quick_items(c));
-    switch (c.item_bytes) {
-      case 8: {
-        IntChannel ch;
-        status.record(run_case(opt, c, n, ch,
-                               c.batched ? "mp::Queue<std::int64_t> (unbounded); put_many(span of "
-                                           "64) / get_many(span of 64)"
-                                         : "mp::Queue<std::int64_t> (unbounded); put()/get() one "
-                                           "at a time"));
-        break;
-      }
-      case 1024:
-        status.record(run_bytes<1024>(opt, c, n));
-        break;
-      case 65536:
-        status.record(run_bytes<65536>(opt, c, n));
-        break;
-      case 1 << 20:
-        status.record(run_bytes<(1 << 20)>(opt, c, n));
-        break;
-      default:
-        bench::emit_throughput_na(opt, c, "no item type for this size");
+    const std::uint64_t n = bench::scaled(opt.mode, bench::quick_items(c, kQuickItems));
+    if (c.item_bytes == 8) {
+      IntChannel ch;
+      status.record(bench::run_throughput(
+          opt, c, n, ch,
+          c.batched
+              ? "mp::Queue<std::int64_t> (unbounded); put_many(span of 64) / get_many(span of 64)"
+              : "mp::Queue<std::int64_t> (unbounded); put()/get() one at a time"));
+      continue;
     }
+    const auto ok = bench::with_item_size(
+        c.item_bytes, [&](auto size) { return run_bytes<decltype(size)::value>(opt, c, n); });
+    if (ok)
+      status.record(*ok);
+    else
+      bench::emit_throughput_na(opt, c, "no item type for this size");
   }
   return status.exit_code();
 }

@@ -12,7 +12,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -49,11 +48,7 @@ struct ZeroCopyChannel {
   }
 };
 
-std::uint64_t quick_items(const bench::ThroughputCase& c) {
-  if (c.item_bytes >= (1 << 20)) return 3'000;
-  if (c.item_bytes >= 65536) return 50'000;
-  return 2'000'000;
-}
+constexpr bench::QuickItems kQuickItems{3'000, 50'000, 2'000'000, 2'000'000, 2'000'000};
 
 template <std::size_t N>
 bool run_bytes(const bench::Options& opt, const bench::ThroughputCase& c, std::uint64_t n) {
@@ -74,20 +69,13 @@ int main(int argc, char** argv) {
       bench::emit_throughput_na(opt, c, "zero copy is for byte items (an integer is one move)");
       continue;
     }
-    const std::uint64_t n = bench::scaled(opt.mode, quick_items(c));
-    switch (c.item_bytes) {
-      case 1024:
-        status.record(run_bytes<1024>(opt, c, n));
-        break;
-      case 65536:
-        status.record(run_bytes<65536>(opt, c, n));
-        break;
-      case 1 << 20:
-        status.record(run_bytes<(1 << 20)>(opt, c, n));
-        break;
-      default:
-        bench::emit_throughput_na(opt, c, "no item type for this size");
-    }
+    const std::uint64_t n = bench::scaled(opt.mode, bench::quick_items(c, kQuickItems));
+    const auto ok = bench::with_item_size(
+        c.item_bytes, [&](auto size) { return run_bytes<decltype(size)::value>(opt, c, n); });
+    if (ok)
+      status.record(*ok);
+    else
+      bench::emit_throughput_na(opt, c, "no item type for this size");
   }
   return status.exit_code();
 }

@@ -9,12 +9,7 @@
 
 namespace {
 
-std::uint64_t quick_items(const bench::ThroughputCase& c) {
-  if (c.item_bytes >= (1 << 20)) return 800;
-  if (c.item_bytes >= 65536) return 10'000;
-  if (c.item_bytes >= 1024) return 200'000;
-  return c.batched ? 10'000'000 : 300'000;
-}
+constexpr bench::QuickItems kQuickItems{800, 10'000, 200'000, 10'000'000, 300'000};
 
 }  // namespace
 
@@ -26,7 +21,8 @@ int main(int argc, char** argv) {
     if (pipe2(fds.fd, O_CLOEXEC) != 0) bench::die("pipe2: %s", std::strerror(errno));
     fcntl(fds.fd[1], F_SETPIPE_SZ, 1 << 20);  // best effort
     bench::FdChannel ch(fds.fd[0], fds.fd[1], /*shared_reader=*/c.consumers > 1);
-    status.record(bench::run_throughput(opt, c, bench::scaled(opt.mode, quick_items(c)), ch));
+    status.record(bench::run_throughput(
+        opt, c, bench::scaled(opt.mode, bench::quick_items(c, kQuickItems)), ch));
   }
   return status.exit_code();
 }

@@ -8,12 +8,7 @@
 
 namespace {
 
-std::uint64_t quick_items(const bench::ThroughputCase& c) {
-  if (c.item_bytes >= (1 << 20)) return 800;
-  if (c.item_bytes >= 65536) return 10'000;
-  if (c.item_bytes >= 1024) return 200'000;
-  return c.batched ? 10'000'000 : 300'000;
-}
+constexpr bench::QuickItems kQuickItems{800, 10'000, 200'000, 10'000'000, 300'000};
 
 }  // namespace
 
@@ -29,7 +24,8 @@ int main(int argc, char** argv) {
     setsockopt(fds.fd[0], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);  // best effort
     setsockopt(fds.fd[1], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
     bench::FdChannel ch(fds.fd[1], fds.fd[0], /*shared_reader=*/c.consumers > 1);
-    status.record(bench::run_throughput(opt, c, bench::scaled(opt.mode, quick_items(c)), ch));
+    status.record(bench::run_throughput(
+        opt, c, bench::scaled(opt.mode, bench::quick_items(c, kQuickItems)), ch));
   }
   return status.exit_code();
 }

@@ -131,15 +131,10 @@ class BasicOrderedQueue {
   // if the timeout passes first (the items before that point are in the queue).
   template <std::ranges::input_range R>
   void put_many(R&& items, Timeout timeout = std::nullopt) {
-    auto deadline = Deadline::after(timeout);
-    if constexpr (std::ranges::contiguous_range<R> &&
-                  std::is_same_v<std::ranges::range_value_t<R>, T>) {
-      size_t n = std::ranges::size(items);
-      if (put_range(std::ranges::data(items), n, deadline) != n) throw Full();
-    } else {
-      std::vector<T> tmp(std::ranges::begin(items), std::ranges::end(items));
-      if (put_range(tmp.data(), tmp.size(), deadline) != tmp.size()) throw Full();
-    }
+    const auto deadline = Deadline::after(timeout);
+    if (!put_range_of<T>(std::forward<R>(items),
+                         [&](const T* p, size_t n) { return put_range(p, n, deadline); }))
+      throw Full();
   }
   // Waits at most `timeout` for the first item, then takes up to max_items that are there, in
   // queue order. Throws Empty if none came (ShutDown if shut down and drained).
@@ -219,17 +214,23 @@ class BasicOrderedQueue {
   }
 
   T get_one(const Deadline& deadline) {
-    auto& c = core();
-    typename Order::Scratch scratch(cmp_);
     if constexpr (Codec::plain) {
-      T item{};
-      if (c.get(1, &Codec::deliver_plain_one, &item, scratch.ops(), deadline) == 0) throw Empty();
-      return item;
+      return get_one_plain(deadline);
     } else {
+      typename Order::Scratch scratch(cmp_);
       typename Codec::Encoded e;
-      if (c.get(1, &Codec::deliver_bytes, &e, scratch.ops(), deadline) == 0) throw Empty();
+      if (core().get(1, &Codec::deliver_bytes, &e, scratch.ops(), deadline) == 0) throw Empty();
       return Codec::decode(e.bytes.data(), e.sizes[0]);
     }
+  }
+  // Delivered straight into the caller's object: `item` is the return object (a named value at
+  // the function's top level; GCC 12 copies one declared inside an `if constexpr` branch).
+  T get_one_plain(const Deadline& deadline) requires Codec::plain {
+    auto& c = core();
+    typename Order::Scratch scratch(cmp_);
+    T item{};
+    if (c.get(1, &Codec::deliver_plain_one, &item, scratch.ops(), deadline) == 0) throw Empty();
+    return item;
   }
 
   std::shared_ptr<OrderedQueueCore> core_;

@@ -154,15 +154,10 @@ class Queue {
   // if the timeout passes first (the items before that point are in the queue).
   template <std::ranges::input_range R>
   void put_many(R&& items, Timeout timeout = std::nullopt) {
-    auto deadline = detail::Deadline::after(timeout);
-    if constexpr (std::ranges::contiguous_range<R> &&
-                  std::is_same_v<std::ranges::range_value_t<R>, T>) {
-      size_t n = std::ranges::size(items);
-      if (put_range(std::ranges::data(items), n, deadline) != n) throw Full();
-    } else {
-      std::vector<T> tmp(std::ranges::begin(items), std::ranges::end(items));
-      if (put_range(tmp.data(), tmp.size(), deadline) != tmp.size()) throw Full();
-    }
+    const auto deadline = detail::Deadline::after(timeout);
+    if (!detail::put_range_of<T>(std::forward<R>(items),
+                                 [&](const T* p, size_t n) { return put_range(p, n, deadline); }))
+      throw Full();
   }
   // Waits at most `timeout` for the first item, then takes up to max_items that are there.
   // Throws Empty if none came (ShutDown if shut down and drained).
@@ -345,18 +340,23 @@ class Queue {
   }
 
   T get_one(const detail::Deadline& deadline) {
-    auto& c = core();
     if constexpr (Codec::plain) {
-      // As get_many's items: the core's inlined copy, not a call per item.
-      T item;
-      detail::PlainSink sink{reinterpret_cast<char*>(std::addressof(item)), sizeof(T)};
-      if (c.get(1, nullptr, &sink, deadline) == 0) throw Empty();
-      return item;
+      return get_one_plain(deadline);
     } else {
       typename Codec::Encoded e;
-      if (c.get(1, &Codec::deliver_bytes, &e, deadline) == 0) throw Empty();
+      if (core().get(1, &Codec::deliver_bytes, &e, deadline) == 0) throw Empty();
       return Codec::decode(e, 0);
     }
+  }
+  // Copied by the core straight into the caller's object: `item` is the function's return
+  // object (named return value, at the function's top level: GCC 12 does not elide the copy of
+  // one declared inside an `if constexpr` branch, a second memcpy of every item).
+  T get_one_plain(const detail::Deadline& deadline) requires Codec::plain {
+    auto& c = core();
+    T item;
+    detail::PlainSink sink{reinterpret_cast<char*>(std::addressof(item)), sizeof(T)};
+    if (c.get(1, nullptr, &sink, deadline) == 0) throw Empty();
+    return item;
   }
 
   std::shared_ptr<detail::QueueCore> core_;

@@ -16,6 +16,7 @@
 
 #include <multiproc/ordered_queues.hpp>
 
+#include "big_item_stack.hpp"
 #include "start_methods.hpp"
 
 using namespace std::chrono_literals;
@@ -576,4 +577,8 @@ TEST(OrderedQueues, LifoQueueSurvivesChildrenKilledAtRandomInstants) {
   mp::LifoQueue<int64_t> q(64);  // bounded: putters also wait, and get killed waiting
   CrashReport report;
   kill_children_at_random(q, 3, 20, report);
+}
+
+TEST(LifoQueue, GetOfAPlainItemNeedsStackForOneCopyOfIt) {
+  big_item_stack::expect_get_needs_stack_for_one_copy<mp::LifoQueue<big_item_stack::BigItem>>();
 }

@@ -2,9 +2,12 @@
 // under fork, spawn and forkserver.
 #include <unistd.h>
 #include <numeric>
+#include <ranges>
+#include <set>
 #include <string>
 #include <thread>
 
+#include "big_item_stack.hpp"
 #include "start_methods.hpp"
 
 using namespace std::chrono_literals;
@@ -293,4 +296,17 @@ TEST(Queue, NoSegmentLeftAfterLastHandle) {
     EXPECT_EQ(access(("/dev/shm" + name).c_str(), F_OK), 0);
   }
   EXPECT_NE(access(("/dev/shm" + name).c_str(), F_OK), 0);
+}
+
+TEST(Queue, PutManyTakesAnyInputRange) {
+  mp::Queue<int64_t> q;
+  q.put_many(std::vector<int64_t>{1, 2});  // contiguous, of T: put from its own storage
+  q.put_many(std::set<int64_t>{4, 3});     // not contiguous: copied first
+  q.put_many(std::vector<int>{5, 6});      // of another type: converted first
+  q.put_many(std::views::iota(7, 9));      // a view
+  EXPECT_EQ(q.get_many(100), (std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+}
+
+TEST(Queue, GetOfAPlainItemNeedsStackForOneCopyOfIt) {
+  big_item_stack::expect_get_needs_stack_for_one_copy<mp::Queue<big_item_stack::BigItem>>();
 }

@@ -140,6 +140,50 @@ TEST(QueueGetManySpan, ShutDownAndClosed) {
 
 // ---- processes --------------------------------------------------------------------------
 
+namespace {
+struct Triple {  // 24 bytes: records of 32, the copy loops' general size
+  int64_t a, b, c;
+};
+// put_many and get_many of every batch length from 1 to about 70, round the ring's end many
+// times (the queue is drained as it goes, so its first ring is reused): the copy loops take
+// records four at a time and the rest one by one, and a batch that ends mid-round, at a record
+// not there yet or at the ring's end must neither lose nor repeat an item.
+template <class T, class Make>
+void check_runs_of_every_length(Make make, int64_t (*key)(const T&)) {
+  mp::Queue<T> q;
+  std::vector<T> batch, out(70);
+  int64_t next_put = 0, next_get = 0;
+  size_t put_len = 1, get_len = 1;
+  while (next_put < 60000) {
+    batch.clear();
+    for (size_t i = 0; i < put_len; ++i) batch.push_back(make(next_put++));
+    q.put_many(batch);
+    put_len = put_len % 67 + 1;
+    while (next_get + static_cast<int64_t>(get_len) <= next_put) {
+      const size_t n = q.get_many(std::span<T>(out.data(), get_len), 1s);
+      ASSERT_GE(n, 1u);
+      for (size_t i = 0; i < n; ++i) ASSERT_EQ(key(out[i]), next_get++);
+      get_len = get_len % 70 + 1;
+    }
+  }
+  while (next_get < next_put) {
+    const size_t n = q.get_many(std::span<T>(out), 1s);
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(key(out[i]), next_get++);
+  }
+  EXPECT_TRUE(q.empty());
+}
+}  // namespace
+
+TEST(QueueGetManySpan, RunsOfEveryLengthRoundTheRingKeepOrder) {
+  check_runs_of_every_length<int64_t>([](int64_t i) { return i; },
+                                      [](const int64_t& v) { return v; });
+  check_runs_of_every_length<Triple>(
+      [](int64_t i) {
+        return Triple{i, -i, i * 3};
+      },
+      [](const Triple& t) { return t.b == -t.a && t.c == 3 * t.a ? t.a : int64_t{-1}; });
+}
+
 class QueueGetManySpanTest : public StartMethodTest {};
 
 TEST_P(QueueGetManySpanTest, ChildProducerParentBatches) {

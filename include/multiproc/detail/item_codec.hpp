@@ -3,8 +3,10 @@
 #pragma once
 
 #include <cstring>
+#include <ranges>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include <multiproc/detail/handle.hpp>
@@ -87,6 +89,20 @@ struct ItemCodec {
     return decode(e.bytes.data() + e.offsets[i], e.sizes[i]);
   }
 };
+
+// put_many's items as one array: the range's own storage when it is a contiguous range of T,
+// else a copy. put(const T* items, size_t n) returns how many it put; returns whether all were.
+template <class T, class R, class Put>
+bool put_range_of(R&& items, Put&& put) {
+  if constexpr (std::ranges::contiguous_range<R> &&
+                std::is_same_v<std::ranges::range_value_t<R>, T>) {
+    const size_t n = std::ranges::size(items);
+    return put(std::ranges::data(items), n) == n;
+  } else {
+    std::vector<T> tmp(std::ranges::begin(items), std::ranges::end(items));
+    return put(tmp.data(), tmp.size()) == tmp.size();
+  }
+}
 
 }  // namespace detail
 

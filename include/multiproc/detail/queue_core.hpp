@@ -364,8 +364,10 @@ class QueueCore {
                     void* ctx);
   size_t get_locked(size_t max_items, DeliverFn deliver, void* ctx, Watch* watch,
                     HeldItem* hold = nullptr);
+  // `locked`: get() took get_lock and found nothing at the head (the loop starts with it held).
   size_t get_impl(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
-                  bool spin, const std::atomic<uint32_t>* interrupt, HeldItem* hold);
+                  bool spin, const std::atomic<uint32_t>* interrupt, HeldItem* hold,
+                  bool locked = false);
   bool lock_get(const Deadline& deadline);
   // The thread that holds get_lock for a HeldItem (0: none): that thread's own get() would take
   // its lock over as a dead owner's, so it is refused instead.
