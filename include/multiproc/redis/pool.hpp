@@ -65,8 +65,14 @@ struct PoolOptions {
   // A worker that does not beat for this long is dead: its tasks run again elsewhere.
   std::chrono::duration<double> worker_timeout{10.0};
   unsigned max_retries = 3;  // runs after a lost worker before a task fails with WorkerLost
+  // The server unreachable this long: the pool's results fail with ConnectionError, and its local
+  // workers give up (exit status 1, with a log line; `--unreachable-timeout S` for the others).
   std::chrono::duration<double> unreachable_timeout{10.0};
   std::optional<Context> context{};  // start method of the local workers
+  // The pool's own keys in Redis (its result lists, its liveness key) have this expiry, renewed
+  // while it lives and deleted by join()/terminate()/the destructor: those of a client that was
+  // killed or cut off go after this long.
+  std::chrono::duration<double> client_timeout{60.0};
 };
 
 namespace detail {
@@ -637,6 +643,9 @@ class Pool : public multiproc::detail::PoolFront<Pool> {
 };
 
 // The worker loop (also what `--multiproc-worker` runs): serves the pool `name` until SIGTERM.
-void run_worker(const std::string& url, const std::string& name);
+// Throws ConnectionError (after a log line) when the server stays unreachable for
+// unreachable_timeout (`--unreachable-timeout S`; the program then exits with status 1).
+void run_worker(const std::string& url, const std::string& name,
+                std::chrono::duration<double> unreachable_timeout = std::chrono::seconds(10));
 
 }  // namespace multiproc::redis
