@@ -12,8 +12,11 @@
 
 #include <concepts>
 #include <cstddef>
+#include <exception>
+#include <map>
 #include <ranges>
 #include <utility>
+#include <vector>
 
 #include <multiproc/detail/pool_jobs.hpp>
 #include <multiproc/detail/task.hpp>
@@ -36,6 +39,20 @@ detail::Callbacks<OnOk, OnErr> callbacks(OnOk on_value, OnErr on_error = nullptr
 }
 
 namespace detail {
+
+// MapResult::outcomes() of the pools: one Outcome per call, its error where it failed, else
+// value_at(i).
+template <class V, class ValueAt>
+std::vector<Outcome<V>> map_outcomes(size_t n, const std::map<size_t, std::exception_ptr>& errors,
+                                     ValueAt value_at) {
+  std::vector<Outcome<V>> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    auto it = errors.find(i);
+    out.push_back(it == errors.end() ? Outcome<V>(value_at(i)) : Outcome<V>(it->second));
+  }
+  return out;
+}
 
 template <class D, class F>
 concept front_task = D::template accepts_task<std::decay_t<F>>;

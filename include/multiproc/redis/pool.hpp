@@ -368,12 +368,8 @@ class [[nodiscard]] MapResult {
   }
   std::vector<Outcome<V>> outcomes(Timeout timeout = std::nullopt) const {
     if (!wait(timeout)) throw TimeoutError("MapResult::outcomes(): not ready within the timeout");
-    std::vector<Outcome<V>> out;
-    for (size_t i = 0; i < st_->values.size(); ++i) {
-      auto it = st_->errors.find(i);
-      out.push_back(it == st_->errors.end() ? Outcome<V>(*st_->values[i]) : Outcome<V>(it->second));
-    }
-    return out;
+    return multiproc::detail::map_outcomes<V>(
+        st_->values.size(), st_->errors, [&](size_t i) -> const V& { return *st_->values[i]; });
   }
   size_t failures() const { return st_->errors.size(); }
 
