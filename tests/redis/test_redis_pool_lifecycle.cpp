@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <set>
 #include <string>
@@ -158,50 +159,51 @@ class RedisPoolLifecycleTest : public StartMethodTest {};
 
 // ---- progress bars ------------------------------------------------------------------------------
 
-TEST_P(RedisPoolLifecycleTest, ProgressBarReportsOnStderr) {
+// Each call with MapOptions::progress, and the last line its bar must draw on stderr (not a
+// terminal here: plain lines, the last one complete).
+TEST_P(RedisPoolLifecycleTest, ProgressBarsOfMapImapAndStarmapReportOnStderr) {
   MP_REQUIRE_REDIS();
   mpr::Pool pool(url(), {.processes = 2, .name = test_pool_name(), .context = ctx()});
-  testing::internal::CaptureStderr();
-  auto ys = pool.map(inc, std::vector<int64_t>(1000, 1),
-                     mpr::MapOptions{.chunksize = 10, .progress = true});
-  std::string err = testing::internal::GetCapturedStderr();
-  EXPECT_EQ(ys.size(), 1000u);
-  // Not a terminal here: plain lines, the last one complete.
-  EXPECT_NE(err.find("map: 100% |####################| 1000/1000"), std::string::npos) << err;
-
-  testing::internal::CaptureStderr();
-  size_t n = 0;
-  for (auto y : pool.imap(inc, std::views::iota(int64_t{0}, int64_t{300}),
-                          mpr::MapOptions{.chunksize = 5, .progress = true})) {
-    (void)y;
-    ++n;
+  const auto bar = mpr::MapOptions{.chunksize = 7, .progress = true};
+  const auto sum = [](auto&& results) {
+    int64_t total = 0;
+    for (int64_t y : results) total += y;
+    return total;
+  };
+  struct Case {
+    const char* line;
+    std::function<int64_t()> run;  // the sum of the results
+    int64_t expected;
+  };
+  const std::vector<Case> cases = {
+      {"map: 100% |####################| 1000/1000",
+       [&] { return sum(pool.map(inc, std::vector<int64_t>(1000, 1), bar)); }, 2000},
+      {"imap: 100% |####################| 300/300",
+       [&] { return sum(pool.imap(inc, std::views::iota(int64_t{0}, int64_t{300}), bar)); },
+       300 * 301 / 2},
+      {"imap_unordered: 100% |####################| 40/40",
+       [&] {
+         return sum(pool.imap_unordered(inc, std::views::iota(int64_t{0}, int64_t{40}),
+                                        {.chunksize = 3, .progress = true}));
+       },
+       40 * 41 / 2},
+      {"starmap: 100% |####################| 50/50",
+       [&] {
+         return sum(pool.starmap(add, std::vector<std::tuple<int64_t, int64_t>>(50, {1, 2}), bar));
+       },
+       150},
+  };
+  for (const auto& c : cases) {
+    testing::internal::CaptureStderr();
+    const int64_t got = c.run();
+    const std::string err = testing::internal::GetCapturedStderr();
+    EXPECT_EQ(got, c.expected) << c.line;
+    EXPECT_NE(err.find(c.line), std::string::npos) << err;
   }
-  err = testing::internal::GetCapturedStderr();
-  EXPECT_EQ(n, 300u);
-  EXPECT_NE(err.find("imap: 100%"), std::string::npos) << err;
-  EXPECT_NE(err.find("300/300"), std::string::npos) << err;
-
-  testing::internal::CaptureStderr();
-  std::multiset<int64_t> got;
-  for (auto y : pool.imap_unordered(inc, std::views::iota(int64_t{0}, int64_t{40}),
-                                    {.chunksize = 3, .progress = true}))
-    got.insert(y);
-  err = testing::internal::GetCapturedStderr();
-  EXPECT_EQ(got.size(), 40u);
-  EXPECT_NE(err.find("imap_unordered: 100% |####################| 40/40"), std::string::npos)
-      << err;
-
-  testing::internal::CaptureStderr();
-  std::vector<std::tuple<int64_t, int64_t>> pairs(50, {1, 2});
-  auto sums = pool.starmap(add, pairs, mpr::MapOptions{.chunksize = 4, .progress = true});
-  err = testing::internal::GetCapturedStderr();
-  EXPECT_EQ(sums, std::vector<int64_t>(50, 3));
-  EXPECT_NE(err.find("starmap: 100% |####################| 50/50"), std::string::npos) << err;
-
-  // Without the option, nothing is drawn; the chunk size still goes positionally.
+  // Without the option nothing is drawn; a chunk size still goes as a plain number.
   testing::internal::CaptureStderr();
   EXPECT_EQ(pool.map(inc, std::vector<int64_t>(20, 1), 3), std::vector<int64_t>(20, 2));
-  err = testing::internal::GetCapturedStderr();
+  const std::string err = testing::internal::GetCapturedStderr();
   EXPECT_EQ(err.find("map:"), std::string::npos) << err;
 }
 
