@@ -3,8 +3,11 @@
 //
 // Keys, for a pool named N: "mp:pool:{N}:tasks" (clients push on the left, workers BLMOVE from
 // the right into their "proc:<worker>" list), "hb:<worker>" (a key with a TTL the worker renews),
-// "workers" (the set of worker ids), "ttl" (the heartbeat TTL in ms the pools ask for) and
-// "results:<client>" (a list per client).
+// "workers" (the set of worker ids), "ttl" (the heartbeat TTL in ms the pools ask for; it expires
+// client_timeout after the last client's renewal), "reaping:<worker>" (a dead worker's tasks while
+// reapers hand them out) and, per client, "results:<client>", "taken:<client>" and
+// "client:<client>" (its liveness key). A client's keys expire client_timeout after its last
+// renewal and are deleted when it ends.
 //
 // Messages are a 32-byte HMAC-SHA256 under the auth key, then the body (serialization.hpp).
 // Checking a task's code: the invoker address, rebuilt from (module, offset), must be one of the
