@@ -365,16 +365,19 @@ std::string handle_task(const std::string& key, const std::string& worker, const
 }
 
 // A client's result list lives as long as the client's liveness key ("client:<client>", which the
-// client renews and deletes when it ends): whoever pushes a result gives the list the key's
-// remaining time. A result for a client whose key is gone (it ended, or was killed and its key
-// expired) is kept kOrphanResultMs, then goes.
-constexpr long long kOrphanResultMs = 60000;
-const std::string kKeepResultsLua = R"lua(
-local function keep(results, alive)
+// client renews and deletes when it ends): whoever creates the list (pushes onto an empty one)
+// gives it the key's remaining time, which the client's renewals then extend; a push onto a list
+// that exists costs nothing more. A result for a client whose key is gone (it ended, or was killed
+// or cut off for client_timeout) is dropped: nobody would read it.
+constexpr const char* kPushResultLua = R"lua(
+local function push_result(cmd, results, alive, msg)
+  if redis.call(cmd, results, msg) ~= 1 then return end
   local t = redis.call('PTTL', alive)
-  if t <= 0 then t = )lua" + std::to_string(kOrphanResultMs) +
-                                    R"lua( end
-  redis.call('PEXPIRE', results, t)
+  if t > 0 then
+    redis.call('PEXPIRE', results, t)
+  else
+    redis.call('DEL', results)
+  end
 end
 )lua";
 
@@ -385,11 +388,8 @@ end
 // connection is retried): the task is found by its signature, not popped blindly, and a task still
 // held in proc (moved by a try whose reply was lost) is returned again before a new one is taken.
 // An answer sent twice is harmless (the client takes the first).
-const std::string kFinishScript = kKeepResultsLua + R"lua(
-if ARGV[1] ~= '' then
-  redis.call('RPUSH', KEYS[1], ARGV[1])
-  keep(KEYS[1], KEYS[4])
-end
+const std::string kFinishScript = std::string(kPushResultLua) + R"lua(
+if ARGV[1] ~= '' then push_result('RPUSH', KEYS[1], KEYS[4], ARGV[1]) end
 for _, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
   if string.sub(v, 1, 32) == ARGV[3] then
     redis.call('LREM', KEYS[2], 1, v)
@@ -430,14 +430,13 @@ return redis.call('LLEN', KEYS[2])
 // 'drop'), the new message. Only if that task is still the last one (no other reaper took it
 // meanwhile) is it replaced: each task is handed out by one reaper once, and one that a killed
 // reaper held stays in reaping for the next. -> 1 if it was this call's.
-const std::string kReapOneScript = kKeepResultsLua + R"lua(
+const std::string kReapOneScript = std::string(kPushResultLua) + R"lua(
 if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[1] then return 0 end
 redis.call('RPOP', KEYS[1])
 if ARGV[2] == 'task' then
   redis.call('RPUSH', KEYS[2], ARGV[3])
 elseif ARGV[2] == 'result' then
-  redis.call('LPUSH', KEYS[3], ARGV[3])
-  keep(KEYS[3], KEYS[4])
+  push_result('LPUSH', KEYS[3], KEYS[4], ARGV[3])
 end
 return 1
 )lua";

@@ -49,6 +49,13 @@ int64_t nap(int64_t ms) {
   return ms;
 }
 
+// Says it runs, then answers a little later.
+int64_t answered_late(std::string running) {
+  std::ofstream(running) << "1";
+  std::this_thread::sleep_for(300ms);
+  return 1;
+}
+
 // Runs long the first time (its worker is killed meanwhile), returns at once the next: idempotent
 // through its marker files, as a task that may run again must be.
 int64_t slow_once(std::string dir) {
@@ -250,7 +257,7 @@ TEST(RedisPoolLifecycle, TheKeysOfAKilledClientExpire) {
   Peek peek;
   ASSERT_TRUE(peek.ok());
   TempDir dir;
-  const std::string name = test_pool_name();
+  const std::string name = test_pool_name(), running = dir.path + "/running";
   ForkedWorker worker(name);
   int ready[2];
   ASSERT_EQ(pipe(ready), 0);
@@ -258,8 +265,8 @@ TEST(RedisPoolLifecycle, TheKeysOfAKilledClientExpire) {
   if (client == 0) {
     mpr::Pool pool(url(), {.processes = 0, .name = name, .client_timeout = 1s});
     const bool ok = pool.apply_async(inc, 1).get(30s) == 2;
-    auto late = pool.apply_async(nap, 500);  // answered after this client is gone
-    (void)late;
+    auto late = pool.apply_async(answered_late, running);  // answered after this client is gone
+    while (!std::filesystem::exists(running)) std::this_thread::sleep_for(5ms);
     if (write(ready[1], ok ? "y" : "n", 1) != 1) _exit(1);
     pause();
     _exit(0);
@@ -272,8 +279,15 @@ TEST(RedisPoolLifecycle, TheKeysOfAKilledClientExpire) {
   kill(client, SIGKILL);
   int status;
   waitpid(client, &status, 0);
+  // The worker answers the late task (its processing list empties), then stops.
+  EXPECT_TRUE(eventually([&] {
+    for (auto& k : peek.keys(name))
+      if (k.find("}:proc:") != std::string::npos || k.find("}:tasks") != std::string::npos)
+        return false;
+    return true;
+  }));
   worker.stop();
-  // The late answer came after the kill; the worker is gone too, and nothing renews anything.
+  // Nothing renews anything now.
   EXPECT_TRUE(eventually([&] { return peek.keys(name).empty(); }))
       << "left: " << testing::PrintToString(peek.keys(name));
 }
