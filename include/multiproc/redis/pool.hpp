@@ -26,6 +26,9 @@
 // A worker that stops beating for worker_timeout (died, host cut off) has its tasks run again on
 // another worker, at most max_retries times, then their results fail with WorkerLost: a task may
 // run more than once and must be idempotent.
+//
+// The calls are the core Pool's (detail/pool_front.hpp), MapOptions and its progress bars
+// included: pool.map(f, xs, mpr::MapOptions{.chunksize = 10, .progress = true}).
 #pragma once
 
 #include <chrono>
@@ -70,8 +73,10 @@ struct PoolOptions {
   std::chrono::duration<double> unreachable_timeout{10.0};
   std::optional<Context> context{};  // start method of the local workers
   // The pool's own keys in Redis (its result lists, its liveness key) have this expiry, renewed
-  // while it lives and deleted by join()/terminate()/the destructor: those of a client that was
-  // killed or cut off go after this long.
+  // while it lives (every client_timeout / 4) and deleted by join(), terminate() and the
+  // destructor: those of a client that was killed or cut off go after this long, and results
+  // answered for it later are dropped. Keep it well above unreachable_timeout: a pool whose keys
+  // lapse during an outage loses the results answered before its next renewal.
   std::chrono::duration<double> client_timeout{60.0};
 };
 
