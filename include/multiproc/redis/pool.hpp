@@ -309,6 +309,17 @@ void decode_imap_chunk(IMapState<multiproc::detail::value_of<R>>& st, uint32_t c
   st.chunk_settled(count);
 }
 
+// The task of a map or imap call, which takes each item as its one argument.
+template <class F, class Range>
+struct OneArgCall {
+  using Elem = std::ranges::range_reference_t<Range>;
+  static_assert(multiproc::detail::check_task<F, Elem>());
+  using ArgsTuple = multiproc::detail::task_args_t<F, Elem>;
+  static_assert(std::tuple_size_v<ArgsTuple> == 1,
+                "map's and imap's task must take exactly one argument; use starmap for several");
+  using P = std::tuple_element_t<0, ArgsTuple>;
+};
+
 }  // namespace detail
 
 template <class R>
@@ -522,13 +533,9 @@ class Pool : public multiproc::detail::PoolFront<Pool> {
       static_assert(multiproc::detail::check_task_tuple<F, ArgsTuple>());
       return submit_map<F, ArgsTuple, ArgsTuple, true>(cb, f, std::forward<Range>(items), options);
     } else {
-      using Elem = std::ranges::range_reference_t<Range>;
-      static_assert(multiproc::detail::check_task<F, Elem>());
-      using ArgsTuple = multiproc::detail::task_args_t<F, Elem>;
-      static_assert(std::tuple_size_v<ArgsTuple> == 1,
-                    "map's task must take exactly one argument; use starmap for several");
-      using P = std::tuple_element_t<0, ArgsTuple>;
-      return submit_map<F, ArgsTuple, P, false>(cb, f, std::forward<Range>(items), options);
+      using Call = detail::OneArgCall<F, Range>;
+      return submit_map<F, typename Call::ArgsTuple, typename Call::P, false>(
+          cb, f, std::forward<Range>(items), options);
     }
   }
 
@@ -599,12 +606,8 @@ class Pool : public multiproc::detail::PoolFront<Pool> {
 
   template <class F, class Range>
   auto imap_impl(F f, Range&& items, MapOptions options, bool ordered) {
-    using Elem = std::ranges::range_reference_t<Range>;
-    static_assert(multiproc::detail::check_task<F, Elem>());
-    using ArgsTuple = multiproc::detail::task_args_t<F, Elem>;
-    static_assert(std::tuple_size_v<ArgsTuple> == 1,
-                  "imap's task must take exactly one argument; use starmap for several");
-    using P = std::tuple_element_t<0, ArgsTuple>;
+    using ArgsTuple = typename detail::OneArgCall<F, Range>::ArgsTuple;
+    using P = typename detail::OneArgCall<F, Range>::P;
     using R = multiproc::detail::task_result_t<F, ArgsTuple>;
     using V = multiproc::detail::value_of<R>;
     std::optional<size_t> total;
