@@ -145,14 +145,9 @@ class [[nodiscard]] MapResult : public AsyncResult<std::vector<detail::value_of<
   std::vector<Outcome<V>> outcomes(Timeout timeout = std::nullopt) const {
     if (!this->wait(timeout))
       throw TimeoutError("MapResult::outcomes(): not ready within the timeout");
-    std::vector<Outcome<V>> out;
     const std::vector<V>& values = map_st_->success ? *map_st_->value : map_st_->values;
-    out.reserve(values.size());
-    for (size_t i = 0; i < values.size(); ++i) {
-      auto it = map_st_->errors.find(i);
-      out.push_back(it == map_st_->errors.end() ? Outcome<V>(values[i]) : Outcome<V>(it->second));
-    }
-    return out;
+    return detail::map_outcomes<V>(values.size(), map_st_->errors,
+                                   [&](size_t i) -> const V& { return values[i]; });
   }
   // How many calls failed (after the result is ready).
   size_t failures() const { return map_st_->errors.size(); }

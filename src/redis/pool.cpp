@@ -3,8 +3,11 @@
 //
 // Keys, for a pool named N: "mp:pool:{N}:tasks" (clients push on the left, workers BLMOVE from
 // the right into their "proc:<worker>" list), "hb:<worker>" (a key with a TTL the worker renews),
-// "workers" (the set of worker ids), "ttl" (the heartbeat TTL in ms the pools ask for) and
-// "results:<client>" (a list per client).
+// "workers" (the set of worker ids), "ttl" (the heartbeat TTL in ms the pools ask for; it expires
+// client_timeout after the last client's renewal), "reaping:<worker>" (a dead worker's tasks while
+// reapers hand them out) and, per client, "results:<client>", "taken:<client>" and
+// "client:<client>" (its liveness key). A client's keys expire client_timeout after its last
+// renewal and are deleted when it ends.
 //
 // Messages are a 32-byte HMAC-SHA256 under the auth key, then the body (serialization.hpp).
 // Checking a task's code: the invoker address, rebuilt from (module, offset), must be one of the
@@ -259,6 +262,16 @@ Logger& log() {
   return get_logger();
 }
 
+// For tests of a client killed in the middle of a reap: MULTIPROC_REDIS_TEST_REAP_PAUSE=PATH makes
+// the reaper, once it holds a dead worker's tasks, create PATH and stop there until killed.
+// Read at each call (only a reap that found tasks makes one): a forked child sets it for itself.
+void reap_pause_hook() {
+  const char* path = std::getenv("MULTIPROC_REDIS_TEST_REAP_PAUSE");
+  if (!path || !*path) return;
+  std::fclose(std::fopen(path, "w"));
+  for (;;) pause();
+}
+
 // Everything goes to stderr as well as the logger: a refused task must be seen even where the
 // program never called log_to_stderr().
 void say(const std::string& what) {
@@ -351,15 +364,32 @@ std::string handle_task(const std::string& key, const std::string& worker, const
   return seal(key, r);
 }
 
-// KEYS: results, proc, tasks. ARGV: result (empty: none), take, the done task's first 32 bytes
-// (its signature). Answers the task and takes it out of proc; when take is 1, returns the next
-// task, moved into proc from the queue: a busy worker makes one round trip per task instead of two
-// (answer, then BLMOVE). Safe to run twice (a reply lost with the connection is retried): the
-// task is found by its signature, not popped blindly, and a task still held in proc (moved by a
-// try whose reply was lost) is returned again before a new one is taken. An answer sent twice is
-// harmless (the client takes the first).
-constexpr const char* kFinishScript = R"lua(
-if ARGV[1] ~= '' then redis.call('RPUSH', KEYS[1], ARGV[1]) end
+// A client's result list lives as long as the client's liveness key ("client:<client>", which the
+// client renews and deletes when it ends): whoever creates the list (pushes onto an empty one)
+// gives it the key's remaining time, which the client's renewals then extend; a push onto a list
+// that exists costs nothing more. A result for a client whose key is gone (it ended, or was killed
+// or cut off for client_timeout) is dropped: nobody would read it.
+constexpr const char* kPushResultLua = R"lua(
+local function push_result(cmd, results, alive, msg)
+  if redis.call(cmd, results, msg) ~= 1 then return end
+  local t = redis.call('PTTL', alive)
+  if t > 0 then
+    redis.call('PEXPIRE', results, t)
+  else
+    redis.call('DEL', results)
+  end
+end
+)lua";
+
+// KEYS: results, proc, tasks, the client's liveness key. ARGV: result (empty: none), take, the
+// done task's first 32 bytes (its signature). Answers the task and takes it out of proc; when take
+// is 1, returns the next task, moved into proc from the queue: a busy worker makes one round trip
+// per task instead of two (answer, then BLMOVE). Safe to run twice (a reply lost with the
+// connection is retried): the task is found by its signature, not popped blindly, and a task still
+// held in proc (moved by a try whose reply was lost) is returned again before a new one is taken.
+// An answer sent twice is harmless (the client takes the first).
+const std::string kFinishScript = std::string(kPushResultLua) + R"lua(
+if ARGV[1] ~= '' then push_result('RPUSH', KEYS[1], KEYS[4], ARGV[1]) end
 for _, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
   if string.sub(v, 1, 32) == ARGV[3] then
     redis.call('LREM', KEYS[2], 1, v)
@@ -372,7 +402,46 @@ if held then return held end
 return redis.call('LMOVE', KEYS[3], KEYS[2], 'RIGHT', 'LEFT')
 )lua";
 
-// KEYS: results, taken. ARGV: max, header, received -> {header, results...}.
+// KEYS: the client's liveness key, results, taken, the pool's heartbeat TTL key. ARGV: expiry ms,
+// heartbeat TTL ms. The client's periodic renewal; the TTL key (shared by the pool's clients) is
+// set where missing and otherwise only lengthened, so it goes after the last client.
+constexpr const char* kRenewScript = R"lua(
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
+local t = redis.call('PTTL', KEYS[4])
+if t == -2 then
+  redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[1])
+elseif t >= 0 and t < tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[4], ARGV[1])
+end
+)lua";
+
+// KEYS: proc, reaping (both of one dead worker). Moves the worker's tasks behind those a reaper
+// may have left in "reaping:<worker>" (killed in the middle of its round): appended, never
+// overwritten, and run twice (a lost reply) it moves nothing more. -> tasks waiting there.
+constexpr const char* kReapTakeScript = R"lua(
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') do end
+return redis.call('LLEN', KEYS[2])
+)lua";
+
+// KEYS: reaping, tasks, results, the client's liveness key (for a WorkerLost answer). ARGV: the
+// task the reaper read last in reaping, what becomes of it ('task': run again, 'result': answered,
+// 'drop'), the new message. Only if that task is still the last one (no other reaper took it
+// meanwhile) is it replaced: each task is handed out by one reaper once, and one that a killed
+// reaper held stays in reaping for the next. -> 1 if it was this call's.
+const std::string kReapOneScript = std::string(kPushResultLua) + R"lua(
+if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[1] then return 0 end
+redis.call('RPOP', KEYS[1])
+if ARGV[2] == 'task' then
+  redis.call('RPUSH', KEYS[2], ARGV[3])
+elseif ARGV[2] == 'result' then
+  push_result('LPUSH', KEYS[3], KEYS[4], ARGV[3])
+end
+return 1
+)lua";
+
+// KEYS: results, taken. ARGV: max, header, received, expiry ms -> {header, results...}.
 // `taken` is the one place where results wait between leaving `results` and the client: a header
 // (a number, shorter than any signed message) then the results moved there, by this script (up
 // to max at a time) or by the client's blocking move (BLMOVE results taken LEFT RIGHT) that
@@ -381,8 +450,8 @@ return redis.call('LMOVE', KEYS[3], KEYS[2], 'RIGHT', 'LEFT')
 // is the answer: what a lost reply carried (a batch, a blocking move) is sent again. A call run
 // twice (the reply of the first was lost) finds the header moved on and answers the list as it
 // is, taking nothing away. A list without a header was lost with the server's data and made
-// again by a blocking move: all of it goes out. The key expires an hour after the last call: a
-// client that is gone leaves nothing for ever.
+// again by a blocking move: all of it goes out. ARGV[4]: the client's key expiry (ms), renewed
+// here and by the client's renewal: a client that is gone leaves nothing for ever.
 constexpr const char* kTakeResultsScript = R"lua(
 local head = redis.call('LINDEX', KEYS[2], 0)
 local received = tonumber(ARGV[3])
@@ -392,14 +461,14 @@ if head and #head >= 32 then
   received = 0
 end
 if head and head ~= ARGV[2] then
-  redis.call('PEXPIRE', KEYS[2], 3600000)
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
   return redis.call('LRANGE', KEYS[2], 0, -1)
 end
 redis.call('LTRIM', KEYS[2], received + 1, -1)
 redis.call('LPUSH', KEYS[2], tostring(tonumber(ARGV[2]) + 1))
 local vs = redis.call('LPOP', KEYS[1], ARGV[1])
 if vs then redis.call('RPUSH', KEYS[2], unpack(vs)) end
-redis.call('PEXPIRE', KEYS[2], 3600000)
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return redis.call('LRANGE', KEYS[2], 0, -1)
 )lua";
 
@@ -408,25 +477,28 @@ return redis.call('LRANGE', KEYS[2], 0, -1)
 }  // namespace detail
 
 namespace detail {
-// The worker loop under a given key.
-void serve(const std::string& url, const std::string& name, const std::string& key);
+// The worker loop under a given key and worker id; throws ConnectionError when the server stays
+// unreachable for unreachable_s.
+void serve(const std::string& url, const std::string& name, const std::string& key,
+           const std::string& id, double unreachable_s);
 }  // namespace detail
 
-void run_worker(const std::string& url, const std::string& name) {
-  detail::serve(url, name, process_authkey());
+void run_worker(const std::string& url, const std::string& name,
+                std::chrono::duration<double> unreachable_timeout) {
+  detail::serve(url, name, process_authkey(), detail::random_id(), unreachable_timeout.count());
 }
 
 namespace detail {
 
-void serve(const std::string& url, const std::string& name, const std::string& key) {
+void serve(const std::string& url, const std::string& name, const std::string& key,
+           const std::string& id, double unreachable_s) {
   struct sigaction sa {};
   sa.sa_handler = on_sigterm;
   sigaction(SIGTERM, &sa, nullptr);
   const std::string prefix = prefix_of(name);
-  const std::string id = random_id();
   const std::string k_tasks = prefix + "tasks", k_proc = prefix + "proc:" + id,
                     k_hb = prefix + "hb:" + id, k_workers = prefix + "workers";
-  Connection conn(parse_url(url), url, 10.0);
+  Connection conn(parse_url(url), url, unreachable_s);
   // The heartbeat has a connection and a thread of its own: a long task keeps its worker alive.
   std::atomic<bool> stop_beat{false};
   std::mutex beat_mu;
@@ -441,9 +513,22 @@ void serve(const std::string& url, const std::string& name, const std::string& k
     c.run({"SADD", k_workers, id}, Deadline::never());
     return ttl;
   };
-  beat_once(conn);
+  // A worker that cannot reach the server says so and ends with an error (exit status 1).
+  auto give_up = [&](const std::string& what) {
+    const std::string why = "multiproc: redis worker " + id + ": giving up (unreachable_timeout " +
+                            seconds(std::chrono::duration_cast<Clock::duration>(
+                                std::chrono::duration<double>(unreachable_s))) +
+                            " s): " + what;
+    say(why);
+    throw ConnectionError(why);
+  };
+  try {
+    beat_once(conn);
+  } catch (const ConnectionError& e) {
+    give_up(e.what());
+  }
   std::thread beat([&] {
-    Connection c(parse_url(url), url, 10.0);
+    Connection c(parse_url(url), url, unreachable_s);
     while (!stop_beat.load()) {
       long long ttl = 10000;
       try {
@@ -463,6 +548,7 @@ void serve(const std::string& url, const std::string& name, const std::string& k
   // with its connection, so the list is looked at after a reconnect (the answer script also
   // returns a task still held before taking a new one).
   uint64_t connects = conn.connects();
+  std::string gave_up;  // why the loop ended, when the server stayed unreachable
   while (!g_worker_stop.load()) {
     std::string task;
     if (!next.empty()) {
@@ -476,7 +562,7 @@ void serve(const std::string& url, const std::string& name, const std::string& k
           r = conn.run({"LINDEX", k_proc, "-1"}, Deadline::never());
         }
       } catch (const std::exception& e) {
-        say(std::string("multiproc: redis worker: ") + e.what());
+        gave_up = e.what();
         break;
       }
       if (r->type != REDIS_REPLY_STRING) continue;
@@ -489,12 +575,12 @@ void serve(const std::string& url, const std::string& name, const std::string& k
     const std::string_view signature = std::string_view(task).substr(0, 32);
     Reply r;
     try {
-      r = conn.run({"EVAL", kFinishScript, "3", prefix + "results:" + client, k_proc, k_tasks,
-                    result, take ? "1" : "0", signature},
+      r = conn.run({"EVAL", kFinishScript, "4", prefix + "results:" + client, k_proc, k_tasks,
+                    prefix + "client:" + client, result, take ? "1" : "0", signature},
                    Deadline::never());
     } catch (const std::exception& e) {
       // Unreachable: the task stays in our list, for the reaper once our heartbeat lapses.
-      say(std::string("multiproc: redis worker: ") + e.what());
+      gave_up = e.what();
       break;
     }
     if (r->type == REDIS_REPLY_STRING) next.assign(r->str, r->len);
@@ -515,19 +601,24 @@ void serve(const std::string& url, const std::string& name, const std::string& k
   } catch (...) {
     // Unreachable server: the reaper hands our tasks out again once the heartbeat lapses.
   }
+  if (!gave_up.empty()) give_up(gave_up);
 }
 
 namespace {
 
 // The pool's key travels as an argument, as Python's Pool gives its workers the authkey.
-void local_worker(std::string url, std::string name, std::string key) {
-  serve(url, name, key);
+void local_worker(std::string url, std::string name, std::string key, std::string id,
+                  double unreachable_s) {
+  serve(url, name, key, id, unreachable_s);
 }
 
-// `./app --multiproc-worker URL [--processes N] [--pool NAME]`.
+// `./app --multiproc-worker URL [--processes N] [--pool NAME] [--unreachable-timeout S]`. Exit
+// status 0 when stopped by SIGTERM, 1 when a worker gave up (the server unreachable for S seconds,
+// 10 by default) or failed, 2 for a bad command line.
 int worker_main(int argc, char** argv) {
   std::string url, name = "default";
   unsigned processes = 1;
+  double unreachable_s = 10.0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
@@ -538,23 +629,26 @@ int worker_main(int argc, char** argv) {
       processes = static_cast<unsigned>(std::max(1, std::atoi(argv[++i])));
     } else if (a == "--pool" && has_value) {
       name = argv[++i];
+    } else if (a == "--unreachable-timeout" && has_value) {
+      // NOLINTNEXTLINE(cert-err34-c): garbage reads as 0, which the max() clamps
+      unreachable_s = std::max(0.05, std::atof(argv[++i]));
     }
   }
   if (url.empty()) {
     std::fprintf(stderr,
                  "usage: %s --multiproc-worker redis://[user:pass@]host[:port][/db] "
-                 "[--processes N] [--pool NAME]\n",
+                 "[--processes N] [--pool NAME] [--unreachable-timeout SECONDS]\n",
                  argc > 0 ? argv[0] : "app");
     return 2;
   }
   try {
     if (processes == 1) {
-      run_worker(url, name);
+      run_worker(url, name, std::chrono::duration<double>(unreachable_s));
       return 0;
     }
     std::vector<Process> workers;
     for (unsigned i = 0; i < processes; ++i) {
-      workers.emplace_back(local_worker, url, name, process_authkey());
+      workers.emplace_back(local_worker, url, name, process_authkey(), random_id(), unreachable_s);
       workers.back().start();
     }
     struct sigaction sa {};
@@ -565,9 +659,13 @@ int worker_main(int argc, char** argv) {
       for (auto& w : workers) any = any || !w.join(std::chrono::milliseconds(200));
       if (!any) break;
     }
+    // Every worker ended on its own (none was told to stop): each gave up or failed.
+    const bool failed = !g_worker_stop.load();
     for (auto& w : workers) w.terminate();
     for (auto& w : workers) w.join();
-    return 0;
+    return failed ? 1 : 0;
+  } catch (const ConnectionError&) {
+    return 1;  // the worker has said why
   } catch (const std::exception& e) {
     std::fprintf(stderr, "multiproc: redis worker: %s\n", e.what());
     return 1;
@@ -591,6 +689,9 @@ struct PoolClient::Impl {
         k_results(prefix + "results:" + client),
         k_taken(prefix + "taken:" + client),
         k_workers(prefix + "workers"),
+        k_alive(prefix + "client:" + client),
+        keep_ms(std::to_string(
+            static_cast<long long>(std::max(0.05, options.client_timeout.count()) * 1000))),
         send(parse_url(url), url, options.unreachable_timeout.count()),
         recv(parse_url(url), url, options.unreachable_timeout.count()) {}
 
@@ -599,7 +700,11 @@ struct PoolClient::Impl {
   // Results are read by moving them into k_taken, where they stay until the client says it
   // received them: a read whose reply was lost with the connection is answered again.
   std::string key, prefix, client, k_tasks, k_results, k_taken, k_workers;
-  std::mutex send_mu;  // send: the sender thread's, and workers()'s
+  // The client's liveness key: while it exists, the client's lists get its expiry (a client killed
+  // or cut off leaves nothing behind for longer than client_timeout).
+  std::string k_alive;
+  std::string keep_ms;  // client_timeout in ms
+  std::mutex send_mu;   // send: the sender thread's, and workers()'s
   Connection send;
   Connection recv;  // the result thread's
   std::mutex mu;
@@ -620,24 +725,41 @@ struct PoolClient::Impl {
   std::condition_variable send_cv;  // outbox filled, or stopping (the sender's only)
   std::condition_variable stop_cv;  // stopping (the result thread's backoff)
   bool closed = false, stopping = false;
-  std::mutex local_mu;  // local, replaced from the result thread
+  std::mutex local_mu;  // local and local_ids, replaced from the result thread
   std::vector<Process> local;
+  // The local workers' ids (given by the pool, so that it can clean up after the ones it kills).
+  std::vector<std::string> local_ids;
+  unsigned local_started = 0;
+  // The result thread's last call failed to reach the server: terminate() then leaves the server
+  // alone (its keys expire).
+  std::atomic<bool> server_down{false};
   Context ctx = get_context();
   std::thread results, sender;
 
   // The sender thread: takes whatever has accumulated in the outbox, signs it and pushes it with
   // one multi-argument LPUSH (batches of up to 1000). Idle, it sleeps until a submission wakes it;
   // busy, submissions pile up behind the round trip in flight and go together in the next one.
+  //
+  // It also renews the client's keys, four times per client_timeout: the sender, not the result
+  // thread, because the result thread runs the user's callbacks, which may take long.
   void send_loop() {
     std::vector<Outgoing> batch;
     std::vector<std::string> msgs;
+    const auto renew_every = std::chrono::duration_cast<Clock::duration>(
+        std::max(std::chrono::duration<double>(0.01), options.client_timeout / 4));
+    auto next_renewal = Clock::now() + renew_every;
     for (;;) {
       {
         std::unique_lock lk(mu);
-        send_cv.wait(lk, [&] { return !outbox.empty() || stopping; });
+        send_cv.wait_until(lk, next_renewal, [&] { return !outbox.empty() || stopping; });
         if (stopping) return;  // terminate(): fail_all() answers what was not sent
         batch.swap(outbox);
       }
+      if (Clock::now() >= next_renewal) {
+        renew(false);
+        next_renewal = Clock::now() + renew_every;
+      }
+      if (batch.empty()) continue;
       msgs.clear();
       msgs.reserve(batch.size());
       TaskMsg t;
@@ -659,6 +781,23 @@ struct PoolClient::Impl {
       if (sent < batch.size()) fail_unsent(batch, sent, error);
       batch.clear();
     }
+  }
+
+  // The client's keys get client_timeout again (one try: a server that is down is retried at the
+  // next renewal; the constructor's call retries).
+  void renew(bool retry) {
+    try {
+      std::lock_guard lk(send_mu);
+      send.run({"EVAL", kRenewScript, "4", k_alive, k_results, k_taken, prefix + "ttl", keep_ms,
+                worker_ttl_ms()},
+               Deadline::never(), 0, retry);
+    } catch (const std::exception&) {
+      if (retry) throw;
+    }
+  }
+  std::string worker_ttl_ms() const {
+    return std::to_string(
+        static_cast<long long>(std::max(0.1, options.worker_timeout.count()) * 1000));
   }
 
   // Pushes msgs in order; returns how many went (all, unless the pool stops meanwhile). A lost
@@ -739,11 +878,18 @@ struct PoolClient::Impl {
       }
       log().info("redis::Pool: local worker " + std::to_string(w.pid()) + " exited; replacing it");
       w.join();
-      Process fresh(ctx, local_worker, url, options.name, key);
-      fresh.daemon(true);
-      fresh.start();
-      w = std::move(fresh);
+      const size_t i = static_cast<size_t>(&w - local.data());
+      w = start_local(local_ids[i]);
     }
+  }
+
+  // A local worker under a new id (in `id`); local_mu held, or before the threads start.
+  Process start_local(std::string& id) {
+    id = client + "-w" + std::to_string(local_started++);
+    Process p(ctx, local_worker, url, options.name, key, id, options.unreachable_timeout.count());
+    p.daemon(true);
+    p.start();
+    return p;
   }
 
   void give_up(const std::string& why) {
@@ -792,7 +938,7 @@ struct PoolClient::Impl {
         // trip less on the way of an apply().get()).
         if (waiting > 1 || take_call) {
           r = recv.run({"EVAL", kTakeResultsScript, "2", k_results, k_taken, "512", header,
-                        std::to_string(received)},
+                        std::to_string(received), keep_ms},
                        Deadline::never(), 0, false);
           if (r->type != REDIS_REPLY_ARRAY || r->elements == 0 ||
               r->element[0]->type != REDIS_REPLY_STRING)
@@ -811,7 +957,9 @@ struct PoolClient::Impl {
         }
         down_since = {};
         backoff = std::chrono::milliseconds(5);
+        server_down.store(false, std::memory_order_relaxed);
       } catch (const ConnectionError& e) {
+        server_down.store(true, std::memory_order_relaxed);
         take_call = true;
         const auto now = Clock::now();
         if (down_since == Clock::time_point{}) down_since = now;
@@ -881,8 +1029,7 @@ struct PoolClient::Impl {
   }
 
   // Workers whose heartbeat lapsed: their tasks go back to the head of the queue, or, past
-  // max_retries, are answered WorkerLost. RENAME takes a dead worker's list atomically, so two
-  // reapers never hand one task out twice.
+  // max_retries, are answered WorkerLost.
   void reap() {
     // The probes are tried once (terminate() must not wait for a server that is down); what
     // changes the server, once begun, retries.
@@ -891,47 +1038,66 @@ struct PoolClient::Impl {
       const std::string id(members->element[i]->str, members->element[i]->len);
       if (integer(recv.run({"EXISTS", prefix + "hb:" + id}, Deadline::never(), 0, false)) == 1)
         continue;
-      // Named by worker and client: a RENAME whose reply was lost (the server went away), or a
-      // round cut short, leaves the list here, and the next try finds it instead of "no such key".
-      const std::string taken = prefix + "reaping:" + id + ":" + client;
-      if (integer(recv.run({"EXISTS", taken}, Deadline::never(), 0, false)) == 0) {
-        try {
-          recv.run({"RENAME", prefix + "proc:" + id, taken}, Deadline::never());
-        } catch (const ProcessError&) {
-          if (integer(recv.run({"EXISTS", taken}, Deadline::never())) == 0) {
-            recv.run({"SREM", k_workers, id}, Deadline::never());  // nothing left in flight
-            continue;
-          }
-        }
+      reap_worker(id, {}, true);
+    }
+  }
+
+  // Hands out again the tasks of the worker `id` (dead, or killed by this pool), except those of
+  // client `skip` (this pool's own, when it ends). The worker's list is first moved into
+  // "reaping:<id>", named by the worker alone: a reaper killed in the middle of its round leaves
+  // the rest there, where the next reaper of the pool (any client's) finds it. Each task is then
+  // replaced, the last first, only if it is still there (kReapOneScript): reapers at work
+  // together never hand one task out twice.
+  void reap_worker(const std::string& id, const std::string& skip, bool retry) {
+    const std::string reaping = prefix + "reaping:" + id;
+    if (integer(recv.run({"EVAL", kReapTakeScript, "2", prefix + "proc:" + id, reaping},
+                         Deadline::never(), 0, retry)) > 0)
+      reap_pause_hook();
+    for (;;) {
+      Reply last = recv.run({"LINDEX", reaping, "-1"}, Deadline::never(), 0, retry);
+      if (last->type != REDIS_REPLY_STRING) break;
+      const std::string raw(last->str, last->len);
+      std::string what = "drop", msg, for_client = client, why;
+      auto t = open<TaskMsg>(key, raw, kTaskMagic, &why);
+      if (!t) {
+        say("multiproc: redis::Pool: dropped a task of lost worker " + id + ": " + why);
+      } else if (!skip.empty() && t->client == skip) {
+        // This pool's own task, and the pool is ending: nobody waits for it.
+      } else if (t->attempt + 1 > options.max_retries) {
+        ResultMsg r;
+        r.client = for_client = t->client;
+        r.task = t->task;
+        r.kind = kLost;
+        r.worker = id;
+        r.payload = "redis::Pool: the worker " + id + " running the task was lost (no " +
+                    "heartbeat) " + std::to_string(t->attempt + 1) +
+                    " times; max_retries = " + std::to_string(options.max_retries);
+        what = "result";
+        msg = seal(key, r);
+      } else {
+        ++t->attempt;
+        what = "task";
+        msg = seal(key, *t);
       }
-      Reply items = recv.run({"LRANGE", taken, "0", "-1"}, Deadline::never());
-      for (size_t j = 0; j < items->elements; ++j) {
-        const std::string raw(items->element[j]->str, items->element[j]->len);
-        std::string why;
-        auto t = open<TaskMsg>(key, raw, kTaskMagic, &why);
-        if (!t) {
-          say("multiproc: redis::Pool: dropped a task of lost worker " + id + ": " + why);
-          continue;
-        }
-        if (t->attempt + 1 > options.max_retries) {
-          ResultMsg r;
-          r.client = t->client;
-          r.task = t->task;
-          r.kind = kLost;
-          r.worker = id;
-          r.payload = "redis::Pool: the worker " + id + " running the task was lost (no " +
-                      "heartbeat) " + std::to_string(t->attempt + 1) +
-                      " times; max_retries = " + std::to_string(options.max_retries);
-          recv.run({"LPUSH", prefix + "results:" + t->client, seal(key, r)}, Deadline::never());
-        } else {
-          ++t->attempt;
-          say("multiproc: redis::Pool: worker " + id + " lost; task " + std::to_string(t->task) +
-              " runs again (retry " + std::to_string(t->attempt) + ")");
-          recv.run({"RPUSH", k_tasks, seal(key, *t)}, Deadline::never());
-        }
-      }
-      recv.run({"DEL", taken}, Deadline::never());
-      recv.run({"SREM", k_workers, id}, Deadline::never());
+      const long long mine = integer(
+          recv.run({"EVAL", kReapOneScript, "4", reaping, k_tasks, prefix + "results:" + for_client,
+                    prefix + "client:" + for_client, raw, what, msg},
+                   Deadline::never(), 0, retry));
+      if (mine == 1 && what == "task")
+        say("multiproc: redis::Pool: worker " + id + " lost; task " + std::to_string(t->task) +
+            " runs again (retry " + std::to_string(t->attempt) + ")");
+    }
+    recv.run({"SREM", k_workers, id}, Deadline::never(), 0, retry);
+  }
+
+  // The client's own keys go with it (its result lists and liveness key; the shared heartbeat TTL
+  // key expires after the last client). One try each: a server that is down is not waited for,
+  // and the keys expire anyway.
+  void forget() {
+    if (server_down.load(std::memory_order_relaxed)) return;
+    try {
+      recv.run({"DEL", k_results, k_taken, k_alive}, Deadline::never(), 0, false);
+    } catch (const std::exception&) {
     }
   }
 
@@ -960,15 +1126,13 @@ struct PoolClient::Impl {
 PoolClient::PoolClient(std::string url, PoolOptions options)
     : impl_(std::make_unique<Impl>(std::move(url), std::move(options))) {
   auto& m = *impl_;
-  const auto ttl_ms =
-      static_cast<long long>(std::max(0.1, m.options.worker_timeout.count()) * 1000);
-  m.send.run({"SET", m.prefix + "ttl", std::to_string(ttl_ms)}, Deadline::never());
+  const std::string ttl_ms = m.worker_ttl_ms();
+  m.send.run({"SET", m.prefix + "ttl", ttl_ms, "PX", m.keep_ms}, Deadline::never());
+  m.renew(true);
   if (m.options.context) m.ctx = *m.options.context;
-  for (unsigned i = 0; i < m.options.processes; ++i) {
-    m.local.emplace_back(m.ctx, local_worker, m.url, m.options.name, m.key);
-    m.local.back().daemon(true);
-    m.local.back().start();
-  }
+  m.local_ids.resize(m.options.processes);
+  for (unsigned i = 0; i < m.options.processes; ++i)
+    m.local.push_back(m.start_local(m.local_ids[i]));
   m.results = std::thread([&m] { m.result_loop(); });
   m.sender = std::thread([&m] { m.send_loop(); });
 }
@@ -1015,10 +1179,16 @@ void PoolClient::join() {
     if (!m.closed) throw ProcessError("redis::Pool::join(): call close() or terminate() first");
     m.idle_cv.wait(lk, [&] { return m.pending.empty() || m.stopping; });
   }
-  std::lock_guard lk(m.local_mu);
-  for (auto& w : m.local) w.terminate();  // SIGTERM: a worker finishes its task, then leaves
-  for (auto& w : m.local) w.join();
-  m.local.clear();
+  {
+    std::lock_guard lk(m.local_mu);
+    for (auto& w : m.local) w.terminate();  // SIGTERM: a worker finishes its task, then leaves
+    for (auto& w : m.local) w.join();
+    m.local.clear();
+    m.local_ids.clear();
+  }
+  // Nothing is pending and nothing can be submitted: the pool's keys can go.
+  m.stop_threads();
+  m.forget();
 }
 
 void PoolClient::terminate() {
@@ -1032,8 +1202,21 @@ void PoolClient::terminate() {
     std::lock_guard lk(m.local_mu);
     for (auto& w : m.local) w.kill();
     for (auto& w : m.local) w.join();
+    // What the killed workers held: other clients' tasks go back to the queue, this pool's are
+    // dropped; then the workers' keys.
+    for (const auto& id : m.local_ids) {
+      if (m.server_down.load(std::memory_order_relaxed)) break;
+      try {
+        m.reap_worker(id, m.client, false);
+        m.recv.run({"DEL", m.prefix + "hb:" + id}, Deadline::never(), 0, false);
+      } catch (const std::exception&) {
+        break;  // the heartbeats lapse, and other clients' reapers do the rest
+      }
+    }
     m.local.clear();
+    m.local_ids.clear();
   }
+  m.forget();
   m.fail_all(std::make_exception_ptr(BrokenPool("redis::Pool: terminated")));
 }
 

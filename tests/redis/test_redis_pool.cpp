@@ -365,8 +365,9 @@ TEST(RedisPool, TasksOfALostWorkerSurviveALostReplyToTheReaper) {
   ExternalWorker worker(name, dir.path + "/worker.log", 2);
   mpr::Pool pool(proxy.url(), {.processes = 0, .name = name, .worker_timeout = 0.5s});
   ASSERT_EQ(pool.apply_async(square, 2).get(30s), 4);
-  // The reaper takes the dead worker's list (RENAME), but does not hear that it did.
-  proxy.drop_next_reply_to({"RENAME"});
+  // The reaper takes the dead worker's list (into "reaping:<worker>"), but does not hear that it
+  // did.
+  proxy.drop_next_reply_to({"reaping:"});
   EXPECT_EQ(pool.apply_async(die_first_time, dir.path + "/marker").get(30s), 42);
   EXPECT_TRUE(proxy.dropped());
 }

@@ -10,7 +10,10 @@
 // for a thread), never in what the user can call.
 #pragma once
 
+#include <concepts>
 #include <cstddef>
+#include <exception>
+#include <map>
 #include <ranges>
 #include <utility>
 #include <vector>
@@ -22,7 +25,7 @@ namespace multiproc {
 
 // Per-call options for map / imap / starmap.
 struct MapOptions {
-  size_t chunksize = 0;   // 0 = automatic for map (len / (4 * processes)), 1 for imap
+  size_t chunksize = 0;   // 0 = automatic: for map len / (4 * processes), for imap 1
   bool progress = false;  // draw a progress bar on stderr
 };
 
@@ -53,8 +56,35 @@ void read_input_chunk(Input& input, std::vector<T>& chunk, size_t size) {
   }
 }
 
+// MapResult::outcomes() of the pools: one Outcome per call, its error where it failed, else
+// value_at(i).
+template <class V, class ValueAt>
+std::vector<Outcome<V>> map_outcomes(size_t n, const std::map<size_t, std::exception_ptr>& errors,
+                                     ValueAt value_at) {
+  std::vector<Outcome<V>> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    auto it = errors.find(i);
+    out.push_back(it == errors.end() ? Outcome<V>(value_at(i)) : Outcome<V>(it->second));
+  }
+  return out;
+}
+
 template <class D, class F>
 concept front_task = D::template accepts_task<std::decay_t<F>>;
+
+// A map call's last argument: a chunk size (Python's positional chunksize) or MapOptions. A braced
+// list (`{.chunksize = 10, .progress = true}`) deduces nothing and takes the default, MapOptions.
+template <class O>
+concept map_options_arg = std::same_as<O, MapOptions> || std::convertible_to<O, size_t>;
+
+template <class O>
+MapOptions as_map_options(O o) {
+  if constexpr (std::same_as<O, MapOptions>)
+    return o;
+  else
+    return MapOptions{static_cast<size_t>(o)};
+}
 
 template <class Derived>
 class PoolFront {
@@ -77,76 +107,57 @@ class PoolFront {
     return self().apply_impl(std::move(cb), std::forward<F>(f), std::forward<A>(args)...);
   }
 
-  // ---- map / starmap ----
-  template <class F, std::ranges::input_range Range>
+  // ---- map / starmap: the last argument is a chunk size (0 = automatic) or MapOptions ----
+  template <class F, std::ranges::input_range Range, map_options_arg O = MapOptions>
   requires front_task<Derived, F>
-  auto map(F&& f, Range&& items, size_t chunksize = 0) {
-    return map_async(std::forward<F>(f), std::forward<Range>(items), MapOptions{chunksize}).get();
-  }
-  template <class F, std::ranges::input_range Range>
-  requires front_task<Derived, F>
-  auto map(F&& f, Range&& items, MapOptions options) {
+  auto map(F&& f, Range&& items, O options = {}) {
     return map_async(std::forward<F>(f), std::forward<Range>(items), options).get();
   }
-  template <class F, std::ranges::input_range Range>
+  template <class F, std::ranges::input_range Range, map_options_arg O = MapOptions>
   requires front_task<Derived, F>
-  auto map_async(F&& f, Range&& items, size_t chunksize = 0) {
-    return map_async(callbacks(nullptr, nullptr), std::forward<F>(f), std::forward<Range>(items),
-                     MapOptions{chunksize});
-  }
-  template <class F, std::ranges::input_range Range>
-  requires front_task<Derived, F>
-  auto map_async(F&& f, Range&& items, MapOptions options) {
+  auto map_async(F&& f, Range&& items, O options = {}) {
     return map_async(callbacks(nullptr, nullptr), std::forward<F>(f), std::forward<Range>(items),
                      options);
   }
-  template <class OnOk, class OnErr, class F, std::ranges::input_range Range>
+  template <class OnOk, class OnErr, class F, std::ranges::input_range Range,
+            map_options_arg O = MapOptions>
   requires front_task<Derived, F>
-  auto map_async(Callbacks<OnOk, OnErr> cb, F&& f, Range&& items, MapOptions options = {}) {
+  auto map_async(Callbacks<OnOk, OnErr> cb, F&& f, Range&& items, O options = {}) {
     return self().template map_impl<false>(std::move(cb), std::forward<F>(f),
-                                           std::forward<Range>(items), options);
+                                           std::forward<Range>(items), as_map_options(options));
   }
 
-  template <class F, std::ranges::input_range Range>
+  template <class F, std::ranges::input_range Range, map_options_arg O = MapOptions>
   requires front_task<Derived, F>
-  auto starmap(F&& f, Range&& items, size_t chunksize = 0) {
-    return starmap_async(std::forward<F>(f), std::forward<Range>(items), chunksize).get();
+  auto starmap(F&& f, Range&& items, O options = {}) {
+    return starmap_async(std::forward<F>(f), std::forward<Range>(items), options).get();
   }
-  template <class F, std::ranges::input_range Range>
+  template <class F, std::ranges::input_range Range, map_options_arg O = MapOptions>
   requires front_task<Derived, F>
-  auto starmap_async(F&& f, Range&& items, size_t chunksize = 0) {
+  auto starmap_async(F&& f, Range&& items, O options = {}) {
     return starmap_async(callbacks(nullptr, nullptr), std::forward<F>(f),
-                         std::forward<Range>(items), MapOptions{chunksize});
+                         std::forward<Range>(items), options);
   }
-  template <class OnOk, class OnErr, class F, std::ranges::input_range Range>
+  template <class OnOk, class OnErr, class F, std::ranges::input_range Range,
+            map_options_arg O = MapOptions>
   requires front_task<Derived, F>
-  auto starmap_async(Callbacks<OnOk, OnErr> cb, F&& f, Range&& items, MapOptions options = {}) {
+  auto starmap_async(Callbacks<OnOk, OnErr> cb, F&& f, Range&& items, O options = {}) {
     return self().template map_impl<true>(std::move(cb), std::forward<F>(f),
-                                          std::forward<Range>(items), options);
+                                          std::forward<Range>(items), as_map_options(options));
   }
 
-  // ---- imap ----
-  template <class F, std::ranges::input_range Range>
+  // ---- imap: a chunk size (0 or none = 1) or MapOptions ----
+  template <class F, std::ranges::input_range Range, map_options_arg O = MapOptions>
   requires front_task<Derived, F>
-  auto imap(F&& f, Range&& items, size_t chunksize = 1) {
-    return self().imap_impl(std::forward<F>(f), std::forward<Range>(items), MapOptions{chunksize},
+  auto imap(F&& f, Range&& items, O options = {}) {
+    return self().imap_impl(std::forward<F>(f), std::forward<Range>(items), as_map_options(options),
                             true);
   }
-  template <class F, std::ranges::input_range Range>
+  template <class F, std::ranges::input_range Range, map_options_arg O = MapOptions>
   requires front_task<Derived, F>
-  auto imap(F&& f, Range&& items, MapOptions options) {
-    return self().imap_impl(std::forward<F>(f), std::forward<Range>(items), options, true);
-  }
-  template <class F, std::ranges::input_range Range>
-  requires front_task<Derived, F>
-  auto imap_unordered(F&& f, Range&& items, size_t chunksize = 1) {
-    return self().imap_impl(std::forward<F>(f), std::forward<Range>(items), MapOptions{chunksize},
+  auto imap_unordered(F&& f, Range&& items, O options = {}) {
+    return self().imap_impl(std::forward<F>(f), std::forward<Range>(items), as_map_options(options),
                             false);
-  }
-  template <class F, std::ranges::input_range Range>
-  requires front_task<Derived, F>
-  auto imap_unordered(F&& f, Range&& items, MapOptions options) {
-    return self().imap_impl(std::forward<F>(f), std::forward<Range>(items), options, false);
   }
 
  private:

@@ -26,6 +26,9 @@
 // A worker that stops beating for worker_timeout (died, host cut off) has its tasks run again on
 // another worker, at most max_retries times, then their results fail with WorkerLost: a task may
 // run more than once and must be idempotent.
+//
+// The calls are the core Pool's (detail/pool_front.hpp), MapOptions and its progress bars
+// included: pool.map(f, xs, mpr::MapOptions{.chunksize = 10, .progress = true}).
 #pragma once
 
 #include <chrono>
@@ -44,7 +47,10 @@
 #include <vector>
 
 #include <multiproc/context.hpp>
+#include <multiproc/detail/next_iterator.hpp>
+#include <multiproc/detail/pool_front.hpp>
 #include <multiproc/detail/pool_jobs.hpp>
+#include <multiproc/detail/progress.hpp>
 #include <multiproc/detail/task.hpp>
 #include <multiproc/errors.hpp>
 #include <multiproc/pool.hpp>
@@ -52,7 +58,8 @@
 
 namespace multiproc::redis {
 
-using multiproc::callbacks;  // pool.apply_async(mpr::callbacks(on_value, on_error), task, ...)
+using multiproc::callbacks;   // pool.apply_async(mpr::callbacks(on_value, on_error), task, ...)
+using multiproc::MapOptions;  // pool.map(f, xs, mpr::MapOptions{.chunksize = 10, .progress = true})
 
 struct PoolOptions {
   unsigned processes = 0;        // workers this pool starts on this host (0: external ones only)
@@ -61,8 +68,16 @@ struct PoolOptions {
   // A worker that does not beat for this long is dead: its tasks run again elsewhere.
   std::chrono::duration<double> worker_timeout{10.0};
   unsigned max_retries = 3;  // runs after a lost worker before a task fails with WorkerLost
+  // The server unreachable this long: the pool's results fail with ConnectionError, and its local
+  // workers give up (exit status 1, with a log line; `--unreachable-timeout S` for the others).
   std::chrono::duration<double> unreachable_timeout{10.0};
   std::optional<Context> context{};  // start method of the local workers
+  // The pool's own keys in Redis (its result lists, its liveness key) have this expiry, renewed
+  // while it lives (every client_timeout / 4) and deleted by join(), terminate() and the
+  // destructor: those of a client that was killed or cut off go after this long, and results
+  // answered for it later are dropped. Keep it well above unreachable_timeout: a pool whose keys
+  // lapse during an outage loses the results answered before its next renewal.
+  std::chrono::duration<double> client_timeout{60.0};
 };
 
 namespace detail {
@@ -134,6 +149,9 @@ struct CallsState {
   size_t remaining = 0;
   std::vector<std::optional<V>> values;
   std::map<size_t, std::exception_ptr> errors;
+  // map/starmap with MapOptions::progress: drawn as calls settle, under mu.
+  std::optional<multiproc::detail::ProgressBar> progress;
+  size_t settled = 0;
   // The user's callbacks, run in the pool's result thread (or its sender thread, for a task that
   // could not be sent).
   std::function<void()> on_ready;
@@ -194,6 +212,13 @@ class CallsSink final : public ChunkSink {
       std::lock_guard lk(st_->mu);
       st_->remaining -= std::min(count, st_->remaining);
       now_ready = st_->remaining == 0 && !st_->ready;
+      st_->settled += count;
+      if (st_->progress) {
+        if (st_->remaining == 0)
+          st_->progress->finish(st_->settled);
+        else
+          st_->progress->update(st_->settled);
+      }
     }
     if (!now_ready) return;
     if (st_->on_ready) st_->on_ready();
@@ -226,6 +251,10 @@ struct IMapState final : ChunkSink {
   std::deque<multiproc::detail::Outcome<V>> unordered;
   std::vector<size_t> starts, sizes;  // per chunk
   size_t in_flight = 0;
+  bool exhausted = false;  // the input has been read to its end
+  // imap with MapOptions::progress: drawn as chunks settle, finished with the last one.
+  std::optional<multiproc::detail::ProgressBar> progress;
+  size_t settled = 0;
   void (*decode)(IMapState&, uint32_t, const char*, size_t) = nullptr;
 
   void add(size_t item, multiproc::detail::Outcome<V> o, bool is_ordered) {
@@ -235,6 +264,16 @@ struct IMapState final : ChunkSink {
       unordered.push_back(std::move(o));
   }
   bool is_ordered = true;
+  // Under mu: a chunk of `count` items has its outcomes.
+  void chunk_settled(size_t count) {
+    --in_flight;
+    settled += count;
+    if (!progress) return;
+    if (exhausted && in_flight == 0)
+      progress->finish(settled);
+    else
+      progress->update(settled);
+  }
   void chunk_done(uint32_t chunk, const char* p, size_t n) override {
     decode(*this, chunk, p, n);
     cv.notify_all();
@@ -244,7 +283,7 @@ struct IMapState final : ChunkSink {
       std::lock_guard lk(mu);
       for (size_t i = 0; i < sizes[chunk]; ++i)
         add(starts[chunk] + i, multiproc::detail::Outcome<V>(e), is_ordered);
-      --in_flight;
+      chunk_settled(sizes[chunk]);
     }
     cv.notify_all();
   }
@@ -267,8 +306,19 @@ void decode_imap_chunk(IMapState<multiproc::detail::value_of<R>>& st, uint32_t c
     for (auto& o : outs) o = O(std::current_exception());
   }
   for (size_t i = 0; i < count; ++i) st.add(base + i, std::move(outs[i]), st.is_ordered);
-  --st.in_flight;
+  st.chunk_settled(count);
 }
+
+// The task of a map or imap call, which takes each item as its one argument.
+template <class F, class Range>
+struct OneArgCall {
+  using Elem = std::ranges::range_reference_t<Range>;
+  static_assert(multiproc::detail::check_task<F, Elem>());
+  using ArgsTuple = multiproc::detail::task_args_t<F, Elem>;
+  static_assert(std::tuple_size_v<ArgsTuple> == 1,
+                "map's and imap's task must take exactly one argument; use starmap for several");
+  using P = std::tuple_element_t<0, ArgsTuple>;
+};
 
 }  // namespace detail
 
@@ -334,12 +384,8 @@ class [[nodiscard]] MapResult {
   }
   std::vector<Outcome<V>> outcomes(Timeout timeout = std::nullopt) const {
     if (!wait(timeout)) throw TimeoutError("MapResult::outcomes(): not ready within the timeout");
-    std::vector<Outcome<V>> out;
-    for (size_t i = 0; i < st_->values.size(); ++i) {
-      auto it = st_->errors.find(i);
-      out.push_back(it == st_->errors.end() ? Outcome<V>(*st_->values[i]) : Outcome<V>(it->second));
-    }
-    return out;
+    return multiproc::detail::map_outcomes<V>(
+        st_->values.size(), st_->errors, [&](size_t i) -> const V& { return *st_->values[i]; });
   }
   size_t failures() const { return st_->errors.size(); }
 
@@ -374,7 +420,7 @@ class IMapResult {
         if (st_->is_ordered) return st_->ordered.count(next_) > 0;
         return !st_->unordered.empty();
       };
-      auto done = [&] { return exhausted_ && next_ == read_; };
+      auto done = [&] { return st_->exhausted && next_ == read_; };
       auto pred = [&] { return have() || done(); };
       if (deadline.at) {
         if (!st_->cv.wait_until(lk, *deadline.at, pred))
@@ -397,25 +443,7 @@ class IMapResult {
     return got->value();
   }
 
-  class iterator {
-   public:
-    using iterator_category = std::input_iterator_tag;
-    using value_type = IMapResult::value_type;
-    using difference_type = std::ptrdiff_t;
-    iterator() = default;
-    explicit iterator(IMapResult* r) : r_(r) { ++*this; }
-    const value_type& operator*() const { return *cur_; }
-    iterator& operator++() {
-      cur_ = r_->next();
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    bool operator==(std::default_sentinel_t) const { return !cur_.has_value(); }
-
-   private:
-    IMapResult* r_ = nullptr;
-    std::optional<value_type> cur_;
-  };
+  using iterator = multiproc::detail::NextIterator<IMapResult>;
   iterator begin() { return iterator(this); }
   std::default_sentinel_t end() { return {}; }
 
@@ -426,13 +454,14 @@ class IMapResult {
     for (;;) {
       {
         std::lock_guard lk(st_->mu);
-        if (exhausted_ || st_->in_flight >= window_) return;
+        if (st_->exhausted || st_->in_flight >= window_) return;
       }
       std::string chunk;
       const size_t n = source_(chunk);
       std::lock_guard lk(st_->mu);
       if (n == 0) {
-        exhausted_ = true;
+        st_->exhausted = true;
+        if (st_->progress && st_->in_flight == 0) st_->progress->finish(st_->settled);
         st_->cv.notify_all();
         return;
       }
@@ -451,10 +480,12 @@ class IMapResult {
   Source source_;
   size_t window_;
   size_t read_ = 0, next_ = 0;
-  bool exhausted_ = false;
 };
 
-class Pool {
+// The public calls (apply, map, imap... and their async forms, with MapOptions' chunksize and
+// progress) are PoolFront's, as for the core Pool and ThreadPool; this Pool supplies how a call
+// travels: encoded, signed and pushed to the server.
+class Pool : public multiproc::detail::PoolFront<Pool> {
  public:
   Pool(std::string url, PoolOptions options = {})
       : client_(std::make_shared<detail::PoolClient>(std::move(url), std::move(options))) {}
@@ -465,17 +496,22 @@ class Pool {
   Pool(Pool&&) noexcept = default;
   Pool& operator=(Pool&&) = delete;
 
-  template <class F, class... A>
-  requires multiproc::detail::is_task_callable_v<F>
-  auto apply(F f, A&&... args) { return apply_async(f, std::forward<A>(args)...).get(); }
-  template <class F, class... A>
-  requires multiproc::detail::is_task_callable_v<F>
-  auto apply_async(F f, A&&... args) {
-    return apply_async(callbacks(nullptr, nullptr), f, std::forward<A>(args)...);
-  }
+  // No more submissions.
+  void close() { client_->close(); }
+  // After close(): waits for every submitted task, then stops the local workers.
+  void join() { client_->join(); }
+  // Stops the local workers at once; pending results fail with BrokenPool.
+  void terminate() { client_->terminate(); }
+  unsigned processes() const { return client_->processes(); }
+  std::vector<pid_t> worker_pids() const { return client_->worker_pids(); }
+
+ private:
+  friend class multiproc::detail::PoolFront<Pool>;
+  template <class F>
+  static constexpr bool accepts_task = multiproc::detail::is_task_callable_v<F>;
+
   template <class OnOk, class OnErr, class F, class... A>
-  requires multiproc::detail::is_task_callable_v<F>
-  auto apply_async(multiproc::detail::Callbacks<OnOk, OnErr> cb, F f, A&&... args) {
+  auto apply_impl(multiproc::detail::Callbacks<OnOk, OnErr> cb, F f, A&&... args) {
     static_assert(multiproc::detail::check_task<F, A...>());
     using ArgsTuple = multiproc::detail::task_args_t<F, A...>;
     using R = multiproc::detail::task_result_t<F, ArgsTuple>;
@@ -488,65 +524,21 @@ class Pool {
     return AsyncResult<R>(st);
   }
 
-  template <class F, std::ranges::input_range Range>
-  requires multiproc::detail::is_task_callable_v<F>
-  auto map(F f, Range&& items, size_t chunksize = 0) {
-    return map_async(f, std::forward<Range>(items), chunksize).get();
-  }
-  template <class F, std::ranges::input_range Range>
-  requires multiproc::detail::is_task_callable_v<F>
-  auto map_async(F f, Range&& items, size_t chunksize = 0) {
-    return map_async(callbacks(nullptr, nullptr), f, std::forward<Range>(items), chunksize);
-  }
-  template <class OnOk, class OnErr, class F, std::ranges::input_range Range>
-  requires multiproc::detail::is_task_callable_v<F>
-  auto map_async(multiproc::detail::Callbacks<OnOk, OnErr> cb, F f, Range&& items,
-                 size_t chunksize = 0) {
-    using Elem = std::ranges::range_reference_t<Range>;
-    static_assert(multiproc::detail::check_task<F, Elem>());
-    using ArgsTuple = multiproc::detail::task_args_t<F, Elem>;
-    static_assert(std::tuple_size_v<ArgsTuple> == 1,
-                  "map's task must take exactly one argument; use starmap for several");
-    using P = std::tuple_element_t<0, ArgsTuple>;
-    return submit_map<F, ArgsTuple, P, false>(cb, f, std::forward<Range>(items), chunksize);
+  template <bool kStar, class OnOk, class OnErr, class F, class Range>
+  auto map_impl(multiproc::detail::Callbacks<OnOk, OnErr> cb, F f, Range&& items,
+                MapOptions options) {
+    if constexpr (kStar) {
+      using Elem = std::ranges::range_value_t<Range>;
+      using ArgsTuple = typename multiproc::detail::star_args<F, Elem>::type;
+      static_assert(multiproc::detail::check_task_tuple<F, ArgsTuple>());
+      return submit_map<F, ArgsTuple, ArgsTuple, true>(cb, f, std::forward<Range>(items), options);
+    } else {
+      using Call = detail::OneArgCall<F, Range>;
+      return submit_map<F, typename Call::ArgsTuple, typename Call::P, false>(
+          cb, f, std::forward<Range>(items), options);
+    }
   }
 
-  template <class F, std::ranges::input_range Range>
-  requires multiproc::detail::is_task_callable_v<F>
-  auto starmap(F f, Range&& items, size_t chunksize = 0) {
-    return starmap_async(f, std::forward<Range>(items), chunksize).get();
-  }
-  template <class F, std::ranges::input_range Range>
-  requires multiproc::detail::is_task_callable_v<F>
-  auto starmap_async(F f, Range&& items, size_t chunksize = 0) {
-    using Elem = std::ranges::range_value_t<Range>;
-    using ArgsTuple = typename multiproc::detail::star_args<F, Elem>::type;
-    static_assert(multiproc::detail::check_task_tuple<F, ArgsTuple>());
-    auto cb = callbacks(nullptr, nullptr);
-    return submit_map<F, ArgsTuple, ArgsTuple, true>(cb, f, std::forward<Range>(items), chunksize);
-  }
-
-  template <class F, std::ranges::input_range Range>
-  requires multiproc::detail::is_task_callable_v<F>
-  auto imap(F f, Range&& items, size_t chunksize = 1) {
-    return submit_imap(f, std::forward<Range>(items), chunksize, true);
-  }
-  template <class F, std::ranges::input_range Range>
-  requires multiproc::detail::is_task_callable_v<F>
-  auto imap_unordered(F f, Range&& items, size_t chunksize = 1) {
-    return submit_imap(f, std::forward<Range>(items), chunksize, false);
-  }
-
-  // No more submissions.
-  void close() { client_->close(); }
-  // After close(): waits for every submitted task, then stops the local workers.
-  void join() { client_->join(); }
-  // Stops the local workers at once; pending results fail with BrokenPool.
-  void terminate() { client_->terminate(); }
-  unsigned processes() const { return client_->processes(); }
-  std::vector<pid_t> worker_pids() const { return client_->worker_pids(); }
-
- private:
   template <class R, class OnOk, class OnErr>
   auto make_state(size_t n, multiproc::detail::Callbacks<OnOk, OnErr> cb, bool single) {
     using V = multiproc::detail::value_of<R>;
@@ -584,12 +576,12 @@ class Pool {
 
   template <class F, class ArgsTuple, class P, bool kStar, class OnOk, class OnErr, class Range>
   auto submit_map(multiproc::detail::Callbacks<OnOk, OnErr>& cb, F f, Range&& items,
-                  size_t chunksize) {
+                  MapOptions options) {
     using R = multiproc::detail::task_result_t<F, ArgsTuple>;
     std::vector<P> all;
     for (auto&& x : items) all.emplace_back(std::forward<decltype(x)>(x));
     const size_t n = all.size();
-    size_t cs = chunksize;
+    size_t cs = options.chunksize;
     if (cs == 0) {  // Python's rule: about four chunks per worker
       const size_t per = static_cast<size_t>(client_->workers()) * 4;
       cs = std::max<size_t>(1, n / per + (n % per ? 1 : 0));
@@ -602,6 +594,7 @@ class Pool {
       starts.push_back(s);
     }
     auto st = make_state<R>(n, std::move(cb), false);
+    if (options.progress && n) st->progress.emplace(kStar ? "starmap" : "map", n);
     if (n) {
       client_->submit(detail::code_bytes<F, ArgsTuple, kStar>(f), std::move(chunks), 0,
                       std::make_shared<detail::CallsSink<R>>(st, std::move(starts), n));
@@ -612,15 +605,13 @@ class Pool {
   }
 
   template <class F, class Range>
-  auto submit_imap(F f, Range&& items, size_t chunksize, bool ordered) {
-    using Elem = std::ranges::range_reference_t<Range>;
-    static_assert(multiproc::detail::check_task<F, Elem>());
-    using ArgsTuple = multiproc::detail::task_args_t<F, Elem>;
-    static_assert(std::tuple_size_v<ArgsTuple> == 1,
-                  "imap's task must take exactly one argument; use starmap for several");
-    using P = std::tuple_element_t<0, ArgsTuple>;
+  auto imap_impl(F f, Range&& items, MapOptions options, bool ordered) {
+    using ArgsTuple = typename detail::OneArgCall<F, Range>::ArgsTuple;
+    using P = typename detail::OneArgCall<F, Range>::P;
     using R = multiproc::detail::task_result_t<F, ArgsTuple>;
     using V = multiproc::detail::value_of<R>;
+    std::optional<size_t> total;
+    if constexpr (std::ranges::sized_range<Range>) total = std::ranges::size(items);
     using View = std::views::all_t<Range>;
     struct Input {
       View view;
@@ -628,7 +619,7 @@ class Pool {
       bool started = false;
     };
     auto input = std::make_shared<Input>(Input{std::views::all(std::forward<Range>(items)), {}});
-    const size_t cs = chunksize ? chunksize : 1;
+    const size_t cs = options.chunksize ? options.chunksize : 1;
     auto source = [input, cs](std::string& out) -> size_t {
       if (!input->started) {
         input->it = std::ranges::begin(input->view);
@@ -645,6 +636,8 @@ class Pool {
     auto st = std::make_shared<detail::IMapState<V>>();
     st->is_ordered = ordered;
     st->decode = &detail::decode_imap_chunk<R>;
+    if (options.progress)
+      st->progress.emplace(ordered ? "imap" : "imap_unordered", total.value_or(0));
     const size_t window = 2 * static_cast<size_t>(client_->workers()) + 2;
     return IMapResult<R>(st, client_, detail::code_bytes<F, ArgsTuple, false>(f), std::move(source),
                          window);
@@ -654,6 +647,9 @@ class Pool {
 };
 
 // The worker loop (also what `--multiproc-worker` runs): serves the pool `name` until SIGTERM.
-void run_worker(const std::string& url, const std::string& name);
+// Throws ConnectionError (after a log line) when the server stays unreachable for
+// unreachable_timeout (`--unreachable-timeout S`; the program then exits with status 1).
+void run_worker(const std::string& url, const std::string& name,
+                std::chrono::duration<double> unreachable_timeout = std::chrono::seconds(10));
 
 }  // namespace multiproc::redis
