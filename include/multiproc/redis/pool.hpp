@@ -621,15 +621,8 @@ class Pool : public multiproc::detail::PoolFront<Pool> {
     auto input = std::make_shared<Input>(Input{std::views::all(std::forward<Range>(items)), {}});
     const size_t cs = options.chunksize ? options.chunksize : 1;
     auto source = [input, cs](std::string& out) -> size_t {
-      if (!input->started) {
-        input->it = std::ranges::begin(input->view);
-        input->started = true;
-      }
       std::vector<P> chunk;
-      while (chunk.size() < cs && input->it != std::ranges::end(input->view)) {
-        chunk.emplace_back(*input->it);
-        ++input->it;
-      }
+      multiproc::detail::read_input_chunk(*input, chunk, cs);
       if (!chunk.empty()) multiproc::detail::encode_chunk_items(out, chunk);
       return chunk.size();
     };
