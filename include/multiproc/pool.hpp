@@ -147,7 +147,7 @@ class [[nodiscard]] MapResult : public AsyncResult<std::vector<detail::value_of<
       throw TimeoutError("MapResult::outcomes(): not ready within the timeout");
     const std::vector<V>& values = map_st_->success ? *map_st_->value : map_st_->values;
     return detail::map_outcomes<V>(values.size(), map_st_->errors,
-                                   [&](size_t i) -> const V& { return values[i]; });
+                                   [&](size_t i) -> V { return values[i]; });
   }
   // How many calls failed (after the result is ready).
   size_t failures() const { return map_st_->errors.size(); }

@@ -231,18 +231,10 @@ class [[nodiscard]] ThreadMapResult : public ThreadAsyncResult<std::vector<detai
     if (!this->wait(timeout))
       throw TimeoutError("ThreadMapResult::outcomes(): not ready within the timeout");
     std::lock_guard lk(map_st_->mu);
-    std::vector<Outcome<V>> out;
-    out.reserve(map_st_->values.size());
-    for (size_t i = 0; i < map_st_->values.size(); ++i) {
-      auto it = map_st_->errors.find(i);
-      if (it != map_st_->errors.end())
-        out.emplace_back(it->second);
-      else if (!this->st_->has_error())
-        out.emplace_back(this->st_->value()[i]);
-      else
-        out.emplace_back(*map_st_->values[i]);
-    }
-    return out;
+    const bool all_ok = !this->st_->has_error();
+    return detail::map_outcomes<V>(map_st_->values.size(), map_st_->errors, [&](size_t i) -> V {
+      return all_ok ? this->st_->value()[i] : *map_st_->values[i];
+    });
   }
   size_t failures() const {
     std::lock_guard lk(map_st_->mu);

@@ -310,3 +310,26 @@ TEST(ThreadPool, ReleasesTaskReferences) {
 }
 
 }  // namespace
+
+// outcomes() of a map whose results are bool: std::vector<bool> hands out proxies, not references,
+// so each outcome must hold its own copy of the value (no reference to a temporary).
+TEST(ThreadPool, OutcomesOfBoolResultsAreTheValues) {
+  mp::ThreadPool p(2);
+  auto is_odd = [](int x) -> bool {
+    if (x == 4) throw std::invalid_argument("four");
+    return x % 2 == 1;
+  };
+  auto all_ok = p.map_async(is_odd, std::vector<int>{1, 2, 3});
+  auto outs = all_ok.outcomes();
+  ASSERT_EQ(outs.size(), 3u);
+  EXPECT_TRUE(outs[0].value());
+  EXPECT_FALSE(outs[1].value());
+  EXPECT_TRUE(outs[2].value());
+  auto one_bad = p.map_async(is_odd, std::vector<int>{1, 4, 5, 6});
+  auto outs2 = one_bad.outcomes();
+  ASSERT_EQ(outs2.size(), 4u);
+  EXPECT_TRUE(outs2[0].value());
+  EXPECT_FALSE(outs2[1].ok());
+  EXPECT_TRUE(outs2[2].value());
+  EXPECT_FALSE(outs2[3].value());
+}

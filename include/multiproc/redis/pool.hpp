@@ -384,8 +384,8 @@ class [[nodiscard]] MapResult {
   }
   std::vector<Outcome<V>> outcomes(Timeout timeout = std::nullopt) const {
     if (!wait(timeout)) throw TimeoutError("MapResult::outcomes(): not ready within the timeout");
-    return multiproc::detail::map_outcomes<V>(
-        st_->values.size(), st_->errors, [&](size_t i) -> const V& { return *st_->values[i]; });
+    return multiproc::detail::map_outcomes<V>(st_->values.size(), st_->errors,
+                                              [&](size_t i) -> V { return *st_->values[i]; });
   }
   size_t failures() const { return st_->errors.size(); }
 
