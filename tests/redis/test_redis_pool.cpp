@@ -32,12 +32,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-[[maybe_unused]] ::testing::Environment* const kRedis =
-    ::testing::AddGlobalTestEnvironment(new RedisEnvironment);
-
-std::string url() {
-  return RedisServer::instance()->url();
-}
+MP_REDIS_TEST_PROGRAM();
 
 // A folder for marker files, removed at the end of the test.
 struct TempDir {
@@ -88,7 +83,7 @@ struct ExternalWorker {
   pid_t pid = -1;
   std::string log;
   ExternalWorker(const std::string& name, const std::string& log_path, unsigned processes = 1,
-                 const std::string& build_id = {}, const std::string& worker_url = url())
+                 const std::string& build_id = {}, const std::string& worker_url = redis_url())
       : log(log_path) {
     const std::string exe = std::filesystem::read_symlink("/proc/self/exe");
     pid = fork();
@@ -142,7 +137,7 @@ class RedisPoolTest : public StartMethodTest {};
 
 TEST_P(RedisPoolTest, ApplyMapImapStarmapAndCallbacks) {
   MP_REQUIRE_REDIS();
-  mpr::Pool pool(url(), {.processes = 2, .name = test_pool_name(), .context = ctx()});
+  mpr::Pool pool(redis_url(), {.processes = 2, .name = test_pool_name(), .context = ctx()});
   EXPECT_EQ(pool.apply(square, 7), 49);
   EXPECT_EQ(pool.apply_async(add, 2, 3).get(30s), 5);
   EXPECT_EQ(pool.apply([](int a) { return a + 1; }, 1), 2);
@@ -198,10 +193,10 @@ TEST_P(RedisPoolTest, ApplyMapImapStarmapAndCallbacks) {
 
 TEST_P(RedisPoolTest, LocalWorkersUseTheKeyOfTheOptions) {
   MP_REQUIRE_REDIS();
-  mpr::Pool pool(url(), {.processes = 1,
-                         .name = test_pool_name(),
-                         .authkey = std::string(32, 'k'),
-                         .context = ctx()});
+  mpr::Pool pool(redis_url(), {.processes = 1,
+                               .name = test_pool_name(),
+                               .authkey = std::string(32, 'k'),
+                               .context = ctx()});
   EXPECT_EQ(pool.apply_async(square, 6).get(30s), 36);
 }
 
@@ -212,7 +207,7 @@ TEST(RedisPool, ExternalWorkersRunTheTasks) {
   TempDir dir;
   const std::string name = test_pool_name();
   ExternalWorker worker(name, dir.path + "/worker.log", 2);
-  mpr::Pool pool(url(), {.processes = 0, .name = name});
+  mpr::Pool pool(redis_url(), {.processes = 0, .name = name});
   std::vector<int> xs(50);
   for (int i = 0; i < 50; ++i) xs[i] = i;
   auto ys = pool.map_async(square, xs, 5).get(60s);
@@ -225,11 +220,11 @@ TEST(RedisPool, ExternalWorkersRunTheTasks) {
 TEST_P(RedisPoolTest, TaskOfAKilledWorkerRunsAgainThenWorkerLost) {
   MP_REQUIRE_REDIS();
   TempDir dir;
-  mpr::Pool pool(url(), {.processes = 2,
-                         .name = test_pool_name(),
-                         .worker_timeout = 0.5s,
-                         .max_retries = 2,
-                         .context = ctx()});
+  mpr::Pool pool(redis_url(), {.processes = 2,
+                               .name = test_pool_name(),
+                               .worker_timeout = 0.5s,
+                               .max_retries = 2,
+                               .context = ctx()});
   EXPECT_EQ(pool.apply_async(die_first_time, dir.path + "/marker").get(60s), 42);
   try {
     (void)pool.apply_async(always_die, 1).get(60s);
@@ -248,7 +243,7 @@ TEST(RedisPool, WithoutTheKeyNothingRunsAndJunkIsDropped) {
   const std::string name = test_pool_name();
   ExternalWorker worker(name, dir.path + "/worker.log");
   {
-    mpr::Pool intruder(url(), {.name = name, .authkey = std::string(32, 'x')});
+    mpr::Pool intruder(redis_url(), {.name = name, .authkey = std::string(32, 'x')});
     auto r = intruder.apply_async(touch, dir.path + "/pwned");
     EXPECT_TRUE(worker.says("dropped a task message: bad signature"));
     EXPECT_FALSE(r.wait(0.5s));
@@ -257,7 +252,7 @@ TEST(RedisPool, WithoutTheKeyNothingRunsAndJunkIsDropped) {
   lpush("mp:pool:{" + name + "}:tasks", "junk");
   lpush("mp:pool:{" + name + "}:tasks", std::string(40, '\0'));
   EXPECT_TRUE(worker.says("too short"));
-  mpr::Pool pool(url(), {.name = name});
+  mpr::Pool pool(redis_url(), {.name = name});
   EXPECT_EQ(pool.apply_async(square, 4).get(30s), 16);  // the worker lives on
 }
 
@@ -266,7 +261,7 @@ TEST(RedisPool, AnotherBuildIsRefusedOnBothSides) {
   TempDir dir;
   const std::string name = test_pool_name();
   ExternalWorker worker(name, dir.path + "/worker.log", 1, "another-build");
-  mpr::Pool pool(url(), {.name = name});
+  mpr::Pool pool(redis_url(), {.name = name});
   try {
     (void)pool.apply_async(square, 3).get(30s);
     FAIL() << "ran a task of another build";
@@ -302,7 +297,7 @@ TEST(RedisPool, TaskTakenInALostReplyRunsAnyway) {
   const std::string name = test_pool_name();
   LossyProxy proxy(RedisServer::instance()->port());
   ExternalWorker worker(name, dir.path + "/worker.log", 1, {}, proxy.url());
-  mpr::Pool pool(url(), {.processes = 0, .name = name});
+  mpr::Pool pool(redis_url(), {.processes = 0, .name = name});
   ASSERT_EQ(pool.apply_async(square, 2).get(30s), 4);
   // The worker's BLMOVE moves the task into its list; the task never reaches the worker.
   proxy.drop_next_reply_to({"BLMOVE"});

@@ -30,12 +30,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-[[maybe_unused]] ::testing::Environment* const kRedis =
-    ::testing::AddGlobalTestEnvironment(new RedisEnvironment);
-
-std::string url() {
-  return RedisServer::instance()->url();
-}
+MP_REDIS_TEST_PROGRAM();
 
 int64_t inc(int64_t x) {
   return x + 1;
@@ -135,7 +130,7 @@ struct ForkedWorker {
     pid = fork();
     if (pid == 0) {
       try {
-        mpr::run_worker(url(), name);
+        mpr::run_worker(redis_url(), name);
       } catch (...) {
         _exit(1);
       }
@@ -170,7 +165,7 @@ class RedisPoolLifecycleTest : public StartMethodTest {};
 // terminal here: plain lines, the last one complete).
 TEST_P(RedisPoolLifecycleTest, ProgressBarsOfMapImapAndStarmapReportOnStderr) {
   MP_REQUIRE_REDIS();
-  mpr::Pool pool(url(), {.processes = 2, .name = test_pool_name(), .context = ctx()});
+  mpr::Pool pool(redis_url(), {.processes = 2, .name = test_pool_name(), .context = ctx()});
   const auto bar = mpr::MapOptions{.chunksize = 7, .progress = true};
   const auto sum = [](auto&& results) {
     int64_t total = 0;
@@ -222,7 +217,7 @@ TEST_P(RedisPoolLifecycleTest, NoKeyOutlivesAPoolJoinedTerminatedOrDestroyed) {
   ASSERT_TRUE(peek.ok());
   const std::string name = test_pool_name();
   {
-    mpr::Pool pool(url(), {.processes = 2, .name = name, .context = ctx()});
+    mpr::Pool pool(redis_url(), {.processes = 2, .name = name, .context = ctx()});
     EXPECT_EQ(pool.map(inc, std::vector<int64_t>(100, 1), 3), std::vector<int64_t>(100, 2));
     EXPECT_FALSE(lasting_keys(peek, name).empty());  // its result list and its liveness key
     pool.close();
@@ -230,14 +225,14 @@ TEST_P(RedisPoolLifecycleTest, NoKeyOutlivesAPoolJoinedTerminatedOrDestroyed) {
     EXPECT_EQ(lasting_keys(peek, name), std::vector<std::string>{}) << "after join()";
   }
   {
-    mpr::Pool pool(url(), {.processes = 1, .name = name, .context = ctx()});
+    mpr::Pool pool(redis_url(), {.processes = 1, .name = name, .context = ctx()});
     EXPECT_EQ(pool.apply(inc, 1), 2);
     pool.terminate();
     EXPECT_EQ(lasting_keys(peek, name), std::vector<std::string>{}) << "after terminate()";
   }
   {
     // Destroyed with tasks still running: its workers are killed holding them.
-    mpr::Pool pool(url(), {.processes = 2, .name = name, .context = ctx()});
+    mpr::Pool pool(redis_url(), {.processes = 2, .name = name, .context = ctx()});
     std::vector<mpr::AsyncResult<int64_t>> rs;
     for (int i = 0; i < 2; ++i) rs.push_back(pool.apply_async(nap, 3000));
     // Both taken (tasks still queued stay in the pool name's shared queue, for its workers).
@@ -263,7 +258,7 @@ TEST(RedisPoolLifecycle, TheKeysOfAKilledClientExpire) {
   ASSERT_EQ(pipe(ready), 0);
   const pid_t client = fork();
   if (client == 0) {
-    mpr::Pool pool(url(), {.processes = 0, .name = name, .client_timeout = 1s});
+    mpr::Pool pool(redis_url(), {.processes = 0, .name = name, .client_timeout = 1s});
     const bool ok = pool.apply_async(inc, 1).get(30s) == 2;
     auto late = pool.apply_async(answered_late, running);  // answered after this client is gone
     while (!std::filesystem::exists(running)) std::this_thread::sleep_for(5ms);
@@ -365,7 +360,7 @@ TEST_P(RedisPoolLifecycleTest, TasksHeldByAClientKilledMidReapRunAgain) {
   if (client == 0) {
     // This client's reaper stops (until killed) once it holds the dead worker's tasks.
     setenv("MULTIPROC_REDIS_TEST_REAP_PAUSE", paused.c_str(), 1);
-    mpr::Pool pool(url(), {.processes = 0, .name = name, .worker_timeout = 0.5s});
+    mpr::Pool pool(redis_url(), {.processes = 0, .name = name, .worker_timeout = 0.5s});
     auto r = pool.apply_async(slow_once, dir.path);
     (void)r.wait(60s);
     _exit(0);
@@ -377,7 +372,8 @@ TEST_P(RedisPoolLifecycleTest, TasksHeldByAClientKilledMidReapRunAgain) {
   int status;
   waitpid(client, &status, 0);
   // The next client's reaper finds the task and hands it out again.
-  mpr::Pool pool(url(), {.processes = 1, .name = name, .worker_timeout = 0.5s, .context = ctx()});
+  mpr::Pool pool(redis_url(),
+                 {.processes = 1, .name = name, .worker_timeout = 0.5s, .context = ctx()});
   EXPECT_TRUE(eventually([&] { return std::filesystem::exists(dir.path + "/again"); }, 30s))
       << "the task held by the killed client was lost";
 }

@@ -24,12 +24,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-[[maybe_unused]] ::testing::Environment* const kRedis =
-    ::testing::AddGlobalTestEnvironment(new RedisEnvironment);
-
-std::string url() {
-  return RedisServer::instance()->url();
-}
+MP_REDIS_TEST_PROGRAM();
 
 // Each test gets queues of its own, even when a server outlives a failed run.
 std::string qname(const std::string& what = "q") {
@@ -157,13 +152,13 @@ TEST(RedisQueue, UnreachableServerIsConnectionErrorAfterTheStatedTime) {
 
 TEST(RedisQueue, FifoOrderForEveryKindOfItem) {
   MP_REQUIRE_REDIS();
-  mpr::Queue<int64_t> ints(url(), qname("ints"));
+  mpr::Queue<int64_t> ints(redis_url(), qname("ints"));
   for (int64_t i = 0; i < 100; ++i) ints.put(i);
   EXPECT_EQ(ints.qsize(), 100u);
   for (int64_t i = 0; i < 100; ++i) EXPECT_EQ(ints.get(), i);
   EXPECT_TRUE(ints.empty());
 
-  mpr::Queue<std::string> strings(url(), qname("strings"));
+  mpr::Queue<std::string> strings(redis_url(), qname("strings"));
   strings.put("");
   strings.put(std::string(100000, 'x'));
   strings.put(std::string("a\0b", 3));
@@ -171,18 +166,18 @@ TEST(RedisQueue, FifoOrderForEveryKindOfItem) {
   EXPECT_EQ(strings.get(), std::string(100000, 'x'));
   EXPECT_EQ(strings.get(), std::string("a\0b", 3));
 
-  mpr::Queue<Point> points(url(), qname("points"));
+  mpr::Queue<Point> points(redis_url(), qname("points"));
   points.put({1, 2.5});
   auto p = points.get();
   EXPECT_EQ(p.x, 1);
   EXPECT_EQ(p.y, 2.5);
 
-  mpr::Queue<std::vector<std::string>> vecs(url(), qname("vecs"));
+  mpr::Queue<std::vector<std::string>> vecs(redis_url(), qname("vecs"));
   vecs.put({"a", "bc"});
   EXPECT_EQ(vecs.get(), (std::vector<std::string>{"a", "bc"}));
 
   // Another handle with the same URL and name is the same queue.
-  mpr::Queue<int64_t> again(url(), qname("ints"));
+  mpr::Queue<int64_t> again(redis_url(), qname("ints"));
   ints.put(7);
   EXPECT_EQ(again.get(), 7);
   EXPECT_TRUE(again == ints);
@@ -190,7 +185,7 @@ TEST(RedisQueue, FifoOrderForEveryKindOfItem) {
 
 TEST(RedisQueue, EmptyFullAndTimeouts) {
   MP_REQUIRE_REDIS();
-  mpr::Queue<int> q(url(), qname(), 2);
+  mpr::Queue<int> q(redis_url(), qname(), 2);
   EXPECT_THROW(q.get_nowait(), mp::Empty);
   auto t0 = std::chrono::steady_clock::now();
   EXPECT_THROW(q.get(0.2s), mp::Empty);
@@ -212,9 +207,9 @@ TEST(RedisQueue, EmptyFullAndTimeouts) {
 
 TEST(RedisQueue, PutWaitsForRoomAndGetForAnItem) {
   MP_REQUIRE_REDIS();
-  mpr::Queue<int> q(url(), qname(), 1);
+  mpr::Queue<int> q(redis_url(), qname(), 1);
   q.put(1);
-  std::thread getter([u = url(), n = qname()] {
+  std::thread getter([u = redis_url(), n = qname()] {
     mpr::Queue<int> other(u, n);
     std::this_thread::sleep_for(200ms);
     EXPECT_EQ(other.get(), 1);
@@ -223,7 +218,7 @@ TEST(RedisQueue, PutWaitsForRoomAndGetForAnItem) {
   getter.join();
   EXPECT_EQ(q.get(), 2);
 
-  std::thread putter([u = url(), n = qname()] {
+  std::thread putter([u = redis_url(), n = qname()] {
     mpr::Queue<int> other(u, n, 1);
     std::this_thread::sleep_for(200ms);
     other.put(3);
@@ -234,7 +229,7 @@ TEST(RedisQueue, PutWaitsForRoomAndGetForAnItem) {
 
 TEST(RedisQueue, PutManyGetMany) {
   MP_REQUIRE_REDIS();
-  mpr::Queue<int> q(url(), qname());
+  mpr::Queue<int> q(redis_url(), qname());
   std::vector<int> items(25000);
   for (int i = 0; i < 25000; ++i) items[i] = i;
   q.put_many(items);
@@ -249,15 +244,15 @@ TEST(RedisQueue, PutManyGetMany) {
   EXPECT_THROW(q.get_many(10, 0.05s), mp::Empty);
   EXPECT_TRUE(q.get_many(0).empty());
 
-  mpr::Queue<int> bounded(url(), qname("bounded"), 3);
+  mpr::Queue<int> bounded(redis_url(), qname("bounded"), 3);
   EXPECT_THROW(bounded.put_many(std::vector<int>{1, 2, 3, 4}, 0.1s), mp::Full);
   EXPECT_EQ(bounded.get_many(10), (std::vector<int>{1, 2, 3}));
 }
 
 TEST(RedisQueue, CloseStopsThisHandleOnly) {
   MP_REQUIRE_REDIS();
-  mpr::Queue<int> q(url(), qname());
-  mpr::Queue<int> other(url(), qname());
+  mpr::Queue<int> q(redis_url(), qname());
+  mpr::Queue<int> other(redis_url(), qname());
   q.put(1);
   q.close();
   EXPECT_TRUE(q.closed());
@@ -269,8 +264,8 @@ TEST(RedisQueue, CloseStopsThisHandleOnly) {
 
 TEST(RedisQueue, ShutdownDrainsThenEveryGetFails) {
   MP_REQUIRE_REDIS();
-  mpr::Queue<int> q(url(), qname());
-  mpr::Queue<int> other(url(), qname());
+  mpr::Queue<int> q(redis_url(), qname());
+  mpr::Queue<int> other(redis_url(), qname());
   q.put(1);
   q.put(2);
   q.shutdown();
@@ -288,9 +283,9 @@ TEST(RedisQueue, ShutdownDrainsThenEveryGetFails) {
 
 TEST(RedisQueue, ShutdownWakesAWaitingGetter) {
   MP_REQUIRE_REDIS();
-  mpr::Queue<int> q(url(), qname());
+  mpr::Queue<int> q(redis_url(), qname());
   std::atomic<bool> closed{false};
-  std::thread getter([&, u = url(), n = qname()] {
+  std::thread getter([&, u = redis_url(), n = qname()] {
     mpr::Queue<int> other(u, n);
     try {
       other.get(30s);
@@ -308,7 +303,7 @@ TEST(RedisQueue, ShutdownWakesAWaitingGetter) {
 
 TEST(RedisQueue, ShutdownImmediateDropsItemsAndReleasesJoin) {
   MP_REQUIRE_REDIS();
-  mpr::JoinableQueue<int> q(url(), qname());
+  mpr::JoinableQueue<int> q(redis_url(), qname());
   q.put(1);
   q.put(2);
   q.shutdown(true);
@@ -319,7 +314,7 @@ TEST(RedisQueue, ShutdownImmediateDropsItemsAndReleasesJoin) {
 
 TEST(RedisQueue, JoinableCountsTaskDone) {
   MP_REQUIRE_REDIS();
-  mpr::JoinableQueue<int> q(url(), qname());
+  mpr::JoinableQueue<int> q(redis_url(), qname());
   EXPECT_TRUE(q.join(0s));
   q.put(1);
   q.put_many(std::vector<int>{2, 3});
@@ -336,7 +331,7 @@ TEST(RedisQueue, ReliableItemsStayUntilAcked) {
   MP_REQUIRE_REDIS();
   const mpr::Options reliable{.reliable = true, .heartbeat_ttl = 1s};
   {
-    mpr::Queue<int> q(url(), qname(), 0, reliable);
+    mpr::Queue<int> q(redis_url(), qname(), 0, reliable);
     q.put_many(std::vector<int>{1, 2, 3});
     EXPECT_EQ(q.get(), 1);
     EXPECT_EQ(q.get_many(2), (std::vector<int>{2, 3}));
@@ -345,7 +340,7 @@ TEST(RedisQueue, ReliableItemsStayUntilAcked) {
     EXPECT_EQ(q.unacked(), 1u);
     EXPECT_THROW(q.ack(2), mp::ProcessError);
   }  // a handle going away gives back what it did not ack
-  mpr::Queue<int> q(url(), qname());
+  mpr::Queue<int> q(redis_url(), qname());
   EXPECT_EQ(q.get_nowait(), 3);
   EXPECT_THROW(q.get_nowait(), mp::Empty);
 }
@@ -353,8 +348,8 @@ TEST(RedisQueue, ReliableItemsStayUntilAcked) {
 TEST(RedisQueue, ReliableBusyConsumerKeepsItsItemsWhileItBeats) {
   MP_REQUIRE_REDIS();
   const mpr::Options reliable{.reliable = true, .heartbeat_ttl = 0.5s};
-  mpr::Queue<int> busy(url(), qname(), 0, reliable);
-  mpr::Queue<int> other(url(), qname(), 0, reliable);
+  mpr::Queue<int> busy(redis_url(), qname(), 0, reliable);
+  mpr::Queue<int> other(redis_url(), qname(), 0, reliable);
   busy.put(1);
   EXPECT_EQ(busy.get(), 1);
   std::atomic<bool> stop{false};
@@ -383,7 +378,7 @@ TEST(RedisQueue, ReliableItemMovedInALostReplyIsDeliveredAnyway) {
   LossyProxy proxy(RedisServer::instance()->port());
   const mpr::Options reliable{.reliable = true, .heartbeat_ttl = 30s};
   mpr::Queue<int> q(proxy.url(), qname(), 0, reliable);
-  mpr::Queue<int> feeder(url(), qname());
+  mpr::Queue<int> feeder(redis_url(), qname());
   std::multiset<int> delivered;
   std::thread consumer([&] {
     delivered.insert(q.get(30s));  // waits in BLMOVE: the queue is empty
@@ -413,7 +408,7 @@ TEST(RedisQueue, ReliableAckWithALostReplyAcksOnce) {
   MP_REQUIRE_REDIS();
   LossyProxy proxy(RedisServer::instance()->port());
   const mpr::Options reliable{.reliable = true, .heartbeat_ttl = 30s};
-  mpr::Queue<int> other(url(), qname());
+  mpr::Queue<int> other(redis_url(), qname());
   {
     mpr::Queue<int> q(proxy.url(), qname(), 0, reliable);
     q.put_many(std::vector<int>{1, 2, 3});
@@ -429,8 +424,8 @@ TEST(RedisQueue, ReliableAckWithALostReplyAcksOnce) {
 
 TEST(RedisQueue, ServerRestartLosesNothingThatWasPut) {
   MP_REQUIRE_REDIS();
-  mpr::Queue<int> q(url(), qname());
-  mpr::JoinableQueue<int> counted(url(), qname("counted"));
+  mpr::Queue<int> q(redis_url(), qname());
+  mpr::JoinableQueue<int> counted(redis_url(), qname("counted"));
   for (int i = 0; i < 100; ++i) q.put(i);
   counted.put(1);
   ASSERT_TRUE(RedisServer::instance()->restart(SIGKILL));  // a crash, not a clean shutdown
@@ -445,7 +440,7 @@ TEST(RedisQueue, ServerRestartLosesNothingThatWasPut) {
   // A getter waiting while the server goes away and comes back gets the item put after it.
   // (The server is restarted from this thread: its parent-death signal follows the thread.)
   int got = -1;
-  std::thread getter([&, u = url(), n = qname()] {
+  std::thread getter([&, u = redis_url(), n = qname()] {
     mpr::Queue<int> other(u, n);
     got = other.get(30s);
   });
@@ -463,8 +458,8 @@ class RedisQueueProcesses : public StartMethodTest {};
 
 TEST_P(RedisQueueProcesses, ProducersAndConsumersShareQueuesByName) {
   MP_REQUIRE_REDIS();
-  mpr::Queue<int64_t> q(url(), qname("work"), 50);
-  mpr::Queue<int64_t> out(url(), qname("out"));
+  mpr::Queue<int64_t> q(redis_url(), qname("work"), 50);
+  mpr::Queue<int64_t> out(redis_url(), qname("out"));
   constexpr int64_t kEach = 200;
   std::vector<mp::Process> procs;
   procs.emplace_back(ctx(), produce, q, 0, kEach);
@@ -489,8 +484,8 @@ TEST_P(RedisQueueProcesses, ProducersAndConsumersShareQueuesByName) {
 
 TEST_P(RedisQueueProcesses, JoinWaitsForTaskDoneInOtherProcesses) {
   MP_REQUIRE_REDIS();
-  mpr::JoinableQueue<int> q(url(), qname("work"));
-  mpr::Queue<int> out(url(), qname("out"));
+  mpr::JoinableQueue<int> q(redis_url(), qname("work"));
+  mpr::Queue<int> out(redis_url(), qname("out"));
   mp::Process worker(ctx(), double_and_mark_done, q, out, 20);
   worker.start();
   for (int i = 0; i < 20; ++i) q.put(i);
@@ -502,7 +497,7 @@ TEST_P(RedisQueueProcesses, JoinWaitsForTaskDoneInOtherProcesses) {
 
 TEST_P(RedisQueueProcesses, AJoinableQueuePassedToAChildStaysJoinable) {
   MP_REQUIRE_REDIS();
-  mpr::JoinableQueue<int> q(url(), qname());
+  mpr::JoinableQueue<int> q(redis_url(), qname());
   mp::Process producer(ctx(), produce_joinable, q, 10);
   producer.start();
   EXPECT_TRUE(producer.join(30s));
@@ -518,8 +513,8 @@ TEST_P(RedisQueueProcesses, AJoinableQueuePassedToAChildStaysJoinable) {
 TEST_P(RedisQueueProcesses, ReliableItemOfAKilledConsumerComesBack) {
   MP_REQUIRE_REDIS();
   const mpr::Options reliable{.reliable = true, .heartbeat_ttl = 1s};
-  mpr::Queue<int> q(url(), qname("work"), 0, reliable);
-  mpr::Queue<int> got(url(), qname("got"));
+  mpr::Queue<int> q(redis_url(), qname("work"), 0, reliable);
+  mpr::Queue<int> got(redis_url(), qname("got"));
   q.put(7);
   q.put(8);
   mp::Process consumer(ctx(), take_one_then_hang, q, got);

@@ -25,12 +25,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-[[maybe_unused]] ::testing::Environment* const kRedis =
-    ::testing::AddGlobalTestEnvironment(new RedisEnvironment);
-
-std::string url() {
-  return RedisServer::instance()->url();
-}
+MP_REDIS_TEST_PROGRAM();
 
 std::string qname(const std::string& what = "q") {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
@@ -82,7 +77,7 @@ class RedisQueueShutdown : public StartMethodTest {
  protected:
   // Two producers put while this process shuts the queue down. Returns what each reported.
   std::vector<int64_t> race(mpr::Queue<int64_t>& q, bool immediate, int batch) {
-    mpr::Queue<int64_t> report(url(), q.name() + ".report");
+    mpr::Queue<int64_t> report(redis_url(), q.name() + ".report");
     std::vector<mp::Process> procs;
     procs.emplace_back(ctx(), put_until_shut_down, q, report, 0, batch);
     procs.emplace_back(ctx(), put_until_shut_down, q, report, kSecond, batch);
@@ -105,7 +100,7 @@ class RedisQueueShutdown : public StartMethodTest {
 TEST_P(RedisQueueShutdown, PutsRacingAShutdownLandOrRaiseNeverBoth) {
   MP_REQUIRE_REDIS();
   for (int batch : {1, 64}) {
-    mpr::Queue<int64_t> q(url(), qname(std::to_string(batch)));
+    mpr::Queue<int64_t> q(redis_url(), qname(std::to_string(batch)));
     const auto counts = race(q, false, batch);
     EXPECT_THROW(q.put(-1), mp::QueueClosed);
     std::vector<int64_t> first, second;
@@ -137,7 +132,7 @@ TEST_P(RedisQueueShutdown, PutsRacingAShutdownLandOrRaiseNeverBoth) {
 TEST_P(RedisQueueShutdown, PutsRacingAnImmediateShutdownLeaveNothing) {
   MP_REQUIRE_REDIS();
   for (int batch : {1, 64}) {
-    mpr::Queue<int64_t> q(url(), qname(std::to_string(batch)));
+    mpr::Queue<int64_t> q(redis_url(), qname(std::to_string(batch)));
     const auto counts = race(q, true, batch);
     EXPECT_GT(counts[0] + counts[1], 0);
     EXPECT_EQ(q.qsize(), 0u);
@@ -155,8 +150,8 @@ TEST_P(RedisQueueShutdown, ReliableGetManyOfAKilledConsumerComesBack) {
   MP_REQUIRE_REDIS();
   const mpr::Options reliable{.reliable = true, .heartbeat_ttl = 1s};
   for (bool shut : {false, true}) {
-    mpr::Queue<int> q(url(), qname(shut ? "shut" : "open"), 0, reliable);
-    mpr::Queue<int> got(url(), qname(shut ? "shut.got" : "open.got"));
+    mpr::Queue<int> q(redis_url(), qname(shut ? "shut" : "open"), 0, reliable);
+    mpr::Queue<int> got(redis_url(), qname(shut ? "shut.got" : "open.got"));
     q.put_many(std::vector<int>{1, 2, 3, 4});
     mp::Process consumer(ctx(), take_many_then_hang, q, got);
     consumer.start();
@@ -191,7 +186,7 @@ TEST_P(RedisQueueShutdown, ReliableGetManyOfAKilledConsumerComesBack) {
 // get_many waits for items another process puts later, and takes what came, up to its maximum.
 TEST_P(RedisQueueShutdown, GetManyWaitsForAnotherProcess) {
   MP_REQUIRE_REDIS();
-  mpr::Queue<int> q(url(), qname());
+  mpr::Queue<int> q(redis_url(), qname());
   mp::Process producer(ctx(), put_later, q);
   producer.start();
   std::vector<int> all;
@@ -211,7 +206,7 @@ MP_ALL_START_METHODS(RedisQueueShutdown);
 // get_many (one RPOP with a count): its timeout, its maximum, and the drain after a shutdown.
 TEST(RedisQueueGetMany, TimeoutsMaximumAndDrain) {
   MP_REQUIRE_REDIS();
-  mpr::Queue<int> q(url(), qname());
+  mpr::Queue<int> q(redis_url(), qname());
   auto t0 = std::chrono::steady_clock::now();
   EXPECT_THROW(q.get_many(5, 0.3s), mp::Empty);
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 0.29s);
@@ -248,9 +243,9 @@ TEST(RedisQueueGetMany, TimeoutsMaximumAndDrain) {
 // A getter blocked in get_many when the queue is shut down raises within the blocking slice.
 TEST(RedisQueueGetMany, ShutdownWakesABlockedGetMany) {
   MP_REQUIRE_REDIS();
-  mpr::Queue<int> q(url(), qname());
+  mpr::Queue<int> q(redis_url(), qname());
   std::atomic<bool> closed{false};
-  std::thread getter([&, u = url(), n = qname()] {
+  std::thread getter([&, u = redis_url(), n = qname()] {
     mpr::Queue<int> other(u, n);
     try {
       other.get_many(10, 30s);
@@ -271,10 +266,10 @@ TEST(RedisQueueGetMany, ShutdownWakesABlockedGetMany) {
 TEST(RedisQueueGetMany, ReliableHandleReleasedAfterAShutdownIsDrained) {
   MP_REQUIRE_REDIS();
   const mpr::Options reliable{.reliable = true};
-  mpr::Queue<int> q(url(), qname());
+  mpr::Queue<int> q(redis_url(), qname());
   q.put_many(std::vector<int>{1, 2, 3});
   {
-    mpr::Queue<int> consumer(url(), qname(), 0, reliable);
+    mpr::Queue<int> consumer(redis_url(), qname(), 0, reliable);
     EXPECT_EQ(consumer.get_many(2), (std::vector<int>{1, 2}));
     q.shutdown();
   }  // gives 1 and 2 back
