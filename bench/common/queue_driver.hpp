@@ -20,7 +20,8 @@
 // Team forks the members (producers, consumers), pins each by role, releases them together and
 // collects what each measured from a shared block. Timing: a producer stamps its start just
 // before its first put, a consumer its end just after its last get and check; throughput is
-// items / (latest end - earliest start).
+// items / (latest end - earliest start). With BENCH_CASE set, run_throughput runs only the case
+// of that name (A/B runs of one figure).
 #pragma once
 
 #include <atomic>
@@ -334,6 +335,8 @@ void consume(Channel& ch, const ThroughputCase& c, std::uint64_t n, MemberSlot& 
 template <class Channel>
 bool run_throughput(const Options& o, const ThroughputCase& c, std::uint64_t n, Channel& ch,
                     std::string_view what = {}) {
+  if (const char* only = std::getenv("BENCH_CASE"); only && c.name != std::string_view(only))
+    return true;
   if (c.batched && !HasBatch<Channel>) {
     emit_throughput_na(o, c, "no put_many/get_many");
     return true;
