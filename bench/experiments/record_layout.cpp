@@ -20,23 +20,32 @@
 //                    headers; the consumer's position (an index) tells the producer its room
 //   records-end      records with the ready mark after the payload (each side touches a record's
 //                    lines in address order) and unique marks instead of zeroing
+// and, each tried as a cure for records (none was one):
+//   records+waitidx  the producer also publishes an index; a consumer that finds no record waits
+//                    on it instead of polling the ring's line the producer is about to write
+//   records+idx1st   the consumer reads the index before each record, as slots do
+//   records+ahead    the consumer asks for the line 4 KiB ahead (the queue's read-ahead)
+//   records+pfw      the producer asks for ownership (prefetchw) of the line 4 records ahead
+//   slots+hdrline    slots+header with the header's line written whole (one 64-byte store, so
+//                    the line's old contents need not be read first)
+//   slots+hdr+pfw    slots+header with prefetchw 4 slots ahead
 //
 //   experiment_record_layout [--items N] [--rounds R] [--ring-mib M ...]
 //
-// Measured 2026-11-30 on this project's 2-vCPU Xeon guest (5 M items a run, several runs):
-// with a 4 MiB ring (the bench's depth), slots 7.6-11 M items/s, slots+header and
-// slots+header1st 5.6-7.7, records 3.9-5.5, records-end 3.6-3.7. So at that depth a ring whose
-// consumer finds records by their in-ring marks runs at about half the speed of an index ring,
-// whichever order the lines are written in; the extra header line alone costs 10-30%. With a
-// 1 MiB ring, which fits a core's L2, the result depends on where the hypervisor runs the two
-// vCPUs at the time: in one state all five were within 0.74-1.0 of slots (about 10 M/s), in
-// another slots ran at 38 M/s and the rest at 8-17. The queue itself (bench multiproc,
-// bytes1k_1to1) ran at 9-11.5 M/s in the same hour, spsc_ring at 15.6-19 M/s: its read-ahead
-// already recovers part of what records lose here.
+// Measured 2026-11-30 on this project's 2-vCPU Xeon guest, 5 M items a run, a 4 MiB ring (the
+// bench's depth), over two hours: slots 6.2-11 M items/s; records 3.6-5.5, in every run about
+// half of slots, and none of the cures above moved it by more than the noise; slots+header
+// between 0.5 and 0.95 of slots depending on the hour. With a 1 MiB ring, which fits a core's L2,
+// the result depends on where the hypervisor runs the two vCPUs at the time: in one state all
+// were within 0.74-1.0 of slots (about 10 M/s), in another slots ran at 38 M/s and the rest at
+// 8-17. The queue itself (bench multiproc, bytes1k_1to1) ran at 9-11.5 M/s in the same hours,
+// spsc_ring at 15.6-19 M/s.
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <immintrin.h>
 
 #include <atomic>
 #include <chrono>
@@ -56,10 +65,42 @@ constexpr u64 kItem = 1024;
 constexpr u64 kSlot = kItem + 64;  // a record: the header's line, then the payload's 16 lines
 constexpr u64 kHeaderAt = 56;      // the header word ends the record's first line
 
-enum class Layout { kSlots, kSlotsHeader, kSlotsHeaderFirst, kRecords, kRecordsSealAtEnd };
-constexpr const char* kLayoutNames[] = {"slots", "slots+header", "slots+header1st", "records",
-                                        "records-end"};
-constexpr int kLayouts = 5;
+enum class Layout {
+  kSlots,
+  kSlotsHeader,
+  kSlotsHeaderFirst,
+  kRecords,
+  kRecordsSealAtEnd,
+  kRecordsWaitIndex,
+  kRecordsIndexFirst,
+  kRecordsReadAhead,
+  kSlotsHeaderLine,
+  kSlotsHeaderPrefetchW,
+  kRecordsPrefetchW
+};
+constexpr const char* kLayoutNames[] = {"slots",          "slots+header",  "slots+header1st",
+                                        "records",        "records-end",   "records+waitidx",
+                                        "records+idx1st", "records+ahead", "slots+hdrline",
+                                        "slots+hdr+pfw",  "records+pfw"};
+constexpr int kLayouts = 11;
+bool is_records(Layout l) {
+  return l == Layout::kRecords || l == Layout::kRecordsWaitIndex ||
+         l == Layout::kRecordsIndexFirst || l == Layout::kRecordsReadAhead ||
+         l == Layout::kRecordsPrefetchW;
+}
+bool has_header(Layout l) {
+  return l == Layout::kSlotsHeader || l == Layout::kSlotsHeaderFirst ||
+         l == Layout::kSlotsHeaderLine || l == Layout::kSlotsHeaderPrefetchW;
+}
+// A whole line in one store: no read of its old contents needed.
+__attribute__((target("avx512f"))) void store_line(char* line, u64 header) {
+  alignas(64) u64 words[8] = {};
+  words[kHeaderAt / 8] = header;
+  _mm512_store_si512(reinterpret_cast<__m512i*>(line), _mm512_load_si512(words));
+}
+void prefetch_for_write(const char* p) {
+  asm volatile("prefetchw %0" : : "m"(*p));
+}
 
 struct Indices {
   alignas(128) std::atomic<u64> produced{0};  // slots: items published; records: unused
@@ -120,7 +161,7 @@ void produce(Layout layout, Indices& ix, char* ring, u64 ring_bytes, u64 items) 
     }
     return;
   }
-  if (layout != Layout::kRecords) {
+  if (!is_records(layout)) {
     for (u64 i = 0; i < items; ++i) {
       stamp(item, i);
       while (i + 1 - room_seen > slots) {
@@ -128,10 +169,13 @@ void produce(Layout layout, Indices& ix, char* ring, u64 ring_bytes, u64 items) 
         if (i + 1 - room_seen > slots) relax();
       }
       char* slot = ring + (i % slots) * kSlot;
+      if (layout == Layout::kSlotsHeaderPrefetchW)
+        prefetch_for_write(ring + ((i + 4) % slots) * kSlot);
+      if (layout == Layout::kSlotsHeaderLine) store_line(slot, i + 1);
       if (layout == Layout::kSlotsHeaderFirst)
         word_at(slot + kHeaderAt).store(i + 1, std::memory_order_relaxed);
       std::memcpy(slot + 64, item, kItem);
-      if (layout == Layout::kSlotsHeader)
+      if (layout == Layout::kSlotsHeader || layout == Layout::kSlotsHeaderPrefetchW)
         word_at(slot + kHeaderAt).store(i + 1, std::memory_order_relaxed);
       ix.produced.store(i + 1, std::memory_order_release);
     }
@@ -158,10 +202,14 @@ void produce(Layout layout, Indices& ix, char* ring, u64 ring_bytes, u64 items) 
       if (pos + kSlot + kSlot - room_seen > ring_bytes) relax();
     }
     char* rec = ring + off;
+    if (layout == Layout::kRecordsPrefetchW)
+      prefetch_for_write(ring + (pos + 4 * kSlot) % ring_bytes);
     word_at(rec + kSlot + kHeaderAt).store(0, std::memory_order_relaxed);  // the next header
     std::memcpy(rec + 64, item, kItem);
     word_at(rec + kHeaderAt).store(kItem, std::memory_order_release);  // the seal
     pos += kSlot;
+    if (layout == Layout::kRecordsWaitIndex || layout == Layout::kRecordsIndexFirst)
+      ix.produced.store(i + 1, std::memory_order_release);
   }
 }
 
@@ -178,19 +226,24 @@ u64 consume(Layout layout, Indices& ix, char* ring, u64 ring_bytes, u64 items) {
       std::memcpy(item, rec, kItem);
       pos += kSlot;
       ix.consumed.store(pos, std::memory_order_release);
-    } else if (layout != Layout::kRecords) {
+    } else if (!is_records(layout)) {
       while (published_seen == i) {
         published_seen = ix.produced.load(std::memory_order_acquire);
         if (published_seen == i) relax();
       }
       char* slot = ring + (i % slots) * kSlot;
-      if ((layout == Layout::kSlotsHeader || layout == Layout::kSlotsHeaderFirst) &&
-          word_at(slot + kHeaderAt).load(std::memory_order_acquire) != i + 1)
+      if (has_header(layout) && word_at(slot + kHeaderAt).load(std::memory_order_acquire) != i + 1)
         ++bad;
       std::memcpy(item, slot + 64, kItem);
       ix.consumed.store(i + 1, std::memory_order_release);
     } else {
       char* rec;
+      if (layout == Layout::kRecordsIndexFirst) {
+        while (published_seen == i) {
+          published_seen = ix.produced.load(std::memory_order_acquire);
+          if (published_seen == i) relax();
+        }
+      }
       for (;;) {
         rec = ring + pos % ring_bytes;
         const u64 header = word_at(rec + kHeaderAt).load(std::memory_order_acquire);
@@ -199,8 +252,13 @@ u64 consume(Layout layout, Indices& ix, char* ring, u64 ring_bytes, u64 items) {
           pos += ring_bytes - pos % ring_bytes;
           continue;
         }
+        if (layout == Layout::kRecordsWaitIndex) {
+          while (ix.produced.load(std::memory_order_acquire) == i) relax();
+          continue;
+        }
         relax();
       }
+      if (layout == Layout::kRecordsReadAhead) __builtin_prefetch(ring + (pos + 4096) % ring_bytes);
       std::memcpy(item, rec + 64, kItem);
       pos += kSlot;
       ix.consumed.store(pos, std::memory_order_release);
