@@ -1,5 +1,7 @@
 #include <multiproc/detail/queue_core.hpp>
 
+#include "put_section.hpp"
+
 #include <algorithm>
 #include <cstring>
 #include <new>
@@ -196,14 +198,6 @@ QueueCore::~QueueCore() {
 }
 
 // ---- locks, with the repair a takeover needs ------------------------------------------------
-
-void QueueCore::begin_put_section() {
-  pending_header_ = nullptr;  // a fork() during another thread's put copies its half-done state
-  refresh_put_ring();
-  put_pos_ = put_ring_.r->tail.load(std::memory_order_relaxed);
-  put_unpublished_ = 0;
-  if (put_pos_ & 7) corrupt("its ring's tail " + std::to_string(put_pos_) + " is misaligned");
-}
 
 bool QueueCore::lock_get(const Deadline& deadline) {
   const LockStatus status = robust_lock_nonrecursive(q_->get_lock, deadline);
@@ -469,7 +463,8 @@ size_t QueueCore::put_run(const char* src, size_t size, size_t max_items) {
   return k;
 }
 
-bool QueueCore::put_one_plain(const char* src, size_t size, FillFn fill) {
+[[gnu::always_inline]] inline bool QueueCore::put_one_plain(const char* src, size_t size,
+                                                            FillFn fill) {
   const uint64_t rec = record_bytes(size), cap = put_ring_.cap;
   const uint64_t off = put_pos_ & (cap - 1);
   char* p = put_ring_.data + off;
@@ -680,7 +675,7 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
 
 // ---- consumer side ----------------------------------------------------------------------------
 
-bool QueueCore::get_one_plain(PlainSink& sink) {
+[[gnu::always_inline]] inline bool QueueCore::get_one_plain(PlainSink& sink) {
   RingData* r = get_ring_.r;
   uint64_t pos = r->head.load(std::memory_order_relaxed);
   const uint64_t cap = get_ring_.cap, rec = record_bytes(sink.item_size);

@@ -17,8 +17,13 @@
 // a number of puts, so producers that alternate use the plain lock. Consumers that are about to
 // sleep also run membarrier_global() once any bias was taken: a biased put checks for sleepers
 // without a fence.
+//
+// A put's entry and exit (enter_put, leave_put) are in put_section.hpp, inline in put(); this
+// file has the rest: taking the lock, taking, revoking and ending biases.
 #include <multiproc/detail/membarrier.hpp>
 #include <multiproc/detail/queue_core.hpp>
+
+#include "put_section.hpp"
 
 #include <unistd.h>
 
@@ -33,47 +38,6 @@ constexpr uint64_t kBiasHoldOffPuts = 1 << 16;
 constexpr auto kLockSlice = std::chrono::microseconds(200);  // re-looks for a bias this often
 
 }  // namespace
-
-bool QueueCore::enter_put() {
-  if (bias_held_.load(std::memory_order_relaxed) &&
-      current_tid() == bias_tid_.load(std::memory_order_relaxed)) {
-    const int index = bias_index_.load(std::memory_order_relaxed);
-    ProducerSlot& slot = q_->producer_slots[index];
-    // The slot is ours unless this thread has the id of a biased thread that ended (its slot
-    // may since belong to another thread).
-    if (slot.tid.load(std::memory_order_relaxed) != bias_tid_.load(std::memory_order_relaxed)) {
-      bias_held_.store(false, std::memory_order_relaxed);
-      lock_put();
-      return false;
-    }
-    slot.busy.store(1, std::memory_order_relaxed);
-    // Only the compiler must keep the check below after the store: a revoker's membarrier
-    // orders the two for the CPU.
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    if (q_->bias_slot.load(std::memory_order_acquire) == static_cast<uint32_t>(index + 1)) {
-      try {
-        begin_put_section();  // throws on a damaged ring: a revoker must not wait for us then
-      } catch (...) {
-        slot.busy.store(0, std::memory_order_release);
-        throw;
-      }
-      return true;
-    }
-    slot.busy.store(0, std::memory_order_release);
-    drop_bias();
-  }
-  lock_put();
-  return false;
-}
-
-void QueueCore::leave_put(bool biased) {
-  if (biased) {
-    q_->producer_slots[bias_index_.load(std::memory_order_relaxed)].busy.store(
-        0, std::memory_order_release);
-    return;
-  }
-  if (!maybe_take_bias(current_tid())) robust_unlock(q_->put_lock);
-}
 
 void QueueCore::lock_put() {
   const uint32_t self = current_tid();
