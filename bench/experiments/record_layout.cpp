@@ -1,51 +1,40 @@
-// Experiment (not a competitor): what a per-record header line costs a byte ring, the question
-// behind queue_throughput's bytes1k_1to1 fraction (issue 15).
+// Experiment (not a competitor): does a ring whose records carry their own ready mark move 1 KiB
+// items slower than an index ring? The question behind queue_throughput's bytes1k_1to1 fraction
+// (issue 15), where multiproc's queue runs at 0.55-0.7 of spsc_ring.
 //
 // multiproc's queue announces each record with a header word in the ring itself: the producer
 // writes the payload, then seals the header (release); the consumer reads the header at its head
 // and the payload after it, and never reads the producer's indices. A payload of 512 bytes or
 // more starts on a cache line, so a 1 KiB record is 17 lines: the header's line and 16 of payload.
 // spsc_ring (bench/common/rings.hpp) announces items through an index and moves 16 lines. This
-// program runs rings that differ only there, between two processes pinned to CPUs 0 and 1 (as
-// BENCH_PLACEMENT=split), 1 KiB items, taking turns so that a change in the machine's state hits
-// all of them alike:
+// program runs rings that differ only there, cut to their core (no locks, no crash-safety
+// bookkeeping), between two processes pinned to CPUs 0 and 1 (as BENCH_PLACEMENT=split), taking
+// turns so that a change in the machine's state hits all of them alike:
 //
 //   slots            fixed 1088-byte slots (payload on the slot's second line), an index
 //                    published per item and polled by the consumer: spsc_ring's design
 //   slots+header     the same, and a header word in the slot's first line, written after the
 //                    payload and read before it: one line more per item, nothing else
 //   slots+header1st  the same with the header written before the payload (lines in order)
-//   records          multiproc's protocol cut to its core: the producer zeroes the next record's
-//                    header, writes the payload, seals this record's header; the consumer polls
-//                    headers; the consumer's position (an index) tells the producer its room
+//   records          multiproc's protocol: the producer zeroes the next record's header, writes
+//                    the payload, seals this record's header; the consumer polls headers; the
+//                    consumer's position (an index) tells the producer its room
 //   records-end      records with the ready mark after the payload (each side touches a record's
 //                    lines in address order) and unique marks instead of zeroing
-// and, each tried as a cure for records (none was one):
-//   records+waitidx  the producer also publishes an index; a consumer that finds no record waits
-//                    on it instead of polling the ring's line the producer is about to write
-//   records+idx1st   the consumer reads the index before each record, as slots do
-//   records+ahead    the consumer asks for the line 4 KiB ahead (the queue's read-ahead)
-//   records+pfw      the producer asks for ownership (prefetchw) of the line 4 records ahead
-//   slots+hdrline    slots+header with the header's line written whole (one 64-byte store, so
-//                    the line's old contents need not be read first)
-//   slots+hdr+pfw    slots+header with prefetchw 4 slots ahead
 //
 //   experiment_record_layout [--items N] [--rounds R] [--ring-mib M ...]
 //
-// Measured 2026-11-30 on this project's 2-vCPU Xeon guest, 5 M items a run, a 4 MiB ring (the
-// bench's depth), over two hours: slots 6.2-11 M items/s; records 3.6-5.5, in every run about
-// half of slots, and none of the cures above moved it by more than the noise; slots+header
-// between 0.5 and 0.95 of slots depending on the hour. With a 1 MiB ring, which fits a core's L2,
-// the result depends on where the hypervisor runs the two vCPUs at the time: in one state all
-// were within 0.74-1.0 of slots (about 10 M/s), in another slots ran at 38 M/s and the rest at
-// 8-17. The queue itself (bench multiproc, bytes1k_1to1) ran at 9-11.5 M/s in the same hours,
-// spsc_ring at 15.6-19 M/s.
+// Measured 2026-11-30 on this project's 2-vCPU Xeon guest, idle, 5 M items a run, a 4 MiB ring
+// (the bench's depth): slots 18.1-18.5 M items/s, slots+header 17.7-18.2, slots+header1st
+// 18.5-19.1, records 12.6-16.0, records-end 10.5-18.3. So the layout costs 0-30%, not the 30-45%
+// the queue loses: the rest is the queue's own work per item (callgrind, Release: about 230
+// instructions per put and 145 per get besides the two copies of 124 each, against a few dozen
+// here). With other programs running on the machine every ring here slowed to about 5.7 M/s and
+// the layouts' differences vanished: compare runs taken on an idle machine only.
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <immintrin.h>
 
 #include <atomic>
 #include <chrono>
@@ -65,42 +54,10 @@ constexpr u64 kItem = 1024;
 constexpr u64 kSlot = kItem + 64;  // a record: the header's line, then the payload's 16 lines
 constexpr u64 kHeaderAt = 56;      // the header word ends the record's first line
 
-enum class Layout {
-  kSlots,
-  kSlotsHeader,
-  kSlotsHeaderFirst,
-  kRecords,
-  kRecordsSealAtEnd,
-  kRecordsWaitIndex,
-  kRecordsIndexFirst,
-  kRecordsReadAhead,
-  kSlotsHeaderLine,
-  kSlotsHeaderPrefetchW,
-  kRecordsPrefetchW
-};
-constexpr const char* kLayoutNames[] = {"slots",          "slots+header",  "slots+header1st",
-                                        "records",        "records-end",   "records+waitidx",
-                                        "records+idx1st", "records+ahead", "slots+hdrline",
-                                        "slots+hdr+pfw",  "records+pfw"};
-constexpr int kLayouts = 11;
-bool is_records(Layout l) {
-  return l == Layout::kRecords || l == Layout::kRecordsWaitIndex ||
-         l == Layout::kRecordsIndexFirst || l == Layout::kRecordsReadAhead ||
-         l == Layout::kRecordsPrefetchW;
-}
-bool has_header(Layout l) {
-  return l == Layout::kSlotsHeader || l == Layout::kSlotsHeaderFirst ||
-         l == Layout::kSlotsHeaderLine || l == Layout::kSlotsHeaderPrefetchW;
-}
-// A whole line in one store: no read of its old contents needed.
-__attribute__((target("avx512f"))) void store_line(char* line, u64 header) {
-  alignas(64) u64 words[8] = {};
-  words[kHeaderAt / 8] = header;
-  _mm512_store_si512(reinterpret_cast<__m512i*>(line), _mm512_load_si512(words));
-}
-void prefetch_for_write(const char* p) {
-  asm volatile("prefetchw %0" : : "m"(*p));
-}
+enum class Layout { kSlots, kSlotsHeader, kSlotsHeaderFirst, kRecords, kRecordsSealAtEnd };
+constexpr const char* kLayoutNames[] = {"slots", "slots+header", "slots+header1st", "records",
+                                        "records-end"};
+constexpr int kLayouts = 5;
 
 struct Indices {
   alignas(128) std::atomic<u64> produced{0};  // slots: items published; records: unused
@@ -122,6 +79,15 @@ void relax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
 #endif
+}
+
+// An item's copy as the queue and the bench's rings make it: glibc's memcpy. With the size a
+// constant the compiler would inline `rep movsq` instead, a different copy that ran these rings
+// at half the speed and made their layouts look different where they are not.
+void copy_item(char* dst, const char* src) {
+  u64 size = kItem;
+  asm("" : "+r"(size));  // hides the constant from the compiler
+  std::memcpy(dst, src, size);
 }
 
 // The producer's item i: stamped with i in its first and last 8 bytes, as the bench's items.
@@ -155,13 +121,13 @@ void produce(Layout layout, Indices& ix, char* ring, u64 ring_bytes, u64 items) 
         if (pos + kSlot - room_seen > ring_bytes) relax();
       }
       char* rec = ring + pos % ring_bytes;
-      std::memcpy(rec, item, kItem);
+      copy_item(rec, item);
       word_at(rec + kItem).store(i + 1, std::memory_order_release);
       pos += kSlot;
     }
     return;
   }
-  if (!is_records(layout)) {
+  if (layout != Layout::kRecords) {
     for (u64 i = 0; i < items; ++i) {
       stamp(item, i);
       while (i + 1 - room_seen > slots) {
@@ -169,13 +135,10 @@ void produce(Layout layout, Indices& ix, char* ring, u64 ring_bytes, u64 items) 
         if (i + 1 - room_seen > slots) relax();
       }
       char* slot = ring + (i % slots) * kSlot;
-      if (layout == Layout::kSlotsHeaderPrefetchW)
-        prefetch_for_write(ring + ((i + 4) % slots) * kSlot);
-      if (layout == Layout::kSlotsHeaderLine) store_line(slot, i + 1);
       if (layout == Layout::kSlotsHeaderFirst)
         word_at(slot + kHeaderAt).store(i + 1, std::memory_order_relaxed);
-      std::memcpy(slot + 64, item, kItem);
-      if (layout == Layout::kSlotsHeader || layout == Layout::kSlotsHeaderPrefetchW)
+      copy_item(slot + 64, item);
+      if (layout == Layout::kSlotsHeader)
         word_at(slot + kHeaderAt).store(i + 1, std::memory_order_relaxed);
       ix.produced.store(i + 1, std::memory_order_release);
     }
@@ -202,14 +165,10 @@ void produce(Layout layout, Indices& ix, char* ring, u64 ring_bytes, u64 items) 
       if (pos + kSlot + kSlot - room_seen > ring_bytes) relax();
     }
     char* rec = ring + off;
-    if (layout == Layout::kRecordsPrefetchW)
-      prefetch_for_write(ring + (pos + 4 * kSlot) % ring_bytes);
     word_at(rec + kSlot + kHeaderAt).store(0, std::memory_order_relaxed);  // the next header
-    std::memcpy(rec + 64, item, kItem);
+    copy_item(rec + 64, item);
     word_at(rec + kHeaderAt).store(kItem, std::memory_order_release);  // the seal
     pos += kSlot;
-    if (layout == Layout::kRecordsWaitIndex || layout == Layout::kRecordsIndexFirst)
-      ix.produced.store(i + 1, std::memory_order_release);
   }
 }
 
@@ -223,27 +182,22 @@ u64 consume(Layout layout, Indices& ix, char* ring, u64 ring_bytes, u64 items) {
       if (pos % ring_bytes + kSlot > ring_bytes) pos += ring_bytes - pos % ring_bytes;
       char* rec = ring + pos % ring_bytes;
       while (word_at(rec + kItem).load(std::memory_order_acquire) != i + 1) relax();
-      std::memcpy(item, rec, kItem);
+      copy_item(item, rec);
       pos += kSlot;
       ix.consumed.store(pos, std::memory_order_release);
-    } else if (!is_records(layout)) {
+    } else if (layout != Layout::kRecords) {
       while (published_seen == i) {
         published_seen = ix.produced.load(std::memory_order_acquire);
         if (published_seen == i) relax();
       }
       char* slot = ring + (i % slots) * kSlot;
-      if (has_header(layout) && word_at(slot + kHeaderAt).load(std::memory_order_acquire) != i + 1)
+      if ((layout == Layout::kSlotsHeader || layout == Layout::kSlotsHeaderFirst) &&
+          word_at(slot + kHeaderAt).load(std::memory_order_acquire) != i + 1)
         ++bad;
-      std::memcpy(item, slot + 64, kItem);
+      copy_item(item, slot + 64);
       ix.consumed.store(i + 1, std::memory_order_release);
     } else {
       char* rec;
-      if (layout == Layout::kRecordsIndexFirst) {
-        while (published_seen == i) {
-          published_seen = ix.produced.load(std::memory_order_acquire);
-          if (published_seen == i) relax();
-        }
-      }
       for (;;) {
         rec = ring + pos % ring_bytes;
         const u64 header = word_at(rec + kHeaderAt).load(std::memory_order_acquire);
@@ -252,14 +206,9 @@ u64 consume(Layout layout, Indices& ix, char* ring, u64 ring_bytes, u64 items) {
           pos += ring_bytes - pos % ring_bytes;
           continue;
         }
-        if (layout == Layout::kRecordsWaitIndex) {
-          while (ix.produced.load(std::memory_order_acquire) == i) relax();
-          continue;
-        }
         relax();
       }
-      if (layout == Layout::kRecordsReadAhead) __builtin_prefetch(ring + (pos + 4096) % ring_bytes);
-      std::memcpy(item, rec + 64, kItem);
+      copy_item(item, rec + 64);
       pos += kSlot;
       ix.consumed.store(pos, std::memory_order_release);
     }
