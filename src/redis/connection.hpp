@@ -226,8 +226,10 @@ class Connection {
     return run(std::span<const std::string_view>(argv.begin(), argv.size()), deadline, block_s,
                retry);
   }
+  // `before`, when given, is sent with argv in one write (a pipeline: no round trip more) and its
+  // reply dropped: argv is a script that looks at what `before` did, and answers for both.
   Reply run(std::span<const std::string_view> argv, const Deadline& deadline, double block_s = 0,
-            bool retry = true) {
+            bool retry = true, std::span<const std::string_view> before = {}) {
     const auto start = Clock::now();
     auto give_up = start + std::chrono::duration_cast<Clock::duration>(
                                std::chrono::duration<double>(unreachable_s_));
@@ -249,7 +251,7 @@ class Connection {
           redisSetTimeout(ctx_, to_timeval(block_s + 10.0));
           timeout_block_s_ = block_s;
         }
-        Reply reply = command(argv);
+        Reply reply = command(argv, before);
         if (!reply) {
           last_error = ctx_->errstr;
           drop();
@@ -287,17 +289,19 @@ class Connection {
   // Sends one command and reads its reply (null when the connection failed: ctx_->errstr says
   // why). The command is encoded here, into a buffer kept from call to call, rather than by
   // redisCommandArgv, whose printf-style encoder was most of a put's client-side instructions.
-  Reply command(std::span<const std::string_view> argv) {
+  Reply command(std::span<const std::string_view> argv,
+                std::span<const std::string_view> before = {}) {
     cmd_.clear();
-    append_header('*', argv.size());
-    for (auto a : argv) {
-      append_header('$', a.size());
-      cmd_.append(a);
-      cmd_.append("\r\n");
-    }
+    if (!before.empty()) encode(before);
+    encode(argv);
     void* r = nullptr;
-    if (redisAppendFormattedCommand(ctx_, cmd_.data(), cmd_.size()) != REDIS_OK ||
-        redisGetReply(ctx_, &r) != REDIS_OK) {
+    bool ok = redisAppendFormattedCommand(ctx_, cmd_.data(), cmd_.size()) == REDIS_OK;
+    if (ok && !before.empty()) {
+      void* first = nullptr;
+      ok = redisGetReply(ctx_, &first) == REDIS_OK;
+      if (first) freeReplyObject(first);
+    }
+    if (!ok || redisGetReply(ctx_, &r) != REDIS_OK) {
       if (r) freeReplyObject(r);
       r = nullptr;
     }
@@ -409,6 +413,15 @@ class Connection {
       }
       if (auth_error(e)) throw AuthenticationError(auth_message(e));
       throw ProcessError("multiproc: redis: SCRIPT LOAD failed on " + url_.host + ": " + e);
+    }
+  }
+
+  void encode(std::span<const std::string_view> argv) {
+    append_header('*', argv.size());
+    for (auto a : argv) {
+      append_header('$', a.size());
+      cmd_.append(a);
+      cmd_.append("\r\n");
     }
   }
 
