@@ -26,13 +26,6 @@ namespace {
 
 MP_REDIS_TEST_PROGRAM();
 
-// Each test gets queues of its own, even when a server outlives a failed run.
-std::string qname(const std::string& what = "q") {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  return std::string(info->test_suite_name()) + "." + info->name() + "." + what + "." +
-         std::to_string(getpid());
-}
-
 struct Point {
   int x;
   double y;
