@@ -243,7 +243,8 @@ class Queue {
 
 // A Queue whose consumers report each item done, so that any process may join() until every item
 // put so far is done. The count of unfinished items lives in Redis. In reliable mode task_done()
-// also acknowledges the oldest item this handle took.
+// also acknowledges the oldest item this handle took. A task_done() sent again after its reply was
+// lost counts (and acks) once.
 template <class T>
 class JoinableQueue : public Queue<T> {
  public:

@@ -123,20 +123,33 @@ end
 return 0
 )lua";
 
-// KEYS: unfinished, proc. ARGV: ack. -> unfinished left, -1 when task_done() was one too many.
+// KEYS: unfinished, proc, the handle's record of its last call. ARGV: ack, the call's number
+// (per handle), the record's expiry ms. -> unfinished left, -1 when task_done() was one too many.
+// A call sent again after its reply was lost (the same number) applies nothing again (no second
+// count, no second ack) and gets the first run's answer. A handle makes one call at a time, so the
+// last one's record is all a retry needs.
 inline constexpr const char* kTaskDoneScript = R"lua(
+local last = redis.call('GET', KEYS[3])
+if last then
+  local sep = string.find(last, ':', 1, true)
+  if sep and string.sub(last, 1, sep - 1) == ARGV[2] then
+    return tonumber(string.sub(last, sep + 1))
+  end
+end
 if ARGV[1] == '1' then redis.call('RPOP', KEYS[2]) end
 local u = tonumber(redis.call('GET', KEYS[1]) or '0')
-if u <= 0 then return -1 end
-return redis.call('DECR', KEYS[1])
+local left = -1
+if u > 0 then left = redis.call('DECR', KEYS[1]) end
+redis.call('SET', KEYS[3], ARGV[2] .. ':' .. left, 'PX', ARGV[3])
+return left
 )lua";
 
-// KEYS: proc, items, hb, consumers, flag, drain. ARGV: id. A consumer going away gives back what it
-// did not ack (to the drain list once shut down).
+// KEYS: proc, items, hb, consumers, flag, drain, task_done()'s record. ARGV: id. A consumer going
+// away gives back what it did not ack (to the drain list once shut down).
 inline constexpr const char* kReleaseScript = R"lua(
 local q = redis.call('EXISTS', KEYS[5]) == 1 and KEYS[6] or KEYS[2]
 while redis.call('LMOVE', KEYS[1], q, 'LEFT', 'RIGHT') do end
-redis.call('DEL', KEYS[3])
+redis.call('DEL', KEYS[3], KEYS[7])
 redis.call('SREM', KEYS[4], ARGV[1])
 return 0
 )lua";
@@ -144,7 +157,7 @@ return 0
 // KEYS: items, flag, unfinished, consumers, drain. ARGV: prefix.
 inline constexpr const char* kUnlinkScript = R"lua(
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-  redis.call('DEL', ARGV[1] .. 'proc:' .. id, ARGV[1] .. 'hb:' .. id)
+  redis.call('DEL', ARGV[1] .. 'proc:' .. id, ARGV[1] .. 'hb:' .. id, ARGV[1] .. 'done:' .. id)
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return 0
@@ -226,8 +239,10 @@ class Connection {
     return run(std::span<const std::string_view>(argv.begin(), argv.size()), deadline, block_s,
                retry);
   }
+  // `before`, when given, is sent with argv in one write (a pipeline: no round trip more) and its
+  // reply dropped: argv is a script that looks at what `before` did, and answers for both.
   Reply run(std::span<const std::string_view> argv, const Deadline& deadline, double block_s = 0,
-            bool retry = true) {
+            bool retry = true, std::span<const std::string_view> before = {}) {
     const auto start = Clock::now();
     auto give_up = start + std::chrono::duration_cast<Clock::duration>(
                                std::chrono::duration<double>(unreachable_s_));
@@ -249,7 +264,7 @@ class Connection {
           redisSetTimeout(ctx_, to_timeval(block_s + 10.0));
           timeout_block_s_ = block_s;
         }
-        Reply reply = command(argv);
+        Reply reply = command(argv, before);
         if (!reply) {
           last_error = ctx_->errstr;
           drop();
@@ -287,17 +302,19 @@ class Connection {
   // Sends one command and reads its reply (null when the connection failed: ctx_->errstr says
   // why). The command is encoded here, into a buffer kept from call to call, rather than by
   // redisCommandArgv, whose printf-style encoder was most of a put's client-side instructions.
-  Reply command(std::span<const std::string_view> argv) {
+  Reply command(std::span<const std::string_view> argv,
+                std::span<const std::string_view> before = {}) {
     cmd_.clear();
-    append_header('*', argv.size());
-    for (auto a : argv) {
-      append_header('$', a.size());
-      cmd_.append(a);
-      cmd_.append("\r\n");
-    }
+    if (!before.empty()) encode(before);
+    encode(argv);
     void* r = nullptr;
-    if (redisAppendFormattedCommand(ctx_, cmd_.data(), cmd_.size()) != REDIS_OK ||
-        redisGetReply(ctx_, &r) != REDIS_OK) {
+    bool ok = redisAppendFormattedCommand(ctx_, cmd_.data(), cmd_.size()) == REDIS_OK;
+    if (ok && !before.empty()) {
+      void* first = nullptr;
+      ok = redisGetReply(ctx_, &first) == REDIS_OK;
+      if (first) freeReplyObject(first);
+    }
+    if (!ok || redisGetReply(ctx_, &r) != REDIS_OK) {
       if (r) freeReplyObject(r);
       r = nullptr;
     }
@@ -409,6 +426,15 @@ class Connection {
       }
       if (auth_error(e)) throw AuthenticationError(auth_message(e));
       throw ProcessError("multiproc: redis: SCRIPT LOAD failed on " + url_.host + ": " + e);
+    }
+  }
+
+  void encode(std::span<const std::string_view> argv) {
+    append_header('*', argv.size());
+    for (auto a : argv) {
+      append_header('$', a.size());
+      cmd_.append(a);
+      cmd_.append("\r\n");
     }
   }
 

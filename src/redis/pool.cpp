@@ -7,7 +7,8 @@
 // client_timeout after the last client's renewal), "reaping:<worker>" (a dead worker's tasks while
 // reapers hand them out) and, per client, "results:<client>", "taken:<client>" and
 // "client:<client>" (its liveness key). A client's keys expire client_timeout after its last
-// renewal and are deleted when it ends.
+// renewal and are deleted when it ends; a worker drops, unrun, a task whose client's liveness key
+// is gone (kTakeLua).
 //
 // Messages are a 32-byte HMAC-SHA256 under the auth key, then the body (serialization.hpp).
 // Checking a task's code: the invoker address, rebuilt from (module, offset), must be one of the
@@ -26,6 +27,7 @@
 #include <openssl/sha.h>
 
 #include <atomic>
+#include <bit>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -381,14 +383,52 @@ local function push_result(cmd, results, alive, msg)
 end
 )lua";
 
+// How a worker takes its next task (take(proc, tasks, prefix, little)): the task it still holds in
+// proc (moved there by a call whose reply was lost), else the next one of the queue, moved into
+// proc. A task whose client is gone (its liveness key "client:<client>" deleted by terminate() or
+// the destructor, or lapsed client_timeout after its last renewal) is dropped there, not run, as
+// Python's Pool.terminate() leaves the tasks not yet started: the check is made in the script
+// that hands the task over, so no task of a client is handed over once its key is gone, at no round
+// trip more. The client is read from the message as TaskMsg lays it out (cereal's binary form): a
+// 32-byte signature, magic (4 bytes), then build and client, each a 64-bit length in the worker's
+// byte order (`little`) and its bytes. A message of another shape is the worker's to judge (it
+// drops what is not signed). At most 1000 tasks are dropped per call (the server is held for no
+// long time): then the answer is none, and the worker asks again.
+constexpr const char* kTakeLua = R"lua(
+local function client_of(msg, little)
+  local function length_at(i)
+    if #msg < i + 7 then return nil end
+    local n = 0
+    for k = 0, 7 do n = n * 256 + string.byte(msg, little and i + 7 - k or i + k) end
+    return n
+  end
+  local b = length_at(37)
+  if not b or b > #msg then return nil end
+  local c = length_at(45 + b)
+  if not c or 52 + b + c > #msg then return nil end
+  return string.sub(msg, 53 + b, 52 + b + c)
+end
+local function take(proc, tasks, prefix, little)
+  for _ = 1, 1000 do
+    local v = redis.call('LINDEX', proc, -1) or redis.call('LMOVE', tasks, proc, 'RIGHT', 'LEFT')
+    if not v then return false end
+    local client = client_of(v, little)
+    if not client or redis.call('EXISTS', prefix .. 'client:' .. client) == 1 then return v end
+    redis.call('RPOP', proc)
+  end
+  return false
+end
+)lua";
+
 // KEYS: results, proc, tasks, the client's liveness key. ARGV: result (empty: none), take, the
-// done task's first 32 bytes (its signature). Answers the task and takes it out of proc; when take
-// is 1, returns the next task, moved into proc from the queue: a busy worker makes one round trip
-// per task instead of two (answer, then BLMOVE). Safe to run twice (a reply lost with the
-// connection is retried): the task is found by its signature, not popped blindly, and a task still
-// held in proc (moved by a try whose reply was lost) is returned again before a new one is taken.
-// An answer sent twice is harmless (the client takes the first).
-const std::string kFinishScript = std::string(kPushResultLua) + R"lua(
+// done task's first 32 bytes (its signature), the pool's key prefix, the worker's byte order ('l':
+// little-endian). Answers the task and takes it out of proc; when take is 1, returns the next task
+// (kTakeLua): a busy worker makes one round trip per task instead of two (answer, then take).
+// Safe to run twice (a reply lost with the connection is retried): the task is found by its
+// signature, not popped blindly, and a task still held in proc (moved by a try whose reply was
+// lost) is returned again before a new one is taken. An answer sent twice is harmless (the client
+// takes the first).
+const std::string kFinishScript = std::string(kPushResultLua) + kTakeLua + R"lua(
 if ARGV[1] ~= '' then push_result('RPUSH', KEYS[1], KEYS[4], ARGV[1]) end
 for _, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
   if string.sub(v, 1, 32) == ARGV[3] then
@@ -397,10 +437,18 @@ for _, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
   end
 end
 if ARGV[2] ~= '1' then return false end
-local held = redis.call('LINDEX', KEYS[2], -1)
-if held then return held end
-return redis.call('LMOVE', KEYS[3], KEYS[2], 'RIGHT', 'LEFT')
+return take(KEYS[2], KEYS[3], ARGV[4], ARGV[5] == 'l')
 )lua";
+
+// KEYS: proc, tasks. ARGV: the pool's key prefix, the worker's byte order. Sent in one write behind
+// the idle worker's blocking move (tasks -> proc): what the move took is checked as any task taken
+// (kTakeLua) before the worker sees it, and a task left in proc by a lost reply is found again.
+const std::string kHeldScript = std::string(kTakeLua) + R"lua(
+return take(KEYS[1], KEYS[2], ARGV[1], ARGV[2] == 'l')
+)lua";
+
+// The byte order of the lengths in a task message, for kTakeLua.
+constexpr const char* kByteOrder = std::endian::native == std::endian::little ? "l" : "b";
 
 // KEYS: the client's liveness key, results, taken, the pool's heartbeat TTL key. ARGV: expiry ms,
 // heartbeat TTL ms. The client's periodic renewal; the TTL key (shared by the pool's clients) is
@@ -543,11 +591,6 @@ void serve(const std::string& url, const std::string& name, const std::string& k
   });
   // The task in our processing list that the last answer's script took (empty: none).
   std::string next;
-  // Between tasks the worker holds nothing in its list but what a lost reply left there: a BLMOVE
-  // whose answer went with the connection moved a task the worker never got. A reply is lost only
-  // with its connection, so the list is looked at after a reconnect (the answer script also
-  // returns a task still held before taking a new one).
-  uint64_t connects = conn.connects();
   std::string gave_up;  // why the loop ended, when the server stayed unreachable
   while (!g_worker_stop.load()) {
     std::string task;
@@ -556,11 +599,13 @@ void serve(const std::string& url, const std::string& name, const std::string& k
     } else {
       Reply r;
       try {
-        r = conn.run({"BLMOVE", k_tasks, k_proc, "RIGHT", "LEFT", "0.2"}, Deadline::never(), 0.2);
-        if (r->type != REDIS_REPLY_STRING && conn.connects() != connects) {
-          connects = conn.connects();
-          r = conn.run({"LINDEX", k_proc, "-1"}, Deadline::never());
-        }
+        // Idle: the blocking move, and behind it in the same write the script that checks what it
+        // moved (kHeldScript: a task of a client gone is dropped, one that a lost reply left in
+        // our list is returned).
+        const std::string_view move[] = {"BLMOVE", k_tasks, k_proc, "RIGHT", "LEFT", "0.2"};
+        const std::string_view held[] = {"EVAL",  kHeldScript, "2",       k_proc,
+                                         k_tasks, prefix,      kByteOrder};
+        r = conn.run(held, Deadline::never(), 0.2, true, move);
       } catch (const std::exception& e) {
         gave_up = e.what();
         break;
@@ -575,9 +620,10 @@ void serve(const std::string& url, const std::string& name, const std::string& k
     const std::string_view signature = std::string_view(task).substr(0, 32);
     Reply r;
     try {
-      r = conn.run({"EVAL", kFinishScript, "4", prefix + "results:" + client, k_proc, k_tasks,
-                    prefix + "client:" + client, result, take ? "1" : "0", signature},
-                   Deadline::never());
+      r = conn.run(
+          {"EVAL", kFinishScript, "4", prefix + "results:" + client, k_proc, k_tasks,
+           prefix + "client:" + client, result, take ? "1" : "0", signature, prefix, kByteOrder},
+          Deadline::never());
     } catch (const std::exception& e) {
       // Unreachable: the task stays in our list, for the reaper once our heartbeat lapses.
       gave_up = e.what();
@@ -946,6 +992,9 @@ struct PoolClient::Impl {
           header.assign(r->element[0]->str, r->element[0]->len);
           received = r->elements - 1;
           take_call = false;
+          // A connection made for this call (the first one, or after a failure) is the one it
+          // recovers from: not one more call.
+          connects = recv.connects();
           last_take = Clock::now();
           batch = received > 0;
         }
@@ -1198,6 +1247,9 @@ void PoolClient::terminate() {
     m.closed = true;
   }
   m.stop_threads();
+  // The liveness key goes first (the sender, which renews it, has stopped): from here no worker
+  // is handed a task of this pool (kTakeLua), those queued are dropped, not run.
+  m.forget();
   {
     std::lock_guard lk(m.local_mu);
     for (auto& w : m.local) w.kill();
@@ -1216,7 +1268,6 @@ void PoolClient::terminate() {
     m.local.clear();
     m.local_ids.clear();
   }
-  m.forget();
   m.fail_all(std::make_exception_ptr(BrokenPool("redis::Pool: terminated")));
 }
 

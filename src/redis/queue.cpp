@@ -166,6 +166,7 @@ struct QueueCore::Impl {
     consumer = random_id();
     k_proc = prefix + "proc:" + consumer;
     k_hb = prefix + "hb:" + consumer;
+    k_done = prefix + "done:" + consumer;
     unacked = 0;
     last_beat = {};
   }
@@ -199,6 +200,9 @@ struct QueueCore::Impl {
   bool joinable;
   Connection conn;
   std::string prefix, k_items, k_flag, k_drain, k_unfinished, k_consumers, k_proc, k_hb, consumer;
+  // task_done()'s record of its last call (kTaskDoneScript), and the number of that call.
+  std::string k_done;
+  uint64_t done_calls = 0;
   pid_t consumer_pid = 0;
   size_t unacked = 0;
   bool closed = false;
@@ -220,9 +224,10 @@ QueueCore::QueueCore(std::string url, std::string name, size_t maxsize, Options 
 
 QueueCore::~QueueCore() {
   auto& m = *impl_;
-  if (m.consumer.empty() || m.consumer_pid != getpid()) return;
+  // (A plain handle has a consumer id too once it called task_done(): nothing to give back.)
+  if (!m.options.reliable || m.consumer.empty() || m.consumer_pid != getpid()) return;
   try {
-    m.eval(kRelease, {m.k_proc, m.k_items, m.k_hb, m.k_consumers, m.k_flag, m.k_drain},
+    m.eval(kRelease, {m.k_proc, m.k_items, m.k_hb, m.k_consumers, m.k_flag, m.k_drain, m.k_done},
            {m.consumer}, Deadline::now(), false);
   } catch (...) {
     // The server is gone: the reaper of a live consumer returns the items once the heartbeat ends.
@@ -459,14 +464,15 @@ void QueueCore::heartbeat() {
 
 void QueueCore::task_done() {
   auto& m = *impl_;
-  bool ack = false;
-  if (m.options.reliable) {
-    m.own_consumer();
-    ack = m.unacked > 0;
-  }
+  m.own_consumer();  // its id names the record that makes a retried call count once
+  const bool ack = m.options.reliable && m.unacked > 0;
+  // The record outlives any retry of the call (retries stop after unreachable_timeout).
+  const std::string call = std::to_string(++m.done_calls),
+                    keep_ms = std::to_string(static_cast<long long>(
+                        std::max(60.0, 2 * m.options.unreachable_timeout.count()) * 1000));
   const long long left =
-      integer(m.eval(kTaskDone, {m.k_unfinished, ack ? m.k_proc : m.k_unfinished},
-                     {ack ? "1" : "0"}, Deadline::never()));
+      integer(m.eval(kTaskDone, {m.k_unfinished, ack ? m.k_proc : m.k_unfinished, m.k_done},
+                     {ack ? "1" : "0", call, keep_ms}, Deadline::never()));
   if (ack) --m.unacked;
   if (left < 0) throw ProcessError("multiproc: task_done() called too many times");
 }

@@ -42,15 +42,9 @@ struct CorePool {
 
 struct RedisPool {
   static std::unique_ptr<mpr::Pool> make(const mp::Context& ctx, unsigned n) {
-    // A pool name of the test's own: workers of other tests never take its tasks.
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name =
-        std::string(info->test_suite_name()) + "." + info->name() + "." + std::to_string(getpid());
-    for (auto& c : name)
-      if (c == '/') c = '_';
     return std::make_unique<mpr::Pool>(
         RedisServer::instance()->url(),
-        mpr::PoolOptions{.processes = n, .name = name, .context = ctx});
+        mpr::PoolOptions{.processes = n, .name = test_pool_name(), .context = ctx});
   }
 };
 

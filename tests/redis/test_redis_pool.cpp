@@ -120,13 +120,18 @@ struct ExternalWorker {
   }
 };
 
-void lpush(const std::string& key, const std::string& value) {
+// `command` (LPUSH, SET) of key and value on the test's server.
+void run_command(const char* command, const std::string& key, const std::string& value) {
   redisContext* c = redisConnect("127.0.0.1", RedisServer::instance()->port());
   ASSERT_TRUE(c && !c->err);
   freeReplyObject(redisCommand(c, "AUTH %s", RedisServer::kPassword));
+  const std::string format = std::string(command) + " %b %b";
   freeReplyObject(
-      redisCommand(c, "LPUSH %b %b", key.data(), key.size(), value.data(), value.size()));
+      redisCommand(c, format.c_str(), key.data(), key.size(), value.data(), value.size()));
   redisFree(c);
+}
+void lpush(const std::string& key, const std::string& value) {
+  run_command("LPUSH", key, value);
 }
 
 class RedisPoolTest : public StartMethodTest {};
@@ -276,7 +281,9 @@ TEST(RedisPool, AnInvokerThatIsNoEntryPointIsRefused) {
   TempDir dir;
   const std::string name = test_pool_name();
   ExternalWorker worker(name, dir.path + "/worker.log");
-  // Signed with the right key, but naming a function that is not a task entry point.
+  // Signed with the right key, but naming a function that is not a task entry point; from a
+  // client that lives (its liveness key: workers drop the tasks of clients gone).
+  run_command("SET", "mp:pool:{" + name + "}:client:nobody", "1");
   multiproc::detail::TaskCode code;
   code.invoker = multiproc::detail::encode_code_address(reinterpret_cast<const void*>(&touch));
   std::string code_bytes;

@@ -1,6 +1,7 @@
 // redis::Pool around its tasks: progress bars on map/imap/starmap (as the core Pool draws them),
 // the keys a pool leaves in Redis (none after its lifetime; a killed client's expire), workers that
-// give up on an unreachable server, and a client killed in the middle of reaping a dead worker.
+// give up on an unreachable server, a client killed in the middle of reaping a dead worker, and
+// the tasks a terminated pool had queued (never run) or a joined one (all run).
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -62,6 +63,20 @@ int64_t slow_once(std::string dir) {
   return 1;
 }
 
+// Says it runs (a file named by its pid), then waits until the test lets it go (dir/go).
+int64_t gate(std::string dir) {
+  std::ofstream(dir + "/started-" + std::to_string(getpid())) << "1";
+  for (int i = 0; i < 6000 && !std::filesystem::exists(dir + "/go"); ++i)
+    std::this_thread::sleep_for(10ms);
+  return 0;
+}
+
+// A task whose side effect shows that it ran.
+int64_t mark(std::string path) {
+  std::ofstream(path) << "ran";
+  return 1;
+}
+
 struct TempDir {
   std::string path;
   TempDir() {
@@ -101,6 +116,12 @@ class Peek {
       freeReplyObject(r);
     } while (cursor != "0");
     return out;
+  }
+  long long llen(const std::string& key) {
+    auto* r = static_cast<redisReply*>(redisCommand(c_, "LLEN %b", key.data(), key.size()));
+    const long long n = r ? r->integer : -1;
+    if (r) freeReplyObject(r);
+    return n;
   }
   long long pttl(const std::string& key) {
     auto* r = static_cast<redisReply*>(redisCommand(c_, "PTTL %b", key.data(), key.size()));
@@ -153,6 +174,24 @@ char proc_state(pid_t pid) {
   std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   const auto close = stat.rfind(')');
   return close == std::string::npos || close + 2 >= stat.size() ? 0 : stat[close + 2];
+}
+
+// Files named started-* in dir (a gate task running).
+size_t gates_started(const std::string& dir) {
+  size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    n += e.path().filename().string().rfind("started-", 0) == 0 ? 1 : 0;
+  return n;
+}
+
+// Tasks of dir that ran (files named task-*).
+std::vector<std::string> tasks_run(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().filename().string().rfind("task-", 0) == 0)
+      out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 class RedisPoolLifecycleTest : public StartMethodTest {};
@@ -285,6 +324,89 @@ TEST(RedisPoolLifecycle, TheKeysOfAKilledClientExpire) {
   // Nothing renews anything now.
   EXPECT_TRUE(eventually([&] { return peek.keys(name).empty(); }))
       << "left: " << testing::PrintToString(peek.keys(name));
+}
+
+// ---- the tasks a pool leaves queued
+// --------------------------------------------------------------
+
+// Python's Pool.terminate(): a task not started yet never runs. Every worker busy (a local one,
+// killed by terminate(), and an external one that lives on), tasks with a side effect queued
+// behind them on the server; once terminate() has returned, the external worker finishes its task
+// and must drop those, not run them. A sentinel from another pool, queued after them, tells when
+// the worker has gone past them (one worker: it takes the shared queue in order).
+TEST_P(RedisPoolLifecycleTest, TasksQueuedBeforeTerminateNeverRun) {
+  MP_REQUIRE_REDIS();
+  Peek peek;
+  ASSERT_TRUE(peek.ok());
+  TempDir dir;
+  const std::string name = test_pool_name(), tasks = "mp:pool:{" + name + "}:tasks";
+  ForkedWorker worker(name);
+  {
+    mpr::Pool pool(redis_url(), {.processes = 1, .name = name, .context = ctx()});
+    std::vector<mpr::AsyncResult<int64_t>> rs;
+    for (int i = 0; i < 2; ++i) rs.push_back(pool.apply_async(gate, dir.path));
+    ASSERT_TRUE(eventually([&] { return gates_started(dir.path) == 2; }));
+    for (int i = 0; i < 10; ++i)
+      rs.push_back(pool.apply_async(mark, dir.path + "/task-" + std::to_string(i)));
+    ASSERT_TRUE(eventually([&] { return peek.llen(tasks) == 10; })) << "not all on the server";
+    pool.terminate();
+    for (auto& r : rs) EXPECT_THROW((void)r.get(30s), multiproc::BrokenPool);
+  }
+  std::ofstream(dir.path + "/go") << "1";
+  mpr::Pool other(redis_url(), {.processes = 0, .name = name});
+  EXPECT_EQ(other.apply_async(mark, dir.path + "/sentinel").get(60s), 1);
+  EXPECT_EQ(tasks_run(dir.path), std::vector<std::string>{});
+  EXPECT_EQ(peek.llen(tasks), 0);
+}
+
+// The same with no worker at all while the pool lives: one started after terminate() takes its
+// first tasks by the blocking path, and drops those as well.
+TEST(RedisPoolLifecycle, AWorkerStartedAfterTerminateDropsTheQueuedTasks) {
+  MP_REQUIRE_REDIS();
+  Peek peek;
+  ASSERT_TRUE(peek.ok());
+  TempDir dir;
+  const std::string name = test_pool_name(), tasks = "mp:pool:{" + name + "}:tasks";
+  {
+    mpr::Pool pool(redis_url(), {.processes = 0, .name = name});
+    std::vector<mpr::AsyncResult<int64_t>> rs;
+    for (int i = 0; i < 10; ++i)
+      rs.push_back(pool.apply_async(mark, dir.path + "/task-" + std::to_string(i)));
+    ASSERT_TRUE(eventually([&] { return peek.llen(tasks) == 10; })) << "not all on the server";
+  }
+  ForkedWorker worker(name);
+  mpr::Pool other(redis_url(), {.processes = 0, .name = name});
+  EXPECT_EQ(other.apply_async(mark, dir.path + "/sentinel").get(60s), 1);
+  EXPECT_EQ(tasks_run(dir.path), std::vector<std::string>{});
+}
+
+// close() + join() runs everything queued, however long it waits: a client that is only quiet
+// (here for longer than its client_timeout, which its renewals keep off) loses no task.
+TEST_P(RedisPoolLifecycleTest, TasksQueuedBeforeCloseAllRunThroughJoin) {
+  MP_REQUIRE_REDIS();
+  Peek peek;
+  ASSERT_TRUE(peek.ok());
+  TempDir dir;
+  const std::string name = test_pool_name(), tasks = "mp:pool:{" + name + "}:tasks";
+  ForkedWorker worker(name);
+  mpr::Pool pool(redis_url(),
+                 {.processes = 1, .name = name, .context = ctx(), .client_timeout = 0.5s});
+  std::vector<mpr::AsyncResult<int64_t>> rs;
+  for (int i = 0; i < 2; ++i) rs.push_back(pool.apply_async(gate, dir.path));
+  ASSERT_TRUE(eventually([&] { return gates_started(dir.path) == 2; }));
+  std::vector<std::string> expected;
+  for (int i = 0; i < 10; ++i) {
+    expected.push_back("task-" + std::to_string(i));
+    rs.push_back(pool.apply_async(mark, dir.path + "/" + expected.back()));
+  }
+  std::sort(expected.begin(), expected.end());
+  ASSERT_TRUE(eventually([&] { return peek.llen(tasks) == 10; })) << "not all on the server";
+  pool.close();
+  std::this_thread::sleep_for(1500ms);  // three client_timeouts
+  std::ofstream(dir.path + "/go") << "1";
+  pool.join();
+  for (auto& r : rs) EXPECT_NO_THROW((void)r.get(30s));
+  EXPECT_EQ(tasks_run(dir.path), expected);
 }
 
 // ---- workers that give up -----------------------------------------------------------------------

@@ -26,13 +26,6 @@ namespace {
 
 MP_REDIS_TEST_PROGRAM();
 
-// Each test gets queues of its own, even when a server outlives a failed run.
-std::string qname(const std::string& what = "q") {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  return std::string(info->test_suite_name()) + "." + info->name() + "." + what + "." +
-         std::to_string(getpid());
-}
-
 struct Point {
   int x;
   double y;
@@ -420,6 +413,28 @@ TEST(RedisQueue, ReliableAckWithALostReplyAcksOnce) {
   }  // gives back what it did not ack
   EXPECT_EQ(other.get_many(10, 5s), (std::vector<int>{2, 3}));
   other.unlink();
+}
+
+// A task_done() whose reply was lost is sent again: it must count (and ack) once, or join()
+// would return with an item still unfinished, and the last task_done() be "one too many".
+TEST(RedisQueue, ReliableTaskDoneWithALostReplyCountsOnce) {
+  MP_REQUIRE_REDIS();
+  LossyProxy proxy(RedisServer::instance()->port());
+  const mpr::Options reliable{.reliable = true, .heartbeat_ttl = 30s};
+  mpr::JoinableQueue<int> feeder(redis_url(), qname());
+  mpr::JoinableQueue<int> q(proxy.url(), qname(), 0, reliable);
+  feeder.put_many(std::vector<int>{1, 2});
+  EXPECT_EQ(q.get(30s), 1);
+  // task_done()'s script is the only command of q that names the unfinished count.
+  proxy.drop_next_reply_to({"unfinished"});
+  q.task_done();
+  EXPECT_TRUE(proxy.dropped());
+  EXPECT_EQ(q.unacked(), 0u);
+  EXPECT_FALSE(feeder.join(0.3s)) << "item 2 is not done";
+  EXPECT_EQ(q.get(30s), 2);
+  EXPECT_NO_THROW(q.task_done());
+  EXPECT_TRUE(feeder.join(30s));
+  feeder.unlink();
 }
 
 TEST(RedisQueue, ServerRestartLosesNothingThatWasPut) {

@@ -27,15 +27,6 @@ namespace {
 
 MP_REDIS_TEST_PROGRAM();
 
-std::string qname(const std::string& what = "q") {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::string n = std::string(info->test_suite_name()) + "." + info->name() + "." + what + "." +
-                  std::to_string(getpid());
-  for (auto& c : n)
-    if (c == '/') c = '_';
-  return n;
-}
-
 constexpr int64_t kSecond = 1'000'000'000;  // the second producer's items start here
 
 // Puts base, base + 1, ... one at a time (or in batches of `batch`) until the queue is shut down,

@@ -205,13 +205,20 @@ inline ::testing::AssertionResult config_fsync_always(const RedisServer& server)
     ASSERT_NE(RedisServer::instance(), nullptr) << "redis-server did not start";   \
   } while (0)
 
-// A redis::Pool name of the running test's own (suite, test, pid): workers of other tests and
-// other test programs never take its tasks.
-inline std::string test_pool_name() {
+// A queue name of the running test's own (suite, test, `what`, pid; '/' of a parameterized test
+// made '_'): other tests and other test programs on the server never meet its keys. `what` tells
+// apart the queues of one test.
+inline std::string qname(const std::string& what = "q") {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::string n =
-      std::string(info->test_suite_name()) + "." + info->name() + "." + std::to_string(getpid());
+  std::string n = std::string(info->test_suite_name()) + "." + info->name() + "." +
+                  (what.empty() ? std::string() : what + ".") + std::to_string(getpid());
   for (auto& c : n)
     if (c == '/') c = '_';
   return n;
+}
+
+// A redis::Pool name of the running test's own (suite, test, pid): workers of other tests and
+// other test programs never take its tasks.
+inline std::string test_pool_name() {
+  return qname({});
 }

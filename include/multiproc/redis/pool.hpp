@@ -23,6 +23,11 @@
 // with ConnectionError; close() + join() waits for the tasks not sent yet, terminate() and the
 // destructor fail them with BrokenPool.
 //
+// As Python's Pool.terminate(), terminate() (and the destructor) leaves the tasks not started
+// yet: once it has returned, no worker is handed one of them (workers drop them, unrun). A task a
+// worker had already taken may still finish. The same holds for the tasks of a client killed or
+// cut off, once its keys lapse (client_timeout).
+//
 // A worker that stops beating for worker_timeout (died, host cut off) has its tasks run again on
 // another worker, at most max_retries times, then their results fail with WorkerLost: a task may
 // run more than once and must be idempotent.
@@ -74,9 +79,10 @@ struct PoolOptions {
   std::optional<Context> context{};  // start method of the local workers
   // The pool's own keys in Redis (its result lists, its liveness key) have this expiry, renewed
   // while it lives (every client_timeout / 4) and deleted by join(), terminate() and the
-  // destructor: those of a client that was killed or cut off go after this long, and results
-  // answered for it later are dropped. Keep it well above unreachable_timeout: a pool whose keys
-  // lapse during an outage loses the results answered before its next renewal.
+  // destructor: those of a client that was killed or cut off go after this long; then its tasks
+  // still queued are dropped (not run), and results answered for it later too. Keep it well above
+  // unreachable_timeout: a pool whose keys lapse during an outage loses the results answered, and
+  // the tasks taken, before its next renewal.
   std::chrono::duration<double> client_timeout{60.0};
 };
 
@@ -500,7 +506,8 @@ class Pool : public multiproc::detail::PoolFront<Pool> {
   void close() { client_->close(); }
   // After close(): waits for every submitted task, then stops the local workers.
   void join() { client_->join(); }
-  // Stops the local workers at once; pending results fail with BrokenPool.
+  // Stops the local workers at once; pending results fail with BrokenPool, and the tasks no
+  // worker has taken yet never run (external workers drop them).
   void terminate() { client_->terminate(); }
   unsigned processes() const { return client_->processes(); }
   std::vector<pid_t> worker_pids() const { return client_->worker_pids(); }
