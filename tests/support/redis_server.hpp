@@ -197,6 +197,27 @@ inline ::testing::AssertionResult config_fsync_always(const RedisServer& server)
   return result;
 }
 
+// How many clients the server has blocked in a command (BLMOVE, BRPOP...) now: INFO clients'
+// blocked_clients; -1 when it cannot be asked.
+inline int blocked_clients(const RedisServer& server) {
+  redisContext* c = redisConnect("127.0.0.1", server.port());
+  if (!c || c->err) {
+    if (c) redisFree(c);
+    return -1;
+  }
+  freeReplyObject(redisCommand(c, "AUTH %s", RedisServer::kPassword));
+  auto* r = static_cast<redisReply*>(redisCommand(c, "INFO clients"));
+  int n = -1;
+  if (r && r->type == REDIS_REPLY_STRING) {
+    const std::string info(r->str, r->len);
+    const auto at = info.find("blocked_clients:");
+    if (at != std::string::npos) n = std::atoi(info.c_str() + at + 16);
+  }
+  freeReplyObject(r);
+  redisFree(c);
+  return n;
+}
+
 // First line of every test that needs the server.
 #define MP_REQUIRE_REDIS()                                                         \
   do {                                                                             \
