@@ -300,6 +300,10 @@ void PoolCore::feed_locked(std::vector<FailedChunk>& failed) {
       if (feeding_.empty()) {
         if (state_.load() == State::closed && !sentinels_sent_) {
           sentinels_sent_ = true;
+          // The chunks gathered in this pass go first: a worker leaves at its sentinel, and a
+          // chunk queued behind every sentinel would never run (its result never ready).
+          put_or_retract(batch, sizes, sent, failed);
+          batch.clear();
           put_stop_sentinels_locked(config_.processes);
         }
         break;

@@ -2,6 +2,7 @@
 // initializer (CPython's TestPoolNotLeakOnFailure), the progress bar; each under every start
 // method where a process is involved.
 #include <sys/wait.h>
+#include <future>
 #include <ranges>
 #include <set>
 #include <stdexcept>
@@ -37,6 +38,24 @@ int read_init_value(int) {
 }
 int exit_worker(int) {
   std::_Exit(0);
+}
+
+// Pool::join() with a bound, for tests of joins that used to hang. A join still waiting after
+// `limit` cannot be interrupted (a concurrent terminate() waits for it): the test program says so
+// and ends, and the resource tracker ends the pool's workers.
+void join_within(mp::Pool& pool, std::chrono::seconds limit, const char* what) {
+  std::promise<void> joined;
+  auto done = joined.get_future();
+  std::thread joiner([&] {
+    pool.join();
+    joined.set_value();
+  });
+  if (done.wait_for(limit) != std::future_status::ready) {
+    std::fprintf(stderr, "FAILED: Pool::join() still waiting after %llds: %s\n",
+                 static_cast<long long>(limit.count()), what);
+    std::_Exit(1);
+  }
+  joiner.join();
 }
 
 // An input range whose iteration throws at element `at`, like a Python generator raising.
@@ -111,6 +130,19 @@ TEST_P(PoolLifecycleTest, ImapInputThatThrowsSurfacesInPlace) {
   }
   EXPECT_EQ(it.next(30s), std::nullopt);
   EXPECT_EQ(pool.apply(inc, 1), 2);  // the pool is still usable
+}
+
+// More chunks than the pool has task slots (16384): the last ones are sent by a feed that runs
+// after close(), the same feed that queues the workers' stop sentinels. The sentinels used to
+// go ahead of those chunks: the workers left, join() returned, and get() never saw the result.
+TEST_P(PoolLifecycleTest, MapAsyncOfMoreChunksThanSlotsThenCloseAndJoinCompletes) {
+  mp::Pool pool(options(2));
+  auto result = pool.map_async(inc, std::views::iota(int64_t{0}, int64_t{20000}), 1);
+  pool.close();
+  join_within(pool, 60s, "it waited for chunks queued behind the stop sentinels");
+  auto values = result.get(10s);
+  ASSERT_EQ(values.size(), 20000u);
+  EXPECT_EQ(values.back(), 20000);
 }
 
 TEST_P(PoolLifecycleTest, MapInputThatThrowsReachesTheCaller) {
