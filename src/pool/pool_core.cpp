@@ -727,6 +727,7 @@ void PoolCore::close() {
   {
     std::lock_guard lk(mu_);
     if (state_.load() == State::running) state_.store(State::closed);
+    for (auto& j : feeding_) j->pool_closed();
   }
   feed();  // sends the stop sentinels once nothing is left to dispatch
 }

@@ -6,6 +6,8 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdio>
+#include <future>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -133,6 +135,30 @@ TEST_P(ProcessPoolExecutorTest, ShutdownCancelFutures) {
   }
   EXPECT_GE(n_cancelled, 9u);
   EXPECT_THROW(ex.submit(sqr, 1), mp::ProcessError);  // test_run_after_shutdown
+}
+
+// Python's `with ProcessPoolExecutor() as ex: ex.map(f, items, chunksize=2)` without reading the
+// results: leaving the block waits for every call and returns. The chunked map runs on the pool's
+// lazy imap, whose unread results used to hold its input back: shutdown() waited for ever.
+TEST_P(ProcessPoolExecutorTest, ChunkedMapNotReadDoesNotHoldUpShutdown) {
+  mp::ProcessPoolExecutor ex(opts(2));
+  auto kept = ex.map(sqr, std::vector<int>(50, 3), mp::ExecutorMapOptions{.chunksize = 2});
+  { (void)ex.map(sqr, std::vector<int>(50, 4), mp::ExecutorMapOptions{.chunksize = 3}); }
+  std::promise<void> finished;
+  auto done = finished.get_future();
+  std::thread shutter([&] {
+    ex.shutdown(/*wait=*/true);
+    finished.set_value();
+  });
+  if (done.wait_for(60s) != std::future_status::ready) {
+    std::fprintf(stderr, "FAILED: shutdown() still waiting after 60 s for an unread chunked map\n");
+    std::_Exit(1);  // the resource tracker ends the workers
+  }
+  shutter.join();
+  int sum = 0, n = 0;
+  for (int y : kept) sum += y, ++n;
+  EXPECT_EQ(n, 50);
+  EXPECT_EQ(sum, 450);
 }
 
 TEST_P(ProcessPoolExecutorTest, CancelAWaitingCall) {

@@ -145,6 +145,37 @@ TEST_P(PoolLifecycleTest, MapAsyncOfMoreChunksThanSlotsThenCloseAndJoinCompletes
   EXPECT_EQ(values.back(), 20000);
 }
 
+// Python's task handler reads an imap's whole input: close() + join() before reading the
+// results runs every call, and the results are there afterwards. The lazy input used to wait for
+// a consumer that was itself waiting for join(): the join never returned.
+TEST_P(PoolLifecycleTest, ImapNotReadBeforeCloseAndJoinRunsEveryCall) {
+  mp::Pool pool(options(2));
+  auto ordered = pool.imap(inc, std::views::iota(int64_t{0}, int64_t{100}));
+  auto unordered = pool.imap_unordered(inc, std::views::iota(int64_t{0}, int64_t{100}), 3);
+  pool.close();
+  join_within(pool, 30s, "it waited for imap results nobody had read yet");
+  int64_t expect = 0;
+  for (int64_t y : ordered) EXPECT_EQ(y, ++expect);
+  EXPECT_EQ(expect, 100);
+  std::set<int64_t> seen;
+  for (int64_t y : unordered) seen.insert(y);
+  EXPECT_EQ(seen.size(), 100u);
+}
+
+// An imap result dropped half way (or never read) holds nothing back: its remaining calls run
+// (as in Python) with their results discarded, and close() + join() returns.
+TEST_P(PoolLifecycleTest, ImapDroppedHalfWayLetsCloseAndJoinReturn) {
+  mp::Pool pool(options(2));
+  {
+    auto it = pool.imap(inc, std::views::iota(int64_t{0}, int64_t{200}), 2);
+    for (int64_t i = 0; i < 5; ++i) ASSERT_EQ(it.next(30s), i + 1);
+  }
+  { (void)pool.imap_unordered(inc, std::views::iota(int64_t{0}, int64_t{200})); }
+  EXPECT_EQ(pool.apply(inc, 1), 2);  // the dropped jobs do not hold up later calls
+  pool.close();
+  join_within(pool, 30s, "it waited for dropped imap results");
+}
+
 TEST_P(PoolLifecycleTest, MapInputThatThrowsReachesTheCaller) {
   mp::Pool pool(options(2));
   EXPECT_THROW(pool.map(inc, ThrowingInput{10}), std::runtime_error);

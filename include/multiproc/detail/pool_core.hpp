@@ -43,6 +43,9 @@ class JobBase {
   virtual bool next_chunk(std::string& args, uint32_t& chunk) = 0;
   // Whether the job wants more chunks in flight now (imap bounds its buffered results).
   virtual bool wants_more() { return true; }
+  // close() was called: join() waits for every call, so a job may no longer wait for its
+  // consumer before reading the rest of its input (Python's task handler reads it all).
+  virtual void pool_closed() {}
   virtual void chunk_done(uint32_t chunk, const char* p, size_t n) = 0;
   virtual void chunk_failed(uint32_t chunk, std::exception_ptr error) = 0;
   virtual void input_failed(std::exception_ptr error) = 0;
