@@ -580,6 +580,7 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
                   this](Pool& pool) mutable -> bool {
       if (!st->set_running()) return false;  // cancelled while it waited
       auto on_ok = [st, this](auto&... v) {
+        Completing in_callbacks(this);
         if constexpr (std::is_void_v<R>)
           st->set_value({});
         else
@@ -587,6 +588,7 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
         call_finished();
       };
       auto on_err = [st, this](std::exception_ptr e) {
+        Completing in_callbacks(this);
         st->set_error(e);
         call_finished();
       };
@@ -607,6 +609,10 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
     return Future<R>(st);
   }
 
+  // Python's shutdown(wait, cancel_futures). From a done callback of this executor's futures
+  // (which runs in the thread that completes the call), wait=true throws ProcessError after the
+  // executor has stopped taking calls, as Python's raises RuntimeError there: the callback's own
+  // call is not finished until the callback returns.
   void shutdown(bool wait = true, bool cancel_futures = false);
   // Python 3.14: end every worker at once (SIGTERM / SIGKILL) and shut the executor down; the
   // calls they were running fail, the calls not started are cancelled.
@@ -622,6 +628,16 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
     std::function<bool(Pool&)> start;  // false: nothing handed to the pool
     std::function<void(std::exception_ptr)> fail;
   };
+  // Marks the thread that completes one of this executor's calls (and so runs its futures' done
+  // callbacks): shutdown(wait=true) there would wait for the very call being completed.
+  struct Completing {
+    explicit Completing(const ProcessPoolExecutor* ex) : saved(completing_) { completing_ = ex; }
+    ~Completing() { completing_ = saved; }
+    Completing(const Completing&) = delete;
+    Completing& operator=(const Completing&) = delete;
+    const ProcessPoolExecutor* saved;
+  };
+  static thread_local const ProcessPoolExecutor* completing_;
   template <class F, class... Ranges>
   auto map_impl(F f, const ExecutorMapOptions& options, Ranges&&... ranges) {
     if constexpr (sizeof...(Ranges) == 1) {

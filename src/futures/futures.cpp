@@ -38,6 +38,8 @@ void ThreadPoolExecutor::shutdown(bool wait, bool cancel_futures) {
 
 // ---- ProcessPoolExecutor ----
 
+thread_local const ProcessPoolExecutor* ProcessPoolExecutor::completing_ = nullptr;
+
 namespace {
 PoolOptions pool_options(ProcessPoolExecutorOptions& o) {
   PoolOptions p;
@@ -125,6 +127,11 @@ void ProcessPoolExecutor::shutdown(bool wait, bool cancel_futures) {
   if (cancel_futures) cancel_tracked();
   cv_.notify_all();
   if (!wait) return;
+  if (completing_ == this)
+    throw ProcessError(
+        "ProcessPoolExecutor::shutdown(wait=true) called from a done callback of its own future: "
+        "the callback's call cannot finish while it waits. The executor takes no more calls; "
+        "wait for it from another thread (or let its destructor do so)");
   {
     std::unique_lock lk(mu_);
     cv_.wait(lk, [&] { return stop_manager_ || (pending_.empty() && in_pool_ == 0); });

@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include <gmock/gmock.h>
+
 #include "start_methods.hpp"
 
 #include <multiproc/futures.hpp>
@@ -159,6 +161,33 @@ TEST_P(ProcessPoolExecutorTest, ChunkedMapNotReadDoesNotHoldUpShutdown) {
   for (int y : kept) sum += y, ++n;
   EXPECT_EQ(n, 50);
   EXPECT_EQ(sum, 450);
+}
+
+// shutdown(wait=true) from a done callback: Python raises (RuntimeError, "cannot join current
+// thread") and the executor stops taking calls. It used to wait for the callback's own call,
+// which finishes only once the callback returns: the program hung.
+TEST_P(ProcessPoolExecutorTest, ShutdownWaitFromADoneCallbackIsAnError) {
+  auto ex = std::make_unique<mp::ProcessPoolExecutor>(opts(2));
+  std::promise<std::string> said;
+  auto f = ex->submit(sleep_then, 300, 9);  // not done yet when the callback is added
+  f.add_done_callback([&](const mp::Future<int>&) {
+    try {
+      ex->shutdown(/*wait=*/true);
+      said.set_value("returned");
+    } catch (const mp::ProcessError& e) {
+      said.set_value(e.what());
+    }
+  });
+  auto answer = said.get_future();
+  if (answer.wait_for(60s) != std::future_status::ready) {
+    std::fprintf(stderr,
+                 "FAILED: shutdown(wait=true) in a done callback still waiting after 60 s\n");
+    std::_Exit(1);
+  }
+  EXPECT_THAT(answer.get(), ::testing::HasSubstr("done callback"));
+  EXPECT_EQ(f.result(10s), 9);
+  EXPECT_THROW(ex->submit(sqr, 1), mp::ProcessError);  // it has stopped taking calls
+  ex.reset();                                          // the destructor waits, from here
 }
 
 TEST_P(ProcessPoolExecutorTest, CancelAWaitingCall) {
