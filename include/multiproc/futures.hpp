@@ -202,8 +202,17 @@ struct Completions {
   std::deque<size_t> order;  // indexes, in the order they completed
   size_t failed = 0;
 };
+// An empty Future (default-constructed or moved from) has no state to wait on: a caller's mistake.
 template <class R>
-std::shared_ptr<Completions> watch(const std::vector<Future<R>>& fs) {
+void require_valid(const std::vector<Future<R>>& fs, const char* what) {
+  for (size_t i = 0; i < fs.size(); ++i)
+    if (!fs[i].valid())
+      throw ProcessError(std::string(what) + ": future " + std::to_string(i) +
+                         " is empty (default-constructed or moved from, not from an executor)");
+}
+template <class R>
+std::shared_ptr<Completions> watch(const std::vector<Future<R>>& fs, const char* what) {
+  require_valid(fs, what);
   auto c = std::make_shared<Completions>();
   for (size_t i = 0; i < fs.size(); ++i) {
     fs[i].shared_state()->on_done([c, i, st = std::weak_ptr(fs[i].shared_state())] {
@@ -224,7 +233,7 @@ template <class R>
 WaitResult<R> wait(const std::vector<Future<R>>& futures, Timeout timeout = std::nullopt,
                    WaitWhen when = ALL_COMPLETED) {
   auto deadline = detail::Deadline::after(timeout);
-  auto c = detail::watch(futures);
+  auto c = detail::watch(futures, "wait()");
   {
     std::unique_lock lk(c->mu);
     auto met = [&] {
@@ -251,7 +260,7 @@ class AsCompleted {
   AsCompleted(std::vector<Future<R>> futures, Timeout timeout)
       : futures_(std::move(futures)),
         deadline_(detail::Deadline::after(timeout)),
-        c_(detail::watch(futures_)) {}
+        c_(detail::watch(futures_, "as_completed()")) {}
 
   std::optional<Future<R>> next() {
     if (yielded_ == futures_.size()) return std::nullopt;
@@ -294,6 +303,7 @@ AsCompleted<R> as_completed(std::vector<Future<R>> futures, Timeout timeout = st
 template <class R>
 Future<std::vector<detail::value_of<R>>> when_all(std::vector<Future<R>> futures) {
   using V = detail::value_of<R>;
+  detail::require_valid(futures, "when_all()");
   auto st = std::make_shared<detail::FutureState<std::vector<V>>>();
   st->set_running();
   auto left = std::make_shared<std::atomic<size_t>>(futures.size());
@@ -327,6 +337,7 @@ Future<std::vector<detail::value_of<R>>> when_all(std::vector<Future<R>> futures
 // A future of the index of the first future to complete (-1 for none given: it never completes).
 template <class R>
 Future<size_t> when_any(const std::vector<Future<R>>& futures) {
+  detail::require_valid(futures, "when_any()");
   auto st = std::make_shared<detail::FutureState<size_t>>();
   st->set_running();
   for (size_t i = 0; i < futures.size(); ++i)
