@@ -18,6 +18,10 @@
 namespace multiproc::detail {
 namespace {
 
+// The pool whose own thread (result pump, worker monitor) this is: pool callbacks run there, and
+// join() from one would wait for itself.
+thread_local const PoolCore* g_own_thread_of = nullptr;
+
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -539,6 +543,7 @@ bool PoolCore::wait_until(const std::function<bool()>& ready, const Deadline& de
 }
 
 void PoolCore::pump_loop() {
+  g_own_thread_of = this;
   // Results are processed here only while no caller is waiting on one (callbacks, imap feeding,
   // replacing input while the program does something else); a waiting caller pumps itself.
   while (!stopping_.load()) {
@@ -575,6 +580,7 @@ void PoolCore::pump_loop() {
 // ---- workers -----------------------------------------------------------------------------------
 
 void PoolCore::monitor_loop() {
+  g_own_thread_of = this;
   while (!stopping_.load()) {
     try {
       std::vector<pollfd> fds;
@@ -759,6 +765,7 @@ void PoolCore::terminate() {
 }
 
 void PoolCore::stop_threads() {
+  std::lock_guard threads(threads_mu_);
   stopping_.store(true);
   if (event_fd_ >= 0) {
     uint64_t one = 1;
@@ -827,6 +834,11 @@ void PoolCore::release_unrun_tasks() noexcept {
 bool PoolCore::join(const Deadline& deadline) {
   if (state_.load() == State::running)
     throw ProcessError("Pool::join(): call close() or terminate() first");
+  if (g_own_thread_of == this) {
+    throw ProcessError(
+        "Pool::join(): called from a callback of this pool, in the pool's result thread, "
+        "which join() waits for; call join() from another thread");
+  }
   if (state_.load() == State::closed) {
     // Workers leave once they take their stop sentinel, after every task; results meanwhile
     // are processed here.

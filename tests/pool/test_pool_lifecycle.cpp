@@ -2,11 +2,14 @@
 // initializer (CPython's TestPoolNotLeakOnFailure), the progress bar; each under every start
 // method where a process is involved.
 #include <sys/wait.h>
+#include <atomic>
 #include <future>
 #include <ranges>
 #include <set>
 #include <stdexcept>
 #include <thread>
+
+#include <gmock/gmock.h>
 
 #include "start_methods.hpp"
 
@@ -38,6 +41,10 @@ int read_init_value(int) {
 }
 int exit_worker(int) {
   std::_Exit(0);
+}
+int sleep_seconds(int s) {
+  std::this_thread::sleep_for(std::chrono::seconds(s));
+  return s;
 }
 
 // Pool::join() with a bound, for tests of joins that used to hang. A join still waiting after
@@ -174,6 +181,54 @@ TEST_P(PoolLifecycleTest, ImapDroppedHalfWayLetsCloseAndJoinReturn) {
   EXPECT_EQ(pool.apply(inc, 1), 2);  // the dropped jobs do not hold up later calls
   pool.close();
   join_within(pool, 30s, "it waited for dropped imap results");
+}
+
+// Python's terminate() from one thread makes another thread's join() return. Both ended by
+// joining the pool's threads, and joined the same std::thread twice: the second hung.
+TEST_P(PoolLifecycleTest, TerminateWhileAnotherThreadJoinsEndsBoth) {
+  // Either call may be the one that hangs: a watchdog ends the test program instead.
+  std::atomic<bool> finished{false};
+  std::thread watchdog([&] {
+    for (int i = 0; i < 400; ++i) {
+      if (finished.load()) return;
+      std::this_thread::sleep_for(100ms);
+    }
+    std::fprintf(stderr, "FAILED: terminate() or a concurrent join() still waiting after 40 s\n");
+    std::_Exit(1);
+  });
+  mp::Pool pool(options(2));
+  auto long_call = pool.apply_async(sleep_seconds, 60);
+  pool.close();
+  std::thread joiner([&] { pool.join(); });
+  std::this_thread::sleep_for(300ms);
+  pool.terminate();
+  joiner.join();
+  finished.store(true);
+  watchdog.join();
+  EXPECT_THROW(long_call.get(10s), mp::BrokenPool);
+}
+
+// Pool callbacks run in the pool's result thread, which join() waits for: join() from a callback
+// is a clear error (Python raises RuntimeError "cannot join current thread"), where it used to be
+// a std::system_error "Resource deadlock avoided"; the pool then still joins from elsewhere.
+TEST_P(PoolLifecycleTest, JoinFromACallbackIsAClearError) {
+  mp::Pool pool(options(2));
+  std::promise<std::string> said;
+  auto r = pool.apply_async(mp::callbacks([&](int) {
+                              try {
+                                pool.close();
+                                pool.join();
+                                said.set_value("returned");
+                              } catch (const std::exception& e) {
+                                said.set_value(e.what());
+                              }
+                            }),
+                            slow, 1);
+  auto answer = said.get_future();
+  ASSERT_EQ(answer.wait_for(30s), std::future_status::ready);
+  EXPECT_THAT(answer.get(), ::testing::HasSubstr("callback"));
+  EXPECT_EQ(r.get(10s), 1);
+  join_within(pool, 30s, "after a join() refused in a callback");
 }
 
 TEST_P(PoolLifecycleTest, MapInputThatThrowsReachesTheCaller) {

@@ -196,6 +196,9 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::thread pump_thread_;
   std::atomic<bool> stopping_{false};
   bool threads_started_ = false;
+  // Serializes stop_threads(): terminate() and a join() in another thread both end the pool's
+  // threads, and a std::thread joined twice at once hangs.
+  std::mutex threads_mu_;
 };
 
 // The worker process's main loop (src/pool/pool_worker.cpp), launched as an ordinary task.
