@@ -1,6 +1,7 @@
 #include <multiproc/detail/pool_core.hpp>
 
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <algorithm>
@@ -21,6 +22,13 @@ namespace {
 // The pool whose own thread (result pump, worker monitor) this is: pool callbacks run there, and
 // join() from one would wait for itself.
 thread_local const PoolCore* g_own_thread_of = nullptr;
+
+// Counts the fork()s this process descends from: a PoolCore made before the last one is a copy
+// inherited by a forked child (a pool worker, a Process), whose threads, workers and shared
+// memory belong to the parent.
+std::atomic<uint32_t> g_fork_generation{0};
+[[maybe_unused]] const int g_fork_counter = pthread_atfork(
+    nullptr, nullptr, [] { g_fork_generation.fetch_add(1, std::memory_order_relaxed); });
 
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -110,7 +118,10 @@ void report_callback_exception(const char* which) noexcept {
   }
 }
 
-PoolCore::PoolCore(PoolConfig config) : config_(std::move(config)) {
+PoolCore::PoolCore(PoolConfig config)
+    : config_(std::move(config)),
+      made_in_(g_fork_generation.load(std::memory_order_relaxed)),
+      maker_pid_(::getpid()) {
   if (config_.processes == 0) config_.processes = cpu_count();
   if (config_.processes > 1024) throw ProcessError("Pool: at most 1024 processes");
 }
@@ -152,7 +163,31 @@ void PoolCore::start() {
   }
 }
 
+bool PoolCore::inherited() const {
+  return made_in_ != g_fork_generation.load(std::memory_order_relaxed);
+}
+
+void PoolCore::check_owner(const char* what) const {
+  if (inherited())
+    throw ProcessError(std::string("Pool::") + what + "(): this Pool belongs to process " +
+                       std::to_string(maker_pid_) +
+                       ", which made it; a forked child (a pool worker included) cannot use its "
+                       "copy: make a Pool in the child, or send work back to the parent");
+}
+
 PoolCore::~PoolCore() {
+  if (inherited()) {
+    // A forked child's copy (a child that calls exit() runs the destructors of its globals): the
+    // threads, workers, queues and segment are the parent's. Ending or removing them would break
+    // the parent's pool, so the copy forgets them.
+    new (&monitor_) std::thread();
+    new (&pump_thread_) std::thread();
+    new (&tasks_) std::shared_ptr<QueueCore>();
+    new (&results_) std::shared_ptr<QueueCore>();
+    new (&seg_) std::shared_ptr<Segment>();
+    if (event_fd_ >= 0) ::close(event_fd_);
+    return;
+  }
   if (state_.load() != State::terminated) {
     try {
       terminate();
@@ -235,6 +270,7 @@ std::vector<pid_t> PoolCore::worker_pids() const {
 // ---- dispatch ----------------------------------------------------------------------------------
 
 void PoolCore::submit(std::shared_ptr<JobBase> job) {
+  check_owner("apply/map/imap");
   {
     std::lock_guard lk(mu_);
     if (broken_) std::rethrow_exception(broken_);
@@ -730,6 +766,7 @@ void PoolCore::fail_everything(std::exception_ptr error) {
 // ---- lifecycle ---------------------------------------------------------------------------------
 
 void PoolCore::close() {
+  check_owner("close");
   {
     std::lock_guard lk(mu_);
     if (state_.load() == State::running) state_.store(State::closed);
@@ -739,6 +776,7 @@ void PoolCore::close() {
 }
 
 void PoolCore::terminate() {
+  check_owner("terminate");
   {
     std::lock_guard lk(mu_);
     if (state_.load() == State::terminated) return;
@@ -832,6 +870,7 @@ void PoolCore::release_unrun_tasks() noexcept {
 }
 
 bool PoolCore::join(const Deadline& deadline) {
+  check_owner("join");
   if (state_.load() == State::running)
     throw ProcessError("Pool::join(): call close() or terminate() first");
   if (g_own_thread_of == this) {

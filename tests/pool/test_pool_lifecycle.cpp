@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <atomic>
 #include <future>
+#include <optional>
 #include <ranges>
 #include <set>
 #include <stdexcept>
@@ -41,6 +42,14 @@ int read_init_value(int) {
 }
 int exit_worker(int) {
   std::_Exit(0);
+}
+// A Pool a forked child inherits (a global, as Python programs keep theirs).
+std::optional<mp::Pool> g_inherited_pool;
+void exit_three() {
+  std::exit(3);  // runs the child's static destructors, g_inherited_pool's included
+}
+int apply_on_inherited_pool(int x) {
+  return g_inherited_pool->apply(inc, x);
 }
 int sleep_seconds(int s) {
   std::this_thread::sleep_for(std::chrono::seconds(s));
@@ -206,6 +215,41 @@ TEST_P(PoolLifecycleTest, TerminateWhileAnotherThreadJoinsEndsBoth) {
   finished.store(true);
   watchdog.join();
   EXPECT_THROW(long_call.get(10s), mp::BrokenPool);
+}
+
+// A forked child that calls exit() destroys its copy of a global Pool. That copy used to end the
+// parent's pool: it removed the pool's shared memory (the parent's next call failed with "cannot
+// open shared memory segment ... No such file or directory").
+TEST(PoolInheritedByFork, ChildThatExitsLeavesTheParentsPoolIntact) {
+  g_inherited_pool.emplace(
+      mp::PoolOptions{.processes = 2, .context = mp::get_context(mp::StartMethod::fork)});
+  auto workers = g_inherited_pool->worker_pids();
+  mp::Process child(mp::get_context(mp::StartMethod::fork), exit_three);
+  child.start();
+  ASSERT_TRUE(child.join(30s));
+  EXPECT_EQ(child.exitcode(), 3);
+  EXPECT_EQ(g_inherited_pool->apply(inc, 41), 42);
+  EXPECT_EQ(g_inherited_pool->worker_pids(), workers);
+  g_inherited_pool.reset();
+}
+
+// A task that uses its own pool through an inherited global: a clear error in the task (Python's
+// copy would wait for ever on handler threads the child does not have); it used to crash the
+// worker (SIGSEGV) or hang.
+TEST(PoolInheritedByFork, UsingItInAForkedWorkerIsAClearError) {
+  g_inherited_pool.emplace(
+      mp::PoolOptions{.processes = 2, .context = mp::get_context(mp::StartMethod::fork)});
+  auto r = g_inherited_pool->apply_async(apply_on_inherited_pool, 1);
+  try {
+    r.get(30s);
+    ADD_FAILURE() << "no error";
+  } catch (const mp::TimeoutError&) {
+    ADD_FAILURE() << "the task hung";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("cannot use its copy"));
+  }
+  EXPECT_EQ(g_inherited_pool->apply(inc, 1), 2);
+  g_inherited_pool.reset();
 }
 
 // Pool callbacks run in the pool's result thread, which join() waits for: join() from a callback

@@ -9,6 +9,8 @@
 // death fails exactly the tasks it held.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -99,6 +101,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   size_t pending_calls() const;
   std::vector<pid_t> worker_pids() const;
   bool closed() const { return state_.load() != State::running; }
+  // A copy inherited by a forked child (see check_owner): it must not touch the parent's pool.
+  bool inherited() const;
 
  private:
   enum class State { running, closed, terminated };
@@ -196,6 +200,10 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::thread pump_thread_;
   std::atomic<bool> stopping_{false};
   bool threads_started_ = false;
+  uint32_t made_in_;  // the fork generation of the process that made the pool
+  pid_t maker_pid_;
+  // Throws ProcessError in a forked child's copy of the pool (its workers are not the child's).
+  void check_owner(const char* what) const;
   // Serializes stop_threads(): terminate() and a join() in another thread both end the pool's
   // threads, and a std::thread joined twice at once hangs.
   std::mutex threads_mu_;
