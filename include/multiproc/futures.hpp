@@ -685,6 +685,8 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
   bool shutdown_ = false;
   bool stop_manager_ = false;
   std::thread manager_;
+  pid_t maker_pid_;  // the process that made it: a forked child's copy must not wait for the
+                     // parent's threads
 };
 
 }  // namespace multiproc

@@ -3,6 +3,7 @@
 #include <multiproc/futures.hpp>
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -52,12 +53,24 @@ PoolOptions pool_options(ProcessPoolExecutorOptions& o) {
 }  // namespace
 
 ProcessPoolExecutor::ProcessPoolExecutor(ProcessPoolExecutorOptions options)
-    : max_workers_(options.max_workers ? options.max_workers : cpu_count()) {
+    : max_workers_(options.max_workers ? options.max_workers : cpu_count()),
+      maker_pid_(::getpid()) {
   pool_ = std::make_unique<Pool>(pool_options(options));
   manager_ = std::thread([this] { manager_loop(); });
 }
 
 ProcessPoolExecutor::~ProcessPoolExecutor() {
+  if (::getpid() != maker_pid_) {
+    // A forked child's copy (a child that calls exit() runs its globals' destructors): the
+    // manager thread and the pool are the parent's; waiting for them would wait for ever, and a
+    // joinable std::thread destroyed ends the program. The copy forgets them (the Pool's own
+    // destructor leaves an inherited pool alone).
+    // The manager thread may have been waiting on cv_ when the child was forked: destroying it
+    // would wait for that waiter for ever. A fresh one has none.
+    new (&manager_) std::thread();
+    new (&cv_) std::condition_variable();
+    return;
+  }
   try {
     shutdown(true, false);
   } catch (...) {

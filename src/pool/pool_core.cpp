@@ -185,6 +185,10 @@ PoolCore::~PoolCore() {
     new (&tasks_) std::shared_ptr<QueueCore>();
     new (&results_) std::shared_ptr<QueueCore>();
     new (&seg_) std::shared_ptr<Segment>();
+    // The parent's threads may have been waiting on these when the child was forked: destroying
+    // one would wait for that waiter for ever. Fresh ones have none.
+    new (&pump_idle_) std::condition_variable();
+    new (&workers_changed_) std::condition_variable();
     if (event_fd_ >= 0) ::close(event_fd_);
     return;
   }

@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdio>
 #include <future>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -53,6 +54,12 @@ void set_init(int v) {
 }
 int read_init() {
   return g_init;
+}
+
+// An executor a forked child inherits (a global).
+std::optional<mp::ProcessPoolExecutor> g_inherited_executor;
+void exit_three() {
+  std::exit(3);  // runs the child's static destructors, g_inherited_executor's included
 }
 
 class ProcessPoolExecutorTest : public StartMethodTest {
@@ -238,6 +245,23 @@ TEST_P(ProcessPoolExecutorTest, TerminateAndKillWorkers) {
       EXPECT_TRUE(eventually([&] { return ::kill(p, 0) != 0; })) << "worker " << p << " lives";
     EXPECT_THROW(ex.submit(sqr, 1), mp::ProcessError);
   }
+}
+
+// A forked child that calls exit() destroys its copy of a global executor. The copy's
+// shutdown(wait=true) waited for the parent's manager thread, which the child does not have:
+// the child never ended (join() timed out).
+TEST(ProcessPoolExecutorInheritedByFork, ChildThatExitsEndsAndLeavesTheParentsExecutor) {
+  g_inherited_executor.emplace(mp::ProcessPoolExecutorOptions{
+      .max_workers = 2, .mp_context = mp::get_context(mp::StartMethod::fork)});
+  EXPECT_EQ(g_inherited_executor->submit(sqr, 2).result(30s), 4);
+  mp::Process child(mp::get_context(mp::StartMethod::fork), exit_three);
+  child.start();
+  bool ended = child.join(30s);
+  if (!ended) child.kill();
+  EXPECT_TRUE(ended) << "the child hung in its copy's destructor";
+  EXPECT_EQ(child.exitcode(), ended ? std::optional<int>(3) : child.exitcode());
+  EXPECT_EQ(g_inherited_executor->submit(sqr, 3).result(30s), 9);
+  g_inherited_executor.reset();
 }
 
 MP_ALL_START_METHODS(ProcessPoolExecutorTest);
