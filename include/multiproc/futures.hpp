@@ -202,8 +202,17 @@ struct Completions {
   std::deque<size_t> order;  // indexes, in the order they completed
   size_t failed = 0;
 };
+// An empty Future (default-constructed or moved from) has no state to wait on: a caller's mistake.
 template <class R>
-std::shared_ptr<Completions> watch(const std::vector<Future<R>>& fs) {
+void require_valid(const std::vector<Future<R>>& fs, const char* what) {
+  for (size_t i = 0; i < fs.size(); ++i)
+    if (!fs[i].valid())
+      throw ProcessError(std::string(what) + ": future " + std::to_string(i) +
+                         " is empty (default-constructed or moved from, not from an executor)");
+}
+template <class R>
+std::shared_ptr<Completions> watch(const std::vector<Future<R>>& fs, const char* what) {
+  require_valid(fs, what);
   auto c = std::make_shared<Completions>();
   for (size_t i = 0; i < fs.size(); ++i) {
     fs[i].shared_state()->on_done([c, i, st = std::weak_ptr(fs[i].shared_state())] {
@@ -224,7 +233,7 @@ template <class R>
 WaitResult<R> wait(const std::vector<Future<R>>& futures, Timeout timeout = std::nullopt,
                    WaitWhen when = ALL_COMPLETED) {
   auto deadline = detail::Deadline::after(timeout);
-  auto c = detail::watch(futures);
+  auto c = detail::watch(futures, "wait()");
   {
     std::unique_lock lk(c->mu);
     auto met = [&] {
@@ -251,7 +260,7 @@ class AsCompleted {
   AsCompleted(std::vector<Future<R>> futures, Timeout timeout)
       : futures_(std::move(futures)),
         deadline_(detail::Deadline::after(timeout)),
-        c_(detail::watch(futures_)) {}
+        c_(detail::watch(futures_, "as_completed()")) {}
 
   std::optional<Future<R>> next() {
     if (yielded_ == futures_.size()) return std::nullopt;
@@ -294,6 +303,7 @@ AsCompleted<R> as_completed(std::vector<Future<R>> futures, Timeout timeout = st
 template <class R>
 Future<std::vector<detail::value_of<R>>> when_all(std::vector<Future<R>> futures) {
   using V = detail::value_of<R>;
+  detail::require_valid(futures, "when_all()");
   auto st = std::make_shared<detail::FutureState<std::vector<V>>>();
   st->set_running();
   auto left = std::make_shared<std::atomic<size_t>>(futures.size());
@@ -327,6 +337,7 @@ Future<std::vector<detail::value_of<R>>> when_all(std::vector<Future<R>> futures
 // A future of the index of the first future to complete (-1 for none given: it never completes).
 template <class R>
 Future<size_t> when_any(const std::vector<Future<R>>& futures) {
+  detail::require_valid(futures, "when_any()");
   auto st = std::make_shared<detail::FutureState<size_t>>();
   st->set_running();
   for (size_t i = 0; i < futures.size(); ++i)
@@ -580,6 +591,7 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
                   this](Pool& pool) mutable -> bool {
       if (!st->set_running()) return false;  // cancelled while it waited
       auto on_ok = [st, this](auto&... v) {
+        Completing in_callbacks(this);
         if constexpr (std::is_void_v<R>)
           st->set_value({});
         else
@@ -587,6 +599,7 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
         call_finished();
       };
       auto on_err = [st, this](std::exception_ptr e) {
+        Completing in_callbacks(this);
         st->set_error(e);
         call_finished();
       };
@@ -607,6 +620,10 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
     return Future<R>(st);
   }
 
+  // Python's shutdown(wait, cancel_futures). From a done callback of this executor's futures
+  // (which runs in the thread that completes the call), wait=true throws ProcessError after the
+  // executor has stopped taking calls, as Python's raises RuntimeError there: the callback's own
+  // call is not finished until the callback returns.
   void shutdown(bool wait = true, bool cancel_futures = false);
   // Python 3.14: end every worker at once (SIGTERM / SIGKILL) and shut the executor down; the
   // calls they were running fail, the calls not started are cancelled.
@@ -622,6 +639,16 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
     std::function<bool(Pool&)> start;  // false: nothing handed to the pool
     std::function<void(std::exception_ptr)> fail;
   };
+  // Marks the thread that completes one of this executor's calls (and so runs its futures' done
+  // callbacks): shutdown(wait=true) there would wait for the very call being completed.
+  struct Completing {
+    explicit Completing(const ProcessPoolExecutor* ex) : saved(completing_) { completing_ = ex; }
+    ~Completing() { completing_ = saved; }
+    Completing(const Completing&) = delete;
+    Completing& operator=(const Completing&) = delete;
+    const ProcessPoolExecutor* saved;
+  };
+  static thread_local const ProcessPoolExecutor* completing_;
   template <class F, class... Ranges>
   auto map_impl(F f, const ExecutorMapOptions& options, Ranges&&... ranges) {
     if constexpr (sizeof...(Ranges) == 1) {
@@ -658,6 +685,8 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
   bool shutdown_ = false;
   bool stop_manager_ = false;
   std::thread manager_;
+  pid_t maker_pid_;  // the process that made it: a forked child's copy must not wait for the
+                     // parent's threads
 };
 
 }  // namespace multiproc

@@ -162,7 +162,7 @@ class IMapResult {
  public:
   using value_type = detail::value_of<R>;
   IMapResult(std::shared_ptr<detail::IMapJob<R>> job, std::shared_ptr<detail::PoolCore> pool)
-      : job_(std::move(job)), pool_(std::move(pool)) {}
+      : job_(std::move(job)), pool_(std::move(pool)), consumer_(consumer_token(job_, pool_)) {}
 
   // The next result; std::nullopt once every input item has been answered. Throws the call's
   // error at its position (the iteration may continue after it), the input range's exception
@@ -189,8 +189,24 @@ class IMapResult {
   std::default_sentinel_t end() { return {}; }
 
  private:
+  // Shared by the copies of this result; the last one to go tells the job that nobody reads its
+  // results any more, so that they no longer hold its input back (close() + join() would wait
+  // for them for ever).
+  static std::shared_ptr<void> consumer_token(const std::shared_ptr<detail::IMapJob<R>>& job,
+                                              const std::shared_ptr<detail::PoolCore>& pool) {
+    return std::shared_ptr<void>(nullptr, [job, pool](void*) noexcept {
+      job->consumer_gone();
+      try {
+        pool->feed();
+      } catch (...) {
+        // The pool's own feeding reports failures to the jobs; nothing is waiting on this one.
+      }
+    });
+  }
+
   std::shared_ptr<detail::IMapJob<R>> job_;
   std::shared_ptr<detail::PoolCore> pool_;
+  std::shared_ptr<void> consumer_;
 };
 
 namespace detail {

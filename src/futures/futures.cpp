@@ -3,6 +3,7 @@
 #include <multiproc/futures.hpp>
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -38,6 +39,8 @@ void ThreadPoolExecutor::shutdown(bool wait, bool cancel_futures) {
 
 // ---- ProcessPoolExecutor ----
 
+thread_local const ProcessPoolExecutor* ProcessPoolExecutor::completing_ = nullptr;
+
 namespace {
 PoolOptions pool_options(ProcessPoolExecutorOptions& o) {
   PoolOptions p;
@@ -50,12 +53,24 @@ PoolOptions pool_options(ProcessPoolExecutorOptions& o) {
 }  // namespace
 
 ProcessPoolExecutor::ProcessPoolExecutor(ProcessPoolExecutorOptions options)
-    : max_workers_(options.max_workers ? options.max_workers : cpu_count()) {
+    : max_workers_(options.max_workers ? options.max_workers : cpu_count()),
+      maker_pid_(::getpid()) {
   pool_ = std::make_unique<Pool>(pool_options(options));
   manager_ = std::thread([this] { manager_loop(); });
 }
 
 ProcessPoolExecutor::~ProcessPoolExecutor() {
+  if (::getpid() != maker_pid_) {
+    // A forked child's copy (a child that calls exit() runs its globals' destructors): the
+    // manager thread and the pool are the parent's; waiting for them would wait for ever, and a
+    // joinable std::thread destroyed ends the program. The copy forgets them (the Pool's own
+    // destructor leaves an inherited pool alone).
+    // The manager thread may have been waiting on cv_ when the child was forked: destroying it
+    // would wait for that waiter for ever. A fresh one has none.
+    new (&manager_) std::thread();
+    new (&cv_) std::condition_variable();
+    return;
+  }
   try {
     shutdown(true, false);
   } catch (...) {
@@ -125,6 +140,11 @@ void ProcessPoolExecutor::shutdown(bool wait, bool cancel_futures) {
   if (cancel_futures) cancel_tracked();
   cv_.notify_all();
   if (!wait) return;
+  if (completing_ == this)
+    throw ProcessError(
+        "ProcessPoolExecutor::shutdown(wait=true) called from a done callback of its own future: "
+        "the callback's call cannot finish while it waits. The executor takes no more calls; "
+        "wait for it from another thread (or let its destructor do so)");
   {
     std::unique_lock lk(mu_);
     cv_.wait(lk, [&] { return stop_manager_ || (pending_.empty() && in_pool_ == 0); });

@@ -25,7 +25,8 @@ Pool::Pool(int processes)
                                     std::to_string(processes) + " (Pool() uses cpu_count())")) {}
 
 Pool::~Pool() {
-  if (!core_) return;  // moved from
+  if (!core_) return;              // moved from
+  if (core_->inherited()) return;  // a forked child's copy: the pool is its parent's
   try {
     // Python warns (ResourceWarning) about a pool left running; what is lost here is the results
     // of calls still pending, which terminate() fails with BrokenPool.

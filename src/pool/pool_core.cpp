@@ -1,6 +1,7 @@
 #include <multiproc/detail/pool_core.hpp>
 
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <algorithm>
@@ -17,6 +18,17 @@
 
 namespace multiproc::detail {
 namespace {
+
+// The pool whose own thread (result pump, worker monitor) this is: pool callbacks run there, and
+// join() from one would wait for itself.
+thread_local const PoolCore* g_own_thread_of = nullptr;
+
+// Counts the fork()s this process descends from: a PoolCore made before the last one is a copy
+// inherited by a forked child (a pool worker, a Process), whose threads, workers and shared
+// memory belong to the parent.
+std::atomic<uint32_t> g_fork_generation{0};
+[[maybe_unused]] const int g_fork_counter = pthread_atfork(
+    nullptr, nullptr, [] { g_fork_generation.fetch_add(1, std::memory_order_relaxed); });
 
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -106,7 +118,10 @@ void report_callback_exception(const char* which) noexcept {
   }
 }
 
-PoolCore::PoolCore(PoolConfig config) : config_(std::move(config)) {
+PoolCore::PoolCore(PoolConfig config)
+    : config_(std::move(config)),
+      made_in_(g_fork_generation.load(std::memory_order_relaxed)),
+      maker_pid_(::getpid()) {
   if (config_.processes == 0) config_.processes = cpu_count();
   if (config_.processes > 1024) throw ProcessError("Pool: at most 1024 processes");
 }
@@ -148,7 +163,35 @@ void PoolCore::start() {
   }
 }
 
+bool PoolCore::inherited() const {
+  return made_in_ != g_fork_generation.load(std::memory_order_relaxed);
+}
+
+void PoolCore::check_owner(const char* what) const {
+  if (inherited())
+    throw ProcessError(std::string("Pool::") + what + "(): this Pool belongs to process " +
+                       std::to_string(maker_pid_) +
+                       ", which made it; a forked child (a pool worker included) cannot use its "
+                       "copy: make a Pool in the child, or send work back to the parent");
+}
+
 PoolCore::~PoolCore() {
+  if (inherited()) {
+    // A forked child's copy (a child that calls exit() runs the destructors of its globals): the
+    // threads, workers, queues and segment are the parent's. Ending or removing them would break
+    // the parent's pool, so the copy forgets them.
+    new (&monitor_) std::thread();
+    new (&pump_thread_) std::thread();
+    new (&tasks_) std::shared_ptr<QueueCore>();
+    new (&results_) std::shared_ptr<QueueCore>();
+    new (&seg_) std::shared_ptr<Segment>();
+    // The parent's threads may have been waiting on these when the child was forked: destroying
+    // one would wait for that waiter for ever. Fresh ones have none.
+    new (&pump_idle_) std::condition_variable();
+    new (&workers_changed_) std::condition_variable();
+    if (event_fd_ >= 0) ::close(event_fd_);
+    return;
+  }
   if (state_.load() != State::terminated) {
     try {
       terminate();
@@ -231,6 +274,7 @@ std::vector<pid_t> PoolCore::worker_pids() const {
 // ---- dispatch ----------------------------------------------------------------------------------
 
 void PoolCore::submit(std::shared_ptr<JobBase> job) {
+  check_owner("apply/map/imap");
   {
     std::lock_guard lk(mu_);
     if (broken_) std::rethrow_exception(broken_);
@@ -300,6 +344,10 @@ void PoolCore::feed_locked(std::vector<FailedChunk>& failed) {
       if (feeding_.empty()) {
         if (state_.load() == State::closed && !sentinels_sent_) {
           sentinels_sent_ = true;
+          // The chunks gathered in this pass go first: a worker leaves at its sentinel, and a
+          // chunk queued behind every sentinel would never run (its result never ready).
+          put_or_retract(batch, sizes, sent, failed);
+          batch.clear();
           put_stop_sentinels_locked(config_.processes);
         }
         break;
@@ -535,6 +583,7 @@ bool PoolCore::wait_until(const std::function<bool()>& ready, const Deadline& de
 }
 
 void PoolCore::pump_loop() {
+  g_own_thread_of = this;
   // Results are processed here only while no caller is waiting on one (callbacks, imap feeding,
   // replacing input while the program does something else); a waiting caller pumps itself.
   while (!stopping_.load()) {
@@ -571,6 +620,7 @@ void PoolCore::pump_loop() {
 // ---- workers -----------------------------------------------------------------------------------
 
 void PoolCore::monitor_loop() {
+  g_own_thread_of = this;
   while (!stopping_.load()) {
     try {
       std::vector<pollfd> fds;
@@ -720,14 +770,17 @@ void PoolCore::fail_everything(std::exception_ptr error) {
 // ---- lifecycle ---------------------------------------------------------------------------------
 
 void PoolCore::close() {
+  check_owner("close");
   {
     std::lock_guard lk(mu_);
     if (state_.load() == State::running) state_.store(State::closed);
+    for (auto& j : feeding_) j->pool_closed();
   }
   feed();  // sends the stop sentinels once nothing is left to dispatch
 }
 
 void PoolCore::terminate() {
+  check_owner("terminate");
   {
     std::lock_guard lk(mu_);
     if (state_.load() == State::terminated) return;
@@ -754,6 +807,7 @@ void PoolCore::terminate() {
 }
 
 void PoolCore::stop_threads() {
+  std::lock_guard threads(threads_mu_);
   stopping_.store(true);
   if (event_fd_ >= 0) {
     uint64_t one = 1;
@@ -820,8 +874,14 @@ void PoolCore::release_unrun_tasks() noexcept {
 }
 
 bool PoolCore::join(const Deadline& deadline) {
+  check_owner("join");
   if (state_.load() == State::running)
     throw ProcessError("Pool::join(): call close() or terminate() first");
+  if (g_own_thread_of == this) {
+    throw ProcessError(
+        "Pool::join(): called from a callback of this pool, in the pool's result thread, "
+        "which join() waits for; call join() from another thread");
+  }
   if (state_.load() == State::closed) {
     // Workers leave once they take their stop sentinel, after every task; results meanwhile
     // are processed here.

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <multiproc/futures.hpp>
 
@@ -155,6 +156,29 @@ TEST(Futures, Wait) {  // test_wait
     EXPECT_EQ(done.size(), 1u);
     EXPECT_EQ(not_done.size(), 1u);
   }
+}
+
+// An empty Future among those given to wait(), as_completed(), when_all() or when_any() is the
+// caller's mistake and a clear error; they used to reach through its null state (undefined
+// behaviour: a SIGSEGV, or a std::system_error from a mutex at a null address).
+TEST(Futures, EmptyFutureGivenToTheModuleFunctionsIsAClearError) {
+  mp::ThreadPoolExecutor ex(1);
+  std::vector<mp::Future<int>> fs{ex.submit([] { return 1; }), mp::Future<int>()};
+  auto says_empty = [](auto&& call) {
+    try {
+      call();
+      return std::string("no error");
+    } catch (const mp::ProcessError& e) {
+      return std::string(e.what());
+    } catch (const std::exception& e) {
+      return std::string("not a ProcessError: ") + e.what();
+    }
+  };
+  EXPECT_THAT(says_empty([&] { mp::wait(fs, 0s); }), ::testing::HasSubstr("future 1 is empty"));
+  EXPECT_THAT(says_empty([&] { mp::as_completed(fs, 0s); }), ::testing::HasSubstr("is empty"));
+  EXPECT_THAT(says_empty([&] { mp::when_all(fs); }), ::testing::HasSubstr("future 1 is empty"));
+  EXPECT_THAT(says_empty([&] { mp::when_any(fs); }), ::testing::HasSubstr("future 1 is empty"));
+  EXPECT_EQ(fs[0].result(10s), 1);
 }
 
 TEST(Futures, AsCompleted) {  // test_as_completed

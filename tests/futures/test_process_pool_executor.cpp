@@ -6,10 +6,15 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdio>
+#include <future>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <thread>
 #include <vector>
+
+#include <gmock/gmock.h>
 
 #include "start_methods.hpp"
 
@@ -49,6 +54,20 @@ void set_init(int v) {
 }
 int read_init() {
   return g_init;
+}
+
+// An executor a forked child inherits (a global).
+std::optional<mp::ProcessPoolExecutor> g_inherited_executor;
+// Whether `code` is exit_three()'s. Under ASan, LeakSanitizer runs at exit() and reports the
+// parent's pool objects that the child's copy forgets on purpose (exit status 1, ASan's default).
+bool exited_three(std::optional<int> code) {
+#if defined(__SANITIZE_ADDRESS__)
+  if (code == 1) return true;
+#endif
+  return code == 3;
+}
+void exit_three() {
+  std::exit(3);  // runs the child's static destructors, g_inherited_executor's included
 }
 
 class ProcessPoolExecutorTest : public StartMethodTest {
@@ -135,6 +154,57 @@ TEST_P(ProcessPoolExecutorTest, ShutdownCancelFutures) {
   EXPECT_THROW(ex.submit(sqr, 1), mp::ProcessError);  // test_run_after_shutdown
 }
 
+// Python's `with ProcessPoolExecutor() as ex: ex.map(f, items, chunksize=2)` without reading the
+// results: leaving the block waits for every call and returns. The chunked map runs on the pool's
+// lazy imap, whose unread results used to hold its input back: shutdown() waited for ever.
+TEST_P(ProcessPoolExecutorTest, ChunkedMapNotReadDoesNotHoldUpShutdown) {
+  mp::ProcessPoolExecutor ex(opts(2));
+  auto kept = ex.map(sqr, std::vector<int>(50, 3), mp::ExecutorMapOptions{.chunksize = 2});
+  { (void)ex.map(sqr, std::vector<int>(50, 4), mp::ExecutorMapOptions{.chunksize = 3}); }
+  std::promise<void> finished;
+  auto done = finished.get_future();
+  std::thread shutter([&] {
+    ex.shutdown(/*wait=*/true);
+    finished.set_value();
+  });
+  if (done.wait_for(60s) != std::future_status::ready) {
+    std::fprintf(stderr, "FAILED: shutdown() still waiting after 60 s for an unread chunked map\n");
+    std::_Exit(1);  // the resource tracker ends the workers
+  }
+  shutter.join();
+  int sum = 0, n = 0;
+  for (int y : kept) sum += y, ++n;
+  EXPECT_EQ(n, 50);
+  EXPECT_EQ(sum, 450);
+}
+
+// shutdown(wait=true) from a done callback: Python raises (RuntimeError, "cannot join current
+// thread") and the executor stops taking calls. It used to wait for the callback's own call,
+// which finishes only once the callback returns: the program hung.
+TEST_P(ProcessPoolExecutorTest, ShutdownWaitFromADoneCallbackIsAnError) {
+  auto ex = std::make_unique<mp::ProcessPoolExecutor>(opts(2));
+  std::promise<std::string> said;
+  auto f = ex->submit(sleep_then, 300, 9);  // not done yet when the callback is added
+  f.add_done_callback([&](const mp::Future<int>&) {
+    try {
+      ex->shutdown(/*wait=*/true);
+      said.set_value("returned");
+    } catch (const mp::ProcessError& e) {
+      said.set_value(e.what());
+    }
+  });
+  auto answer = said.get_future();
+  if (answer.wait_for(60s) != std::future_status::ready) {
+    std::fprintf(stderr,
+                 "FAILED: shutdown(wait=true) in a done callback still waiting after 60 s\n");
+    std::_Exit(1);
+  }
+  EXPECT_THAT(answer.get(), ::testing::HasSubstr("done callback"));
+  EXPECT_EQ(f.result(10s), 9);
+  EXPECT_THROW(ex->submit(sqr, 1), mp::ProcessError);  // it has stopped taking calls
+  ex.reset();                                          // the destructor waits, from here
+}
+
 TEST_P(ProcessPoolExecutorTest, CancelAWaitingCall) {
   mp::ProcessPoolExecutor ex(opts(1));
   auto busy = ex.submit(sleep_then, 1000, 0);
@@ -183,6 +253,25 @@ TEST_P(ProcessPoolExecutorTest, TerminateAndKillWorkers) {
       EXPECT_TRUE(eventually([&] { return ::kill(p, 0) != 0; })) << "worker " << p << " lives";
     EXPECT_THROW(ex.submit(sqr, 1), mp::ProcessError);
   }
+}
+
+// A forked child that calls exit() destroys its copy of a global executor. The copy's
+// shutdown(wait=true) waited for the parent's manager thread, which the child does not have:
+// the child never ended (join() timed out).
+TEST(ProcessPoolExecutorInheritedByFork, ChildThatExitsEndsAndLeavesTheParentsExecutor) {
+  g_inherited_executor.emplace(mp::ProcessPoolExecutorOptions{
+      .max_workers = 2, .mp_context = mp::get_context(mp::StartMethod::fork)});
+  EXPECT_EQ(g_inherited_executor->submit(sqr, 2).result(30s), 4);
+  mp::Process child(mp::get_context(mp::StartMethod::fork), exit_three);
+  child.start();
+  bool ended = child.join(30s);
+  if (!ended) child.kill();
+  EXPECT_TRUE(ended) << "the child hung in its copy's destructor";
+  if (ended) {
+    EXPECT_TRUE(exited_three(child.exitcode())) << child.exitcode().value_or(-999);
+  }
+  EXPECT_EQ(g_inherited_executor->submit(sqr, 3).result(30s), 9);
+  g_inherited_executor.reset();
 }
 
 MP_ALL_START_METHODS(ProcessPoolExecutorTest);

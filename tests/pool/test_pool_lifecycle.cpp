@@ -2,10 +2,15 @@
 // initializer (CPython's TestPoolNotLeakOnFailure), the progress bar; each under every start
 // method where a process is involved.
 #include <sys/wait.h>
+#include <atomic>
+#include <future>
+#include <optional>
 #include <ranges>
 #include <set>
 #include <stdexcept>
 #include <thread>
+
+#include <gmock/gmock.h>
 
 #include "start_methods.hpp"
 
@@ -37,6 +42,44 @@ int read_init_value(int) {
 }
 int exit_worker(int) {
   std::_Exit(0);
+}
+// A Pool a forked child inherits (a global, as Python programs keep theirs).
+std::optional<mp::Pool> g_inherited_pool;
+// Whether `code` is exit_three()'s. Under ASan, LeakSanitizer runs at exit() and reports the
+// parent's pool objects that the child's copy forgets on purpose (exit status 1, ASan's default).
+bool exited_three(std::optional<int> code) {
+#if defined(__SANITIZE_ADDRESS__)
+  if (code == 1) return true;
+#endif
+  return code == 3;
+}
+void exit_three() {
+  std::exit(3);  // runs the child's static destructors, g_inherited_pool's included
+}
+int apply_on_inherited_pool(int x) {
+  return g_inherited_pool->apply(inc, x);
+}
+int sleep_seconds(int s) {
+  std::this_thread::sleep_for(std::chrono::seconds(s));
+  return s;
+}
+
+// Pool::join() with a bound, for tests of joins that used to hang. A join still waiting after
+// `limit` cannot be interrupted (a concurrent terminate() waits for it): the test program says so
+// and ends, and the resource tracker ends the pool's workers.
+void join_within(mp::Pool& pool, std::chrono::seconds limit, const char* what) {
+  std::promise<void> joined;
+  auto done = joined.get_future();
+  std::thread joiner([&] {
+    pool.join();
+    joined.set_value();
+  });
+  if (done.wait_for(limit) != std::future_status::ready) {
+    std::fprintf(stderr, "FAILED: Pool::join() still waiting after %llds: %s\n",
+                 static_cast<long long>(limit.count()), what);
+    std::_Exit(1);
+  }
+  joiner.join();
 }
 
 // An input range whose iteration throws at element `at`, like a Python generator raising.
@@ -111,6 +154,133 @@ TEST_P(PoolLifecycleTest, ImapInputThatThrowsSurfacesInPlace) {
   }
   EXPECT_EQ(it.next(30s), std::nullopt);
   EXPECT_EQ(pool.apply(inc, 1), 2);  // the pool is still usable
+}
+
+// More chunks than the pool has task slots (16384): the last ones are sent by a feed that runs
+// after close(), the same feed that queues the workers' stop sentinels. The sentinels used to
+// go ahead of those chunks: the workers left, join() returned, and get() never saw the result.
+TEST_P(PoolLifecycleTest, MapAsyncOfMoreChunksThanSlotsThenCloseAndJoinCompletes) {
+  mp::Pool pool(options(2));
+  auto result = pool.map_async(inc, std::views::iota(int64_t{0}, int64_t{20000}), 1);
+  pool.close();
+  join_within(pool, 60s, "it waited for chunks queued behind the stop sentinels");
+  auto values = result.get(10s);
+  ASSERT_EQ(values.size(), 20000u);
+  EXPECT_EQ(values.back(), 20000);
+}
+
+// Python's task handler reads an imap's whole input: close() + join() before reading the
+// results runs every call, and the results are there afterwards. The lazy input used to wait for
+// a consumer that was itself waiting for join(): the join never returned.
+TEST_P(PoolLifecycleTest, ImapNotReadBeforeCloseAndJoinRunsEveryCall) {
+  mp::Pool pool(options(2));
+  auto ordered = pool.imap(inc, std::views::iota(int64_t{0}, int64_t{100}));
+  auto unordered = pool.imap_unordered(inc, std::views::iota(int64_t{0}, int64_t{100}), 3);
+  pool.close();
+  join_within(pool, 30s, "it waited for imap results nobody had read yet");
+  int64_t expect = 0;
+  for (int64_t y : ordered) EXPECT_EQ(y, ++expect);
+  EXPECT_EQ(expect, 100);
+  std::set<int64_t> seen;
+  for (int64_t y : unordered) seen.insert(y);
+  EXPECT_EQ(seen.size(), 100u);
+}
+
+// An imap result dropped half way (or never read) holds nothing back: its remaining calls run
+// (as in Python) with their results discarded, and close() + join() returns.
+TEST_P(PoolLifecycleTest, ImapDroppedHalfWayLetsCloseAndJoinReturn) {
+  mp::Pool pool(options(2));
+  {
+    auto it = pool.imap(inc, std::views::iota(int64_t{0}, int64_t{200}), 2);
+    for (int64_t i = 0; i < 5; ++i) ASSERT_EQ(it.next(30s), i + 1);
+  }
+  { (void)pool.imap_unordered(inc, std::views::iota(int64_t{0}, int64_t{200})); }
+  EXPECT_EQ(pool.apply(inc, 1), 2);  // the dropped jobs do not hold up later calls
+  pool.close();
+  join_within(pool, 30s, "it waited for dropped imap results");
+}
+
+// Python's terminate() from one thread makes another thread's join() return. Both ended by
+// joining the pool's threads, and joined the same std::thread twice: the second hung.
+TEST_P(PoolLifecycleTest, TerminateWhileAnotherThreadJoinsEndsBoth) {
+  // Either call may be the one that hangs: a watchdog ends the test program instead.
+  std::atomic<bool> finished{false};
+  std::thread watchdog([&] {
+    for (int i = 0; i < 400; ++i) {
+      if (finished.load()) return;
+      std::this_thread::sleep_for(100ms);
+    }
+    std::fprintf(stderr, "FAILED: terminate() or a concurrent join() still waiting after 40 s\n");
+    std::_Exit(1);
+  });
+  mp::Pool pool(options(2));
+  auto long_call = pool.apply_async(sleep_seconds, 60);
+  pool.close();
+  std::thread joiner([&] { pool.join(); });
+  std::this_thread::sleep_for(300ms);
+  pool.terminate();
+  joiner.join();
+  finished.store(true);
+  watchdog.join();
+  EXPECT_THROW(long_call.get(10s), mp::BrokenPool);
+}
+
+// A forked child that calls exit() destroys its copy of a global Pool. That copy used to end the
+// parent's pool: it removed the pool's shared memory (the parent's next call failed with "cannot
+// open shared memory segment ... No such file or directory").
+TEST(PoolInheritedByFork, ChildThatExitsLeavesTheParentsPoolIntact) {
+  g_inherited_pool.emplace(
+      mp::PoolOptions{.processes = 2, .context = mp::get_context(mp::StartMethod::fork)});
+  auto workers = g_inherited_pool->worker_pids();
+  mp::Process child(mp::get_context(mp::StartMethod::fork), exit_three);
+  child.start();
+  ASSERT_TRUE(child.join(30s));
+  EXPECT_TRUE(exited_three(child.exitcode())) << child.exitcode().value_or(-999);
+  EXPECT_EQ(g_inherited_pool->apply(inc, 41), 42);
+  EXPECT_EQ(g_inherited_pool->worker_pids(), workers);
+  g_inherited_pool.reset();
+}
+
+// A task that uses its own pool through an inherited global: a clear error in the task (Python's
+// copy would wait for ever on handler threads the child does not have); it used to crash the
+// worker (SIGSEGV) or hang.
+TEST(PoolInheritedByFork, UsingItInAForkedWorkerIsAClearError) {
+  g_inherited_pool.emplace(
+      mp::PoolOptions{.processes = 2, .context = mp::get_context(mp::StartMethod::fork)});
+  auto r = g_inherited_pool->apply_async(apply_on_inherited_pool, 1);
+  try {
+    r.get(30s);
+    ADD_FAILURE() << "no error";
+  } catch (const mp::TimeoutError&) {
+    ADD_FAILURE() << "the task hung";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("cannot use its copy"));
+  }
+  EXPECT_EQ(g_inherited_pool->apply(inc, 1), 2);
+  g_inherited_pool.reset();
+}
+
+// Pool callbacks run in the pool's result thread, which join() waits for: join() from a callback
+// is a clear error (Python raises RuntimeError "cannot join current thread"), where it used to be
+// a std::system_error "Resource deadlock avoided"; the pool then still joins from elsewhere.
+TEST_P(PoolLifecycleTest, JoinFromACallbackIsAClearError) {
+  mp::Pool pool(options(2));
+  std::promise<std::string> said;
+  auto r = pool.apply_async(mp::callbacks([&](int) {
+                              try {
+                                pool.close();
+                                pool.join();
+                                said.set_value("returned");
+                              } catch (const std::exception& e) {
+                                said.set_value(e.what());
+                              }
+                            }),
+                            slow, 1);
+  auto answer = said.get_future();
+  ASSERT_EQ(answer.wait_for(30s), std::future_status::ready);
+  EXPECT_THAT(answer.get(), ::testing::HasSubstr("callback"));
+  EXPECT_EQ(r.get(10s), 1);
+  join_within(pool, 30s, "after a join() refused in a callback");
 }
 
 TEST_P(PoolLifecycleTest, MapInputThatThrowsReachesTheCaller) {

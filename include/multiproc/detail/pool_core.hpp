@@ -9,6 +9,8 @@
 // death fails exactly the tasks it held.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -43,6 +45,9 @@ class JobBase {
   virtual bool next_chunk(std::string& args, uint32_t& chunk) = 0;
   // Whether the job wants more chunks in flight now (imap bounds its buffered results).
   virtual bool wants_more() { return true; }
+  // close() was called: join() waits for every call, so a job may no longer wait for its
+  // consumer before reading the rest of its input (Python's task handler reads it all).
+  virtual void pool_closed() {}
   virtual void chunk_done(uint32_t chunk, const char* p, size_t n) = 0;
   virtual void chunk_failed(uint32_t chunk, std::exception_ptr error) = 0;
   virtual void input_failed(std::exception_ptr error) = 0;
@@ -96,6 +101,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   size_t pending_calls() const;
   std::vector<pid_t> worker_pids() const;
   bool closed() const { return state_.load() != State::running; }
+  // A copy inherited by a forked child (see check_owner): it must not touch the parent's pool.
+  bool inherited() const;
 
  private:
   enum class State { running, closed, terminated };
@@ -193,6 +200,13 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::thread pump_thread_;
   std::atomic<bool> stopping_{false};
   bool threads_started_ = false;
+  uint32_t made_in_;  // the fork generation of the process that made the pool
+  pid_t maker_pid_;
+  // Throws ProcessError in a forked child's copy of the pool (its workers are not the child's).
+  void check_owner(const char* what) const;
+  // Serializes stop_threads(): terminate() and a join() in another thread both end the pool's
+  // threads, and a std::thread joined twice at once hangs.
+  std::mutex threads_mu_;
 };
 
 // The worker process's main loop (src/pool/pool_worker.cpp), launched as an ordinary task.

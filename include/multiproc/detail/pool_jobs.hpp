@@ -539,7 +539,23 @@ class IMapJob final : public JobBase {
   }
   bool wants_more() override {
     std::lock_guard lk(mu_);
-    return in_flight_ + (buffered_items_ + chunksize_ - 1) / chunksize_ < window_;
+    // Unread results hold the input back only while someone can still read them before join().
+    size_t held_back = unpaced_ ? 0 : (buffered_items_ + chunksize_ - 1) / chunksize_;
+    return in_flight_ + held_back < window_;
+  }
+  void pool_closed() override {
+    std::lock_guard lk(mu_);
+    unpaced_ = true;
+  }
+  // The last IMapResult handle went: the remaining calls still run, as Python's do, and their
+  // results, which nobody can read, are dropped as they come.
+  void consumer_gone() {
+    std::lock_guard lk(mu_);
+    unpaced_ = true;
+    consumer_gone_ = true;
+    done_chunks_.clear();
+    pending_.clear();
+    buffered_items_ = 0;
   }
   void chunk_done(uint32_t chunk, const char* p, size_t n) override {
     std::vector<Outcome<V>> outs(counts_at(chunk));
@@ -627,8 +643,12 @@ class IMapJob final : public JobBase {
     std::lock_guard lk(mu_);
     --in_flight_;
     done_items_ += outs.size();
-    buffered_items_ += outs.size();
     if (progress_) progress_->update(done_items_);
+    if (consumer_gone_) {
+      if (progress_ && input_done_ && in_flight_ == 0) progress_->finish(done_items_);
+      return;
+    }
+    buffered_items_ += outs.size();
     if (ordered_) {
       done_chunks_.emplace(chunk, std::move(outs));
     } else {
@@ -651,6 +671,8 @@ class IMapJob final : public JobBase {
   std::deque<Outcome<V>> pending_;
   size_t next_chunk_to_yield_ = 0;
   bool input_done_ = false;
+  bool unpaced_ = false;        // read the input without waiting for the consumer
+  bool consumer_gone_ = false;  // no IMapResult left: results are dropped
   std::exception_ptr input_error_;
   std::exception_ptr abandoned_;
   size_t done_items_ = 0;
