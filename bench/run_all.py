@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs the benchmark suite and compares multiproc with every other competitor.
 
-Every folder bench/<scenario>/ (except common/ and results/) is a scenario; every
+Every folder bench/<scenario>/ (except common/, results/ and experiments/) is a scenario; every
 <competitor>.cpp in it (built as <build>/bench/bench_<scenario>_<competitor>) and every
 <competitor>.py is a competitor program speaking the protocol of bench/README.md. Each program
 runs once per placement of the scenario (BENCH_PLACEMENT) and repeat times (quick: 3, full: 5),
@@ -33,7 +33,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-NOT_SCENARIOS = {"common", "results", "__pycache__"}
+NOT_SCENARIOS = {"common", "results", "experiments", "__pycache__"}
 BASELINE = "multiproc"
 # Column order: multiproc first, then the products, then the raw baselines and bounds.
 PREFERRED = ["multiproc", "multiproc_zerocopy", "python_mp", "boost_mq", "pipe", "socketpair",
