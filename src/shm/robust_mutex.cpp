@@ -100,7 +100,17 @@ LockStatus robust_lock_slow(RobustMutexData& m, uint32_t self, const Deadline& d
       if (robust_try_lock(m, self)) return LockStatus::acquired;
       continue;
     }
-    if (deadline.expired()) return LockStatus::timed_out;
+    if (deadline.expired()) {
+      // A short deadline (a get_nowait()) can pass before any nap below has looked at the owner:
+      // a dead owner's lock is free to take, never reported busy.
+      if (cur != self && !thread_alive(cur & kOwnerTidMask) &&
+          m.owner.compare_exchange_strong(cur, self, std::memory_order_acquire,
+                                          std::memory_order_relaxed)) {
+        m.owner_deaths.fetch_add(1, std::memory_order_relaxed);
+        return LockStatus::acquired_owner_died;
+      }
+      return LockStatus::timed_out;
+    }
     Deadline nap{Deadline::Clock::now() + kOwnerCheckInterval};
     if (deadline.at && *deadline.at < *nap.at) nap = deadline;
     m.waiters.fetch_add(1, std::memory_order_seq_cst);

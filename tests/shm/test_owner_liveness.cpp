@@ -2,6 +2,7 @@
 // (at its descriptor limit) must keep waiting for a live owner of a Lock, a Semaphore's units or
 // a queue's put lock, and must still take over from an owner that really died.
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -158,6 +159,28 @@ int fork_and_check_tid() {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 }  // namespace
+
+// A lock whose owner died is free even to a locker whose deadline has already passed (a queue's
+// get_nowait() once reported Empty while a killed consumer's lock hid the items: the deadline
+// passed during the locker's first spin, before it ever looked at the owner).
+TEST(OwnerLivenessDeadline, LockWithAPassedDeadlineTakesOverFromADeadHolder) {
+  auto* m = static_cast<mp::detail::RobustMutexData*>(
+      mmap(nullptr, sizeof(mp::detail::RobustMutexData), PROT_READ | PROT_WRITE,
+           MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(m, MAP_FAILED);
+  new (m) mp::detail::RobustMutexData{};
+  const pid_t child = fork();
+  if (child == 0) {
+    mp::detail::robust_lock(*m);
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_NE(m->owner.load(), 0u);
+  EXPECT_EQ(mp::detail::robust_lock(*m, mp::detail::Deadline{mp::detail::Deadline::Clock::now()}),
+            mp::detail::LockStatus::acquired_owner_died);
+  munmap(m, sizeof *m);
+}
 
 TEST(CurrentTid, IsThisThreadsIdInThreadsAndForkedChildren) {
   EXPECT_EQ(mp::detail::current_tid(), kernel_tid());
