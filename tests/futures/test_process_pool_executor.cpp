@@ -16,6 +16,7 @@
 
 #include <gmock/gmock.h>
 
+#include "exit_three.hpp"
 #include "start_methods.hpp"
 
 #include <multiproc/futures.hpp>
@@ -58,17 +59,6 @@ int read_init() {
 
 // An executor a forked child inherits (a global).
 std::optional<mp::ProcessPoolExecutor> g_inherited_executor;
-// Whether `code` is exit_three()'s. Under ASan, LeakSanitizer runs at exit() and reports the
-// parent's pool objects that the child's copy forgets on purpose (exit status 1, ASan's default).
-bool exited_three(std::optional<int> code) {
-#if defined(__SANITIZE_ADDRESS__)
-  if (code == 1) return true;
-#endif
-  return code == 3;
-}
-void exit_three() {
-  std::exit(3);  // runs the child's static destructors, g_inherited_executor's included
-}
 
 class ProcessPoolExecutorTest : public StartMethodTest {
  protected:

@@ -12,6 +12,7 @@
 
 #include <gmock/gmock.h>
 
+#include "exit_three.hpp"
 #include "start_methods.hpp"
 
 using namespace std::chrono_literals;
@@ -45,17 +46,6 @@ int exit_worker(int) {
 }
 // A Pool a forked child inherits (a global, as Python programs keep theirs).
 std::optional<mp::Pool> g_inherited_pool;
-// Whether `code` is exit_three()'s. Under ASan, LeakSanitizer runs at exit() and reports the
-// parent's pool objects that the child's copy forgets on purpose (exit status 1, ASan's default).
-bool exited_three(std::optional<int> code) {
-#if defined(__SANITIZE_ADDRESS__)
-  if (code == 1) return true;
-#endif
-  return code == 3;
-}
-void exit_three() {
-  std::exit(3);  // runs the child's static destructors, g_inherited_pool's included
-}
 int apply_on_inherited_pool(int x) {
   return g_inherited_pool->apply(inc, x);
 }

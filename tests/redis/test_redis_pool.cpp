@@ -254,8 +254,8 @@ TEST(RedisPool, WithoutTheKeyNothingRunsAndJunkIsDropped) {
     EXPECT_FALSE(r.wait(0.5s));
   }
   EXPECT_FALSE(std::filesystem::exists(dir.path + "/pwned"));
-  lpush("mp:pool:{" + name + "}:tasks", "junk");
-  lpush("mp:pool:{" + name + "}:tasks", std::string(40, '\0'));
+  lpush(pool_tasks_key(name), "junk");
+  lpush(pool_tasks_key(name), std::string(40, '\0'));
   EXPECT_TRUE(worker.says("too short"));
   mpr::Pool pool(redis_url(), {.name = name});
   EXPECT_EQ(pool.apply_async(square, 4).get(30s), 16);  // the worker lives on
@@ -288,7 +288,7 @@ TEST(RedisPool, AnInvokerThatIsNoEntryPointIsRefused) {
   code.invoker = multiproc::detail::encode_code_address(reinterpret_cast<const void*>(&touch));
   std::string code_bytes;
   multiproc::detail::dump(code_bytes, code);
-  lpush("mp:pool:{" + name + "}:tasks",
+  lpush(pool_tasks_key(name),
         mpr::detail::sign_task(multiproc::process_authkey(), "nobody", 1, code_bytes, "x"));
   EXPECT_TRUE(worker.says("is not a task entry point of this program"));
 }

@@ -277,7 +277,7 @@ TEST_P(RedisPoolLifecycleTest, NoKeyOutlivesAPoolJoinedTerminatedOrDestroyed) {
     // Both taken (tasks still queued stay in the pool name's shared queue, for its workers).
     EXPECT_TRUE(eventually([&] {
       auto ks = peek.keys(name);
-      return std::count(ks.begin(), ks.end(), "mp:pool:{" + name + "}:tasks") == 0 &&
+      return std::count(ks.begin(), ks.end(), pool_tasks_key(name)) == 0 &&
              std::count_if(ks.begin(), ks.end(), [](const std::string& k) {
                return k.find("}:proc:") != std::string::npos;
              }) == 2;
@@ -339,7 +339,7 @@ TEST_P(RedisPoolLifecycleTest, TasksQueuedBeforeTerminateNeverRun) {
   Peek peek;
   ASSERT_TRUE(peek.ok());
   TempDir dir;
-  const std::string name = test_pool_name(), tasks = "mp:pool:{" + name + "}:tasks";
+  const std::string name = test_pool_name(), tasks = pool_tasks_key(name);
   ForkedWorker worker(name);
   {
     mpr::Pool pool(redis_url(), {.processes = 1, .name = name, .context = ctx()});
@@ -366,7 +366,7 @@ TEST(RedisPoolLifecycle, AWorkerStartedAfterTerminateDropsTheQueuedTasks) {
   Peek peek;
   ASSERT_TRUE(peek.ok());
   TempDir dir;
-  const std::string name = test_pool_name(), tasks = "mp:pool:{" + name + "}:tasks";
+  const std::string name = test_pool_name(), tasks = pool_tasks_key(name);
   {
     mpr::Pool pool(redis_url(), {.processes = 0, .name = name});
     std::vector<mpr::AsyncResult<int64_t>> rs;
@@ -387,7 +387,7 @@ TEST_P(RedisPoolLifecycleTest, TasksQueuedBeforeCloseAllRunThroughJoin) {
   Peek peek;
   ASSERT_TRUE(peek.ok());
   TempDir dir;
-  const std::string name = test_pool_name(), tasks = "mp:pool:{" + name + "}:tasks";
+  const std::string name = test_pool_name(), tasks = pool_tasks_key(name);
   ForkedWorker worker(name);
   mpr::Pool pool(redis_url(),
                  {.processes = 1, .name = name, .context = ctx(), .client_timeout = 0.5s});

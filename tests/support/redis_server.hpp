@@ -243,3 +243,8 @@ inline std::string qname(const std::string& what = "q") {
 inline std::string test_pool_name() {
   return qname({});
 }
+
+// The server's list of a redis::Pool's queued tasks (the layout src/redis/pool.cpp uses).
+inline std::string pool_tasks_key(const std::string& pool_name) {
+  return "mp:pool:{" + pool_name + "}:tasks";
+}
