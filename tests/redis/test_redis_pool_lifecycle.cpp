@@ -23,6 +23,7 @@
 
 #include <multiproc/redis.hpp>
 
+#include "descendants.hpp"
 #include "redis_server.hpp"
 #include "start_methods.hpp"
 
@@ -167,14 +168,6 @@ struct ForkedWorker {
   }
   ~ForkedWorker() { stop(SIGKILL); }
 };
-
-// The state of a process ('Z': exited, not waited for; 0: gone).
-char proc_state(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  const auto close = stat.rfind(')');
-  return close == std::string::npos || close + 2 >= stat.size() ? 0 : stat[close + 2];
-}
 
 // Files named started-* in dir (a gate task running).
 size_t gates_started(const std::string& dir) {
@@ -459,8 +452,7 @@ TEST_P(RedisPoolLifecycleTest, LocalWorkersGiveUpAfterTheUnreachableTimeout) {
     EXPECT_EQ(pool.apply(inc, 1), 2);
     const pid_t worker = pool.worker_pids().at(0);
     server.stop(SIGKILL);
-    EXPECT_TRUE(
-        eventually([&] { return proc_state(worker) == 'Z' || proc_state(worker) == 0; }, 8s))
+    EXPECT_TRUE(eventually([&] { return !exists_unreaped(worker); }, 8s))
         << "the local worker still waits for the server";
   }
   const std::string err = testing::internal::GetCapturedStderr();
