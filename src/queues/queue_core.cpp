@@ -572,8 +572,28 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
   return n - first;
 }
 
-size_t QueueCore::put(size_t count, const size_t* sizes, size_t stride, FillFn fill, void* ctx,
-                      const Deadline& deadline) {
+bool QueueCore::put_one_fast(const char* src, size_t size) {
+  if (closed_pid_.load(std::memory_order_relaxed) != 0) return false;
+  if (!(size < kAlignPayloadFrom ? put_one_biased<false, false>(src, size, nullptr)
+                                 : put_one_biased<true, false>(src, size, nullptr)))
+    return false;
+  q_->not_empty.notify(1);
+  return true;
+}
+
+// A function of its own: the writer's exception handling cost put_one_fast's copies a tenth of
+// their instructions.
+bool QueueCore::put_one_fast_with(const char* ctx, size_t size, FillFn fill) {
+  if (closed_pid_.load(std::memory_order_relaxed) != 0) return false;
+  if (!(size < kAlignPayloadFrom ? put_one_biased<false, true>(ctx, size, fill)
+                                 : put_one_biased<true, true>(ctx, size, fill)))
+    return false;
+  q_->not_empty.notify(1);
+  return true;
+}
+
+size_t QueueCore::put_general(size_t count, const size_t* sizes, size_t stride, FillFn fill,
+                              void* ctx, const Deadline& deadline) {
   if (closed_pid_.load(std::memory_order_relaxed)) check_open("put");
   // One item (put(x), put_with) with room for it: straight to put_one_plain, without put_all's
   // loop. What it cannot place (no room: a wait, a bigger ring; an item out of line or with
@@ -675,13 +695,18 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
 
 // ---- consumer side ----------------------------------------------------------------------------
 
+// What it needs is read into locals first: the copy is a store through a char pointer, after
+// which members and the queue's fields would otherwise all be loaded again.
 [[gnu::always_inline]] inline bool QueueCore::get_one_plain(PlainSink& sink) {
-  RingData* r = get_ring_.r;
+  QueueData* const q = q_;
+  RingData* const r = get_ring_.r;
+  char* const data = get_ring_.data;
+  const uint64_t id = get_ring_.id, cap = get_ring_.cap, size = sink.item_size;
   uint64_t pos = r->head.load(std::memory_order_relaxed);
-  const uint64_t cap = get_ring_.cap, rec = record_bytes(sink.item_size);
+  const uint64_t rec = record_bytes(size);
   uint64_t off = pos & (cap - 1);
   if ((pos & 7) || rec > cap - off) return false;
-  const char* slot = get_ring_.data + off;
+  const char* slot = data + off;
   uint64_t word = header_at(const_cast<char*>(slot)).load(std::memory_order_acquire);
   if (word != 0 && header_kind(word) == kRecordSkip) {
     // The filler that puts an item of 512 bytes or more on a cache line: step over it.
@@ -693,10 +718,16 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
     slot += skip;
     word = header_at(const_cast<char*>(slot)).load(std::memory_order_acquire);
   }
-  if (word != header_word(sink.item_size, kRecordItem)) return false;
-  __builtin_prefetch(get_ring_.data + ((off + kReadAhead) & (cap - 1)));
-  copy_item(sink.out + sink.count++ * sink.item_size, slot + kHeaderSize, sink.item_size);
-  publish_get(pos + rec, 1);
+  if (word != header_word(size, kRecordItem)) return false;
+  __builtin_prefetch(data + ((off + kReadAhead) & (cap - 1)));
+  const uint64_t count = q->get_count.load(std::memory_order_relaxed) + 1;
+  copy_item(sink.out + sink.count++ * size, slot + kHeaderSize, size);
+  // publish_get's stores.
+  q->get_intent_ring.store(id, std::memory_order_relaxed);
+  q->get_intent_head.store(pos + rec, std::memory_order_relaxed);
+  q->get_intent_count.store(count, std::memory_order_relaxed);
+  r->head.store(pos + rec, std::memory_order_release);  // the commit
+  q->get_count.store(count, std::memory_order_release);
   return true;
 }
 
@@ -943,34 +974,41 @@ bool QueueCore::watch_fired(const Watch& w) const {
          q_->get_count.load(std::memory_order_seq_cst) != w.get_count;
 }
 
-size_t QueueCore::get(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
-                      bool spin, const std::atomic<uint32_t>* interrupt) {
-  // One plain item (get() of a number, a small struct) when get_lock is free and the queue not
-  // shut down: get_one_plain in a frame of its own, without the waiting loop's. Anything else
-  // (an empty queue, a dead lock owner to repair after) takes get_impl's loop, which an empty
-  // queue enters with the lock still held (consumers that find the queue empty take turns at
-  // the lock once, not twice).
-  if (max_items == 1 && !deliver && closed_pid_.load(std::memory_order_relaxed) == 0 &&
-      held_tid_.load(std::memory_order_relaxed) == 0 &&
-      q_->shut_down.load(std::memory_order_acquire) == kNotShutDown &&
-      robust_try_lock(q_->get_lock)) {
-    bool got;
-    try {
-      refresh_get_ring();
-      got = get_one_plain(*static_cast<PlainSink*>(ctx));
-    } catch (...) {
-      robust_unlock(q_->get_lock);
-      throw;
-    }
-    if (!got) return get_impl(1, nullptr, ctx, deadline, spin, interrupt, nullptr, true);
-    robust_unlock(q_->get_lock);
-    q_->not_full.notify(1);
-    return 1;
+int QueueCore::get_one_fast(PlainSink& sink) {
+  QueueData* const q = q_;
+  if (closed_pid_.load(std::memory_order_relaxed) != 0 ||
+      held_tid_.load(std::memory_order_relaxed) != 0 ||
+      q->shut_down.load(std::memory_order_acquire) != kNotShutDown || !robust_try_lock(q->get_lock))
+    return 0;
+  if (q->head_ring_gen.load(std::memory_order_acquire) != get_ring_.id || !get_ring_.r) {
+    robust_unlock(q->get_lock);  // lock_get() maps the new ring
+    return 0;
   }
-  return get_impl(max_items, deliver, ctx, deadline, spin, interrupt, nullptr);
+  if (!get_one_plain(sink)) return -1;
+  robust_unlock(q->get_lock);
+  q->not_full.notify(1);
+  return 1;
 }
 
 bool QueueCore::get_hold(HeldItem& out, const Deadline& deadline) {
+  // An item at the head and get_lock free: get_one_fast's way, without get_impl's setup.
+  QueueData* const q = q_;
+  if (closed_pid_.load(std::memory_order_relaxed) == 0 &&
+      held_tid_.load(std::memory_order_relaxed) == 0 &&
+      q->shut_down.load(std::memory_order_acquire) == kNotShutDown) {
+    const uint32_t self = current_tid();
+    if (robust_try_lock(q->get_lock, self)) {
+      if (q->head_ring_gen.load(std::memory_order_acquire) != get_ring_.id || !get_ring_.r) {
+        robust_unlock(q->get_lock);  // lock_get() maps the new ring
+      } else if (hold_one(out)) {
+        out.tid = self;
+        held_tid_.store(self, std::memory_order_relaxed);
+        return true;
+      } else {  // nothing at the head: get_impl's loop starts with the lock held
+        return get_impl(1, nullptr, nullptr, deadline, true, nullptr, &out, true) != 0;
+      }
+    }
+  }
   return get_impl(1, nullptr, nullptr, deadline, true, nullptr, &out) != 0;
 }
 

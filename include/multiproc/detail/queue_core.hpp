@@ -242,13 +242,29 @@ class QueueCore {
   // Waits for room (bounded queues) until the deadline. Returns how many were put. Throws
   // ShutDown, or ProcessError through a closed handle.
   size_t put(size_t count, const size_t* sizes, size_t size_stride, FillFn fill, void* ctx,
-             const Deadline& deadline);
+             const Deadline& deadline) {
+    if (count == 1 && (fill ? put_one_fast_with(static_cast<const char*>(ctx), sizes[0], fill)
+                            : put_one_fast(static_cast<const char*>(ctx), sizes[0])))
+      return 1;
+    return put_general(count, sizes, size_stride, fill, ctx, deadline);
+  }
   // Gets up to `max_items`, waiting until the deadline for the first. Returns how many.
   // Throws ShutDown when the queue is shut down and drained (at once after an immediate
   // shutdown), ProcessError through a closed handle. `spin` false sleeps at once; a
   // non-zero *interrupt makes a waiting get() return 0 (wake it with wake_getters()).
   size_t get(size_t max_items, DeliverFn deliver, void* ctx, const Deadline& deadline,
-             bool spin = true, const std::atomic<uint32_t>* interrupt = nullptr);
+             bool spin = true, const std::atomic<uint32_t>* interrupt = nullptr) {
+    // One plain item when get_lock is free: get_one_fast in a small frame of its own. Anything
+    // else (an empty queue, a dead lock owner to repair after) takes get_impl's loop, which an
+    // empty queue enters with the lock still held (consumers that find the queue empty take
+    // turns at the lock once, not twice).
+    int fast = 0;
+    if (max_items == 1 && !deliver) {
+      fast = get_one_fast(*static_cast<PlainSink*>(ctx));
+      if (fast > 0) return 1;
+    }
+    return get_impl(max_items, deliver, ctx, deadline, spin, interrupt, nullptr, fast < 0);
+  }
   void wake_getters() { q_->not_empty.notify_all(); }
   // Zero-copy get: waits like get() for one item, then leaves it in place and get_lock held by
   // this thread; `out` describes it. Returns false if the deadline passed first. The item is
@@ -345,9 +361,21 @@ class QueueCore {
   // one piece. False (nothing written) when it needs put_locked's general path (a wrap, a full
   // or small ring, an item out of line or with references).
   bool put_one_plain(const char* src, size_t size, FillFn fill = nullptr);
+  // The same under this thread's bias (put_section.hpp).
+  template <bool kAligned, bool kFill>
+  bool put_one_biased(const char* src, size_t size, FillFn fill);
+  // put()'s first try for one plain item: put_one_biased in a small frame of its own (as part of
+  // the general put, its values were spilled to the stack around the general path's calls).
+  bool put_one_fast(const char* src, size_t size);
+  bool put_one_fast_with(const char* ctx, size_t size, FillFn fill);  // fill(ctx, 0, dst) writes
+  size_t put_general(size_t count, const size_t* sizes, size_t size_stride, FillFn fill, void* ctx,
+                     const Deadline& deadline);
   // The common get() of one plain item at the head: false when get_locked must look (nothing
   // there, another kind of record, the ring's end).
   bool get_one_plain(PlainSink& sink);
+  // get()'s first try for one plain item: 1 got it; 0 did nothing (get_lock not taken); -1
+  // took get_lock, found the ring current and nothing for it at the head, and keeps the lock.
+  int get_one_fast(PlainSink& sink);
   // get_hold()'s look at the head the same way: an item record (after a filler) left in place.
   bool hold_one(HeldItem& item);
   // Under put_lock: up to max_items plain items of `size` bytes from `src`, as many as fit before
