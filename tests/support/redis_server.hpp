@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -216,6 +217,52 @@ inline int blocked_clients(const RedisServer& server) {
   freeReplyObject(r);
   redisFree(c);
   return n;
+}
+
+// One command on a connection of its own (the tests' administrator's, not a client under test):
+// the reply as text (a status, a string, an integer's digits, an error's message), or "" when the
+// server cannot be reached.
+inline std::string admin_command(const RedisServer& server, const std::vector<std::string>& argv) {
+  redisContext* c = redisConnect("127.0.0.1", server.port());
+  if (!c || c->err) {
+    if (c) redisFree(c);
+    return {};
+  }
+  freeReplyObject(redisCommand(c, "AUTH %s", RedisServer::kPassword));
+  std::vector<const char*> ptrs;
+  std::vector<size_t> lens;
+  for (const auto& a : argv) {
+    ptrs.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  auto* r = static_cast<redisReply*>(
+      redisCommandArgv(c, static_cast<int>(argv.size()), ptrs.data(), lens.data()));
+  std::string out;
+  if (r && r->type == REDIS_REPLY_INTEGER)
+    out = std::to_string(r->integer);
+  else if (r && r->str)
+    out.assign(r->str, r->len);
+  freeReplyObject(r);
+  redisFree(c);
+  return out;
+}
+
+// A number in INFO's text: the line `key:N`, or the field of `key:a=1,field=N,...`; -1 when the
+// line or the field is not there (INFO commandstats has no line for a command never called).
+inline long long info_number(const std::string& info, const std::string& key,
+                             const std::string& field = {}) {
+  const std::string line_start = key + ":";
+  size_t at = info.rfind(line_start, 0) == 0 ? 0 : info.find("\n" + line_start);
+  if (at == std::string::npos) return -1;
+  at = info.find(':', at) + 1;
+  const size_t end = std::min(info.find('\r', at), info.find('\n', at));
+  const std::string line = info.substr(at, end == std::string::npos ? end : end - at);
+  if (field.empty()) return std::atoll(line.c_str());
+  const std::string f = field + "=";
+  size_t pos = line.rfind(f, 0) == 0 ? 0 : line.find("," + f);
+  if (pos == std::string::npos) return -1;
+  pos = line.find('=', pos) + 1;
+  return std::atoll(line.c_str() + pos);
 }
 
 // First line of every test that needs the server.
