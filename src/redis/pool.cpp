@@ -787,7 +787,9 @@ struct PoolClient::Impl {
   std::condition_variable send_cv;  // outbox filled, or stopping (the sender's only)
   std::condition_variable stop_cv;  // stopping (the result thread's backoff)
   bool closed = false, stopping = false;
-  std::mutex local_mu;  // local and local_ids, replaced from the result thread
+  std::exception_ptr broken;               // why the result thread gave up (give_up())
+  std::vector<std::weak_ptr<Feed>> feeds;  // the imaps' (add_feed())
+  std::mutex local_mu;                     // local and local_ids, replaced from the result thread
   std::vector<Process> local;
   // The local workers' ids (given by the pool, so that it can clean up after the ones it kills).
   std::vector<std::string> local_ids;
@@ -954,11 +956,13 @@ struct PoolClient::Impl {
   }
 
   void give_up(const std::string& why) {
+    auto e = std::make_exception_ptr(BrokenPool(why));
     {
       std::lock_guard lk(mu);
       closed = true;
+      broken = e;
     }
-    fail_all(std::make_exception_ptr(BrokenPool(why)));
+    fail_all(e);
   }
 
   void result_loop() {
@@ -1209,12 +1213,16 @@ PoolClient::~PoolClient() {
 }
 
 void PoolClient::submit(const std::string& code, std::vector<std::string> chunks,
-                        uint32_t first_chunk, std::shared_ptr<ChunkSink> sink) {
+                        uint32_t first_chunk, std::shared_ptr<ChunkSink> sink, bool feed) {
   auto& m = *impl_;
   auto shared_code = std::make_shared<const std::string>(code);
   {
     std::lock_guard lk(m.mu);
-    if (m.closed) throw ProcessError("redis::Pool: the pool is closed (close() or terminate())");
+    // An imap's feed goes on after close(), not once nothing would answer it.
+    if (feed && m.broken) std::rethrow_exception(m.broken);
+    if (feed && m.stopping) throw BrokenPool("redis::Pool: terminated");
+    if (m.closed && !feed)
+      throw ProcessError("redis::Pool: the pool is closed (close() or terminate())");
     for (size_t i = 0; i < chunks.size(); ++i) {
       const uint64_t task = m.next_task++;
       m.pending.emplace(task, Impl::Pending{sink, static_cast<uint32_t>(first_chunk + i)});
@@ -1231,9 +1239,31 @@ unsigned PoolClient::workers() {
   return static_cast<unsigned>(std::max<long long>({n, 1, m.options.processes}));
 }
 
+void PoolClient::add_feed(std::weak_ptr<Feed> feed) {
+  auto& m = *impl_;
+  std::lock_guard lk(m.mu);
+  if (m.closed) throw ProcessError("redis::Pool: the pool is closed (close() or terminate())");
+  std::erase_if(m.feeds, [](const std::weak_ptr<Feed>& f) { return f.expired(); });
+  m.feeds.push_back(std::move(feed));
+}
+
+void PoolClient::feed_ended() {
+  auto& m = *impl_;
+  { std::lock_guard lk(m.mu); }  // a join() between its check and its wait sees the change
+  m.idle_cv.notify_all();
+}
+
 void PoolClient::close() {
-  std::lock_guard lk(impl_->mu);
-  impl_->closed = true;
+  auto& m = *impl_;
+  std::vector<std::shared_ptr<Feed>> feeding;
+  {
+    std::lock_guard lk(m.mu);
+    m.closed = true;
+    for (auto& f : m.feeds)
+      if (auto p = f.lock()) feeding.push_back(std::move(p));
+  }
+  // Outside mu: a feed reads its input and submits (mu) from here.
+  for (auto& f : feeding) f->pool_closed();
 }
 
 void PoolClient::join() {
@@ -1241,7 +1271,14 @@ void PoolClient::join() {
   {
     std::unique_lock lk(m.mu);
     if (!m.closed) throw ProcessError("redis::Pool::join(): call close() or terminate() first");
-    m.idle_cv.wait(lk, [&] { return m.pending.empty() || m.stopping; });
+    // An imap still reading its input submits more: its calls are waited for too.
+    auto feeding = [&] {
+      return std::any_of(m.feeds.begin(), m.feeds.end(), [](const std::weak_ptr<Feed>& f) {
+        auto p = f.lock();
+        return p && p->feeding();
+      });
+    };
+    m.idle_cv.wait(lk, [&] { return (m.pending.empty() && !feeding()) || m.stopping; });
   }
   {
     std::lock_guard lk(m.local_mu);

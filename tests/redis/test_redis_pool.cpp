@@ -34,19 +34,6 @@ namespace {
 
 MP_REDIS_TEST_PROGRAM();
 
-// A folder for marker files, removed at the end of the test.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/mp-redis-pool-XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
-
 int square(int x) {
   return x * x;
 }

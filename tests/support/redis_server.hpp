@@ -265,6 +265,21 @@ inline long long info_number(const std::string& info, const std::string& key,
   return std::atoll(line.c_str() + pos);
 }
 
+// A folder for a test's marker files and logs, removed at the end of the test.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/mp-redis-test-XXXXXX";
+    if (mkdtemp(tmpl)) path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path.empty()) std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
+
 // First line of every test that needs the server.
 #define MP_REQUIRE_REDIS()                                                         \
   do {                                                                             \
