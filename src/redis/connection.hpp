@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
+#include <openssl/evp.h>
 
 #include <algorithm>
 #include <charconv>
@@ -171,10 +172,43 @@ if extra > 0 then redis.call('RPOP', KEYS[1], extra) end
 return 0
 )lua";
 
+// A Lua script as the connection sends it: EVALSHA with its SHA1, computed here as the server
+// computes it, so that a call carries 40 bytes rather than the text and the server compiles the
+// text once, not per call. A server that does not know the script (restarted, SCRIPT FLUSH)
+// answers NOSCRIPT: Connection::run() then sends that call as EVAL with the text, which runs it
+// and caches it for the next EVALSHA in one command (a SCRIPT LOAD then EVALSHA would leave a
+// window for another flush).
+class LuaScript {
+ public:
+  explicit LuaScript(std::string text) : text_(std::move(text)) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (!EVP_Digest(text_.data(), text_.size(), md, &len, EVP_sha1(), nullptr))
+      throw ProcessError("multiproc: redis: OpenSSL SHA1 failed");
+    static constexpr char kHex[] = "0123456789abcdef";
+    for (unsigned i = 0; i < len; ++i) {
+      sha_ += kHex[md[i] >> 4];
+      sha_ += kHex[md[i] & 15];
+    }
+  }
+  const std::string& text() const { return text_; }
+  const std::string& sha() const { return sha_; }
+
+ private:
+  std::string text_, sha_;
+};
+
 enum Script { kPut, kTake, kShutdown, kTaskDone, kRelease, kUnlink, kAck, kScriptCount };
-inline constexpr const char* kScripts[kScriptCount] = {
-    kPutScript,     kTakeScript,   kShutdownScript, kTaskDoneScript,
-    kReleaseScript, kUnlinkScript, kAckScript};
+
+// The queue's scripts, made on first use (a handle may be used from another file's static
+// initializer).
+inline const LuaScript& script(Script s) {
+  static const LuaScript all[kScriptCount] = {
+      LuaScript(kPutScript),      LuaScript(kTakeScript),    LuaScript(kShutdownScript),
+      LuaScript(kTaskDoneScript), LuaScript(kReleaseScript), LuaScript(kUnlinkScript),
+      LuaScript(kAckScript)};
+  return all[s];
+}
 
 // ---- connection
 // ----------------------------------------------------------------------------------
@@ -185,6 +219,21 @@ struct ReplyDeleter {
   }
 };
 using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
+
+// A command's strings, viewed: a braced list (alive to the end of the call's full expression) or
+// a vector the caller keeps.
+class Views {
+ public:
+  Views(std::initializer_list<std::string_view> l) : s_(l.begin(), l.size()) {}
+  Views(std::span<const std::string_view> s) : s_(s) {}
+  Views(const std::vector<std::string_view>& v) : s_(v) {}
+  auto begin() const { return s_.begin(); }
+  auto end() const { return s_.end(); }
+  size_t size() const { return s_.size(); }
+
+ private:
+  std::span<const std::string_view> s_;
+};
 
 inline timeval to_timeval(double seconds) {
   seconds = std::max(seconds, 0.001);
@@ -241,15 +290,18 @@ class Connection {
   }
   // `before`, when given, is sent with argv in one write (a pipeline: no round trip more) and its
   // reply dropped: argv is a script that looks at what `before` did, and answers for both.
+  // `script`: argv is its EVALSHA, sent again as EVAL with the text when the server answers
+  // NOSCRIPT.
   Reply run(std::span<const std::string_view> argv, const Deadline& deadline, double block_s = 0,
-            bool retry = true, std::span<const std::string_view> before = {}) {
+            bool retry = true, std::span<const std::string_view> before = {},
+            const LuaScript* script = nullptr) {
     const auto start = Clock::now();
     auto give_up = start + std::chrono::duration_cast<Clock::duration>(
                                std::chrono::duration<double>(unreachable_s_));
     if (deadline.at && *deadline.at > give_up) give_up = *deadline.at;
     std::string last_error;
     auto backoff = std::chrono::milliseconds(5);
-    int noscript = 0;
+    std::vector<std::string_view> with_text;  // argv as EVAL, after a NOSCRIPT
     for (;;) {
       if (ctx_ && pid_ != getpid()) drop();  // a forked child's copy: the parent's socket
       if (!ctx_) {
@@ -272,8 +324,16 @@ class Connection {
           return reply;
         } else {
           std::string e(reply->str, reply->len);
-          if (starts_with(e, "NOSCRIPT") && noscript++ < 3) {
-            load_scripts(last_error);  // the server restarted without its script cache
+          if (script && starts_with(e, "NOSCRIPT")) {
+            // The server lost its scripts (a restart, SCRIPT FLUSH): the call goes again with
+            // the text. `before` ran: its reply came ahead of this one, on a connection that is
+            // fine; only the script call goes again.
+            with_text.assign(argv.begin(), argv.end());
+            with_text[0] = "EVAL";
+            with_text[1] = script->text();
+            argv = with_text;
+            script = nullptr;
+            before = {};
             continue;
           }
           if (auth_error(e)) throw AuthenticationError(auth_message(e));
@@ -297,7 +357,18 @@ class Connection {
     }
   }
 
-  const std::string& sha(Script s) const { return shas_[s]; }
+  // Runs a script by its SHA1 (EVALSHA), by its text where the server lacks it. The other
+  // arguments are run()'s.
+  Reply eval(const LuaScript& script, Views keys, Views args, const Deadline& deadline,
+             double block_s = 0, bool retry = true, std::span<const std::string_view> before = {}) {
+    char buf[24];
+    const std::string_view nkeys(
+        buf, static_cast<size_t>(std::to_chars(buf, buf + sizeof buf, keys.size()).ptr - buf));
+    eval_argv_.assign({"EVALSHA", script.sha(), nkeys});
+    eval_argv_.insert(eval_argv_.end(), keys.begin(), keys.end());
+    eval_argv_.insert(eval_argv_.end(), args.begin(), args.end());
+    return run(eval_argv_, deadline, block_s, retry, before, &script);
+  }
 
   // Sends one command and reads its reply (null when the connection failed: ctx_->errstr says
   // why). The command is encoded here, into a buffer kept from call to call, rather than by
@@ -375,7 +446,6 @@ class Connection {
       if (cmd.empty() || (cmd[0] == "SELECT" && url_.db == 0)) continue;
       if (!setup_command(cmd, last_error)) return;
     }
-    load_scripts(last_error);
   }
 
   bool setup_command(const std::vector<std::string_view>& cmd, std::string& last_error) {
@@ -405,30 +475,6 @@ class Connection {
                        ": " + e);
   }
 
-  void load_scripts(std::string& last_error) {
-    for (int s = 0; s < kScriptCount; ++s) {
-      if (!ctx_) return;
-      Reply r(static_cast<redisReply*>(redisCommand(ctx_, "SCRIPT LOAD %s", kScripts[s])));
-      if (!r) {
-        last_error = ctx_->errstr;
-        drop();
-        return;
-      }
-      if (r->type == REDIS_REPLY_STRING) {
-        shas_[s].assign(r->str, r->len);
-        continue;
-      }
-      std::string e = r->type == REDIS_REPLY_ERROR ? std::string(r->str, r->len) : "bad reply";
-      drop();
-      if (transient_error(e)) {
-        last_error = e;
-        return;
-      }
-      if (auth_error(e)) throw AuthenticationError(auth_message(e));
-      throw ProcessError("multiproc: redis: SCRIPT LOAD failed on " + url_.host + ": " + e);
-    }
-  }
-
   void encode(std::span<const std::string_view> argv) {
     append_header('*', argv.size());
     for (auto a : argv) {
@@ -455,7 +501,7 @@ class Connection {
   double timeout_block_s_ = 0;  // the socket's timeout is this + 10 s
   pid_t pid_ = 0;
   uint64_t connects_ = 0;
-  std::string shas_[kScriptCount];
+  std::vector<std::string_view> eval_argv_;  // eval()'s, kept from call to call
 };
 
 inline std::string random_id() {

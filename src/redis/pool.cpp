@@ -428,7 +428,8 @@ end
 // signature, not popped blindly, and a task still held in proc (moved by a try whose reply was
 // lost) is returned again before a new one is taken. An answer sent twice is harmless (the client
 // takes the first).
-const std::string kFinishScript = std::string(kPushResultLua) + kTakeLua + R"lua(
+const LuaScript& finish_script() {
+  static const LuaScript s(std::string(kPushResultLua) + kTakeLua + R"lua(
 if ARGV[1] ~= '' then push_result('RPUSH', KEYS[1], KEYS[4], ARGV[1]) end
 for _, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
   if string.sub(v, 1, 32) == ARGV[3] then
@@ -438,14 +439,19 @@ for _, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
 end
 if ARGV[2] ~= '1' then return false end
 return take(KEYS[2], KEYS[3], ARGV[4], ARGV[5] == 'l')
-)lua";
+)lua");
+  return s;
+}
 
 // KEYS: proc, tasks. ARGV: the pool's key prefix, the worker's byte order. Sent in one write behind
 // the idle worker's blocking move (tasks -> proc): what the move took is checked as any task taken
 // (kTakeLua) before the worker sees it, and a task left in proc by a lost reply is found again.
-const std::string kHeldScript = std::string(kTakeLua) + R"lua(
+const LuaScript& held_script() {
+  static const LuaScript s(std::string(kTakeLua) + R"lua(
 return take(KEYS[1], KEYS[2], ARGV[1], ARGV[2] == 'l')
-)lua";
+)lua");
+  return s;
+}
 
 // The byte order of the lengths in a task message, for kTakeLua.
 constexpr const char* kByteOrder = std::endian::native == std::endian::little ? "l" : "b";
@@ -453,7 +459,8 @@ constexpr const char* kByteOrder = std::endian::native == std::endian::little ? 
 // KEYS: the client's liveness key, results, taken, the pool's heartbeat TTL key. ARGV: expiry ms,
 // heartbeat TTL ms. The client's periodic renewal; the TTL key (shared by the pool's clients) is
 // set where missing and otherwise only lengthened, so it goes after the last client.
-constexpr const char* kRenewScript = R"lua(
+const LuaScript& renew_script() {
+  static const LuaScript s(R"lua(
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[3], ARGV[1])
@@ -463,22 +470,28 @@ if t == -2 then
 elseif t >= 0 and t < tonumber(ARGV[1]) then
   redis.call('PEXPIRE', KEYS[4], ARGV[1])
 end
-)lua";
+)lua");
+  return s;
+}
 
 // KEYS: proc, reaping (both of one dead worker). Moves the worker's tasks behind those a reaper
 // may have left in "reaping:<worker>" (killed in the middle of its round): appended, never
 // overwritten, and run twice (a lost reply) it moves nothing more. -> tasks waiting there.
-constexpr const char* kReapTakeScript = R"lua(
+const LuaScript& reap_take_script() {
+  static const LuaScript s(R"lua(
 while redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') do end
 return redis.call('LLEN', KEYS[2])
-)lua";
+)lua");
+  return s;
+}
 
 // KEYS: reaping, tasks, results, the client's liveness key (for a WorkerLost answer). ARGV: the
 // task the reaper read last in reaping, what becomes of it ('task': run again, 'result': answered,
 // 'drop'), the new message. Only if that task is still the last one (no other reaper took it
 // meanwhile) is it replaced: each task is handed out by one reaper once, and one that a killed
 // reaper held stays in reaping for the next. -> 1 if it was this call's.
-const std::string kReapOneScript = std::string(kPushResultLua) + R"lua(
+const LuaScript& reap_one_script() {
+  static const LuaScript s(std::string(kPushResultLua) + R"lua(
 if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[1] then return 0 end
 redis.call('RPOP', KEYS[1])
 if ARGV[2] == 'task' then
@@ -487,7 +500,9 @@ elseif ARGV[2] == 'result' then
   push_result('LPUSH', KEYS[3], KEYS[4], ARGV[3])
 end
 return 1
-)lua";
+)lua");
+  return s;
+}
 
 // KEYS: results, taken. ARGV: max, header, received, expiry ms -> {header, results...}.
 // `taken` is the one place where results wait between leaving `results` and the client: a header
@@ -500,7 +515,8 @@ return 1
 // is, taking nothing away. A list without a header was lost with the server's data and made
 // again by a blocking move: all of it goes out. ARGV[4]: the client's key expiry (ms), renewed
 // here and by the client's renewal: a client that is gone leaves nothing for ever.
-constexpr const char* kTakeResultsScript = R"lua(
+const LuaScript& take_results_script() {
+  static const LuaScript s(R"lua(
 local head = redis.call('LINDEX', KEYS[2], 0)
 local received = tonumber(ARGV[3])
 if head and #head >= 32 then
@@ -518,7 +534,9 @@ local vs = redis.call('LPOP', KEYS[1], ARGV[1])
 if vs then redis.call('RPUSH', KEYS[2], unpack(vs)) end
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return redis.call('LRANGE', KEYS[2], 0, -1)
-)lua";
+)lua");
+  return s;
+}
 
 }  // namespace
 
@@ -600,12 +618,11 @@ void serve(const std::string& url, const std::string& name, const std::string& k
       Reply r;
       try {
         // Idle: the blocking move, and behind it in the same write the script that checks what it
-        // moved (kHeldScript: a task of a client gone is dropped, one that a lost reply left in
+        // moved (held_script(): a task of a client gone is dropped, one that a lost reply left in
         // our list is returned).
         const std::string_view move[] = {"BLMOVE", k_tasks, k_proc, "RIGHT", "LEFT", "0.2"};
-        const std::string_view held[] = {"EVAL",  kHeldScript, "2",       k_proc,
-                                         k_tasks, prefix,      kByteOrder};
-        r = conn.run(held, Deadline::never(), 0.2, true, move);
+        r = conn.eval(held_script(), {k_proc, k_tasks}, {prefix, kByteOrder}, Deadline::never(),
+                      0.2, true, move);
       } catch (const std::exception& e) {
         gave_up = e.what();
         break;
@@ -620,10 +637,9 @@ void serve(const std::string& url, const std::string& name, const std::string& k
     const std::string_view signature = std::string_view(task).substr(0, 32);
     Reply r;
     try {
-      r = conn.run(
-          {"EVAL", kFinishScript, "4", prefix + "results:" + client, k_proc, k_tasks,
-           prefix + "client:" + client, result, take ? "1" : "0", signature, prefix, kByteOrder},
-          Deadline::never());
+      r = conn.eval(finish_script(),
+                    {prefix + "results:" + client, k_proc, k_tasks, prefix + "client:" + client},
+                    {result, take ? "1" : "0", signature, prefix, kByteOrder}, Deadline::never());
     } catch (const std::exception& e) {
       // Unreachable: the task stays in our list, for the reaper once our heartbeat lapses.
       gave_up = e.what();
@@ -771,7 +787,9 @@ struct PoolClient::Impl {
   std::condition_variable send_cv;  // outbox filled, or stopping (the sender's only)
   std::condition_variable stop_cv;  // stopping (the result thread's backoff)
   bool closed = false, stopping = false;
-  std::mutex local_mu;  // local and local_ids, replaced from the result thread
+  std::exception_ptr broken;               // why the result thread gave up (give_up())
+  std::vector<std::weak_ptr<Feed>> feeds;  // the imaps' (add_feed())
+  std::mutex local_mu;                     // local and local_ids, replaced from the result thread
   std::vector<Process> local;
   // The local workers' ids (given by the pool, so that it can clean up after the ones it kills).
   std::vector<std::string> local_ids;
@@ -834,9 +852,8 @@ struct PoolClient::Impl {
   void renew(bool retry) {
     try {
       std::lock_guard lk(send_mu);
-      send.run({"EVAL", kRenewScript, "4", k_alive, k_results, k_taken, prefix + "ttl", keep_ms,
-                worker_ttl_ms()},
-               Deadline::never(), 0, retry);
+      send.eval(renew_script(), {k_alive, k_results, k_taken, prefix + "ttl"},
+                {keep_ms, worker_ttl_ms()}, Deadline::never(), 0, retry);
     } catch (const std::exception&) {
       if (retry) throw;
     }
@@ -939,21 +956,23 @@ struct PoolClient::Impl {
   }
 
   void give_up(const std::string& why) {
+    auto e = std::make_exception_ptr(BrokenPool(why));
     {
       std::lock_guard lk(mu);
       closed = true;
+      broken = e;
     }
-    fail_all(std::make_exception_ptr(BrokenPool(why)));
+    fail_all(e);
   }
 
   void result_loop() {
     auto last_reap = std::chrono::steady_clock::now();
     auto last_take = last_reap;
-    // What the client holds of k_taken (kTakeResultsScript): the header it last saw, and how many
-    // results behind it it received since.
+    // What the client holds of k_taken (take_results_script()): the header it last saw, and how
+    // many results behind it it received since.
     std::string header = "0";
     size_t received = 0;
-    // The next read is a call of kTakeResultsScript, not the blocking move: the first one (it
+    // The next read is a call of take_results_script(), not the blocking move: the first one (it
     // puts the header the moves append behind), one after a call that failed or a reconnect (a
     // lost reply's results wait in k_taken; a move appended behind them would be counted as
     // theirs), and one a reap round asks for when many results were received or a minute passed
@@ -983,9 +1002,9 @@ struct PoolClient::Impl {
         // With one task or none in flight no batch can be there: straight to the wait (a round
         // trip less on the way of an apply().get()).
         if (waiting > 1 || take_call) {
-          r = recv.run({"EVAL", kTakeResultsScript, "2", k_results, k_taken, "512", header,
-                        std::to_string(received), keep_ms},
-                       Deadline::never(), 0, false);
+          r = recv.eval(take_results_script(), {k_results, k_taken},
+                        {"512", header, std::to_string(received), keep_ms}, Deadline::never(), 0,
+                        false);
           if (r->type != REDIS_REPLY_ARRAY || r->elements == 0 ||
               r->element[0]->type != REDIS_REPLY_STRING)
             throw ProcessError("multiproc: redis: unexpected answer to the results script");
@@ -1095,12 +1114,12 @@ struct PoolClient::Impl {
   // client `skip` (this pool's own, when it ends). The worker's list is first moved into
   // "reaping:<id>", named by the worker alone: a reaper killed in the middle of its round leaves
   // the rest there, where the next reaper of the pool (any client's) finds it. Each task is then
-  // replaced, the last first, only if it is still there (kReapOneScript): reapers at work
+  // replaced, the last first, only if it is still there (reap_one_script()): reapers at work
   // together never hand one task out twice.
   void reap_worker(const std::string& id, const std::string& skip, bool retry) {
     const std::string reaping = prefix + "reaping:" + id;
-    if (integer(recv.run({"EVAL", kReapTakeScript, "2", prefix + "proc:" + id, reaping},
-                         Deadline::never(), 0, retry)) > 0)
+    if (integer(recv.eval(reap_take_script(), {prefix + "proc:" + id, reaping}, {},
+                          Deadline::never(), 0, retry)) > 0)
       reap_pause_hook();
     for (;;) {
       Reply last = recv.run({"LINDEX", reaping, "-1"}, Deadline::never(), 0, retry);
@@ -1128,10 +1147,10 @@ struct PoolClient::Impl {
         what = "task";
         msg = seal(key, *t);
       }
-      const long long mine = integer(
-          recv.run({"EVAL", kReapOneScript, "4", reaping, k_tasks, prefix + "results:" + for_client,
-                    prefix + "client:" + for_client, raw, what, msg},
-                   Deadline::never(), 0, retry));
+      const long long mine = integer(recv.eval(
+          reap_one_script(),
+          {reaping, k_tasks, prefix + "results:" + for_client, prefix + "client:" + for_client},
+          {raw, what, msg}, Deadline::never(), 0, retry));
       if (mine == 1 && what == "task")
         say("multiproc: redis::Pool: worker " + id + " lost; task " + std::to_string(t->task) +
             " runs again (retry " + std::to_string(t->attempt) + ")");
@@ -1194,12 +1213,16 @@ PoolClient::~PoolClient() {
 }
 
 void PoolClient::submit(const std::string& code, std::vector<std::string> chunks,
-                        uint32_t first_chunk, std::shared_ptr<ChunkSink> sink) {
+                        uint32_t first_chunk, std::shared_ptr<ChunkSink> sink, bool feed) {
   auto& m = *impl_;
   auto shared_code = std::make_shared<const std::string>(code);
   {
     std::lock_guard lk(m.mu);
-    if (m.closed) throw ProcessError("redis::Pool: the pool is closed (close() or terminate())");
+    // An imap's feed goes on after close(), not once nothing would answer it.
+    if (feed && m.broken) std::rethrow_exception(m.broken);
+    if (feed && m.stopping) throw BrokenPool("redis::Pool: terminated");
+    if (m.closed && !feed)
+      throw ProcessError("redis::Pool: the pool is closed (close() or terminate())");
     for (size_t i = 0; i < chunks.size(); ++i) {
       const uint64_t task = m.next_task++;
       m.pending.emplace(task, Impl::Pending{sink, static_cast<uint32_t>(first_chunk + i)});
@@ -1216,9 +1239,31 @@ unsigned PoolClient::workers() {
   return static_cast<unsigned>(std::max<long long>({n, 1, m.options.processes}));
 }
 
+void PoolClient::add_feed(std::weak_ptr<Feed> feed) {
+  auto& m = *impl_;
+  std::lock_guard lk(m.mu);
+  if (m.closed) throw ProcessError("redis::Pool: the pool is closed (close() or terminate())");
+  std::erase_if(m.feeds, [](const std::weak_ptr<Feed>& f) { return f.expired(); });
+  m.feeds.push_back(std::move(feed));
+}
+
+void PoolClient::feed_ended() {
+  auto& m = *impl_;
+  { std::lock_guard lk(m.mu); }  // a join() between its check and its wait sees the change
+  m.idle_cv.notify_all();
+}
+
 void PoolClient::close() {
-  std::lock_guard lk(impl_->mu);
-  impl_->closed = true;
+  auto& m = *impl_;
+  std::vector<std::shared_ptr<Feed>> feeding;
+  {
+    std::lock_guard lk(m.mu);
+    m.closed = true;
+    for (auto& f : m.feeds)
+      if (auto p = f.lock()) feeding.push_back(std::move(p));
+  }
+  // Outside mu: a feed reads its input and submits (mu) from here.
+  for (auto& f : feeding) f->pool_closed();
 }
 
 void PoolClient::join() {
@@ -1226,7 +1271,14 @@ void PoolClient::join() {
   {
     std::unique_lock lk(m.mu);
     if (!m.closed) throw ProcessError("redis::Pool::join(): call close() or terminate() first");
-    m.idle_cv.wait(lk, [&] { return m.pending.empty() || m.stopping; });
+    // An imap still reading its input submits more: its calls are waited for too.
+    auto feeding = [&] {
+      return std::any_of(m.feeds.begin(), m.feeds.end(), [](const std::weak_ptr<Feed>& f) {
+        auto p = f.lock();
+        return p && p->feeding();
+      });
+    };
+    m.idle_cv.wait(lk, [&] { return (m.pending.empty() && !feeding()) || m.stopping; });
   }
   {
     std::lock_guard lk(m.local_mu);

@@ -175,23 +175,8 @@ struct QueueCore::Impl {
     throw QueueClosed("multiproc: redis::Queue '" + name + "' is shut down");
   }
 
-  Reply eval(Script s, std::vector<std::string_view> keys, std::vector<std::string_view> args,
-             const Deadline& deadline, bool retry = true) {
-    std::vector<std::string_view> argv;
-    argv.reserve(3 + keys.size() + args.size());
-    std::string nkeys = std::to_string(keys.size());
-    argv.push_back("EVALSHA");
-    argv.push_back(conn.sha(s));
-    argv.push_back(nkeys);
-    argv.insert(argv.end(), keys.begin(), keys.end());
-    argv.insert(argv.end(), args.begin(), args.end());
-    // The sha is empty until a connection has loaded the scripts.
-    for (;;) {
-      const std::string sha = conn.sha(s);
-      argv[1] = sha;
-      if (!sha.empty()) return conn.run(argv, deadline, 0, retry);
-      conn.run({"PING"}, deadline, 0, retry);  // connects, and loads the scripts
-    }
+  Reply eval(Script s, Views keys, Views args, const Deadline& deadline, bool retry = true) {
+    return conn.eval(script(s), keys, args, deadline, 0, retry);
   }
 
   std::string url, name;

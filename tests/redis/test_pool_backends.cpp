@@ -10,7 +10,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <memory>
+#include <mutex>
 #include <numeric>
 #include <optional>
 #include <ranges>
@@ -34,6 +40,56 @@ namespace {
 
 MP_REDIS_TEST_PROGRAM();
 
+// Leaves a file: the call ran.
+int64_t touch(std::string path) {
+  std::ofstream(path) << "ran";
+  return 1;
+}
+
+size_t files_in(const std::string& dir) {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++n;
+  return n;
+}
+
+std::vector<std::string> paths(const std::string& dir, const std::string& prefix, int n) {
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i) out.push_back(dir + "/" + prefix + std::to_string(i));
+  return out;
+}
+
+// Runs f, for calls that used to hang: one still running after `limit` cannot be interrupted,
+// so the test program says which and ends.
+template <class F>
+void within(std::chrono::seconds limit, const char* what, F f) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread watchdog([&] {
+    std::unique_lock lk(mu);
+    if (!cv.wait_for(lk, limit, [&] { return done; })) {
+      std::fprintf(stderr, "FAILED: %s: still waiting after %lld s\n", what,
+                   static_cast<long long>(limit.count()));
+      std::_Exit(1);
+    }
+  });
+  auto finish = [&] {
+    {
+      std::lock_guard lk(mu);
+      done = true;
+    }
+    cv.notify_all();
+    watchdog.join();
+  };
+  try {
+    f();
+  } catch (...) {
+    finish();
+    throw;
+  }
+  finish();
+}
+
 struct CorePool {
   static std::unique_ptr<mp::Pool> make(const mp::Context& ctx, unsigned n) {
     return std::make_unique<mp::Pool>(mp::PoolOptions{.processes = n, .context = ctx});
@@ -47,6 +103,12 @@ struct RedisPool {
         mpr::PoolOptions{.processes = n, .name = test_pool_name(), .context = ctx});
   }
 };
+
+// An input item that fails to be made, as a Python generator raising at 50.
+int64_t item_failing_at_50(int64_t i) {
+  if (i == 50) throw std::runtime_error("input failed at 50");
+  return i;
+}
 
 template <class Backend>
 struct PoolBodies {
@@ -128,6 +190,91 @@ struct PoolBodies {
     int n = 0;
     for ([[maybe_unused]] auto y : pool->imap(sqr, std::vector<int64_t>{})) ++n;
     EXPECT_EQ(n, 0);
+  }
+
+  // Python's task handler reads an imap's whole input: close() + join() before reading the
+  // results runs every call, and the results are there afterwards (more items than the pool
+  // keeps in flight).
+  static void imap_not_read_before_close_and_join_runs_every_call(const mp::Context& ctx) {
+    auto pool = Backend::make(ctx, 2);
+    auto ordered = pool->imap(sqr, std::views::iota(int64_t{0}, int64_t{100}));
+    auto unordered = pool->imap_unordered(sqr, std::views::iota(int64_t{0}, int64_t{100}), 3);
+    pool->close();
+    within(60s, "join() with imap results not read", [&] { pool->join(); });
+    int64_t i = 0;
+    while (auto y = ordered.next(10s)) {
+      EXPECT_EQ(*y, i * i);
+      ++i;
+    }
+    EXPECT_EQ(i, 100);
+    std::set<int64_t> seen;
+    while (auto y = unordered.next(10s)) seen.insert(*y);
+    EXPECT_EQ(seen.size(), 100U);
+  }
+
+  // An imap result dropped half way (or never kept) holds nothing back: its remaining calls run,
+  // as Python's do, their results dropped, and close() + join() returns.
+  static void imap_dropped_half_way_runs_the_rest(const mp::Context& ctx) {
+    TempDir dir;
+    auto pool = Backend::make(ctx, 2);
+    const auto half = paths(dir.path, "half", 100), unkept = paths(dir.path, "unkept", 100);
+    {
+      auto it = pool->imap(touch, half, 2);
+      for (int i = 0; i < 5; ++i) ASSERT_EQ(it.next(30s), 1);
+    }
+    { (void)pool->imap_unordered(touch, unkept); }
+    EXPECT_EQ(pool->apply(sqr, 3), 9);  // the dropped calls hold up no later call
+    pool->close();
+    within(60s, "join() after imap results were dropped", [&] { pool->join(); });
+    EXPECT_EQ(files_in(dir.path), 200U);
+  }
+
+  // terminate() and the destructor with imap results not read (kept, dropped half way) return
+  // at once; the results kept fail with BrokenPool.
+  static void imap_not_read_then_terminate_or_destroy(const mp::Context& ctx) {
+    {
+      auto pool = Backend::make(ctx, 2);
+      auto it = pool->imap(slow_identity, std::views::iota(0, 1000));
+      ASSERT_EQ(it.next(30s), 0);
+      within(30s, "terminate() with imap results not read", [&] { pool->terminate(); });
+      EXPECT_THROW(
+          {
+            for (int i = 0; i < 1000; ++i) (void)it.next(10s);
+          },
+          mp::BrokenPool);
+    }
+    {
+      auto pool = Backend::make(ctx, 2);
+      {
+        auto it = pool->imap(slow_identity, std::views::iota(0, 1000));
+        ASSERT_EQ(it.next(30s), 0);
+      }
+      within(30s, "the destructor after an imap result was dropped", [&] { pool.reset(); });
+    }
+    {
+      auto pool = Backend::make(ctx, 2);
+      auto it = pool->imap(slow_identity, std::views::iota(0, 1000));
+      ASSERT_EQ(it.next(30s), 0);
+      within(30s, "the destructor with imap results not read", [&] { pool.reset(); });
+    }
+  }
+
+  // The input's exception is the outcome at its place (after the items of its chunk read before
+  // it), then the end; the pool goes on.
+  static void imap_input_that_throws_surfaces_in_place(const mp::Context& ctx) {
+    auto pool = Backend::make(ctx, 2);
+    auto it = pool->imap(
+        sqr,
+        std::views::iota(int64_t{0}, int64_t{1000}) | std::views::transform(item_failing_at_50), 4);
+    for (int64_t i = 0; i < 50; ++i) ASSERT_EQ(it.next(30s), i * i);
+    try {
+      (void)it.next(30s);
+      ADD_FAILURE() << "the input's exception did not surface";
+    } catch (const std::runtime_error& e) {
+      EXPECT_STREQ(e.what(), "input failed at 50");
+    }
+    EXPECT_EQ(it.next(30s), std::nullopt);
+    EXPECT_EQ(pool->apply(sqr, 3), 9);
   }
 
   static void exceptions_come_back_as_their_type(const mp::Context& ctx) {
@@ -221,6 +368,11 @@ MP_POOL_BODY(MapStarmapAndChunksize, map_starmap_and_chunksize)
 MP_POOL_BODY(ImapOrderedUnorderedAndLazy, imap_ordered_unordered_and_lazy)
 MP_POOL_BODY(ExceptionsComeBackAsTheirType, exceptions_come_back_as_their_type)
 MP_POOL_BODY(CloseJoinTerminate, close_join_terminate)
+MP_POOL_BODY(ImapNotReadBeforeCloseAndJoinRunsEveryCall,
+             imap_not_read_before_close_and_join_runs_every_call)
+MP_POOL_BODY(ImapDroppedHalfWayRunsTheRest, imap_dropped_half_way_runs_the_rest)
+MP_POOL_BODY(ImapInputThatThrowsSurfacesInPlace, imap_input_that_throws_surfaces_in_place)
+MP_POOL_BODY(ImapNotReadThenTerminateOrDestroy, imap_not_read_then_terminate_or_destroy)
 
 MP_ALL_START_METHODS(WithCorePool);
 MP_ALL_START_METHODS(WithRedisPool);

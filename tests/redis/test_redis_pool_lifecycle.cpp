@@ -78,18 +78,6 @@ int64_t mark(std::string path) {
   return 1;
 }
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/mp-redis-life-XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
-
 // A plain connection to a server of the tests, for looking at the keys.
 class Peek {
  public:

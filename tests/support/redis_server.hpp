@@ -7,34 +7,26 @@
 //   RedisServer& server = RedisServer::global();   // after RedisEnvironment has set it up
 #pragma once
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
+
+#include "redis_process.hpp"
 
 class RedisServer {
  public:
   static constexpr const char* kPassword = "mp-test-secret";
 
   // Empty when no redis-server can be found (the tests then skip with the reason).
-  static std::string binary() {
-    for (const char* p : {"/usr/bin/redis-server", "/usr/local/bin/redis-server"})
-      if (access(p, X_OK) == 0) return p;
-    return {};
-  }
+  static std::string binary() { return RedisProcess::binary(); }
 
   bool start() {
     if (dir_.empty()) {
@@ -42,49 +34,19 @@ class RedisServer {
       if (!mkdtemp(tmpl)) return false;
       dir_ = tmpl;
     }
-    if (port_ == 0) port_ = free_port();
-    owner_ = getpid();
-    const std::string exe = binary(), port = std::to_string(port_);
-    pid_ = fork();
-    if (pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGTERM);
-      std::vector<std::string> args = {
-          exe,       "--port",       port,  "--bind",    "127.0.0.1",   "--requirepass",
-          kPassword, "--appendonly", "yes", "--dir",     dir_,          "--save",
-          "",        "--daemonize",  "no",  "--logfile", dir_ + "/log", "--protected-mode",
-          "no"};
-      if (!also_bind_.empty()) args.insert(args.begin() + 5, also_bind_);
-      if (fsync_always_) args.insert(args.end(), {"--appendfsync", "always"});
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(exe.c_str(), argv.data());
-      _exit(127);
-    }
-    // Up when it accepts a connection (it may still be loading its file: clients retry that).
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (std::chrono::steady_clock::now() < until) {
-      if (accepts()) return true;
-      int status;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return false;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return false;
+    if (port_ == 0) port_ = RedisProcess::free_port();
+    std::vector<std::string> options = {"--bind", "127.0.0.1"};
+    if (!also_bind_.empty()) options.push_back(also_bind_);
+    options.insert(options.end(),
+                   {"--requirepass", kPassword, "--appendonly", "yes", "--dir", dir_, "--save", "",
+                    "--daemonize", "no", "--logfile", dir_ + "/log", "--protected-mode", "no"});
+    if (fsync_always_) options.insert(options.end(), {"--appendfsync", "always"});
+    return process_.start(port_, options);
   }
 
   // SIGTERM: redis flushes its append-only file and exits; SIGKILL: a crash (what it replied to
   // was written to the file before the reply). We wait for it either way.
-  void stop(int sig = SIGTERM) {
-    if (pid_ > 0 && owner_ == getpid()) {
-      kill(pid_, sig);
-      int status;
-      waitpid(pid_, &status, 0);
-    }
-    pid_ = -1;
-  }
+  void stop(int sig = SIGTERM) { process_.stop(sig); }
 
   // Same port, same folder: the server reloads the append-only file.
   bool restart(int sig = SIGTERM) {
@@ -94,7 +56,7 @@ class RedisServer {
 
   ~RedisServer() {
     stop();
-    if (!dir_.empty() && owner_ == getpid()) {
+    if (!dir_.empty() && process_.owned()) {
       std::error_code ec;
       std::filesystem::remove_all(dir_, ec);
     }
@@ -119,34 +81,10 @@ class RedisServer {
   }
 
  private:
-  static int free_port() {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    close(fd);
-    return ntohs(a.sin_port);
-  }
-
-  bool accepts() const {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port_));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    close(fd);
-    return ok;
-  }
-
+  RedisProcess process_;
   std::string dir_, also_bind_;
   bool fsync_always_ = false;
   int port_ = 0;
-  pid_t pid_ = -1;
-  pid_t owner_ = 0;
 };
 
 // Starts the binary's server before its first test and stops it after the last one.
@@ -217,6 +155,67 @@ inline int blocked_clients(const RedisServer& server) {
   redisFree(c);
   return n;
 }
+
+// One command on a connection of its own (the tests' administrator's, not a client under test):
+// the reply as text (a status, a string, an integer's digits, an error's message), or "" when the
+// server cannot be reached.
+inline std::string admin_command(const RedisServer& server, const std::vector<std::string>& argv) {
+  redisContext* c = redisConnect("127.0.0.1", server.port());
+  if (!c || c->err) {
+    if (c) redisFree(c);
+    return {};
+  }
+  freeReplyObject(redisCommand(c, "AUTH %s", RedisServer::kPassword));
+  std::vector<const char*> ptrs;
+  std::vector<size_t> lens;
+  for (const auto& a : argv) {
+    ptrs.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  auto* r = static_cast<redisReply*>(
+      redisCommandArgv(c, static_cast<int>(argv.size()), ptrs.data(), lens.data()));
+  std::string out;
+  if (r && r->type == REDIS_REPLY_INTEGER)
+    out = std::to_string(r->integer);
+  else if (r && r->str)
+    out.assign(r->str, r->len);
+  freeReplyObject(r);
+  redisFree(c);
+  return out;
+}
+
+// A number in INFO's text: the line `key:N`, or the field of `key:a=1,field=N,...`; -1 when the
+// line or the field is not there (INFO commandstats has no line for a command never called).
+inline long long info_number(const std::string& info, const std::string& key,
+                             const std::string& field = {}) {
+  const std::string line_start = key + ":";
+  size_t at = info.rfind(line_start, 0) == 0 ? 0 : info.find("\n" + line_start);
+  if (at == std::string::npos) return -1;
+  at = info.find(':', at) + 1;
+  const size_t end = std::min(info.find('\r', at), info.find('\n', at));
+  const std::string line = info.substr(at, end == std::string::npos ? end : end - at);
+  if (field.empty()) return std::atoll(line.c_str());
+  const std::string f = field + "=";
+  size_t pos = line.rfind(f, 0) == 0 ? 0 : line.find("," + f);
+  if (pos == std::string::npos) return -1;
+  pos = line.find('=', pos) + 1;
+  return std::atoll(line.c_str() + pos);
+}
+
+// A folder for a test's marker files and logs, removed at the end of the test.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/mp-redis-test-XXXXXX";
+    if (mkdtemp(tmpl)) path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path.empty()) std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
 
 // First line of every test that needs the server.
 #define MP_REQUIRE_REDIS()                                                         \

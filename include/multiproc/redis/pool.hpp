@@ -36,6 +36,7 @@
 // included: pool.map(f, xs, mpr::MapOptions{.chunksize = 10, .progress = true}).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -99,6 +100,16 @@ class ChunkSink {
   virtual void chunk_failed(uint32_t chunk, std::exception_ptr error) = 0;
 };
 
+// An imap's reading of its input, as the pool sees it: join() waits while any is feeding, and
+// close() tells each to read the rest of its input without waiting for its reader (Python's task
+// handler reads it all: `it = pool.imap(f, xs); pool.close(); pool.join();` runs every call).
+class Feed {
+ public:
+  virtual ~Feed() = default;
+  virtual bool feeding() const = 0;  // the input is not read to its end yet
+  virtual void pool_closed() = 0;
+};
+
 // The untyped pool (src/redis/pool.cpp): queues chunks for its sender thread (which signs and
 // pushes what has accumulated in one round trip), runs the result thread, reaps dead workers,
 // starts and stops the local workers.
@@ -110,9 +121,14 @@ class PoolClient {
   PoolClient& operator=(const PoolClient&) = delete;
 
   // Chunks numbered first_chunk, first_chunk + 1, ...; returns without waiting on the server
-  // (a chunk that cannot be sent fails through the sink).
+  // (a chunk that cannot be sent fails through the sink). `feed`: an imap's, which may go on
+  // after close() (BrokenPool once the pool is terminated or joined).
   void submit(const std::string& code, std::vector<std::string> chunks, uint32_t first_chunk,
-              std::shared_ptr<ChunkSink> sink);
+              std::shared_ptr<ChunkSink> sink, bool feed = false);
+  // An imap's feed, before its first submission (ProcessError when the pool is closed).
+  void add_feed(std::weak_ptr<Feed> feed);
+  // A feed has read its input to its end (join() may be waiting for it).
+  void feed_ended();
   // Workers alive now (at least 1, for the automatic chunk size).
   unsigned workers();
   void close();
@@ -248,28 +264,46 @@ std::vector<V> collect(CallsState<V>& st) {
   return out;
 }
 
-// imap / imap_unordered: outcomes as they come, the input read as room frees up.
+// imap / imap_unordered: outcomes as they come, the input read as room frees up: by the reader
+// (next()) while it reads, by whoever settles a chunk (the pool's result thread) once the pool is
+// closed or the reader gone, so that join() never waits for a reader that waits for join().
 template <class V>
-struct IMapState final : ChunkSink {
+struct IMapState final : ChunkSink, Feed, std::enable_shared_from_this<IMapState<V>> {
   std::mutex mu;
   std::condition_variable cv;
   std::map<size_t, multiproc::detail::Outcome<V>> ordered;  // by item index
   std::deque<multiproc::detail::Outcome<V>> unordered;
   std::vector<size_t> starts, sizes;  // per chunk
   size_t in_flight = 0;
-  bool exhausted = false;  // the input has been read to its end
+  size_t read = 0;         // items read from the input
+  bool exhausted = false;  // the input has been read to its end (or failed, or cannot be sent)
+  // The pool was closed, or the reader went: the input no longer waits for next().
+  bool unpaced = false;
+  bool reader_gone = false;  // no IMapResult left: outcomes are dropped as they come
   // imap with MapOptions::progress: drawn as chunks settle, finished with the last one.
   std::optional<multiproc::detail::ProgressBar> progress;
   size_t settled = 0;
   void (*decode)(IMapState&, uint32_t, const char*, size_t) = nullptr;
+  bool is_ordered = true;
 
-  void add(size_t item, multiproc::detail::Outcome<V> o, bool is_ordered) {
+  // Set before the first feed(); the pool outlives every call of feed(): its callers are the
+  // reader and IMapResult (which hold the pool), and the pool's own threads.
+  PoolClient* pool = nullptr;
+  std::string code;
+  // Encodes the next chunk, returns its size; an input that throws sets the error, after the
+  // chunk of the items read before it.
+  std::function<size_t(std::string&, std::exception_ptr&)> source;
+  size_t window = 1;
+  std::mutex feed_mu;  // one feeder at a time (the input is read in order); taken before mu
+  std::atomic<bool> open{true};
+
+  void add(size_t item, multiproc::detail::Outcome<V> o) {
+    if (reader_gone) return;
     if (is_ordered)
       ordered.emplace(item, std::move(o));
     else
       unordered.push_back(std::move(o));
   }
-  bool is_ordered = true;
   // Under mu: a chunk of `count` items has its outcomes.
   void chunk_settled(size_t count) {
     --in_flight;
@@ -283,15 +317,99 @@ struct IMapState final : ChunkSink {
   void chunk_done(uint32_t chunk, const char* p, size_t n) override {
     decode(*this, chunk, p, n);
     cv.notify_all();
+    feed_unpaced();
   }
   void chunk_failed(uint32_t chunk, std::exception_ptr e) override {
     {
       std::lock_guard lk(mu);
       for (size_t i = 0; i < sizes[chunk]; ++i)
-        add(starts[chunk] + i, multiproc::detail::Outcome<V>(e), is_ordered);
+        add(starts[chunk] + i, multiproc::detail::Outcome<V>(e));
       chunk_settled(sizes[chunk]);
     }
     cv.notify_all();
+    feed_unpaced();
+  }
+
+  bool feeding() const override { return open.load(); }
+  void pool_closed() override {
+    {
+      std::lock_guard lk(mu);
+      unpaced = true;
+    }
+    feed();
+  }
+  // The last IMapResult went: the remaining calls still run, as Python's do, and their outcomes,
+  // which nobody can read, are dropped.
+  void reader_went() {
+    {
+      std::lock_guard lk(mu);
+      unpaced = reader_gone = true;
+      ordered.clear();
+      unordered.clear();
+    }
+    feed();
+  }
+
+  // Keeps up to window chunks in flight, reading the input only for them (an endless input
+  // works). An input that throws, or a chunk the pool no longer takes (terminated), is the
+  // outcome at its place, and the end of the input.
+  void feed() {
+    std::lock_guard fl(feed_mu);
+    bool ended = false;
+    for (;;) {
+      {
+        std::lock_guard lk(mu);
+        if (exhausted || in_flight >= window) break;
+      }
+      std::string chunk;
+      size_t n = 0;
+      std::exception_ptr error;  // the input's, after the n items read before it
+      try {
+        n = source(chunk, error);
+      } catch (...) {
+        n = 0;
+        error = std::current_exception();
+      }
+      std::lock_guard lk(mu);
+      if (n > 0) {
+        starts.push_back(read);
+        sizes.push_back(n);
+        read += n;
+        ++in_flight;
+        try {
+          pool->submit(code, {std::move(chunk)}, static_cast<uint32_t>(starts.size() - 1),
+                       this->shared_from_this(), true);
+        } catch (...) {
+          // Not sent (the pool is terminated): the chunk's place gets the error.
+          --in_flight;
+          read -= n;
+          starts.pop_back();
+          sizes.pop_back();
+          error = std::current_exception();
+        }
+      }
+      if (error) add(read++, multiproc::detail::Outcome<V>(error));
+      if (n == 0 || error) {
+        exhausted = ended = true;
+        if (progress && in_flight == 0) progress->finish(settled);
+        break;
+      }
+    }
+    cv.notify_all();
+    if (ended) {
+      open.store(false);
+      pool->feed_ended();
+    }
+  }
+
+ private:
+  // Once nobody waits for the reader: the thread that settled a chunk reads on.
+  void feed_unpaced() {
+    {
+      std::lock_guard lk(mu);
+      if (!unpaced || exhausted) return;
+    }
+    feed();
   }
 };
 
@@ -311,7 +429,7 @@ void decode_imap_chunk(IMapState<multiproc::detail::value_of<R>>& st, uint32_t c
   } catch (...) {
     for (auto& o : outs) o = O(std::current_exception());
   }
-  for (size_t i = 0; i < count; ++i) st.add(base + i, std::move(outs[i]), st.is_ordered);
+  for (size_t i = 0; i < count; ++i) st.add(base + i, std::move(outs[i]));
   st.chunk_settled(count);
 }
 
@@ -403,20 +521,15 @@ template <class R>
 class IMapResult {
  public:
   using value_type = multiproc::detail::value_of<R>;
-  using Source = std::function<size_t(std::string&)>;  // encodes the next chunk, returns its size
+  // `st` is fed (its pool, code, source and window set) and its pool has taken it as a feed.
   IMapResult(std::shared_ptr<detail::IMapState<value_type>> st,
-             std::shared_ptr<detail::PoolClient> pool, std::string code, Source source,
-             size_t window)
-      : st_(std::move(st)),
-        pool_(std::move(pool)),
-        code_(std::move(code)),
-        source_(std::move(source)),
-        window_(window) {
-    feed();
+             std::shared_ptr<detail::PoolClient> pool)
+      : st_(std::move(st)), pool_(std::move(pool)), reader_(reader_token(st_, pool_)) {
+    st_->feed();
   }
 
   // The next result; std::nullopt once every item has been answered. Throws the call's error at
-  // its position, or TimeoutError.
+  // its position (an input that threw, its error at its own), or TimeoutError.
   std::optional<value_type> next(Timeout timeout = std::nullopt) {
     auto deadline = multiproc::detail::Deadline::after(timeout);
     std::optional<multiproc::detail::Outcome<value_type>> got;
@@ -426,7 +539,7 @@ class IMapResult {
         if (st_->is_ordered) return st_->ordered.count(next_) > 0;
         return !st_->unordered.empty();
       };
-      auto done = [&] { return st_->exhausted && next_ == read_; };
+      auto done = [&] { return st_->exhausted && next_ == st_->read; };
       auto pred = [&] { return have() || done(); };
       if (deadline.at) {
         if (!st_->cv.wait_until(lk, *deadline.at, pred))
@@ -445,7 +558,7 @@ class IMapResult {
       }
       ++next_;
     }
-    feed();
+    st_->feed();
     return got->value();
   }
 
@@ -454,38 +567,25 @@ class IMapResult {
   std::default_sentinel_t end() { return {}; }
 
  private:
-  // Keeps up to window_ chunks in flight, reading the input only for them (an endless input
-  // works).
-  void feed() {
-    for (;;) {
-      {
-        std::lock_guard lk(st_->mu);
-        if (st_->exhausted || st_->in_flight >= window_) return;
+  // Shared by the copies of this result; the last one to go tells the state that nobody reads
+  // its results any more: the rest of the input is read and run, the outcomes dropped (close()
+  // + join() would otherwise wait for them for ever, or return with calls never run).
+  static std::shared_ptr<void> reader_token(
+      const std::shared_ptr<detail::IMapState<value_type>>& st,
+      const std::shared_ptr<detail::PoolClient>& pool) {
+    return std::shared_ptr<void>(nullptr, [st, pool](void*) noexcept {
+      try {
+        st->reader_went();
+      } catch (...) {
+        // Out of memory while feeding: the calls not sent are not run; nobody waits for them.
       }
-      std::string chunk;
-      const size_t n = source_(chunk);
-      std::lock_guard lk(st_->mu);
-      if (n == 0) {
-        st_->exhausted = true;
-        if (st_->progress && st_->in_flight == 0) st_->progress->finish(st_->settled);
-        st_->cv.notify_all();
-        return;
-      }
-      st_->starts.push_back(read_);
-      st_->sizes.push_back(n);
-      read_ += n;
-      ++st_->in_flight;
-      const auto id = static_cast<uint32_t>(st_->starts.size() - 1);
-      pool_->submit(code_, {std::move(chunk)}, id, st_);
-    }
+    });
   }
 
   std::shared_ptr<detail::IMapState<value_type>> st_;
   std::shared_ptr<detail::PoolClient> pool_;
-  std::string code_;
-  Source source_;
-  size_t window_;
-  size_t read_ = 0, next_ = 0;
+  std::shared_ptr<void> reader_;
+  size_t next_ = 0;
 };
 
 // The public calls (apply, map, imap... and their async forms, with MapOptions' chunksize and
@@ -504,7 +604,8 @@ class Pool : public multiproc::detail::PoolFront<Pool> {
 
   // No more submissions.
   void close() { client_->close(); }
-  // After close(): waits for every submitted task, then stops the local workers.
+  // After close(): waits for every submitted task (an imap's whole input included, read or not,
+  // as Python's task handler reads it all), then stops the local workers.
   void join() { client_->join(); }
   // Stops the local workers at once; pending results fail with BrokenPool, and the tasks no
   // worker has taken yet never run (external workers drop them).
@@ -627,9 +728,13 @@ class Pool : public multiproc::detail::PoolFront<Pool> {
     };
     auto input = std::make_shared<Input>(Input{std::views::all(std::forward<Range>(items)), {}});
     const size_t cs = options.chunksize ? options.chunksize : 1;
-    auto source = [input, cs](std::string& out) -> size_t {
+    auto source = [input, cs](std::string& out, std::exception_ptr& error) -> size_t {
       std::vector<P> chunk;
-      multiproc::detail::read_input_chunk(*input, chunk, cs);
+      try {
+        multiproc::detail::read_input_chunk(*input, chunk, cs);
+      } catch (...) {
+        error = std::current_exception();
+      }
       if (!chunk.empty()) multiproc::detail::encode_chunk_items(out, chunk);
       return chunk.size();
     };
@@ -638,9 +743,12 @@ class Pool : public multiproc::detail::PoolFront<Pool> {
     st->decode = &detail::decode_imap_chunk<R>;
     if (options.progress)
       st->progress.emplace(ordered ? "imap" : "imap_unordered", total.value_or(0));
-    const size_t window = 2 * static_cast<size_t>(client_->workers()) + 2;
-    return IMapResult<R>(st, client_, detail::code_bytes<F, ArgsTuple, false>(f), std::move(source),
-                         window);
+    st->pool = client_.get();
+    st->code = detail::code_bytes<F, ArgsTuple, false>(f);
+    st->source = std::move(source);
+    st->window = 2 * static_cast<size_t>(client_->workers()) + 2;
+    client_->add_feed(st);
+    return IMapResult<R>(st, client_);
   }
 
   std::shared_ptr<detail::PoolClient> client_;
