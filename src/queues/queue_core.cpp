@@ -572,28 +572,8 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
   return n - first;
 }
 
-bool QueueCore::put_one_fast(const char* src, size_t size) {
-  if (closed_pid_.load(std::memory_order_relaxed) != 0) return false;
-  if (!(size < kAlignPayloadFrom ? put_one_biased<false, false>(src, size, nullptr)
-                                 : put_one_biased<true, false>(src, size, nullptr)))
-    return false;
-  q_->not_empty.notify(1);
-  return true;
-}
-
-// A function of its own: the writer's exception handling cost put_one_fast's copies a tenth of
-// their instructions.
-bool QueueCore::put_one_fast_with(const char* ctx, size_t size, FillFn fill) {
-  if (closed_pid_.load(std::memory_order_relaxed) != 0) return false;
-  if (!(size < kAlignPayloadFrom ? put_one_biased<false, true>(ctx, size, fill)
-                                 : put_one_biased<true, true>(ctx, size, fill)))
-    return false;
-  q_->not_empty.notify(1);
-  return true;
-}
-
-size_t QueueCore::put_general(size_t count, const size_t* sizes, size_t stride, FillFn fill,
-                              void* ctx, const Deadline& deadline) {
+size_t QueueCore::put(size_t count, const size_t* sizes, size_t stride, FillFn fill, void* ctx,
+                      const Deadline& deadline) {
   if (closed_pid_.load(std::memory_order_relaxed)) check_open("put");
   // One item (put(x), put_with) with room for it: straight to put_one_plain, without put_all's
   // loop. What it cannot place (no room: a wait, a bigger ring; an item out of line or with

@@ -242,12 +242,7 @@ class QueueCore {
   // Waits for room (bounded queues) until the deadline. Returns how many were put. Throws
   // ShutDown, or ProcessError through a closed handle.
   size_t put(size_t count, const size_t* sizes, size_t size_stride, FillFn fill, void* ctx,
-             const Deadline& deadline) {
-    if (count == 1 && (fill ? put_one_fast_with(static_cast<const char*>(ctx), sizes[0], fill)
-                            : put_one_fast(static_cast<const char*>(ctx), sizes[0])))
-      return 1;
-    return put_general(count, sizes, size_stride, fill, ctx, deadline);
-  }
+             const Deadline& deadline);
   // Gets up to `max_items`, waiting until the deadline for the first. Returns how many.
   // Throws ShutDown when the queue is shut down and drained (at once after an immediate
   // shutdown), ProcessError through a closed handle. `spin` false sleeps at once; a
@@ -361,15 +356,6 @@ class QueueCore {
   // one piece. False (nothing written) when it needs put_locked's general path (a wrap, a full
   // or small ring, an item out of line or with references).
   bool put_one_plain(const char* src, size_t size, FillFn fill = nullptr);
-  // The same under this thread's bias (put_section.hpp).
-  template <bool kAligned, bool kFill>
-  bool put_one_biased(const char* src, size_t size, FillFn fill);
-  // put()'s first try for one plain item: put_one_biased in a small frame of its own (as part of
-  // the general put, its values were spilled to the stack around the general path's calls).
-  bool put_one_fast(const char* src, size_t size);
-  bool put_one_fast_with(const char* ctx, size_t size, FillFn fill);  // fill(ctx, 0, dst) writes
-  size_t put_general(size_t count, const size_t* sizes, size_t size_stride, FillFn fill, void* ctx,
-                     const Deadline& deadline);
   // The common get() of one plain item at the head: false when get_locked must look (nothing
   // there, another kind of record, the ring's end).
   bool get_one_plain(PlainSink& sink);
