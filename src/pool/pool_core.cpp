@@ -198,6 +198,11 @@ PoolCore::~PoolCore() {
     } catch (...) {
     }
   }
+  // terminate() from a callback left the thread that ran it (it could not join itself).
+  try {
+    stop_threads();
+  } catch (...) {
+  }
   if (event_fd_ >= 0) ::close(event_fd_);
   // The pool's queues and table are private to it: remove them even if a killed worker never
   // released its reference.
@@ -807,23 +812,40 @@ void PoolCore::terminate() {
 }
 
 void PoolCore::stop_threads() {
-  std::lock_guard threads(threads_mu_);
+  // A callback run by one of the pool's own threads may end the pool (terminate() there, as
+  // Python's _terminate_pool allows from its result handler): that thread cannot join itself. It
+  // leaves its loop once the callback returns, and whoever stops the threads next (the
+  // destructor, a join()) joins it. If another caller is stopping the threads already, it is
+  // joining this one: waiting for it here would wait for ever.
+  const bool own_thread = g_own_thread_of == this;
+  std::unique_lock threads(threads_mu_, std::defer_lock);
+  if (own_thread) {
+    if (!threads.try_lock()) {
+      stopping_.store(true);
+      return;
+    }
+  } else {
+    threads.lock();
+  }
   stopping_.store(true);
   if (event_fd_ >= 0) {
     uint64_t one = 1;
     (void)!::write(event_fd_, &one, sizeof one);
   }
-  foreground_waiters_.fetch_add(1);  // makes the pump thread's wait return
-  results_->wake_getters();
+  foreground_waiters_.fetch_add(1);        // makes the pump thread's wait return
+  if (results_) results_->wake_getters();  // null when start() failed early
   {
     std::lock_guard lk(pump_idle_mu_);
     pump_idle_.notify_all();
   }
-  if (monitor_.joinable()) monitor_.join();
-  if (pump_thread_.joinable()) pump_thread_.join();
+  const auto me = std::this_thread::get_id();
+  if (monitor_.joinable() && monitor_.get_id() != me) monitor_.join();
+  if (pump_thread_.joinable() && pump_thread_.get_id() != me) pump_thread_.join();
   foreground_waiters_.fetch_sub(1);
-  if (threads_started_) note_internal_thread(-2);
-  threads_started_ = false;
+  if (threads_started_ && !monitor_.joinable() && !pump_thread_.joinable()) {
+    note_internal_thread(-2);
+    threads_started_ = false;
+  }
 }
 
 void PoolCore::release_unrun_tasks() noexcept {

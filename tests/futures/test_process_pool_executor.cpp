@@ -195,6 +195,92 @@ TEST_P(ProcessPoolExecutorTest, ShutdownWaitFromADoneCallbackIsAnError) {
   ex.reset();                                          // the destructor waits, from here
 }
 
+// What a done callback that ends its own executor saw: "returned", or the exception's message.
+template <class F>
+void tell(std::promise<std::string>& said, F&& call) {
+  try {
+    call();
+    said.set_value("returned");
+  } catch (const std::exception& e) {
+    said.set_value(std::string("threw: ") + e.what());
+  }
+}
+// Ends the test program if `answer` is not ready within `limit` (a call that hangs cannot be
+// interrupted; the resource tracker ends the workers).
+void answered_within(std::future<std::string>& answer, std::chrono::seconds limit,
+                     const char* what) {
+  if (answer.wait_for(limit) != std::future_status::ready) {
+    std::fprintf(stderr, "FAILED: still waiting after %llds: %s\n",
+                 static_cast<long long>(limit.count()), what);
+    std::_Exit(1);
+  }
+}
+
+// shutdown(wait=false, cancel_futures=true) from a done callback (run by the pool's result
+// thread): the executor stops taking calls, the calls not started are cancelled, the one running
+// completes, and the destructor (from here) completes.
+TEST_P(ProcessPoolExecutorTest, ShutdownNoWaitCancelFromADoneCallback) {
+  auto ex = std::make_unique<mp::ProcessPoolExecutor>(opts(1));
+  std::promise<std::string> said;
+  auto first = ex->submit(sleep_then, 300, 1);
+  auto running = ex->submit(sleep_then, 600, 2);  // handed to the pool (max_workers + 1)
+  std::vector<mp::Future<int>> waiting;
+  for (int i = 0; i < 5; ++i) waiting.push_back(ex->submit(sleep_then, 0, i));
+  std::thread::id ran_in;
+  first.add_done_callback([&](const mp::Future<int>&) {
+    ran_in = std::this_thread::get_id();
+    tell(said, [&] { ex->shutdown(/*wait=*/false, /*cancel_futures=*/true); });
+  });
+  auto answer = said.get_future();
+  answered_within(answer, 60s, "shutdown(false, true) in a done callback");
+  EXPECT_EQ(answer.get(), "returned");
+  EXPECT_NE(ran_in, std::this_thread::get_id());  // the pool's thread, not this one
+  EXPECT_EQ(first.result(10s), 1);
+  EXPECT_EQ(running.result(30s), 2);
+  for (auto& f : waiting) EXPECT_TRUE(f.cancelled());
+  EXPECT_THROW(ex->submit(sqr, 1), mp::ProcessError);
+  std::promise<std::string> destroyed;
+  std::thread destroyer([&] { tell(destroyed, [&] { ex.reset(); }); });
+  auto gone = destroyed.get_future();
+  answered_within(gone, 60s, "the executor's destructor after shutdown in a done callback");
+  destroyer.join();
+  EXPECT_EQ(gone.get(), "returned");
+}
+
+// terminate_workers() (Python 3.14: the executor's terminate()) from a done callback, which runs
+// in the pool's result thread: the workers end, the call running on them fails, the waiting
+// calls are cancelled, and the destructor completes.
+TEST_P(ProcessPoolExecutorTest, TerminateWorkersFromADoneCallback) {
+  auto ex = std::make_unique<mp::ProcessPoolExecutor>(opts(2));
+  auto pids = ex->worker_pids();
+  std::promise<std::string> said;
+  auto first = ex->submit(sleep_then, 300, 1);
+  auto stuck = ex->submit(hang, 0);
+  std::vector<mp::Future<int>> waiting;
+  for (int i = 0; i < 5; ++i) waiting.push_back(ex->submit(sleep_then, 0, i));
+  std::thread::id ran_in;
+  first.add_done_callback([&](const mp::Future<int>&) {
+    ran_in = std::this_thread::get_id();
+    tell(said, [&] { ex->terminate_workers(); });
+  });
+  auto answer = said.get_future();
+  answered_within(answer, 60s, "terminate_workers() in a done callback");
+  EXPECT_EQ(answer.get(), "returned");
+  EXPECT_NE(ran_in, std::this_thread::get_id());  // the pool's thread, not this one
+  EXPECT_EQ(first.result(10s), 1);
+  EXPECT_THROW(stuck.result(30s), mp::ProcessError);
+  for (auto& f : waiting) EXPECT_TRUE(f.wait(30s));
+  EXPECT_THROW(ex->submit(sqr, 1), mp::ProcessError);
+  for (pid_t p : pids)
+    EXPECT_TRUE(eventually([&] { return ::kill(p, 0) != 0; })) << "worker " << p << " lives";
+  std::promise<std::string> destroyed;
+  std::thread destroyer([&] { tell(destroyed, [&] { ex.reset(); }); });
+  auto gone = destroyed.get_future();
+  answered_within(gone, 60s, "the executor's destructor after terminate_workers() in a callback");
+  destroyer.join();
+  EXPECT_EQ(gone.get(), "returned");
+}
+
 TEST_P(ProcessPoolExecutorTest, CancelAWaitingCall) {
   mp::ProcessPoolExecutor ex(opts(1));
   auto busy = ex.submit(sleep_then, 1000, 0);

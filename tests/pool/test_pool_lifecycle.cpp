@@ -3,7 +3,10 @@
 // method where a process is involved.
 #include <sys/wait.h>
 #include <atomic>
+#include <condition_variable>
+#include <cstdio>
 #include <future>
+#include <mutex>
 #include <optional>
 #include <ranges>
 #include <set>
@@ -70,6 +73,50 @@ void join_within(mp::Pool& pool, std::chrono::seconds limit, const char* what) {
     std::_Exit(1);
   }
   joiner.join();
+}
+
+// Ends the test program if the guarded section is still running after `limit`: for tests of calls
+// that used to hang (a hung call cannot be interrupted; the resource tracker ends the workers).
+class Watchdog {
+ public:
+  Watchdog(std::chrono::seconds limit, const char* what)
+      : thread_([this, limit, what] {
+          std::unique_lock lk(mu_);
+          if (!cv_.wait_for(lk, limit, [this] { return done_; })) {
+            std::fprintf(stderr, "FAILED: still waiting after %llds: %s\n",
+                         static_cast<long long>(limit.count()), what);
+            std::_Exit(1);
+          }
+        }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard lk(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+int raise_runtime(int x) {
+  throw std::runtime_error("task failed with " + std::to_string(x));
+}
+
+// What a pool callback that ends its own pool saw: "returned", or the exception's message.
+template <class F>
+void tell(std::promise<std::string>& said, F&& call) {
+  try {
+    call();
+    said.set_value("returned");
+  } catch (const std::exception& e) {
+    said.set_value(std::string("threw: ") + e.what());
+  }
 }
 
 // An input range whose iteration throws at element `at`, like a Python generator raising.
@@ -271,6 +318,95 @@ TEST_P(PoolLifecycleTest, JoinFromACallbackIsAClearError) {
   EXPECT_THAT(answer.get(), ::testing::HasSubstr("callback"));
   EXPECT_EQ(r.get(10s), 1);
   join_within(pool, 30s, "after a join() refused in a callback");
+}
+
+// terminate() from a callback, which runs in the pool's own result thread (Python's
+// _terminate_pool does not join the result handler when called from it): the pool ends, the call
+// returns, later calls fail as after any terminate(), and the destructor completes. It used to
+// join the very thread it ran in: std::system_error "Resource deadlock avoided" half way through
+// terminate(), and the destructor then destroyed the still joinable thread (std::terminate).
+TEST_P(PoolLifecycleTest, TerminateFromACallbackEndsThePool) {
+  // 0: apply_async's callback, 1: its error_callback, 2: map_async's callback.
+  for (int how = 0; how < 3; ++how) {
+    SCOPED_TRACE(how);
+    Watchdog watchdog(60s, "terminate() from a pool callback");
+    std::vector<pid_t> pids;
+    mp::AsyncResult<int> pending;
+    {
+      mp::Pool pool(options(2));
+      pids = pool.worker_pids();
+      pending = pool.apply_async(sleep_seconds, 60);  // fails with BrokenPool
+      std::promise<std::string> said;
+      auto end_pool = [&] { tell(said, [&] { pool.terminate(); }); };
+      std::optional<mp::AsyncResult<int>> own;
+      std::optional<mp::MapResult<int64_t>> own_map;
+      if (how == 0)
+        own = pool.apply_async(mp::callbacks([&](int) { end_pool(); }), slow, 1);
+      else if (how == 1)
+        own = pool.apply_async(mp::callbacks(nullptr, [&](std::exception_ptr) { end_pool(); }),
+                               raise_runtime, 1);
+      else
+        own_map = pool.map_async(mp::callbacks([&](std::vector<int64_t>&) { end_pool(); }), inc,
+                                 std::vector<int64_t>{1, 2, 3});
+      auto answer = said.get_future();
+      ASSERT_EQ(answer.wait_for(30s), std::future_status::ready);
+      EXPECT_EQ(answer.get(), "returned");
+      // The callback's own call completed before terminate() (its result is ready once the
+      // callback returns).
+      if (how == 0) {
+        EXPECT_EQ(own->get(10s), 1);
+      } else if (how == 1) {
+        EXPECT_THROW(own->get(10s), std::runtime_error);
+      } else {
+        EXPECT_EQ(own_map->get(10s), (std::vector<int64_t>{2, 3, 4}));
+      }
+      EXPECT_THROW(pending.get(10s), mp::BrokenPool);
+      EXPECT_THROW(pool.apply_async(inc, 1), mp::ProcessError);
+      EXPECT_THROW(pool.map(inc, std::vector<int64_t>{1}), mp::ProcessError);
+      pool.terminate();  // again, from here: nothing left to do
+      pool.join();       // after terminate(): returns at once
+    }                    // the destructor completes
+    for (pid_t pid : pids)
+      EXPECT_TRUE(eventually([&] { return ::kill(pid, 0) != 0; })) << "worker " << pid << " lives";
+  }
+}
+
+// The same from the pool's other thread, the worker monitor: it fails every call with BrokenPool
+// when the pool breaks (here: workers whose initializer fails, over and over), running their
+// error callbacks.
+TEST_P(PoolLifecycleTest, TerminateFromACallbackOfABrokenPoolEndsThePool) {
+  Watchdog watchdog(120s, "terminate() from a callback of a broken pool");
+  {
+    mp::Pool pool(mp::PoolOptions{.processes = 2, .initializer = failing_init, .context = ctx()});
+    std::promise<std::string> said;
+    auto r = pool.apply_async(
+        mp::callbacks(nullptr, [&](std::exception_ptr) { tell(said, [&] { pool.terminate(); }); }),
+        inc, 1);
+    auto answer = said.get_future();
+    ASSERT_EQ(answer.wait_for(100s), std::future_status::ready);
+    EXPECT_EQ(answer.get(), "returned");
+    EXPECT_THROW(r.get(10s), mp::BrokenPool);
+    EXPECT_THROW(pool.apply_async(inc, 1), mp::ProcessError);
+  }
+  EXPECT_TRUE(eventually([] { return mp::active_children().empty(); }));
+}
+
+// close() from a callback only stops new calls: what was submitted still runs, and join() from
+// another thread returns.
+TEST_P(PoolLifecycleTest, CloseFromACallbackLetsTheRestFinish) {
+  Watchdog watchdog(60s, "close() from a pool callback");
+  mp::Pool pool(options(2));
+  std::promise<std::string> said;
+  auto own =
+      pool.apply_async(mp::callbacks([&](int) { tell(said, [&] { pool.close(); }); }), slow, 1);
+  auto answer = said.get_future();
+  auto later = pool.map_async(inc, std::vector<int64_t>{1, 2, 3, 4}, 1);
+  ASSERT_EQ(answer.wait_for(30s), std::future_status::ready);
+  EXPECT_EQ(answer.get(), "returned");
+  EXPECT_THROW(pool.apply_async(inc, 1), mp::ProcessError);
+  pool.join();
+  EXPECT_EQ(own.get(10s), 1);
+  EXPECT_EQ(later.get(10s), (std::vector<int64_t>{2, 3, 4, 5}));
 }
 
 TEST_P(PoolLifecycleTest, MapInputThatThrowsReachesTheCaller) {
