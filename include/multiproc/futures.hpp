@@ -16,6 +16,9 @@
 //
 // Calls wait in the executor until a worker is about to be free (at most max_workers + 1 are
 // handed to the pool), so cancel() works on every call that has not started, as in Python.
+//
+// An executor a forked child inherits (a global) is the parent's: its threads and workers are not
+// the child's, so every call on the copy (submit, map, shutdown...) throws ProcessError.
 #pragma once
 
 #include <algorithm>
@@ -671,6 +674,10 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
     return this->map_by_submit(f, options, std::forward<Ranges>(ranges)...);
   }
   void check_running() const;
+  // Throws ProcessError in a forked child's copy (the manager thread and the pool's workers are
+  // the parent's: a call handed to it would never complete).
+  void check_owner(const char* what) const;
+  bool inherited() const { return made_in_ != detail::fork_generation(); }
   void enqueue(Call call);
   void call_finished();
   void manager_loop();
@@ -685,8 +692,8 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
   bool shutdown_ = false;
   bool stop_manager_ = false;
   std::thread manager_;
-  pid_t maker_pid_;  // the process that made it: a forked child's copy must not wait for the
-                     // parent's threads
+  pid_t maker_pid_;   // the process that made it, for check_owner's message
+  uint32_t made_in_;  // the fork generation of that process (see inherited())
 };
 
 }  // namespace multiproc

@@ -108,6 +108,10 @@ constexpr unsigned kRespawnStormMin = 20;
 
 }  // namespace
 
+uint32_t fork_generation() noexcept {
+  return g_fork_generation.load(std::memory_order_relaxed);
+}
+
 void report_callback_exception(const char* which) noexcept {
   try {
     std::string line = std::string("multiproc: exception in a Pool ") + which +
@@ -119,9 +123,7 @@ void report_callback_exception(const char* which) noexcept {
 }
 
 PoolCore::PoolCore(PoolConfig config)
-    : config_(std::move(config)),
-      made_in_(g_fork_generation.load(std::memory_order_relaxed)),
-      maker_pid_(::getpid()) {
+    : config_(std::move(config)), made_in_(fork_generation()), maker_pid_(::getpid()) {
   if (config_.processes == 0) config_.processes = cpu_count();
   if (config_.processes > 1024) throw ProcessError("Pool: at most 1024 processes");
 }
@@ -164,7 +166,7 @@ void PoolCore::start() {
 }
 
 bool PoolCore::inherited() const {
-  return made_in_ != g_fork_generation.load(std::memory_order_relaxed);
+  return made_in_ != fork_generation();
 }
 
 void PoolCore::check_owner(const char* what) const {
@@ -270,6 +272,7 @@ size_t PoolCore::pending_calls() const {
 }
 
 std::vector<pid_t> PoolCore::worker_pids() const {
+  check_owner("worker_pids");  // the parent's workers: a child must not signal them
   std::lock_guard lk(mu_);
   std::vector<pid_t> pids;
   for (auto& w : workers_) pids.push_back(w.popen->pid());

@@ -11,6 +11,7 @@
 #include <optional>
 #include <set>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -59,6 +60,43 @@ int read_init() {
 
 // An executor a forked child inherits (a global).
 std::optional<mp::ProcessPoolExecutor> g_inherited_executor;
+
+// 0 if `use` threw the inherited copy's clear ProcessError, 1 otherwise (returned, timed out,
+// threw something else).
+template <class F>
+int refused(F&& use) {
+  try {
+    use();
+    return 1;
+  } catch (const mp::ProcessError& e) {
+    return std::string(e.what()).find("cannot use its copy") == std::string::npos;
+  } catch (...) {
+    return 1;
+  }
+}
+// A forked child's uses of the inherited executor: each must throw the clear error (none may hang
+// or reach the parent's pool). Exits with 128 + a bit per use that did not, else through exit(3)
+// (the copy's destructor runs).
+void use_inherited_executor() {
+  auto& ex = *g_inherited_executor;
+  int failed = refused([&] { (void)ex.submit(sqr, 2).result(5s); });
+  failed |= refused([&] {
+              for (int v : ex.map(sqr, std::vector<int>{1, 2})) (void)v;
+            })
+            << 1;
+  failed |=
+      refused([&] {
+        for (int v : ex.map(sqr, std::vector<int>{1, 2}, mp::ExecutorMapOptions{.chunksize = 2}))
+          (void)v;
+      })
+      << 2;
+  failed |= refused([&] { (void)ex.worker_pids(); }) << 3;
+  failed |= refused([&] { ex.shutdown(/*wait=*/false); }) << 4;
+  failed |= refused([&] { ex.terminate_workers(); }) << 5;
+  failed |= refused([&] { ex.shutdown(/*wait=*/true); }) << 6;
+  if (failed) std::_Exit(128 | failed);
+  exit_three();
+}
 
 class ProcessPoolExecutorTest : public StartMethodTest {
  protected:
@@ -347,6 +385,29 @@ TEST(ProcessPoolExecutorInheritedByFork, ChildThatExitsEndsAndLeavesTheParentsEx
     EXPECT_TRUE(exited_three(child.exitcode())) << child.exitcode().value_or(-999);
   }
   EXPECT_EQ(g_inherited_executor->submit(sqr, 3).result(30s), 9);
+  g_inherited_executor.reset();
+}
+
+// The copy a forked child inherits has neither the parent's manager thread nor its pool: submit()
+// returned a future that never completed, shutdown(wait=true) and terminate_workers() waited for
+// ever on the parent's threads. Every use is now a clear error, and the parent's executor is
+// untouched.
+TEST(ProcessPoolExecutorInheritedByFork, UsingItInAForkedChildIsAClearError) {
+  g_inherited_executor.emplace(mp::ProcessPoolExecutorOptions{
+      .max_workers = 2, .mp_context = mp::get_context(mp::StartMethod::fork)});
+  EXPECT_EQ(g_inherited_executor->submit(sqr, 2).result(30s), 4);
+  auto workers = g_inherited_executor->worker_pids();
+  mp::Process child(mp::get_context(mp::StartMethod::fork), use_inherited_executor);
+  child.start();
+  bool ended = child.join(60s);
+  if (!ended) child.kill();
+  EXPECT_TRUE(ended) << "the child hung using its copy";
+  if (ended) {
+    EXPECT_TRUE(exited_three(child.exitcode())) << "exit code " << child.exitcode().value_or(-999)
+                                                << " (128 + a bit per use that was not refused)";
+  }
+  EXPECT_EQ(g_inherited_executor->submit(sqr, 3).result(30s), 9);
+  EXPECT_EQ(g_inherited_executor->worker_pids(), workers);
   g_inherited_executor.reset();
 }
 

@@ -11,6 +11,7 @@
 #include <ranges>
 #include <set>
 #include <stdexcept>
+#include <string>
 #include <thread>
 
 #include <gmock/gmock.h>
@@ -51,6 +52,32 @@ int exit_worker(int) {
 std::optional<mp::Pool> g_inherited_pool;
 int apply_on_inherited_pool(int x) {
   return g_inherited_pool->apply(inc, x);
+}
+// 0 if `use` threw the inherited copy's clear ProcessError, 1 otherwise.
+template <class F>
+int refused(F&& use) {
+  try {
+    use();
+    return 1;
+  } catch (const mp::ProcessError& e) {
+    return std::string(e.what()).find("cannot use its copy") == std::string::npos;
+  } catch (...) {
+    return 1;
+  }
+}
+// A forked child's uses of the inherited Pool: exits with 128 + a bit per use that was not
+// refused, else through exit(3).
+void use_inherited_pool() {
+  auto& pool = *g_inherited_pool;
+  int failed = refused([&] { (void)pool.apply_async(inc, 1).get(5s); });
+  failed |= refused([&] { (void)pool.map(inc, std::vector<int64_t>{1, 2}); }) << 1;
+  failed |= refused([&] { (void)pool.imap(inc, std::vector<int64_t>{1, 2}).next(5s); }) << 2;
+  failed |= refused([&] { (void)pool.worker_pids(); }) << 3;  // the parent's: not to be signalled
+  failed |= refused([&] { pool.close(); }) << 4;
+  failed |= refused([&] { pool.join(); }) << 5;
+  failed |= refused([&] { pool.terminate(); }) << 6;
+  if (failed) std::_Exit(128 | failed);
+  exit_three();
 }
 int sleep_seconds(int s) {
   std::this_thread::sleep_for(std::chrono::seconds(s));
@@ -294,6 +321,27 @@ TEST(PoolInheritedByFork, UsingItInAForkedWorkerIsAClearError) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("cannot use its copy"));
   }
   EXPECT_EQ(g_inherited_pool->apply(inc, 1), 2);
+  g_inherited_pool.reset();
+}
+
+// Every use of the copy a forked child inherits is the same clear error; worker_pids() used to
+// hand the child the parent's workers (to signal them, as ProcessPoolExecutor's
+// terminate_workers() does).
+TEST(PoolInheritedByFork, EveryUseInAForkedChildIsAClearError) {
+  g_inherited_pool.emplace(
+      mp::PoolOptions{.processes = 2, .context = mp::get_context(mp::StartMethod::fork)});
+  auto workers = g_inherited_pool->worker_pids();
+  mp::Process child(mp::get_context(mp::StartMethod::fork), use_inherited_pool);
+  child.start();
+  bool ended = child.join(60s);
+  if (!ended) child.kill();
+  EXPECT_TRUE(ended) << "the child hung using its copy";
+  if (ended) {
+    EXPECT_TRUE(exited_three(child.exitcode())) << "exit code " << child.exitcode().value_or(-999)
+                                                << " (128 + a bit per use that was not refused)";
+  }
+  EXPECT_EQ(g_inherited_pool->apply(inc, 41), 42);
+  EXPECT_EQ(g_inherited_pool->worker_pids(), workers);
   g_inherited_pool.reset();
 }
 

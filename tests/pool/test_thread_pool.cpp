@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <ranges>
 #include <set>
 #include <stdexcept>
@@ -15,7 +16,10 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <multiproc/process.hpp>
 #include <multiproc/thread_pool.hpp>
+
+#include "exit_three.hpp"
 
 namespace mp = multiproc;
 using namespace std::chrono_literals;
@@ -59,6 +63,34 @@ struct ThrowingRange {
   iterator begin() const { return {0, n}; }
   std::default_sentinel_t end() const { return {}; }
 };
+
+// A ThreadPool a forked child inherits (a global): its threads are not in the child.
+std::optional<mp::ThreadPool> g_inherited_thread_pool;
+// 0 if `use` threw the inherited copy's clear ProcessError, 1 otherwise.
+template <class F>
+int refused(F&& use) {
+  try {
+    use();
+    return 1;
+  } catch (const mp::ProcessError& e) {
+    return std::string(e.what()).find("cannot use its copy") == std::string::npos;
+  } catch (...) {
+    return 1;
+  }
+}
+// Exits with 128 + a bit per use that was not refused, else through exit(3) (the copy's
+// destructor runs).
+void use_inherited_thread_pool() {
+  auto& pool = *g_inherited_thread_pool;
+  int failed = refused([&] { (void)pool.apply_async(sqr, 2).get(5s); });
+  failed |= refused([&] { (void)pool.map_async(sqr, std::vector<int>{1, 2}).get(5s); }) << 1;
+  failed |= refused([&] { (void)pool.imap(sqr, std::vector<int>{1, 2}).next(5s); }) << 2;
+  failed |= refused([&] { pool.close(); }) << 3;
+  failed |= refused([&] { pool.join(); }) << 4;
+  failed |= refused([&] { pool.terminate(); }) << 5;
+  if (failed) std::_Exit(128 | failed);
+  exit_three();
+}
 
 TEST(ThreadPool, Apply) {
   mp::ThreadPool p(4);
@@ -332,4 +364,23 @@ TEST(ThreadPool, OutcomesOfBoolResultsAreTheValues) {
   EXPECT_FALSE(outs2[1].ok());
   EXPECT_TRUE(outs2[2].value());
   EXPECT_FALSE(outs2[3].value());
+}
+
+// The copy a forked child inherits has none of the parent's threads: apply() and map() waited for
+// ever for a thread to run them, join(), terminate() and the destructor for threads the child
+// does not have. Every use is now a clear error, and the parent's pool goes on.
+TEST(ThreadPoolInheritedByFork, UsingItInAForkedChildIsAClearError) {
+  g_inherited_thread_pool.emplace(2);
+  EXPECT_EQ(g_inherited_thread_pool->apply(sqr, 3), 9);
+  mp::Process child(mp::get_context(mp::StartMethod::fork), use_inherited_thread_pool);
+  child.start();
+  bool ended = child.join(60s);
+  if (!ended) child.kill();
+  EXPECT_TRUE(ended) << "the child hung using its copy";
+  if (ended) {
+    EXPECT_TRUE(exited_three(child.exitcode())) << "exit code " << child.exitcode().value_or(-999)
+                                                << " (128 + a bit per use that was not refused)";
+  }
+  EXPECT_EQ(g_inherited_thread_pool->map(sqr, std::vector<int>{1, 2}), (std::vector<int>{1, 4}));
+  g_inherited_thread_pool.reset();
 }

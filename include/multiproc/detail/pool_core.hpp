@@ -64,6 +64,11 @@ class JobBase {
   void (*drop_args)(const char* p, const char* end) = nullptr;
 };
 
+// How many fork()s this process descends from (an atfork handler counts them). An object that
+// records it when made can tell a copy of itself inherited by a forked child, whose threads (and,
+// for a Pool, workers) are the parent's: such a copy must not be used.
+uint32_t fork_generation() noexcept;
+
 struct PoolConfig {
   unsigned processes = 0;
   StartMethod method = StartMethod::fork;
