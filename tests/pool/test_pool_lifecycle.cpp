@@ -131,6 +131,14 @@ class Watchdog {
   std::thread thread_;
 };
 
+int raise_after_a_while(int x) {
+  std::this_thread::sleep_for(200ms);
+  throw std::runtime_error("task failed with " + std::to_string(x));
+}
+int64_t slow_inc(int64_t x) {
+  std::this_thread::sleep_for(200ms);
+  return x + 1;
+}
 int raise_runtime(int x) {
   throw std::runtime_error("task failed with " + std::to_string(x));
 }
@@ -437,6 +445,52 @@ TEST_P(PoolLifecycleTest, TerminateFromACallbackOfABrokenPoolEndsThePool) {
     EXPECT_THROW(pool.apply_async(inc, 1), mp::ProcessError);
   }
   EXPECT_TRUE(eventually([] { return mp::active_children().empty(); }));
+}
+
+// A callback runs before its own result is marked ready (as Python's): get() of that result
+// inside the callback waited for ever. It has the value (or the error) already, and returns it.
+TEST_P(PoolLifecycleTest, GetOfItsOwnResultInsideItsCallbackReturns) {
+  Watchdog watchdog(60s, "get() of a result inside its own callback");
+  mp::Pool pool(options(2));
+  std::atomic<bool> published{false};
+  std::optional<mp::AsyncResult<int>> ok, bad;
+  std::optional<mp::MapResult<int64_t>> mapped;
+  std::promise<std::string> said_ok, said_bad, said_map;
+  ok.emplace(pool.apply_async(mp::callbacks([&](int) {
+                                tell(said_ok, [&] {
+                                  while (!published.load()) std::this_thread::yield();
+                                  if (ok->get() != 1) throw std::logic_error("wrong value");
+                                });
+                              }),
+                              slow, 1));
+  bad.emplace(pool.apply_async(mp::callbacks(nullptr,
+                                             [&](std::exception_ptr) {
+                                               tell(said_bad, [&] {
+                                                 while (!published.load())
+                                                   std::this_thread::yield();
+                                                 try {
+                                                   (void)bad->get();
+                                                 } catch (const std::runtime_error&) {
+                                                   return;
+                                                 }
+                                                 throw std::logic_error("no error");
+                                               });
+                                             }),
+                               raise_after_a_while, 1));
+  mapped.emplace(pool.map_async(mp::callbacks([&](std::vector<int64_t>&) {
+                                  tell(said_map, [&] {
+                                    while (!published.load()) std::this_thread::yield();
+                                    if (mapped->get().size() != 3) throw std::logic_error("size");
+                                  });
+                                }),
+                                slow_inc, std::vector<int64_t>{1, 2, 3}));
+  published.store(true);
+  for (auto* said : {&said_ok, &said_bad, &said_map}) {
+    auto answer = said->get_future();
+    ASSERT_EQ(answer.wait_for(30s), std::future_status::ready);
+    EXPECT_EQ(answer.get(), "returned");
+  }
+  EXPECT_EQ(ok->get(10s), 1);
 }
 
 // close() from a callback only stops new calls: what was submitted still runs, and join() from
