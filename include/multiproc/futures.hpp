@@ -107,6 +107,7 @@ class Future {
     using U = std::remove_cvref_t<decltype(call_then(f))>;
     auto next = std::make_shared<detail::FutureState<detail::value_of<U>>>();
     next->set_running();
+    next->set_owner(state().owner());  // completed by the thread that completes this one
     state().on_done([self = *this, next, f = std::move(f)]() mutable {
       std::exception_ptr e = self.st_->error();
       if (!e && self.cancelled())
@@ -228,6 +229,20 @@ std::shared_ptr<Completions> watch(const std::vector<Future<R>>& fs, const char*
   }
   return c;
 }
+// wait() / as_completed() without a timeout in a done callback: throws ProcessError where only
+// this thread could complete what they wait for - any future not done (`any_will_do` false:
+// every one is needed), or every one not done (true: the first to complete will do).
+template <class R>
+void check_can_wait(const std::vector<Future<R>>& fs, bool any_will_do, const char* what) {
+  size_t not_done = 0, blocked = 0;
+  for (const auto& f : fs) {
+    if (f.done()) continue;
+    ++not_done;
+    if (f.shared_state()->needs_this_thread()) ++blocked;
+  }
+  if (blocked > 0 && (!any_will_do || blocked == not_done))
+    FutureStateBase::throw_waits_for_itself(what);
+}
 }  // namespace detail
 
 // Python's concurrent.futures.wait(): returns when `when` is met or the timeout passes (no
@@ -237,6 +252,7 @@ WaitResult<R> wait(const std::vector<Future<R>>& futures, Timeout timeout = std:
                    WaitWhen when = ALL_COMPLETED) {
   auto deadline = detail::Deadline::after(timeout);
   auto c = detail::watch(futures, "wait()");
+  if (deadline.is_never()) detail::check_can_wait(futures, when != ALL_COMPLETED, "wait()");
   {
     std::unique_lock lk(c->mu);
     auto met = [&] {
@@ -267,6 +283,14 @@ class AsCompleted {
 
   std::optional<Future<R>> next() {
     if (yielded_ == futures_.size()) return std::nullopt;
+    if (deadline_.is_never()) {
+      bool none_yet;
+      {
+        std::lock_guard lk(c_->mu);
+        none_yet = c_->order.empty();
+      }
+      if (none_yet) detail::check_can_wait(futures_, true, "as_completed()");
+    }
     std::unique_lock lk(c_->mu);
     auto ready = [&] { return !c_->order.empty(); };
     if (deadline_.is_never())
@@ -588,6 +612,7 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
     using R = detail::task_result_t<F, ArgsTuple>;
     using V = detail::value_of<R>;
     auto st = std::make_shared<detail::FutureState<V>>();
+    st->set_owner(this);
     // The call is handed to the pool only when a worker is about to be free (start_calls), so
     // that cancel() still applies until then.
     auto start = [st, f, args = ArgsTuple(std::forward<A>(args)...),
@@ -645,13 +670,14 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
   // Marks the thread that completes one of this executor's calls (and so runs its futures' done
   // callbacks): shutdown(wait=true) there would wait for the very call being completed.
   struct Completing {
-    explicit Completing(const ProcessPoolExecutor* ex) : saved(completing_) { completing_ = ex; }
-    ~Completing() { completing_ = saved; }
+    explicit Completing(const ProcessPoolExecutor* ex) : saved(detail::t_completing_executor) {
+      detail::t_completing_executor = ex;
+    }
+    ~Completing() { detail::t_completing_executor = saved; }
     Completing(const Completing&) = delete;
     Completing& operator=(const Completing&) = delete;
-    const ProcessPoolExecutor* saved;
+    const void* saved;
   };
-  static thread_local const ProcessPoolExecutor* completing_;
   template <class F, class... Ranges>
   auto map_impl(F f, const ExecutorMapOptions& options, Ranges&&... ranges) {
     if constexpr (sizeof...(Ranges) == 1) {

@@ -43,8 +43,6 @@ void ThreadPoolExecutor::shutdown(bool wait, bool cancel_futures) {
 
 // ---- ProcessPoolExecutor ----
 
-thread_local const ProcessPoolExecutor* ProcessPoolExecutor::completing_ = nullptr;
-
 namespace {
 PoolOptions pool_options(ProcessPoolExecutorOptions& o) {
   PoolOptions p;
@@ -126,6 +124,9 @@ void ProcessPoolExecutor::manager_loop() {
   // Python keeps max_workers + 1 calls in its call queue: a worker that finishes finds the next
   // call waiting, and every other call can still be cancelled.
   const size_t limit = static_cast<size_t>(max_workers_) + 1;
+  // A call that cannot be handed to the pool fails here, running its done callbacks in this
+  // thread: shutdown(wait=true) there would wait for this thread.
+  detail::t_starting_executor = this;
   std::unique_lock lk(mu_);
   for (;;) {
     cv_.wait(lk, [&] { return stop_manager_ || (!pending_.empty() && in_pool_ < limit); });
@@ -158,7 +159,7 @@ void ProcessPoolExecutor::shutdown(bool wait, bool cancel_futures) {
   if (cancel_futures) cancel_tracked();
   cv_.notify_all();
   if (!wait) return;
-  if (completing_ == this)
+  if (detail::t_completing_executor == this || detail::t_starting_executor == this)
     throw ProcessError(
         "ProcessPoolExecutor::shutdown(wait=true) called from a done callback of its own future: "
         "the callback's call cannot finish while it waits. The executor takes no more calls; "
@@ -183,7 +184,9 @@ void ProcessPoolExecutor::force_shutdown(int sig) {
   }
   cancel_tracked();
   cv_.notify_all();
-  if (manager_.joinable()) manager_.join();
+  // From a done callback run by the manager thread itself, that thread cannot be joined here: it
+  // leaves its loop once the callback returns, and shutdown() (the destructor's) joins it.
+  if (manager_.joinable() && manager_.get_id() != std::this_thread::get_id()) manager_.join();
   for (pid_t pid : pool_->worker_pids()) ::kill(pid, sig);
   // The calls the workers held fail (WorkerLost or BrokenPool); nothing waits for them.
   pool_->terminate();

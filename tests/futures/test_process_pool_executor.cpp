@@ -58,6 +58,21 @@ int read_init() {
   return g_init;
 }
 
+// An argument whose encoding fails: a call with it fails when the executor hands it to the pool,
+// in the executor's own thread.
+struct Unsendable {
+  int v = 0;
+  template <class Archive>
+  void save(Archive&) const {
+    throw std::runtime_error("Unsendable cannot be sent");
+  }
+  template <class Archive>
+  void load(Archive&) {}
+};
+int take_unsendable(Unsendable u) {
+  return u.v;
+}
+
 // An executor a forked child inherits (a global).
 std::optional<mp::ProcessPoolExecutor> g_inherited_executor;
 
@@ -317,6 +332,98 @@ TEST_P(ProcessPoolExecutorTest, TerminateWorkersFromADoneCallback) {
   answered_within(gone, 60s, "the executor's destructor after terminate_workers() in a callback");
   destroyer.join();
   EXPECT_EQ(gone.get(), "returned");
+}
+
+// A call that cannot be handed to the pool (its argument fails to encode) fails in the executor's
+// own thread, which then runs its done callbacks. terminate_workers() there joined that very
+// thread (std::system_error "Resource deadlock avoided", the workers left running), and
+// shutdown(wait=true) waited for ever for the call being failed.
+TEST_P(ProcessPoolExecutorTest, EndingTheExecutorFromACallbackOfACallThatCouldNotStart) {
+  for (int how = 0; how < 2; ++how) {  // 0: terminate_workers(), 1: shutdown(wait=true)
+    SCOPED_TRACE(how);
+    auto ex = std::make_unique<mp::ProcessPoolExecutor>(opts(1));
+    auto busy = ex->submit(sleep_then, 1000, 1);
+    auto next = ex->submit(sleep_then, 0, 2);  // handed to the pool too (max_workers + 1)
+    auto bad = ex->submit(take_unsendable, Unsendable{});  // waits in the executor meanwhile
+    std::promise<std::string> said;
+    std::thread::id ran_in;
+    bad.add_done_callback([&](const mp::Future<int>&) {
+      ran_in = std::this_thread::get_id();
+      tell(said, [&] {
+        if (how == 0)
+          ex->terminate_workers();
+        else
+          ex->shutdown(/*wait=*/true);
+      });
+    });
+    auto answer = said.get_future();
+    answered_within(answer, 60s, "ending the executor in a done callback of its own thread");
+    EXPECT_NE(ran_in, std::this_thread::get_id());
+    if (how == 0) {
+      EXPECT_EQ(answer.get(), "returned");
+    } else {
+      EXPECT_THAT(answer.get(), ::testing::HasSubstr("done callback"));
+    }
+    EXPECT_THROW(bad.result(10s), std::runtime_error);
+    EXPECT_THROW(ex->submit(sqr, 1), mp::ProcessError);
+    std::promise<std::string> destroyed;
+    std::thread destroyer([&] { tell(destroyed, [&] { ex.reset(); }); });
+    auto gone = destroyed.get_future();
+    answered_within(gone, 60s, "the executor's destructor after ending it in a callback");
+    destroyer.join();
+    EXPECT_EQ(gone.get(), "returned");
+    if (how == 1) {
+      EXPECT_EQ(busy.result(10s), 1);
+    }
+  }
+}
+
+// A done callback runs in the thread that completes the executor's calls: waiting there, without
+// a timeout, for another call of the same executor waited for ever (that call's result could only
+// be processed once the callback returned). It is a clear error now; a wait with a timeout just
+// times out.
+TEST_P(ProcessPoolExecutorTest, WaitingInADoneCallbackForAnotherCallIsAClearError) {
+  mp::ProcessPoolExecutor ex(opts(2));
+  auto first = ex.submit(sleep_then, 300, 1);
+  auto second = ex.submit(sleep_then, 1500, 2);
+  std::promise<std::vector<std::string>> said;
+  first.add_done_callback([&](const mp::Future<int>&) {
+    std::vector<std::string> out;
+    auto note = [&](auto&& wait) {
+      try {
+        wait();
+        out.push_back("returned");
+      } catch (const mp::ProcessError& e) {
+        out.push_back(std::string("threw: ") + e.what());
+      }
+    };
+    note([&] { (void)second.result(); });
+    note([&] { (void)second.exception(); });
+    note([&] { (void)second.wait(); });
+    note([&] { (void)mp::wait(std::vector{first, second}); });
+    note([&] { (void)mp::wait(std::vector{second}, std::nullopt, mp::FIRST_COMPLETED); });
+    note([&] {
+      for (auto& f : mp::as_completed(std::vector{first, second})) (void)f;
+    });
+    note([&] { (void)second.then([](int v) { return v; }).result(); });
+    // Not waiting for ever: these return.
+    note([&] {
+      if (second.wait(50ms)) throw mp::ProcessError("done already?");
+    });
+    note([&] { (void)mp::wait(std::vector{first, second}, 50ms); });
+    note([&] { (void)first.result(); });  // its own call: done
+    said.set_value(out);
+  });
+  auto answer = said.get_future();
+  if (answer.wait_for(60s) != std::future_status::ready) {
+    std::fprintf(stderr, "FAILED: a wait in a done callback still waiting after 60 s\n");
+    std::_Exit(1);
+  }
+  auto out = answer.get();
+  ASSERT_EQ(out.size(), 10u);
+  for (size_t i = 0; i < 7; ++i) EXPECT_THAT(out[i], ::testing::HasSubstr("done callback")) << i;
+  for (size_t i = 7; i < 10; ++i) EXPECT_EQ(out[i], "returned") << i;
+  EXPECT_EQ(second.result(30s), 2);
 }
 
 TEST_P(ProcessPoolExecutorTest, CancelAWaitingCall) {
