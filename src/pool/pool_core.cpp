@@ -157,9 +157,13 @@ void PoolCore::start() {
   }
   note_internal_thread(+2);
   threads_started_ = true;
-  monitor_ = std::thread([this] { monitor_loop(); });
+  // Each thread holds the pool only while it works on it (see pump_loop): a callback may drop
+  // the last Pool handle, and the pool must outlive what that thread still does with it.
+  std::weak_ptr<PoolCore> weak = weak_from_this();
+  if (weak.expired()) throw ProcessError("PoolCore: must be owned by a std::shared_ptr");
+  monitor_ = std::thread([this, weak] { monitor_loop(weak); });
   try {
-    pump_thread_ = std::thread([this] { pump_loop(); });
+    pump_thread_ = std::thread([this, weak] { pump_loop(weak); });
   } catch (const std::exception& e) {
     throw ProcessError(std::string("Pool: cannot start its result thread: ") + e.what());
   }
@@ -204,6 +208,14 @@ PoolCore::~PoolCore() {
   try {
     stop_threads();
   } catch (...) {
+  }
+  // The last handle went in a callback, and this is one of the pool's own threads: it cannot
+  // join itself. It ends as soon as this destructor returns (its loop holds nothing of the pool).
+  for (std::thread* t : {&monitor_, &pump_thread_})
+    if (t->joinable() && t->get_id() == std::this_thread::get_id()) t->detach();
+  if (threads_started_ && !monitor_.joinable() && !pump_thread_.joinable()) {
+    note_internal_thread(-2);
+    threads_started_ = false;
   }
   if (event_fd_ >= 0) ::close(event_fd_);
   // The pool's queues and table are private to it: remove them even if a killed worker never
@@ -590,11 +602,16 @@ bool PoolCore::wait_until(const std::function<bool()>& ready, const Deadline& de
   return ok;
 }
 
-void PoolCore::pump_loop() {
+void PoolCore::pump_loop(const std::weak_ptr<PoolCore>& weak) {
   g_own_thread_of = this;
   // Results are processed here only while no caller is waiting on one (callbacks, imap feeding,
   // replacing input while the program does something else); a waiting caller pumps itself.
-  while (!stopping_.load()) {
+  for (;;) {
+    // Declared first, so released last: a callback that dropped the last Pool handle leaves the
+    // pool to be destroyed here, at the end of the pass (the destructor lets this thread go),
+    // after which the loop finds nothing to lock and returns without touching the pool.
+    std::shared_ptr<PoolCore> self = weak.lock();
+    if (!self || stopping_.load()) return;
     {
       std::unique_lock lk(pump_idle_mu_);
       int64_t quiet_for = now_ns() - last_foreground_ns_.load();
@@ -627,9 +644,11 @@ void PoolCore::pump_loop() {
 
 // ---- workers -----------------------------------------------------------------------------------
 
-void PoolCore::monitor_loop() {
+void PoolCore::monitor_loop(const std::weak_ptr<PoolCore>& weak) {
   g_own_thread_of = this;
-  while (!stopping_.load()) {
+  for (;;) {
+    std::shared_ptr<PoolCore> self = weak.lock();  // as in pump_loop
+    if (!self || stopping_.load()) return;
     try {
       std::vector<pollfd> fds;
       std::vector<std::shared_ptr<Popen>> popens;

@@ -493,6 +493,46 @@ TEST_P(PoolLifecycleTest, GetOfItsOwnResultInsideItsCallbackReturns) {
   EXPECT_EQ(ok->get(10s), 1);
 }
 
+// A Pool destroyed in its own callback (the callback owns it): the destructor terminates the pool
+// from the pool's own thread, and the pool's engine goes once that thread is done with it. The
+// engine used to be destroyed under the running thread (a still joinable std::thread: the program
+// ended).
+TEST_P(PoolLifecycleTest, DestroyingThePoolInItsOwnCallbackEndsIt) {
+  // 0: apply_async's callback (the result thread), 1: the error callback of a call on a pool that
+  // broke (the worker monitor).
+  for (int how = 0; how < 2; ++how) {
+    SCOPED_TRACE(how);
+    Watchdog watchdog(120s, "destroying the pool in its own callback");
+    std::optional<mp::Pool> pool;
+    if (how == 0)
+      pool.emplace(options(2));
+    else
+      pool.emplace(mp::PoolOptions{.processes = 2, .initializer = failing_init, .context = ctx()});
+    std::promise<std::string> said;
+    auto drop = [&] { tell(said, [&] { pool.reset(); }); };
+    std::optional<mp::AsyncResult<int>> pending, own;
+    if (how == 0) {
+      auto pids = pool->worker_pids();
+      pending = pool->apply_async(sleep_seconds, 60);
+      own = pool->apply_async(mp::callbacks([&](int) { drop(); }), slow, 1);
+      auto answer = said.get_future();
+      ASSERT_EQ(answer.wait_for(30s), std::future_status::ready);
+      EXPECT_EQ(answer.get(), "returned");
+      EXPECT_EQ(own->get(10s), 1);
+      EXPECT_THROW(pending->get(10s), mp::BrokenPool);
+      for (pid_t pid : pids)
+        EXPECT_TRUE(eventually([&] { return ::kill(pid, 0) != 0; })) << "worker " << pid;
+    } else {
+      own = pool->apply_async(mp::callbacks(nullptr, [&](std::exception_ptr) { drop(); }), slow, 1);
+      auto answer = said.get_future();
+      ASSERT_EQ(answer.wait_for(100s), std::future_status::ready);
+      EXPECT_EQ(answer.get(), "returned");
+      EXPECT_THROW(own->get(10s), mp::BrokenPool);
+    }
+    EXPECT_TRUE(eventually([] { return mp::active_children().empty(); }));
+  }
+}
+
 // close() from a callback only stops new calls: what was submitted still runs, and join() from
 // another thread returns.
 TEST_P(PoolLifecycleTest, CloseFromACallbackLetsTheRestFinish) {

@@ -144,8 +144,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void retract_unsent(const std::string& batch, std::vector<Sent>& sent, std::exception_ptr error,
                       std::vector<FailedChunk>& failed);
   void start_worker_locked(uint32_t index);
-  void monitor_loop();
-  void pump_loop();
+  void monitor_loop(const std::weak_ptr<PoolCore>& weak);
+  void pump_loop(const std::weak_ptr<PoolCore>& weak);
   // Processes what the result queue holds (waiting until the deadline for the first message).
   size_t pump_once(const Deadline& deadline, bool spin, const std::atomic<uint32_t>* interrupt);
   void handle_result(const char* p, size_t n);
