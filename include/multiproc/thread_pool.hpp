@@ -372,12 +372,19 @@ class ThreadPool : public detail::PoolFront<ThreadPool> {
         }
       } catch (...) {
         auto e = std::current_exception();
-        detail::tp_run_err(cb, e);
-        st->set_error(e);
+        st->stage_error(e);
+        {
+          detail::FutureStateBase::InCallbacks in_callbacks(st.get());
+          detail::tp_run_err(cb, e);
+        }
+        st->publish();
         return;
       }
-      detail::tp_run_ok(cb, *v);
-      st->set_value(std::move(*v));
+      if (st->stage_value(std::move(*v))) {
+        detail::FutureStateBase::InCallbacks in_callbacks(st.get());
+        detail::tp_run_ok(cb, st->value());
+      }
+      st->publish();
     };
     core()->submit({std::move(call), [st](std::exception_ptr e) { st->set_error(e); }});
     return ThreadAsyncResult<R>(st);
@@ -437,12 +444,19 @@ class ThreadPool : public detail::PoolFront<ThreadPool> {
         std::vector<V> out;
         out.reserve(mst->values.size());
         for (auto& v : mst->values) out.push_back(std::move(*v));
-        detail::tp_run_ok(*shared_cb, out);
-        st->set_value(std::move(out));
+        if (st->stage_value(std::move(out))) {
+          detail::FutureStateBase::InCallbacks in_callbacks(st.get());
+          detail::tp_run_ok(*shared_cb, st->value());
+        }
+        st->publish();
       } else {
         auto e = mst->errors.begin()->second;  // the first failing item, as Python reports
-        detail::tp_run_err(*shared_cb, e);
-        st->set_error(e);
+        st->stage_error(e);
+        {
+          detail::FutureStateBase::InCallbacks in_callbacks(st.get());
+          detail::tp_run_err(*shared_cb, e);
+        }
+        st->publish();
       }
     };
     auto chunk_ended = [mst, finish](size_t count) {

@@ -4,7 +4,9 @@
 // std::function, member functions, move-only results.
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <functional>
+#include <future>
 #include <memory>
 #include <numeric>
 #include <optional>
@@ -383,4 +385,69 @@ TEST(ThreadPoolInheritedByFork, UsingItInAForkedChildIsAClearError) {
   }
   EXPECT_EQ(g_inherited_thread_pool->map(sqr, std::vector<int>{1, 2}), (std::vector<int>{1, 4}));
   g_inherited_thread_pool.reset();
+}
+
+// A callback runs before its result is ready (as Python's ThreadPool): get() of that result
+// inside the callback waited for ever. It has the value (or the error) already, and returns it.
+TEST(ThreadPool, GetOfItsOwnResultInsideItsCallbackReturns) {
+  mp::ThreadPool pool(2);
+  std::atomic<bool> published{false};
+  std::optional<mp::ThreadAsyncResult<int>> ok, bad;
+  std::optional<mp::ThreadMapResult<int>> mapped;
+  std::promise<std::string> said_ok, said_bad, said_map;
+  auto tell = [&](std::promise<std::string>& said, auto&& check) {
+    while (!published.load()) std::this_thread::yield();
+    try {
+      check();
+      said.set_value("returned");
+    } catch (const std::exception& e) {
+      said.set_value(std::string("threw: ") + e.what());
+    }
+  };
+  ok.emplace(pool.apply_async(
+      mp::callbacks([&](int) {
+        tell(said_ok, [&] {
+          if (ok->get() != 1) throw std::logic_error("wrong value");
+        });
+      }),
+      [](int x) {
+        std::this_thread::sleep_for(100ms);
+        return x;
+      },
+      1));
+  bad.emplace(pool.apply_async(
+      mp::callbacks(nullptr,
+                    [&](std::exception_ptr) {
+                      tell(said_bad, [&] {
+                        try {
+                          (void)bad->get();
+                        } catch (const std::invalid_argument&) {
+                          return;
+                        }
+                        throw std::logic_error("no error");
+                      });
+                    }),
+      [](int) -> int {
+        std::this_thread::sleep_for(100ms);
+        throw std::invalid_argument("bad");
+      },
+      1));
+  mapped.emplace(pool.map_async(mp::callbacks([&](std::vector<int>&) {
+                                  tell(said_map, [&] {
+                                    if (mapped->get() != std::vector<int>{1, 4, 9})
+                                      throw std::logic_error("wrong values");
+                                  });
+                                }),
+                                sleepy_sqr, std::vector<int>{1, 2, 3}));
+  published.store(true);
+  for (auto* said : {&said_ok, &said_bad, &said_map}) {
+    auto answer = said->get_future();
+    if (answer.wait_for(30s) != std::future_status::ready) {
+      std::fprintf(stderr, "FAILED: get() inside its own callback still waiting after 30 s\n");
+      std::_Exit(1);  // the pool's threads cannot be joined
+    }
+    EXPECT_EQ(answer.get(), "returned");
+  }
+  EXPECT_EQ(ok->get(10s), 1);
+  EXPECT_EQ(mapped->get(10s), (std::vector<int>{1, 4, 9}));
 }

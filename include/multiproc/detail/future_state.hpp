@@ -27,6 +27,13 @@ namespace multiproc::detail {
 inline thread_local const void* t_completing_executor = nullptr;
 inline thread_local const void* t_starting_executor = nullptr;
 
+class FutureStateBase;
+// The ThreadPool result whose callbacks this thread is running: its value or error is staged
+// already (stage_value / stage_error), and only publish() after the callbacks makes it done, as
+// Python's ThreadPool runs callbacks before a result is ready. A wait on it from its own
+// callback returns at once instead of waiting for itself.
+inline thread_local const FutureStateBase* t_future_in_callbacks = nullptr;
+
 class FutureStateBase {
  public:
   enum class Status { pending, running, cancelled, finished };
@@ -34,6 +41,7 @@ class FutureStateBase {
   // Returns whether the state is done (finished or cancelled) by the deadline. A wait without one
   // that only this thread could end throws ProcessError (see t_completing_executor).
   bool wait(const Deadline& deadline) const {
+    if (t_future_in_callbacks == this) return true;
     if (deadline.is_never() && needs_this_thread()) throw_waits_for_itself("Future");
     std::unique_lock lk(mu_);
     auto is_done = [this] { return done_locked(); };
@@ -95,6 +103,27 @@ class FutureStateBase {
     complete(lk);
     return true;
   }
+  // ThreadPool (see t_future_in_callbacks): the error set, the state not done until publish().
+  bool stage_error(std::exception_ptr e) {
+    std::lock_guard lk(mu_);
+    if (done_locked()) return false;
+    error_ = std::move(e);
+    return true;
+  }
+  void publish() {
+    std::unique_lock lk(mu_);
+    if (done_locked()) return;
+    status_ = Status::finished;
+    complete(lk);
+  }
+  // Marks this thread as running the state's callbacks (see t_future_in_callbacks) for its scope.
+  struct InCallbacks {
+    const FutureStateBase* saved = t_future_in_callbacks;
+    explicit InCallbacks(const FutureStateBase* st) { t_future_in_callbacks = st; }
+    ~InCallbacks() { t_future_in_callbacks = saved; }
+    InCallbacks(const InCallbacks&) = delete;
+    InCallbacks& operator=(const InCallbacks&) = delete;
+  };
   std::exception_ptr error() const {
     std::lock_guard lk(mu_);
     return error_;
@@ -144,6 +173,13 @@ class FutureState : public FutureStateBase {
     value_.emplace(std::move(v));
     status_ = Status::finished;
     complete(lk);
+    return true;
+  }
+  // ThreadPool (see t_future_in_callbacks): the value set, the state not done until publish().
+  bool stage_value(V v) {
+    std::lock_guard lk(mu_);
+    if (done_locked()) return false;
+    value_.emplace(std::move(v));
     return true;
   }
   // After done() with no error and not cancelled.
