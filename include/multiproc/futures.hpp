@@ -333,6 +333,13 @@ Future<std::vector<detail::value_of<R>>> when_all(std::vector<Future<R>> futures
   detail::require_valid(futures, "when_all()");
   auto st = std::make_shared<detail::FutureState<std::vector<V>>>();
   st->set_running();
+  // Completed by the thread that completes the last of them: it needs an executor's thread as
+  // soon as one of them does (t_completing_executor).
+  for (const auto& f : futures)
+    if (f.shared_state()->owner()) {
+      st->set_owner(f.shared_state()->owner());
+      break;
+    }
   auto left = std::make_shared<std::atomic<size_t>>(futures.size());
   auto all = std::make_shared<std::vector<Future<R>>>(std::move(futures));
   auto finish = [st, all] {
@@ -367,6 +374,13 @@ Future<size_t> when_any(const std::vector<Future<R>>& futures) {
   detail::require_valid(futures, "when_any()");
   auto st = std::make_shared<detail::FutureState<size_t>>();
   st->set_running();
+  // It needs an executor's thread only if every one of them does.
+  if (!futures.empty()) {
+    const void* owner = futures[0].shared_state()->owner();
+    for (const auto& f : futures)
+      if (f.shared_state()->owner() != owner) owner = nullptr;
+    st->set_owner(owner);
+  }
   for (size_t i = 0; i < futures.size(); ++i)
     futures[i].shared_state()->on_done([st, i] { st->set_value(i); });
   return Future<size_t>(st);

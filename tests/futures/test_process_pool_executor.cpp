@@ -406,6 +406,8 @@ TEST_P(ProcessPoolExecutorTest, WaitingInADoneCallbackForAnotherCallIsAClearErro
       for (auto& f : mp::as_completed(std::vector{first, second})) (void)f;
     });
     note([&] { (void)second.then([](int v) { return v; }).result(); });
+    note([&] { (void)mp::when_all(std::vector{first, second}).result(); });
+    note([&] { (void)mp::when_any(std::vector{second}).result(); });
     // Not waiting for ever: these return.
     note([&] {
       if (second.wait(50ms)) throw mp::ProcessError("done already?");
@@ -420,9 +422,9 @@ TEST_P(ProcessPoolExecutorTest, WaitingInADoneCallbackForAnotherCallIsAClearErro
     std::_Exit(1);
   }
   auto out = answer.get();
-  ASSERT_EQ(out.size(), 10u);
-  for (size_t i = 0; i < 7; ++i) EXPECT_THAT(out[i], ::testing::HasSubstr("done callback")) << i;
-  for (size_t i = 7; i < 10; ++i) EXPECT_EQ(out[i], "returned") << i;
+  ASSERT_EQ(out.size(), 12u);
+  for (size_t i = 0; i < 9; ++i) EXPECT_THAT(out[i], ::testing::HasSubstr("done callback")) << i;
+  for (size_t i = 9; i < 12; ++i) EXPECT_EQ(out[i], "returned") << i;
   EXPECT_EQ(second.result(30s), 2);
 }
 
