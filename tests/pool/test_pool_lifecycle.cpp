@@ -493,6 +493,30 @@ TEST_P(PoolLifecycleTest, GetOfItsOwnResultInsideItsCallbackReturns) {
   EXPECT_EQ(ok->get(10s), 1);
 }
 
+// A callback may wait on other results of its own pool: the waiting callback processes them
+// itself (a nested pump), so get(), map() and imap() there return.
+TEST_P(PoolLifecycleTest, CallbackWaitingOnOtherResultsOfItsPoolGetsThem) {
+  Watchdog watchdog(60s, "a callback waiting on other results of its pool");
+  mp::Pool pool(options(2));
+  std::promise<std::string> said;
+  auto own = pool.apply_async(
+      mp::callbacks([&](int) {
+        tell(said, [&] {
+          if (pool.apply_async(inc, 41).get(30s) != 42) throw std::logic_error("apply");
+          if (pool.map(inc, std::vector<int64_t>{5, 6}) != std::vector<int64_t>{6, 7})
+            throw std::logic_error("map");
+          std::vector<int64_t> got;
+          for (int64_t y : pool.imap(inc, std::vector<int64_t>{1, 2, 3})) got.push_back(y);
+          if (got != std::vector<int64_t>{2, 3, 4}) throw std::logic_error("imap");
+        });
+      }),
+      slow, 1);
+  auto answer = said.get_future();
+  ASSERT_EQ(answer.wait_for(30s), std::future_status::ready);
+  EXPECT_EQ(answer.get(), "returned");
+  EXPECT_EQ(own.get(10s), 1);
+}
+
 // A Pool destroyed in its own callback (the callback owns it): the destructor terminates the pool
 // from the pool's own thread, and the pool's engine goes once that thread is done with it. The
 // engine used to be destroyed under the running thread (a still joinable std::thread: the program
