@@ -808,10 +808,17 @@ void PoolCore::close() {
 
 void PoolCore::terminate() {
   check_owner("terminate");
+  bool again = false;
   {
     std::lock_guard lk(mu_);
-    if (state_.load() == State::terminated) return;
+    again = state_.load() == State::terminated;
     state_.store(State::terminated);
+  }
+  if (again) {
+    // terminate() from a callback left the thread that ran it going: wait here until it has left
+    // the callback (~Pool relies on this: no callback may run once the Pool is gone).
+    stop_threads();
+    return;
   }
   std::vector<std::shared_ptr<Popen>> popens;
   {
@@ -961,6 +968,9 @@ bool PoolCore::join(const Deadline& deadline) {
     }
     return true;
   }
+  // After terminate(): the pool's threads end (one that ran a terminate() from a callback may
+  // still be in that callback).
+  stop_threads();
   return true;
 }
 

@@ -427,6 +427,35 @@ TEST_P(PoolLifecycleTest, TerminateFromACallbackEndsThePool) {
   }
 }
 
+// A callback that called terminate() may still be running when the program moves on: join() and
+// the destructor wait for it to return (it may use what the Pool's owner is about to destroy).
+// Both returned at once, the callback still running (an executor destroyed that way had its
+// counters decremented after it was gone, and the next executor at the same address hung).
+TEST_P(PoolLifecycleTest, JoinAndDestructorWaitForACallbackThatTerminatedThePool) {
+  for (bool by_join : {true, false}) {
+    SCOPED_TRACE(by_join);
+    Watchdog watchdog(60s, "join() or ~Pool after terminate() in a callback");
+    std::atomic<bool> callback_done{false};
+    std::promise<void> terminated;
+    {
+      mp::Pool pool(options(2));
+      auto r = pool.apply_async(mp::callbacks([&](int64_t) {
+                                  pool.terminate();
+                                  terminated.set_value();
+                                  std::this_thread::sleep_for(300ms);
+                                  callback_done.store(true);
+                                }),
+                                inc, 1);
+      ASSERT_EQ(terminated.get_future().wait_for(30s), std::future_status::ready);
+      if (by_join) {
+        pool.join();
+        EXPECT_TRUE(callback_done.load()) << "join() returned before the callback";
+      }
+    }
+    EXPECT_TRUE(callback_done.load()) << "~Pool returned before the callback";
+  }
+}
+
 // The same from the pool's other thread, the worker monitor: it fails every call with BrokenPool
 // when the pool breaks (here: workers whose initializer fails, over and over), running their
 // error callbacks.
