@@ -16,6 +16,9 @@
 //
 // Calls wait in the executor until a worker is about to be free (at most max_workers + 1 are
 // handed to the pool), so cancel() works on every call that has not started, as in Python.
+//
+// An executor a forked child inherits (a global) is the parent's: its threads and workers are not
+// the child's, so every call on the copy (submit, map, shutdown...) throws ProcessError.
 #pragma once
 
 #include <algorithm>
@@ -104,6 +107,7 @@ class Future {
     using U = std::remove_cvref_t<decltype(call_then(f))>;
     auto next = std::make_shared<detail::FutureState<detail::value_of<U>>>();
     next->set_running();
+    next->set_owner(state().owner());  // completed by the thread that completes this one
     state().on_done([self = *this, next, f = std::move(f)]() mutable {
       std::exception_ptr e = self.st_->error();
       if (!e && self.cancelled())
@@ -225,6 +229,20 @@ std::shared_ptr<Completions> watch(const std::vector<Future<R>>& fs, const char*
   }
   return c;
 }
+// wait() / as_completed() without a timeout in a done callback: throws ProcessError where only
+// this thread could complete what they wait for - any future not done (`any_will_do` false:
+// every one is needed), or every one not done (true: the first to complete will do).
+template <class R>
+void check_can_wait(const std::vector<Future<R>>& fs, bool any_will_do, const char* what) {
+  size_t not_done = 0, blocked = 0;
+  for (const auto& f : fs) {
+    if (f.done()) continue;
+    ++not_done;
+    if (f.shared_state()->needs_this_thread()) ++blocked;
+  }
+  if (blocked > 0 && (!any_will_do || blocked == not_done))
+    FutureStateBase::throw_waits_for_itself(what);
+}
 }  // namespace detail
 
 // Python's concurrent.futures.wait(): returns when `when` is met or the timeout passes (no
@@ -234,6 +252,7 @@ WaitResult<R> wait(const std::vector<Future<R>>& futures, Timeout timeout = std:
                    WaitWhen when = ALL_COMPLETED) {
   auto deadline = detail::Deadline::after(timeout);
   auto c = detail::watch(futures, "wait()");
+  if (deadline.is_never()) detail::check_can_wait(futures, when != ALL_COMPLETED, "wait()");
   {
     std::unique_lock lk(c->mu);
     auto met = [&] {
@@ -264,6 +283,14 @@ class AsCompleted {
 
   std::optional<Future<R>> next() {
     if (yielded_ == futures_.size()) return std::nullopt;
+    if (deadline_.is_never()) {
+      bool none_yet;
+      {
+        std::lock_guard lk(c_->mu);
+        none_yet = c_->order.empty();
+      }
+      if (none_yet) detail::check_can_wait(futures_, true, "as_completed()");
+    }
     std::unique_lock lk(c_->mu);
     auto ready = [&] { return !c_->order.empty(); };
     if (deadline_.is_never())
@@ -306,6 +333,13 @@ Future<std::vector<detail::value_of<R>>> when_all(std::vector<Future<R>> futures
   detail::require_valid(futures, "when_all()");
   auto st = std::make_shared<detail::FutureState<std::vector<V>>>();
   st->set_running();
+  // Completed by the thread that completes the last of them: it needs an executor's thread as
+  // soon as one of them does (t_completing_executor).
+  for (const auto& f : futures)
+    if (f.shared_state()->owner()) {
+      st->set_owner(f.shared_state()->owner());
+      break;
+    }
   auto left = std::make_shared<std::atomic<size_t>>(futures.size());
   auto all = std::make_shared<std::vector<Future<R>>>(std::move(futures));
   auto finish = [st, all] {
@@ -340,6 +374,13 @@ Future<size_t> when_any(const std::vector<Future<R>>& futures) {
   detail::require_valid(futures, "when_any()");
   auto st = std::make_shared<detail::FutureState<size_t>>();
   st->set_running();
+  // It needs an executor's thread only if every one of them does.
+  if (!futures.empty()) {
+    const void* owner = futures[0].shared_state()->owner();
+    for (const auto& f : futures)
+      if (f.shared_state()->owner() != owner) owner = nullptr;
+    st->set_owner(owner);
+  }
   for (size_t i = 0; i < futures.size(); ++i)
     futures[i].shared_state()->on_done([st, i] { st->set_value(i); });
   return Future<size_t>(st);
@@ -585,6 +626,7 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
     using R = detail::task_result_t<F, ArgsTuple>;
     using V = detail::value_of<R>;
     auto st = std::make_shared<detail::FutureState<V>>();
+    st->set_owner(this);
     // The call is handed to the pool only when a worker is about to be free (start_calls), so
     // that cancel() still applies until then.
     auto start = [st, f, args = ArgsTuple(std::forward<A>(args)...),
@@ -642,13 +684,14 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
   // Marks the thread that completes one of this executor's calls (and so runs its futures' done
   // callbacks): shutdown(wait=true) there would wait for the very call being completed.
   struct Completing {
-    explicit Completing(const ProcessPoolExecutor* ex) : saved(completing_) { completing_ = ex; }
-    ~Completing() { completing_ = saved; }
+    explicit Completing(const ProcessPoolExecutor* ex) : saved(detail::t_completing_executor) {
+      detail::t_completing_executor = ex;
+    }
+    ~Completing() { detail::t_completing_executor = saved; }
     Completing(const Completing&) = delete;
     Completing& operator=(const Completing&) = delete;
-    const ProcessPoolExecutor* saved;
+    const void* saved;
   };
-  static thread_local const ProcessPoolExecutor* completing_;
   template <class F, class... Ranges>
   auto map_impl(F f, const ExecutorMapOptions& options, Ranges&&... ranges) {
     if constexpr (sizeof...(Ranges) == 1) {
@@ -671,6 +714,10 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
     return this->map_by_submit(f, options, std::forward<Ranges>(ranges)...);
   }
   void check_running() const;
+  // Throws ProcessError in a forked child's copy (the manager thread and the pool's workers are
+  // the parent's: a call handed to it would never complete).
+  void check_owner(const char* what) const;
+  bool inherited() const { return made_in_ != detail::fork_generation(); }
   void enqueue(Call call);
   void call_finished();
   void manager_loop();
@@ -685,8 +732,8 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
   bool shutdown_ = false;
   bool stop_manager_ = false;
   std::thread manager_;
-  pid_t maker_pid_;  // the process that made it: a forked child's copy must not wait for the
-                     // parent's threads
+  pid_t maker_pid_;   // the process that made it, for check_owner's message
+  uint32_t made_in_;  // the fork generation of that process (see inherited())
 };
 
 }  // namespace multiproc

@@ -21,6 +21,9 @@
 // results fail with BrokenPool. The destructor calls terminate(), as Python's `with Pool()` does:
 // wait for the results you need (or close() and join()) before a Pool goes out of scope: if calls
 // are still pending then, the destructor says so on stderr (as Python's ResourceWarning).
+// close() and terminate() may be called from a callback (which runs in the pool's own thread);
+// join() there throws ProcessError, as it would wait for that thread. A forked child's copy of a
+// Pool (a global) belongs to the parent: every call on it throws ProcessError.
 #pragma once
 
 #include <iterator>

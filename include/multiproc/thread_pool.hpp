@@ -18,7 +18,8 @@
 // the submitted work and the threads. terminate() fails every call not yet started with BrokenPool
 // and waits for the running ones to return (a thread cannot be stopped from outside). The
 // destructor calls terminate(): tasks may refer to the caller's locals, so no thread outlives the
-// pool.
+// pool. A forked child's copy (a global ThreadPool) has none of the parent's threads: every call on
+// it throws ProcessError, and its destructor leaves the parent's threads alone.
 #pragma once
 
 #include <algorithm>
@@ -75,6 +76,11 @@ class ThreadPoolCore {
   bool terminated() const;
   unsigned threads() const { return n_; }
   size_t pending() const;
+  // A copy inherited by a forked child: the threads are the parent's, not the child's.
+  bool inherited() const { return made_in_ != fork_generation(); }
+  // Throws ProcessError naming `call` (ThreadPool::map...) in such a copy: a call queued there
+  // would never run, and a join would wait for threads the child does not have.
+  void check_owner(const char* call) const;
 
  private:
   enum class State { running, closed, terminated };
@@ -90,6 +96,8 @@ class ThreadPoolCore {
   size_t running_ = 0;
   std::vector<std::thread> threads_;
   std::mutex join_mu_;
+  pid_t maker_pid_;
+  uint32_t made_in_;  // the fork generation of the process that made it
 };
 
 template <class F, class Tuple>
@@ -364,12 +372,19 @@ class ThreadPool : public detail::PoolFront<ThreadPool> {
         }
       } catch (...) {
         auto e = std::current_exception();
-        detail::tp_run_err(cb, e);
-        st->set_error(e);
+        st->stage_error(e);
+        {
+          detail::FutureStateBase::InCallbacks in_callbacks(st.get());
+          detail::tp_run_err(cb, e);
+        }
+        st->publish();
         return;
       }
-      detail::tp_run_ok(cb, *v);
-      st->set_value(std::move(*v));
+      if (st->stage_value(std::move(*v))) {
+        detail::FutureStateBase::InCallbacks in_callbacks(st.get());
+        detail::tp_run_ok(cb, st->value());
+      }
+      st->publish();
     };
     core()->submit({std::move(call), [st](std::exception_ptr e) { st->set_error(e); }});
     return ThreadAsyncResult<R>(st);
@@ -429,12 +444,19 @@ class ThreadPool : public detail::PoolFront<ThreadPool> {
         std::vector<V> out;
         out.reserve(mst->values.size());
         for (auto& v : mst->values) out.push_back(std::move(*v));
-        detail::tp_run_ok(*shared_cb, out);
-        st->set_value(std::move(out));
+        if (st->stage_value(std::move(out))) {
+          detail::FutureStateBase::InCallbacks in_callbacks(st.get());
+          detail::tp_run_ok(*shared_cb, st->value());
+        }
+        st->publish();
       } else {
         auto e = mst->errors.begin()->second;  // the first failing item, as Python reports
-        detail::tp_run_err(*shared_cb, e);
-        st->set_error(e);
+        st->stage_error(e);
+        {
+          detail::FutureStateBase::InCallbacks in_callbacks(st.get());
+          detail::tp_run_err(*shared_cb, e);
+        }
+        st->publish();
       }
     };
     auto chunk_ended = [mst, finish](size_t count) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <string>
 
 namespace multiproc {
 
@@ -18,6 +19,7 @@ ThreadPoolExecutor::ThreadPoolExecutor(ThreadPoolExecutorOptions options) {
 }
 
 ThreadPoolExecutor::~ThreadPoolExecutor() {
+  if (core_->inherited()) return;  // a forked child's copy: the core forgets the parent's threads
   try {
     shutdown(true, false);
   } catch (...) {
@@ -25,12 +27,14 @@ ThreadPoolExecutor::~ThreadPoolExecutor() {
 }
 
 void ThreadPoolExecutor::submit_task(detail::ThreadPoolCore::Task task) {
+  core_->check_owner("ThreadPoolExecutor::submit");
   if (core_->closed())
     throw ProcessError("ThreadPoolExecutor::submit(): cannot schedule new futures after shutdown");
   core_->submit(std::move(task));
 }
 
 void ThreadPoolExecutor::shutdown(bool wait, bool cancel_futures) {
+  core_->check_owner("ThreadPoolExecutor::shutdown");  // before shutdown_mu_ (see check_owner)
   std::lock_guard lk(shutdown_mu_);
   core_->close();
   if (cancel_futures) cancel_tracked();
@@ -38,8 +42,6 @@ void ThreadPoolExecutor::shutdown(bool wait, bool cancel_futures) {
 }
 
 // ---- ProcessPoolExecutor ----
-
-thread_local const ProcessPoolExecutor* ProcessPoolExecutor::completing_ = nullptr;
 
 namespace {
 PoolOptions pool_options(ProcessPoolExecutorOptions& o) {
@@ -54,13 +56,14 @@ PoolOptions pool_options(ProcessPoolExecutorOptions& o) {
 
 ProcessPoolExecutor::ProcessPoolExecutor(ProcessPoolExecutorOptions options)
     : max_workers_(options.max_workers ? options.max_workers : cpu_count()),
-      maker_pid_(::getpid()) {
+      maker_pid_(::getpid()),
+      made_in_(detail::fork_generation()) {
   pool_ = std::make_unique<Pool>(pool_options(options));
   manager_ = std::thread([this] { manager_loop(); });
 }
 
 ProcessPoolExecutor::~ProcessPoolExecutor() {
-  if (::getpid() != maker_pid_) {
+  if (inherited()) {
     // A forked child's copy (a child that calls exit() runs its globals' destructors): the
     // manager thread and the pool are the parent's; waiting for them would wait for ever, and a
     // joinable std::thread destroyed ends the program. The copy forgets them (the Pool's own
@@ -77,7 +80,18 @@ ProcessPoolExecutor::~ProcessPoolExecutor() {
   }
 }
 
+void ProcessPoolExecutor::check_owner(const char* what) const {
+  // Before any lock: a thread of the parent may have held one when the child was forked.
+  if (inherited())
+    throw ProcessError(std::string("ProcessPoolExecutor::") + what +
+                       "(): this executor belongs to process " + std::to_string(maker_pid_) +
+                       ", which made it; a forked child (a pool worker included) cannot use its "
+                       "copy (its thread and workers are the parent's): make an executor in the "
+                       "child, or send work back to the parent");
+}
+
 void ProcessPoolExecutor::check_running() const {
+  check_owner("map");
   std::lock_guard lk(mu_);
   if (shutdown_)
     throw ProcessError(
@@ -86,6 +100,7 @@ void ProcessPoolExecutor::check_running() const {
 }
 
 void ProcessPoolExecutor::enqueue(Call call) {
+  check_owner("submit");
   {
     std::lock_guard lk(mu_);
     if (shutdown_)
@@ -109,6 +124,9 @@ void ProcessPoolExecutor::manager_loop() {
   // Python keeps max_workers + 1 calls in its call queue: a worker that finishes finds the next
   // call waiting, and every other call can still be cancelled.
   const size_t limit = static_cast<size_t>(max_workers_) + 1;
+  // A call that cannot be handed to the pool fails here, running its done callbacks in this
+  // thread: shutdown(wait=true) there would wait for this thread.
+  detail::t_starting_executor = this;
   std::unique_lock lk(mu_);
   for (;;) {
     cv_.wait(lk, [&] { return stop_manager_ || (!pending_.empty() && in_pool_ < limit); });
@@ -133,6 +151,7 @@ void ProcessPoolExecutor::manager_loop() {
 }
 
 void ProcessPoolExecutor::shutdown(bool wait, bool cancel_futures) {
+  check_owner("shutdown");
   {
     std::lock_guard lk(mu_);
     shutdown_ = true;
@@ -140,7 +159,7 @@ void ProcessPoolExecutor::shutdown(bool wait, bool cancel_futures) {
   if (cancel_futures) cancel_tracked();
   cv_.notify_all();
   if (!wait) return;
-  if (completing_ == this)
+  if (detail::t_completing_executor == this || detail::t_starting_executor == this)
     throw ProcessError(
         "ProcessPoolExecutor::shutdown(wait=true) called from a done callback of its own future: "
         "the callback's call cannot finish while it waits. The executor takes no more calls; "
@@ -157,6 +176,7 @@ void ProcessPoolExecutor::shutdown(bool wait, bool cancel_futures) {
 }
 
 void ProcessPoolExecutor::force_shutdown(int sig) {
+  check_owner(sig == SIGKILL ? "kill_workers" : "terminate_workers");
   {
     std::lock_guard lk(mu_);
     shutdown_ = true;
@@ -164,7 +184,9 @@ void ProcessPoolExecutor::force_shutdown(int sig) {
   }
   cancel_tracked();
   cv_.notify_all();
-  if (manager_.joinable()) manager_.join();
+  // From a done callback run by the manager thread itself, that thread cannot be joined here: it
+  // leaves its loop once the callback returns, and shutdown() (the destructor's) joins it.
+  if (manager_.joinable() && manager_.get_id() != std::this_thread::get_id()) manager_.join();
   for (pid_t pid : pool_->worker_pids()) ::kill(pid, sig);
   // The calls the workers held fail (WorkerLost or BrokenPool); nothing waits for them.
   pool_->terminate();
@@ -178,6 +200,7 @@ void ProcessPoolExecutor::kill_workers() {
 }
 
 std::vector<pid_t> ProcessPoolExecutor::worker_pids() const {
+  check_owner("worker_pids");
   return pool_->worker_pids();
 }
 

@@ -1,6 +1,8 @@
 // ThreadPool's engine: a closure queue and its threads.
 #include <multiproc/thread_pool.hpp>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -11,7 +13,10 @@ namespace multiproc {
 namespace detail {
 
 ThreadPoolCore::ThreadPoolCore(unsigned threads, std::function<void()> initializer)
-    : n_(threads), initializer_(std::move(initializer)) {
+    : n_(threads),
+      initializer_(std::move(initializer)),
+      maker_pid_(::getpid()),
+      made_in_(fork_generation()) {
   threads_.reserve(n_);
   try {
     for (unsigned i = 0; i < n_; ++i) threads_.emplace_back([this] { loop(); });
@@ -22,7 +27,27 @@ ThreadPoolCore::ThreadPoolCore(unsigned threads, std::function<void()> initializ
 }
 
 ThreadPoolCore::~ThreadPoolCore() {
+  if (inherited()) {
+    // A forked child's copy (a child that calls exit() runs its globals' destructors): the
+    // threads are the parent's. Joining them would wait for ever, and a joinable std::thread
+    // destroyed ends the program: the copy forgets them. A thread of the parent may have been
+    // waiting on cv_ when the child was forked: destroying it would wait for that waiter; a
+    // fresh one has none. The calls still queued are dropped unrun: their results are the
+    // parent's.
+    for (auto& t : threads_) new (&t) std::thread();
+    new (&cv_) std::condition_variable();
+    return;
+  }
   terminate();
+}
+
+void ThreadPoolCore::check_owner(const char* call) const {
+  // Before any lock: a thread of the parent may have held one when the child was forked.
+  if (inherited())
+    throw ProcessError(std::string(call) + "(): this pool's threads belong to process " +
+                       std::to_string(maker_pid_) +
+                       ", which made it; a forked child cannot use its copy (its threads are not "
+                       "in the child): make one in the child");
 }
 
 void ThreadPoolCore::loop() {
@@ -72,6 +97,7 @@ void ThreadPoolCore::loop() {
 }
 
 void ThreadPoolCore::submit(Task task, bool internal) {
+  check_owner("ThreadPool::apply/map/imap");
   {
     std::lock_guard lk(mu_);
     if (state_ == State::terminated || (state_ == State::closed && !internal))
@@ -82,21 +108,25 @@ void ThreadPoolCore::submit(Task task, bool internal) {
 }
 
 bool ThreadPoolCore::closed() const {
+  check_owner("ThreadPool");
   std::lock_guard lk(mu_);
   return state_ != State::running;
 }
 
 bool ThreadPoolCore::terminated() const {
+  check_owner("ThreadPool");
   std::lock_guard lk(mu_);
   return state_ == State::terminated;
 }
 
 size_t ThreadPoolCore::pending() const {
+  check_owner("ThreadPool");
   std::lock_guard lk(mu_);
   return queue_.size() + running_;
 }
 
 void ThreadPoolCore::close() {
+  check_owner("ThreadPool::close");
   {
     std::lock_guard lk(mu_);
     if (state_ == State::running) state_ = State::closed;
@@ -105,6 +135,7 @@ void ThreadPoolCore::close() {
 }
 
 void ThreadPoolCore::terminate() {
+  check_owner("ThreadPool::terminate");
   std::deque<Task> dropped;
   {
     std::lock_guard lk(mu_);
@@ -123,6 +154,7 @@ void ThreadPoolCore::terminate() {
 }
 
 void ThreadPoolCore::join() {
+  check_owner("ThreadPool::join");
   {
     std::lock_guard lk(mu_);
     if (state_ == State::running)
@@ -162,6 +194,7 @@ ThreadPool::ThreadPool(ThreadPoolOptions options) {
 
 ThreadPool::~ThreadPool() {
   if (!core_) return;
+  if (core_->inherited()) return;  // a forked child's copy: the core forgets the parent's threads
   if (!core_->closed() && core_->pending() > 0)
     std::fprintf(stderr,
                  "multiproc: ThreadPool destroyed with %zu call(s) pending: they are cancelled "

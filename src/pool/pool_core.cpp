@@ -108,6 +108,10 @@ constexpr unsigned kRespawnStormMin = 20;
 
 }  // namespace
 
+uint32_t fork_generation() noexcept {
+  return g_fork_generation.load(std::memory_order_relaxed);
+}
+
 void report_callback_exception(const char* which) noexcept {
   try {
     std::string line = std::string("multiproc: exception in a Pool ") + which +
@@ -119,9 +123,7 @@ void report_callback_exception(const char* which) noexcept {
 }
 
 PoolCore::PoolCore(PoolConfig config)
-    : config_(std::move(config)),
-      made_in_(g_fork_generation.load(std::memory_order_relaxed)),
-      maker_pid_(::getpid()) {
+    : config_(std::move(config)), made_in_(fork_generation()), maker_pid_(::getpid()) {
   if (config_.processes == 0) config_.processes = cpu_count();
   if (config_.processes > 1024) throw ProcessError("Pool: at most 1024 processes");
 }
@@ -155,16 +157,20 @@ void PoolCore::start() {
   }
   note_internal_thread(+2);
   threads_started_ = true;
-  monitor_ = std::thread([this] { monitor_loop(); });
+  // Each thread holds the pool only while it works on it (see pump_loop): a callback may drop
+  // the last Pool handle, and the pool must outlive what that thread still does with it.
+  std::weak_ptr<PoolCore> weak = weak_from_this();
+  if (weak.expired()) throw ProcessError("PoolCore: must be owned by a std::shared_ptr");
+  monitor_ = std::thread([this, weak] { monitor_loop(weak); });
   try {
-    pump_thread_ = std::thread([this] { pump_loop(); });
+    pump_thread_ = std::thread([this, weak] { pump_loop(weak); });
   } catch (const std::exception& e) {
     throw ProcessError(std::string("Pool: cannot start its result thread: ") + e.what());
   }
 }
 
 bool PoolCore::inherited() const {
-  return made_in_ != g_fork_generation.load(std::memory_order_relaxed);
+  return made_in_ != fork_generation();
 }
 
 void PoolCore::check_owner(const char* what) const {
@@ -197,6 +203,19 @@ PoolCore::~PoolCore() {
       terminate();
     } catch (...) {
     }
+  }
+  // terminate() from a callback left the thread that ran it (it could not join itself).
+  try {
+    stop_threads();
+  } catch (...) {
+  }
+  // The last handle went in a callback, and this is one of the pool's own threads: it cannot
+  // join itself. It ends as soon as this destructor returns (its loop holds nothing of the pool).
+  for (std::thread* t : {&monitor_, &pump_thread_})
+    if (t->joinable() && t->get_id() == std::this_thread::get_id()) t->detach();
+  if (threads_started_ && !monitor_.joinable() && !pump_thread_.joinable()) {
+    note_internal_thread(-2);
+    threads_started_ = false;
   }
   if (event_fd_ >= 0) ::close(event_fd_);
   // The pool's queues and table are private to it: remove them even if a killed worker never
@@ -265,6 +284,7 @@ size_t PoolCore::pending_calls() const {
 }
 
 std::vector<pid_t> PoolCore::worker_pids() const {
+  check_owner("worker_pids");  // the parent's workers: a child must not signal them
   std::lock_guard lk(mu_);
   std::vector<pid_t> pids;
   for (auto& w : workers_) pids.push_back(w.popen->pid());
@@ -582,11 +602,16 @@ bool PoolCore::wait_until(const std::function<bool()>& ready, const Deadline& de
   return ok;
 }
 
-void PoolCore::pump_loop() {
+void PoolCore::pump_loop(const std::weak_ptr<PoolCore>& weak) {
   g_own_thread_of = this;
   // Results are processed here only while no caller is waiting on one (callbacks, imap feeding,
   // replacing input while the program does something else); a waiting caller pumps itself.
-  while (!stopping_.load()) {
+  for (;;) {
+    // Declared first, so released last: a callback that dropped the last Pool handle leaves the
+    // pool to be destroyed here, at the end of the pass (the destructor lets this thread go),
+    // after which the loop finds nothing to lock and returns without touching the pool.
+    std::shared_ptr<PoolCore> self = weak.lock();
+    if (!self || stopping_.load()) return;
     {
       std::unique_lock lk(pump_idle_mu_);
       int64_t quiet_for = now_ns() - last_foreground_ns_.load();
@@ -619,9 +644,11 @@ void PoolCore::pump_loop() {
 
 // ---- workers -----------------------------------------------------------------------------------
 
-void PoolCore::monitor_loop() {
+void PoolCore::monitor_loop(const std::weak_ptr<PoolCore>& weak) {
   g_own_thread_of = this;
-  while (!stopping_.load()) {
+  for (;;) {
+    std::shared_ptr<PoolCore> self = weak.lock();  // as in pump_loop
+    if (!self || stopping_.load()) return;
     try {
       std::vector<pollfd> fds;
       std::vector<std::shared_ptr<Popen>> popens;
@@ -781,10 +808,17 @@ void PoolCore::close() {
 
 void PoolCore::terminate() {
   check_owner("terminate");
+  bool again = false;
   {
     std::lock_guard lk(mu_);
-    if (state_.load() == State::terminated) return;
+    again = state_.load() == State::terminated;
     state_.store(State::terminated);
+  }
+  if (again) {
+    // terminate() from a callback left the thread that ran it going: wait here until it has left
+    // the callback (~Pool relies on this: no callback may run once the Pool is gone).
+    stop_threads();
+    return;
   }
   std::vector<std::shared_ptr<Popen>> popens;
   {
@@ -807,23 +841,40 @@ void PoolCore::terminate() {
 }
 
 void PoolCore::stop_threads() {
-  std::lock_guard threads(threads_mu_);
+  // A callback run by one of the pool's own threads may end the pool (terminate() there, as
+  // Python's _terminate_pool allows from its result handler): that thread cannot join itself. It
+  // leaves its loop once the callback returns, and whoever stops the threads next (the
+  // destructor, a join()) joins it. If another caller is stopping the threads already, it is
+  // joining this one: waiting for it here would wait for ever.
+  const bool own_thread = g_own_thread_of == this;
+  std::unique_lock threads(threads_mu_, std::defer_lock);
+  if (own_thread) {
+    if (!threads.try_lock()) {
+      stopping_.store(true);
+      return;
+    }
+  } else {
+    threads.lock();
+  }
   stopping_.store(true);
   if (event_fd_ >= 0) {
     uint64_t one = 1;
     (void)!::write(event_fd_, &one, sizeof one);
   }
-  foreground_waiters_.fetch_add(1);  // makes the pump thread's wait return
-  results_->wake_getters();
+  foreground_waiters_.fetch_add(1);        // makes the pump thread's wait return
+  if (results_) results_->wake_getters();  // null when start() failed early
   {
     std::lock_guard lk(pump_idle_mu_);
     pump_idle_.notify_all();
   }
-  if (monitor_.joinable()) monitor_.join();
-  if (pump_thread_.joinable()) pump_thread_.join();
+  const auto me = std::this_thread::get_id();
+  if (monitor_.joinable() && monitor_.get_id() != me) monitor_.join();
+  if (pump_thread_.joinable() && pump_thread_.get_id() != me) pump_thread_.join();
   foreground_waiters_.fetch_sub(1);
-  if (threads_started_) note_internal_thread(-2);
-  threads_started_ = false;
+  if (threads_started_ && !monitor_.joinable() && !pump_thread_.joinable()) {
+    note_internal_thread(-2);
+    threads_started_ = false;
+  }
 }
 
 void PoolCore::release_unrun_tasks() noexcept {
@@ -917,6 +968,9 @@ bool PoolCore::join(const Deadline& deadline) {
     }
     return true;
   }
+  // After terminate(): the pool's threads end (one that ran a terminate() from a callback may
+  // still be in that callback).
+  stop_threads();
   return true;
 }
 

@@ -1,10 +1,12 @@
 // Future, wait(), as_completed(), then/when_all/when_any/share/co_await and ThreadPoolExecutor:
 // the thread-only parts of CPython's Lib/test/test_concurrent_futures/ (test_future, test_wait,
-// test_as_completed, test_shutdown, executor.map) - no process is started here.
+// test_as_completed, test_shutdown, executor.map) - no process is started here, but for the forked
+// child that finds a ThreadPoolExecutor it inherited.
 #include <atomic>
 #include <chrono>
 #include <coroutine>
 #include <future>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -14,6 +16,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <multiproc/futures.hpp>
+#include <multiproc/process.hpp>
+
+#include "exit_three.hpp"
 
 namespace mp = multiproc;
 using namespace std::chrono_literals;
@@ -55,6 +60,38 @@ struct Gate {
     cv.wait(lk, [&] { return open; });
   }
 };
+
+// A ThreadPoolExecutor a forked child inherits (a global): its threads are not in the child.
+std::optional<mp::ThreadPoolExecutor> g_inherited_thread_executor;
+int twice(int x) {
+  return 2 * x;
+}
+// 0 if `use` threw the inherited copy's clear ProcessError, 1 otherwise.
+template <class F>
+int refused(F&& use) {
+  try {
+    use();
+    return 1;
+  } catch (const mp::ProcessError& e) {
+    return std::string(e.what()).find("cannot use its copy") == std::string::npos;
+  } catch (...) {
+    return 1;
+  }
+}
+// Exits with 128 + a bit per use that was not refused, else through exit(3) (the copy's
+// destructor runs).
+void use_inherited_thread_executor() {
+  auto& ex = *g_inherited_thread_executor;
+  int failed = refused([&] { (void)ex.submit(twice, 2).result(5s); });
+  failed |= refused([&] {
+              for (int v : ex.map(twice, std::vector<int>{1, 2})) (void)v;
+            })
+            << 1;
+  failed |= refused([&] { ex.shutdown(/*wait=*/false); }) << 2;
+  failed |= refused([&] { ex.shutdown(/*wait=*/true); }) << 3;
+  if (failed) std::_Exit(128 | failed);
+  exit_three();
+}
 
 TEST(Future, States) {  // test_future: FutureTests
   auto p = pending();
@@ -357,6 +394,25 @@ TEST(Future, CoAwait) {
   ASSERT_EQ(t.result.wait_for(10s), std::future_status::ready);
   EXPECT_EQ(t.result.get(), 7);
   EXPECT_THROW(awaits_failure().result.get(), std::runtime_error);
+}
+
+// The copy a forked child inherits has none of the parent's threads: submit() returned a future
+// that never completed, shutdown(wait=true) and the destructor waited for ever for threads the
+// child does not have. Every use is now a clear error, and the parent's executor goes on.
+TEST(ThreadPoolExecutorInheritedByFork, UsingItInAForkedChildIsAClearError) {
+  g_inherited_thread_executor.emplace(2);
+  EXPECT_EQ(g_inherited_thread_executor->submit(twice, 2).result(10s), 4);
+  mp::Process child(mp::get_context(mp::StartMethod::fork), use_inherited_thread_executor);
+  child.start();
+  bool ended = child.join(60s);
+  if (!ended) child.kill();
+  EXPECT_TRUE(ended) << "the child hung using its copy";
+  if (ended) {
+    EXPECT_TRUE(exited_three(child.exitcode())) << "exit code " << child.exitcode().value_or(-999)
+                                                << " (128 + a bit per use that was not refused)";
+  }
+  EXPECT_EQ(g_inherited_thread_executor->submit(twice, 3).result(10s), 6);
+  g_inherited_thread_executor.reset();
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <optional>
 #include <set>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -57,8 +58,60 @@ int read_init() {
   return g_init;
 }
 
+// An argument whose encoding fails: a call with it fails when the executor hands it to the pool,
+// in the executor's own thread.
+struct Unsendable {
+  int v = 0;
+  template <class Archive>
+  void save(Archive&) const {
+    throw std::runtime_error("Unsendable cannot be sent");
+  }
+  template <class Archive>
+  void load(Archive&) {}
+};
+int take_unsendable(Unsendable u) {
+  return u.v;
+}
+
 // An executor a forked child inherits (a global).
 std::optional<mp::ProcessPoolExecutor> g_inherited_executor;
+
+// 0 if `use` threw the inherited copy's clear ProcessError, 1 otherwise (returned, timed out,
+// threw something else).
+template <class F>
+int refused(F&& use) {
+  try {
+    use();
+    return 1;
+  } catch (const mp::ProcessError& e) {
+    return std::string(e.what()).find("cannot use its copy") == std::string::npos;
+  } catch (...) {
+    return 1;
+  }
+}
+// A forked child's uses of the inherited executor: each must throw the clear error (none may hang
+// or reach the parent's pool). Exits with 128 + a bit per use that did not, else through exit(3)
+// (the copy's destructor runs).
+void use_inherited_executor() {
+  auto& ex = *g_inherited_executor;
+  int failed = refused([&] { (void)ex.submit(sqr, 2).result(5s); });
+  failed |= refused([&] {
+              for (int v : ex.map(sqr, std::vector<int>{1, 2})) (void)v;
+            })
+            << 1;
+  failed |=
+      refused([&] {
+        for (int v : ex.map(sqr, std::vector<int>{1, 2}, mp::ExecutorMapOptions{.chunksize = 2}))
+          (void)v;
+      })
+      << 2;
+  failed |= refused([&] { (void)ex.worker_pids(); }) << 3;
+  failed |= refused([&] { ex.shutdown(/*wait=*/false); }) << 4;
+  failed |= refused([&] { ex.terminate_workers(); }) << 5;
+  failed |= refused([&] { ex.shutdown(/*wait=*/true); }) << 6;
+  if (failed) std::_Exit(128 | failed);
+  exit_three();
+}
 
 class ProcessPoolExecutorTest : public StartMethodTest {
  protected:
@@ -195,6 +248,186 @@ TEST_P(ProcessPoolExecutorTest, ShutdownWaitFromADoneCallbackIsAnError) {
   ex.reset();                                          // the destructor waits, from here
 }
 
+// What a done callback that ends its own executor saw: "returned", or the exception's message.
+template <class F>
+void tell(std::promise<std::string>& said, F&& call) {
+  try {
+    call();
+    said.set_value("returned");
+  } catch (const std::exception& e) {
+    said.set_value(std::string("threw: ") + e.what());
+  }
+}
+// Ends the test program if `answer` is not ready within `limit` (a call that hangs cannot be
+// interrupted; the resource tracker ends the workers).
+void answered_within(std::future<std::string>& answer, std::chrono::seconds limit,
+                     const char* what) {
+  if (answer.wait_for(limit) != std::future_status::ready) {
+    std::fprintf(stderr, "FAILED: still waiting after %llds: %s\n",
+                 static_cast<long long>(limit.count()), what);
+    std::_Exit(1);
+  }
+}
+
+// shutdown(wait=false, cancel_futures=true) from a done callback (run by the pool's result
+// thread): the executor stops taking calls, the calls not started are cancelled, the one running
+// completes, and the destructor (from here) completes.
+TEST_P(ProcessPoolExecutorTest, ShutdownNoWaitCancelFromADoneCallback) {
+  auto ex = std::make_unique<mp::ProcessPoolExecutor>(opts(1));
+  std::promise<std::string> said;
+  auto first = ex->submit(sleep_then, 300, 1);
+  auto running = ex->submit(sleep_then, 600, 2);  // handed to the pool (max_workers + 1)
+  std::vector<mp::Future<int>> waiting;
+  for (int i = 0; i < 5; ++i) waiting.push_back(ex->submit(sleep_then, 0, i));
+  std::thread::id ran_in;
+  first.add_done_callback([&](const mp::Future<int>&) {
+    ran_in = std::this_thread::get_id();
+    tell(said, [&] { ex->shutdown(/*wait=*/false, /*cancel_futures=*/true); });
+  });
+  auto answer = said.get_future();
+  answered_within(answer, 60s, "shutdown(false, true) in a done callback");
+  EXPECT_EQ(answer.get(), "returned");
+  EXPECT_NE(ran_in, std::this_thread::get_id());  // the pool's thread, not this one
+  EXPECT_EQ(first.result(10s), 1);
+  EXPECT_EQ(running.result(30s), 2);
+  for (auto& f : waiting) EXPECT_TRUE(f.cancelled());
+  EXPECT_THROW(ex->submit(sqr, 1), mp::ProcessError);
+  std::promise<std::string> destroyed;
+  std::thread destroyer([&] { tell(destroyed, [&] { ex.reset(); }); });
+  auto gone = destroyed.get_future();
+  answered_within(gone, 60s, "the executor's destructor after shutdown in a done callback");
+  destroyer.join();
+  EXPECT_EQ(gone.get(), "returned");
+}
+
+// terminate_workers() (Python 3.14: the executor's terminate()) from a done callback, which runs
+// in the pool's result thread: the workers end, the call running on them fails, the waiting
+// calls are cancelled, and the destructor completes.
+TEST_P(ProcessPoolExecutorTest, TerminateWorkersFromADoneCallback) {
+  auto ex = std::make_unique<mp::ProcessPoolExecutor>(opts(2));
+  auto pids = ex->worker_pids();
+  std::promise<std::string> said;
+  auto first = ex->submit(sleep_then, 300, 1);
+  auto stuck = ex->submit(hang, 0);
+  std::vector<mp::Future<int>> waiting;
+  for (int i = 0; i < 5; ++i) waiting.push_back(ex->submit(sleep_then, 0, i));
+  std::thread::id ran_in;
+  first.add_done_callback([&](const mp::Future<int>&) {
+    ran_in = std::this_thread::get_id();
+    tell(said, [&] { ex->terminate_workers(); });
+  });
+  auto answer = said.get_future();
+  answered_within(answer, 60s, "terminate_workers() in a done callback");
+  EXPECT_EQ(answer.get(), "returned");
+  EXPECT_NE(ran_in, std::this_thread::get_id());  // the pool's thread, not this one
+  EXPECT_EQ(first.result(10s), 1);
+  EXPECT_THROW(stuck.result(30s), mp::ProcessError);
+  for (auto& f : waiting) EXPECT_TRUE(f.wait(30s));
+  EXPECT_THROW(ex->submit(sqr, 1), mp::ProcessError);
+  for (pid_t p : pids)
+    EXPECT_TRUE(eventually([&] { return ::kill(p, 0) != 0; })) << "worker " << p << " lives";
+  std::promise<std::string> destroyed;
+  std::thread destroyer([&] { tell(destroyed, [&] { ex.reset(); }); });
+  auto gone = destroyed.get_future();
+  answered_within(gone, 60s, "the executor's destructor after terminate_workers() in a callback");
+  destroyer.join();
+  EXPECT_EQ(gone.get(), "returned");
+}
+
+// A call that cannot be handed to the pool (its argument fails to encode) fails in the executor's
+// own thread, which then runs its done callbacks. terminate_workers() there joined that very
+// thread (std::system_error "Resource deadlock avoided", the workers left running), and
+// shutdown(wait=true) waited for ever for the call being failed.
+TEST_P(ProcessPoolExecutorTest, EndingTheExecutorFromACallbackOfACallThatCouldNotStart) {
+  for (int how = 0; how < 2; ++how) {  // 0: terminate_workers(), 1: shutdown(wait=true)
+    SCOPED_TRACE(how);
+    auto ex = std::make_unique<mp::ProcessPoolExecutor>(opts(1));
+    auto busy = ex->submit(sleep_then, 1000, 1);
+    auto next = ex->submit(sleep_then, 0, 2);  // handed to the pool too (max_workers + 1)
+    auto bad = ex->submit(take_unsendable, Unsendable{});  // waits in the executor meanwhile
+    std::promise<std::string> said;
+    std::thread::id ran_in;
+    bad.add_done_callback([&](const mp::Future<int>&) {
+      ran_in = std::this_thread::get_id();
+      tell(said, [&] {
+        if (how == 0)
+          ex->terminate_workers();
+        else
+          ex->shutdown(/*wait=*/true);
+      });
+    });
+    auto answer = said.get_future();
+    answered_within(answer, 60s, "ending the executor in a done callback of its own thread");
+    EXPECT_NE(ran_in, std::this_thread::get_id());
+    if (how == 0) {
+      EXPECT_EQ(answer.get(), "returned");
+    } else {
+      EXPECT_THAT(answer.get(), ::testing::HasSubstr("done callback"));
+    }
+    EXPECT_THROW(bad.result(10s), std::runtime_error);
+    EXPECT_THROW(ex->submit(sqr, 1), mp::ProcessError);
+    std::promise<std::string> destroyed;
+    std::thread destroyer([&] { tell(destroyed, [&] { ex.reset(); }); });
+    auto gone = destroyed.get_future();
+    answered_within(gone, 60s, "the executor's destructor after ending it in a callback");
+    destroyer.join();
+    EXPECT_EQ(gone.get(), "returned");
+    if (how == 1) {
+      EXPECT_EQ(busy.result(10s), 1);
+    }
+  }
+}
+
+// A done callback runs in the thread that completes the executor's calls: waiting there, without
+// a timeout, for another call of the same executor waited for ever (that call's result could only
+// be processed once the callback returned). It is a clear error now; a wait with a timeout just
+// times out.
+TEST_P(ProcessPoolExecutorTest, WaitingInADoneCallbackForAnotherCallIsAClearError) {
+  mp::ProcessPoolExecutor ex(opts(2));
+  auto first = ex.submit(sleep_then, 300, 1);
+  auto second = ex.submit(sleep_then, 1500, 2);
+  std::promise<std::vector<std::string>> said;
+  first.add_done_callback([&](const mp::Future<int>&) {
+    std::vector<std::string> out;
+    auto note = [&](auto&& wait) {
+      try {
+        wait();
+        out.push_back("returned");
+      } catch (const mp::ProcessError& e) {
+        out.push_back(std::string("threw: ") + e.what());
+      }
+    };
+    note([&] { (void)second.result(); });
+    note([&] { (void)second.exception(); });
+    note([&] { (void)second.wait(); });
+    note([&] { (void)mp::wait(std::vector{first, second}); });
+    note([&] { (void)mp::wait(std::vector{second}, std::nullopt, mp::FIRST_COMPLETED); });
+    note([&] {
+      for (auto& f : mp::as_completed(std::vector{first, second})) (void)f;
+    });
+    note([&] { (void)second.then([](int v) { return v; }).result(); });
+    note([&] { (void)mp::when_all(std::vector{first, second}).result(); });
+    note([&] { (void)mp::when_any(std::vector{second}).result(); });
+    // Not waiting for ever: these return.
+    note([&] {
+      if (second.wait(50ms)) throw mp::ProcessError("done already?");
+    });
+    note([&] { (void)mp::wait(std::vector{first, second}, 50ms); });
+    note([&] { (void)first.result(); });  // its own call: done
+    said.set_value(out);
+  });
+  auto answer = said.get_future();
+  if (answer.wait_for(60s) != std::future_status::ready) {
+    std::fprintf(stderr, "FAILED: a wait in a done callback still waiting after 60 s\n");
+    std::_Exit(1);
+  }
+  auto out = answer.get();
+  ASSERT_EQ(out.size(), 12u);
+  for (size_t i = 0; i < 9; ++i) EXPECT_THAT(out[i], ::testing::HasSubstr("done callback")) << i;
+  for (size_t i = 9; i < 12; ++i) EXPECT_EQ(out[i], "returned") << i;
+  EXPECT_EQ(second.result(30s), 2);
+}
+
 TEST_P(ProcessPoolExecutorTest, CancelAWaitingCall) {
   mp::ProcessPoolExecutor ex(opts(1));
   auto busy = ex.submit(sleep_then, 1000, 0);
@@ -261,6 +494,29 @@ TEST(ProcessPoolExecutorInheritedByFork, ChildThatExitsEndsAndLeavesTheParentsEx
     EXPECT_TRUE(exited_three(child.exitcode())) << child.exitcode().value_or(-999);
   }
   EXPECT_EQ(g_inherited_executor->submit(sqr, 3).result(30s), 9);
+  g_inherited_executor.reset();
+}
+
+// The copy a forked child inherits has neither the parent's manager thread nor its pool: submit()
+// returned a future that never completed, shutdown(wait=true) and terminate_workers() waited for
+// ever on the parent's threads. Every use is now a clear error, and the parent's executor is
+// untouched.
+TEST(ProcessPoolExecutorInheritedByFork, UsingItInAForkedChildIsAClearError) {
+  g_inherited_executor.emplace(mp::ProcessPoolExecutorOptions{
+      .max_workers = 2, .mp_context = mp::get_context(mp::StartMethod::fork)});
+  EXPECT_EQ(g_inherited_executor->submit(sqr, 2).result(30s), 4);
+  auto workers = g_inherited_executor->worker_pids();
+  mp::Process child(mp::get_context(mp::StartMethod::fork), use_inherited_executor);
+  child.start();
+  bool ended = child.join(60s);
+  if (!ended) child.kill();
+  EXPECT_TRUE(ended) << "the child hung using its copy";
+  if (ended) {
+    EXPECT_TRUE(exited_three(child.exitcode())) << "exit code " << child.exitcode().value_or(-999)
+                                                << " (128 + a bit per use that was not refused)";
+  }
+  EXPECT_EQ(g_inherited_executor->submit(sqr, 3).result(30s), 9);
+  EXPECT_EQ(g_inherited_executor->worker_pids(), workers);
   g_inherited_executor.reset();
 }
 

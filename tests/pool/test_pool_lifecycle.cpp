@@ -3,11 +3,15 @@
 // method where a process is involved.
 #include <sys/wait.h>
 #include <atomic>
+#include <condition_variable>
+#include <cstdio>
 #include <future>
+#include <mutex>
 #include <optional>
 #include <ranges>
 #include <set>
 #include <stdexcept>
+#include <string>
 #include <thread>
 
 #include <gmock/gmock.h>
@@ -49,6 +53,32 @@ std::optional<mp::Pool> g_inherited_pool;
 int apply_on_inherited_pool(int x) {
   return g_inherited_pool->apply(inc, x);
 }
+// 0 if `use` threw the inherited copy's clear ProcessError, 1 otherwise.
+template <class F>
+int refused(F&& use) {
+  try {
+    use();
+    return 1;
+  } catch (const mp::ProcessError& e) {
+    return std::string(e.what()).find("cannot use its copy") == std::string::npos;
+  } catch (...) {
+    return 1;
+  }
+}
+// A forked child's uses of the inherited Pool: exits with 128 + a bit per use that was not
+// refused, else through exit(3).
+void use_inherited_pool() {
+  auto& pool = *g_inherited_pool;
+  int failed = refused([&] { (void)pool.apply_async(inc, 1).get(5s); });
+  failed |= refused([&] { (void)pool.map(inc, std::vector<int64_t>{1, 2}); }) << 1;
+  failed |= refused([&] { (void)pool.imap(inc, std::vector<int64_t>{1, 2}).next(5s); }) << 2;
+  failed |= refused([&] { (void)pool.worker_pids(); }) << 3;  // the parent's: not to be signalled
+  failed |= refused([&] { pool.close(); }) << 4;
+  failed |= refused([&] { pool.join(); }) << 5;
+  failed |= refused([&] { pool.terminate(); }) << 6;
+  if (failed) std::_Exit(128 | failed);
+  exit_three();
+}
 int sleep_seconds(int s) {
   std::this_thread::sleep_for(std::chrono::seconds(s));
   return s;
@@ -70,6 +100,58 @@ void join_within(mp::Pool& pool, std::chrono::seconds limit, const char* what) {
     std::_Exit(1);
   }
   joiner.join();
+}
+
+// Ends the test program if the guarded section is still running after `limit`: for tests of calls
+// that used to hang (a hung call cannot be interrupted; the resource tracker ends the workers).
+class Watchdog {
+ public:
+  Watchdog(std::chrono::seconds limit, const char* what)
+      : thread_([this, limit, what] {
+          std::unique_lock lk(mu_);
+          if (!cv_.wait_for(lk, limit, [this] { return done_; })) {
+            std::fprintf(stderr, "FAILED: still waiting after %llds: %s\n",
+                         static_cast<long long>(limit.count()), what);
+            std::_Exit(1);
+          }
+        }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard lk(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+int raise_after_a_while(int x) {
+  std::this_thread::sleep_for(200ms);
+  throw std::runtime_error("task failed with " + std::to_string(x));
+}
+int64_t slow_inc(int64_t x) {
+  std::this_thread::sleep_for(200ms);
+  return x + 1;
+}
+int raise_runtime(int x) {
+  throw std::runtime_error("task failed with " + std::to_string(x));
+}
+
+// What a pool callback that ends its own pool saw: "returned", or the exception's message.
+template <class F>
+void tell(std::promise<std::string>& said, F&& call) {
+  try {
+    call();
+    said.set_value("returned");
+  } catch (const std::exception& e) {
+    said.set_value(std::string("threw: ") + e.what());
+  }
 }
 
 // An input range whose iteration throws at element `at`, like a Python generator raising.
@@ -250,6 +332,27 @@ TEST(PoolInheritedByFork, UsingItInAForkedWorkerIsAClearError) {
   g_inherited_pool.reset();
 }
 
+// Every use of the copy a forked child inherits is the same clear error; worker_pids() used to
+// hand the child the parent's workers (to signal them, as ProcessPoolExecutor's
+// terminate_workers() does).
+TEST(PoolInheritedByFork, EveryUseInAForkedChildIsAClearError) {
+  g_inherited_pool.emplace(
+      mp::PoolOptions{.processes = 2, .context = mp::get_context(mp::StartMethod::fork)});
+  auto workers = g_inherited_pool->worker_pids();
+  mp::Process child(mp::get_context(mp::StartMethod::fork), use_inherited_pool);
+  child.start();
+  bool ended = child.join(60s);
+  if (!ended) child.kill();
+  EXPECT_TRUE(ended) << "the child hung using its copy";
+  if (ended) {
+    EXPECT_TRUE(exited_three(child.exitcode())) << "exit code " << child.exitcode().value_or(-999)
+                                                << " (128 + a bit per use that was not refused)";
+  }
+  EXPECT_EQ(g_inherited_pool->apply(inc, 41), 42);
+  EXPECT_EQ(g_inherited_pool->worker_pids(), workers);
+  g_inherited_pool.reset();
+}
+
 // Pool callbacks run in the pool's result thread, which join() waits for: join() from a callback
 // is a clear error (Python raises RuntimeError "cannot join current thread"), where it used to be
 // a std::system_error "Resource deadlock avoided"; the pool then still joins from elsewhere.
@@ -271,6 +374,234 @@ TEST_P(PoolLifecycleTest, JoinFromACallbackIsAClearError) {
   EXPECT_THAT(answer.get(), ::testing::HasSubstr("callback"));
   EXPECT_EQ(r.get(10s), 1);
   join_within(pool, 30s, "after a join() refused in a callback");
+}
+
+// terminate() from a callback, which runs in the pool's own result thread (Python's
+// _terminate_pool does not join the result handler when called from it): the pool ends, the call
+// returns, later calls fail as after any terminate(), and the destructor completes. It used to
+// join the very thread it ran in: std::system_error "Resource deadlock avoided" half way through
+// terminate(), and the destructor then destroyed the still joinable thread (std::terminate).
+TEST_P(PoolLifecycleTest, TerminateFromACallbackEndsThePool) {
+  // 0: apply_async's callback, 1: its error_callback, 2: map_async's callback.
+  for (int how = 0; how < 3; ++how) {
+    SCOPED_TRACE(how);
+    Watchdog watchdog(60s, "terminate() from a pool callback");
+    std::vector<pid_t> pids;
+    mp::AsyncResult<int> pending;
+    {
+      mp::Pool pool(options(2));
+      pids = pool.worker_pids();
+      pending = pool.apply_async(sleep_seconds, 60);  // fails with BrokenPool
+      std::promise<std::string> said;
+      auto end_pool = [&] { tell(said, [&] { pool.terminate(); }); };
+      std::optional<mp::AsyncResult<int>> own;
+      std::optional<mp::MapResult<int64_t>> own_map;
+      if (how == 0)
+        own = pool.apply_async(mp::callbacks([&](int) { end_pool(); }), slow, 1);
+      else if (how == 1)
+        own = pool.apply_async(mp::callbacks(nullptr, [&](std::exception_ptr) { end_pool(); }),
+                               raise_runtime, 1);
+      else
+        own_map = pool.map_async(mp::callbacks([&](std::vector<int64_t>&) { end_pool(); }), inc,
+                                 std::vector<int64_t>{1, 2, 3});
+      auto answer = said.get_future();
+      ASSERT_EQ(answer.wait_for(30s), std::future_status::ready);
+      EXPECT_EQ(answer.get(), "returned");
+      // The callback's own call completed before terminate() (its result is ready once the
+      // callback returns).
+      if (how == 0) {
+        EXPECT_EQ(own->get(10s), 1);
+      } else if (how == 1) {
+        EXPECT_THROW(own->get(10s), std::runtime_error);
+      } else {
+        EXPECT_EQ(own_map->get(10s), (std::vector<int64_t>{2, 3, 4}));
+      }
+      EXPECT_THROW(pending.get(10s), mp::BrokenPool);
+      EXPECT_THROW(pool.apply_async(inc, 1), mp::ProcessError);
+      EXPECT_THROW(pool.map(inc, std::vector<int64_t>{1}), mp::ProcessError);
+      pool.terminate();  // again, from here: nothing left to do
+      pool.join();       // after terminate(): returns at once
+    }                    // the destructor completes
+    for (pid_t pid : pids)
+      EXPECT_TRUE(eventually([&] { return ::kill(pid, 0) != 0; })) << "worker " << pid << " lives";
+  }
+}
+
+// A callback that called terminate() may still be running when the program moves on: join() and
+// the destructor wait for it to return (it may use what the Pool's owner is about to destroy).
+// Both returned at once, the callback still running (an executor destroyed that way had its
+// counters decremented after it was gone, and the next executor at the same address hung).
+TEST_P(PoolLifecycleTest, JoinAndDestructorWaitForACallbackThatTerminatedThePool) {
+  for (bool by_join : {true, false}) {
+    SCOPED_TRACE(by_join);
+    Watchdog watchdog(60s, "join() or ~Pool after terminate() in a callback");
+    std::atomic<bool> callback_done{false};
+    std::promise<void> terminated;
+    {
+      mp::Pool pool(options(2));
+      auto r = pool.apply_async(mp::callbacks([&](int64_t) {
+                                  pool.terminate();
+                                  terminated.set_value();
+                                  std::this_thread::sleep_for(300ms);
+                                  callback_done.store(true);
+                                }),
+                                inc, 1);
+      ASSERT_EQ(terminated.get_future().wait_for(30s), std::future_status::ready);
+      if (by_join) {
+        pool.join();
+        EXPECT_TRUE(callback_done.load()) << "join() returned before the callback";
+      }
+    }
+    EXPECT_TRUE(callback_done.load()) << "~Pool returned before the callback";
+  }
+}
+
+// The same from the pool's other thread, the worker monitor: it fails every call with BrokenPool
+// when the pool breaks (here: workers whose initializer fails, over and over), running their
+// error callbacks.
+TEST_P(PoolLifecycleTest, TerminateFromACallbackOfABrokenPoolEndsThePool) {
+  Watchdog watchdog(120s, "terminate() from a callback of a broken pool");
+  {
+    mp::Pool pool(mp::PoolOptions{.processes = 2, .initializer = failing_init, .context = ctx()});
+    std::promise<std::string> said;
+    auto r = pool.apply_async(
+        mp::callbacks(nullptr, [&](std::exception_ptr) { tell(said, [&] { pool.terminate(); }); }),
+        inc, 1);
+    auto answer = said.get_future();
+    ASSERT_EQ(answer.wait_for(100s), std::future_status::ready);
+    EXPECT_EQ(answer.get(), "returned");
+    EXPECT_THROW(r.get(10s), mp::BrokenPool);
+    EXPECT_THROW(pool.apply_async(inc, 1), mp::ProcessError);
+  }
+  EXPECT_TRUE(eventually([] { return mp::active_children().empty(); }));
+}
+
+// A callback runs before its own result is marked ready (as Python's): get() of that result
+// inside the callback waited for ever. It has the value (or the error) already, and returns it.
+TEST_P(PoolLifecycleTest, GetOfItsOwnResultInsideItsCallbackReturns) {
+  Watchdog watchdog(60s, "get() of a result inside its own callback");
+  mp::Pool pool(options(2));
+  std::atomic<bool> published{false};
+  std::optional<mp::AsyncResult<int>> ok, bad;
+  std::optional<mp::MapResult<int64_t>> mapped;
+  std::promise<std::string> said_ok, said_bad, said_map;
+  ok.emplace(pool.apply_async(mp::callbacks([&](int) {
+                                tell(said_ok, [&] {
+                                  while (!published.load()) std::this_thread::yield();
+                                  if (ok->get() != 1) throw std::logic_error("wrong value");
+                                });
+                              }),
+                              slow, 1));
+  bad.emplace(pool.apply_async(mp::callbacks(nullptr,
+                                             [&](std::exception_ptr) {
+                                               tell(said_bad, [&] {
+                                                 while (!published.load())
+                                                   std::this_thread::yield();
+                                                 try {
+                                                   (void)bad->get();
+                                                 } catch (const std::runtime_error&) {
+                                                   return;
+                                                 }
+                                                 throw std::logic_error("no error");
+                                               });
+                                             }),
+                               raise_after_a_while, 1));
+  mapped.emplace(pool.map_async(mp::callbacks([&](std::vector<int64_t>&) {
+                                  tell(said_map, [&] {
+                                    while (!published.load()) std::this_thread::yield();
+                                    if (mapped->get().size() != 3) throw std::logic_error("size");
+                                  });
+                                }),
+                                slow_inc, std::vector<int64_t>{1, 2, 3}));
+  published.store(true);
+  for (auto* said : {&said_ok, &said_bad, &said_map}) {
+    auto answer = said->get_future();
+    ASSERT_EQ(answer.wait_for(30s), std::future_status::ready);
+    EXPECT_EQ(answer.get(), "returned");
+  }
+  EXPECT_EQ(ok->get(10s), 1);
+}
+
+// A callback may wait on other results of its own pool: the waiting callback processes them
+// itself (a nested pump), so get(), map() and imap() there return.
+TEST_P(PoolLifecycleTest, CallbackWaitingOnOtherResultsOfItsPoolGetsThem) {
+  Watchdog watchdog(60s, "a callback waiting on other results of its pool");
+  mp::Pool pool(options(2));
+  std::promise<std::string> said;
+  auto own = pool.apply_async(
+      mp::callbacks([&](int) {
+        tell(said, [&] {
+          if (pool.apply_async(inc, 41).get(30s) != 42) throw std::logic_error("apply");
+          if (pool.map(inc, std::vector<int64_t>{5, 6}) != std::vector<int64_t>{6, 7})
+            throw std::logic_error("map");
+          std::vector<int64_t> got;
+          for (int64_t y : pool.imap(inc, std::vector<int64_t>{1, 2, 3})) got.push_back(y);
+          if (got != std::vector<int64_t>{2, 3, 4}) throw std::logic_error("imap");
+        });
+      }),
+      slow, 1);
+  auto answer = said.get_future();
+  ASSERT_EQ(answer.wait_for(30s), std::future_status::ready);
+  EXPECT_EQ(answer.get(), "returned");
+  EXPECT_EQ(own.get(10s), 1);
+}
+
+// A Pool destroyed in its own callback (the callback owns it): the destructor terminates the pool
+// from the pool's own thread, and the pool's engine goes once that thread is done with it. The
+// engine used to be destroyed under the running thread (a still joinable std::thread: the program
+// ended).
+TEST_P(PoolLifecycleTest, DestroyingThePoolInItsOwnCallbackEndsIt) {
+  // 0: apply_async's callback (the result thread), 1: the error callback of a call on a pool that
+  // broke (the worker monitor).
+  for (int how = 0; how < 2; ++how) {
+    SCOPED_TRACE(how);
+    Watchdog watchdog(120s, "destroying the pool in its own callback");
+    std::optional<mp::Pool> pool;
+    if (how == 0)
+      pool.emplace(options(2));
+    else
+      pool.emplace(mp::PoolOptions{.processes = 2, .initializer = failing_init, .context = ctx()});
+    std::promise<std::string> said;
+    auto drop = [&] { tell(said, [&] { pool.reset(); }); };
+    std::optional<mp::AsyncResult<int>> pending, own;
+    if (how == 0) {
+      auto pids = pool->worker_pids();
+      pending = pool->apply_async(sleep_seconds, 60);
+      own = pool->apply_async(mp::callbacks([&](int) { drop(); }), slow, 1);
+      auto answer = said.get_future();
+      ASSERT_EQ(answer.wait_for(30s), std::future_status::ready);
+      EXPECT_EQ(answer.get(), "returned");
+      EXPECT_EQ(own->get(10s), 1);
+      EXPECT_THROW(pending->get(10s), mp::BrokenPool);
+      for (pid_t pid : pids)
+        EXPECT_TRUE(eventually([&] { return ::kill(pid, 0) != 0; })) << "worker " << pid;
+    } else {
+      own = pool->apply_async(mp::callbacks(nullptr, [&](std::exception_ptr) { drop(); }), slow, 1);
+      auto answer = said.get_future();
+      ASSERT_EQ(answer.wait_for(100s), std::future_status::ready);
+      EXPECT_EQ(answer.get(), "returned");
+      EXPECT_THROW(own->get(10s), mp::BrokenPool);
+    }
+    EXPECT_TRUE(eventually([] { return mp::active_children().empty(); }));
+  }
+}
+
+// close() from a callback only stops new calls: what was submitted still runs, and join() from
+// another thread returns.
+TEST_P(PoolLifecycleTest, CloseFromACallbackLetsTheRestFinish) {
+  Watchdog watchdog(60s, "close() from a pool callback");
+  mp::Pool pool(options(2));
+  std::promise<std::string> said;
+  auto own =
+      pool.apply_async(mp::callbacks([&](int) { tell(said, [&] { pool.close(); }); }), slow, 1);
+  auto answer = said.get_future();
+  auto later = pool.map_async(inc, std::vector<int64_t>{1, 2, 3, 4}, 1);
+  ASSERT_EQ(answer.wait_for(30s), std::future_status::ready);
+  EXPECT_EQ(answer.get(), "returned");
+  EXPECT_THROW(pool.apply_async(inc, 1), mp::ProcessError);
+  pool.join();
+  EXPECT_EQ(own.get(10s), 1);
+  EXPECT_EQ(later.get(10s), (std::vector<int64_t>{2, 3, 4, 5}));
 }
 
 TEST_P(PoolLifecycleTest, MapInputThatThrowsReachesTheCaller) {

@@ -4,9 +4,12 @@
 // std::function, member functions, move-only results.
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <functional>
+#include <future>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <ranges>
 #include <set>
 #include <stdexcept>
@@ -15,7 +18,10 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <multiproc/process.hpp>
 #include <multiproc/thread_pool.hpp>
+
+#include "exit_three.hpp"
 
 namespace mp = multiproc;
 using namespace std::chrono_literals;
@@ -59,6 +65,34 @@ struct ThrowingRange {
   iterator begin() const { return {0, n}; }
   std::default_sentinel_t end() const { return {}; }
 };
+
+// A ThreadPool a forked child inherits (a global): its threads are not in the child.
+std::optional<mp::ThreadPool> g_inherited_thread_pool;
+// 0 if `use` threw the inherited copy's clear ProcessError, 1 otherwise.
+template <class F>
+int refused(F&& use) {
+  try {
+    use();
+    return 1;
+  } catch (const mp::ProcessError& e) {
+    return std::string(e.what()).find("cannot use its copy") == std::string::npos;
+  } catch (...) {
+    return 1;
+  }
+}
+// Exits with 128 + a bit per use that was not refused, else through exit(3) (the copy's
+// destructor runs).
+void use_inherited_thread_pool() {
+  auto& pool = *g_inherited_thread_pool;
+  int failed = refused([&] { (void)pool.apply_async(sqr, 2).get(5s); });
+  failed |= refused([&] { (void)pool.map_async(sqr, std::vector<int>{1, 2}).get(5s); }) << 1;
+  failed |= refused([&] { (void)pool.imap(sqr, std::vector<int>{1, 2}).next(5s); }) << 2;
+  failed |= refused([&] { pool.close(); }) << 3;
+  failed |= refused([&] { pool.join(); }) << 4;
+  failed |= refused([&] { pool.terminate(); }) << 5;
+  if (failed) std::_Exit(128 | failed);
+  exit_three();
+}
 
 TEST(ThreadPool, Apply) {
   mp::ThreadPool p(4);
@@ -332,4 +366,88 @@ TEST(ThreadPool, OutcomesOfBoolResultsAreTheValues) {
   EXPECT_FALSE(outs2[1].ok());
   EXPECT_TRUE(outs2[2].value());
   EXPECT_FALSE(outs2[3].value());
+}
+
+// The copy a forked child inherits has none of the parent's threads: apply() and map() waited for
+// ever for a thread to run them, join(), terminate() and the destructor for threads the child
+// does not have. Every use is now a clear error, and the parent's pool goes on.
+TEST(ThreadPoolInheritedByFork, UsingItInAForkedChildIsAClearError) {
+  g_inherited_thread_pool.emplace(2);
+  EXPECT_EQ(g_inherited_thread_pool->apply(sqr, 3), 9);
+  mp::Process child(mp::get_context(mp::StartMethod::fork), use_inherited_thread_pool);
+  child.start();
+  bool ended = child.join(60s);
+  if (!ended) child.kill();
+  EXPECT_TRUE(ended) << "the child hung using its copy";
+  if (ended) {
+    EXPECT_TRUE(exited_three(child.exitcode())) << "exit code " << child.exitcode().value_or(-999)
+                                                << " (128 + a bit per use that was not refused)";
+  }
+  EXPECT_EQ(g_inherited_thread_pool->map(sqr, std::vector<int>{1, 2}), (std::vector<int>{1, 4}));
+  g_inherited_thread_pool.reset();
+}
+
+// A callback runs before its result is ready (as Python's ThreadPool): get() of that result
+// inside the callback waited for ever. It has the value (or the error) already, and returns it.
+TEST(ThreadPool, GetOfItsOwnResultInsideItsCallbackReturns) {
+  mp::ThreadPool pool(2);
+  std::atomic<bool> published{false};
+  std::optional<mp::ThreadAsyncResult<int>> ok, bad;
+  std::optional<mp::ThreadMapResult<int>> mapped;
+  std::promise<std::string> said_ok, said_bad, said_map;
+  auto tell = [&](std::promise<std::string>& said, auto&& check) {
+    while (!published.load()) std::this_thread::yield();
+    try {
+      check();
+      said.set_value("returned");
+    } catch (const std::exception& e) {
+      said.set_value(std::string("threw: ") + e.what());
+    }
+  };
+  ok.emplace(pool.apply_async(
+      mp::callbacks([&](int) {
+        tell(said_ok, [&] {
+          if (ok->get() != 1) throw std::logic_error("wrong value");
+        });
+      }),
+      [](int x) {
+        std::this_thread::sleep_for(100ms);
+        return x;
+      },
+      1));
+  bad.emplace(pool.apply_async(
+      mp::callbacks(nullptr,
+                    [&](std::exception_ptr) {
+                      tell(said_bad, [&] {
+                        try {
+                          (void)bad->get();
+                        } catch (const std::invalid_argument&) {
+                          return;
+                        }
+                        throw std::logic_error("no error");
+                      });
+                    }),
+      [](int) -> int {
+        std::this_thread::sleep_for(100ms);
+        throw std::invalid_argument("bad");
+      },
+      1));
+  mapped.emplace(pool.map_async(mp::callbacks([&](std::vector<int>&) {
+                                  tell(said_map, [&] {
+                                    if (mapped->get() != std::vector<int>{1, 4, 9})
+                                      throw std::logic_error("wrong values");
+                                  });
+                                }),
+                                sleepy_sqr, std::vector<int>{1, 2, 3}));
+  published.store(true);
+  for (auto* said : {&said_ok, &said_bad, &said_map}) {
+    auto answer = said->get_future();
+    if (answer.wait_for(30s) != std::future_status::ready) {
+      std::fprintf(stderr, "FAILED: get() inside its own callback still waiting after 30 s\n");
+      std::_Exit(1);  // the pool's threads cannot be joined
+    }
+    EXPECT_EQ(answer.get(), "returned");
+  }
+  EXPECT_EQ(ok->get(10s), 1);
+  EXPECT_EQ(mapped->get(10s), (std::vector<int>{1, 4, 9}));
 }

@@ -10,20 +10,39 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <utility>
 #include <variant>
 #include <vector>
 
+#include <multiproc/errors.hpp>
 #include <multiproc/timeout.hpp>
 
 namespace multiproc::detail {
+
+// The executor (ProcessPoolExecutor) whose calls this thread completes, running their futures'
+// done callbacks: only this thread can complete the executor's other calls, so a wait there for
+// one that is not done would wait for itself. And the executor whose calls this thread hands to
+// its pool: a call it has not handed over yet cannot start while this thread waits.
+inline thread_local const void* t_completing_executor = nullptr;
+inline thread_local const void* t_starting_executor = nullptr;
+
+class FutureStateBase;
+// The ThreadPool result whose callbacks this thread is running: its value or error is staged
+// already (stage_value / stage_error), and only publish() after the callbacks makes it done, as
+// Python's ThreadPool runs callbacks before a result is ready. A wait on it from its own
+// callback returns at once instead of waiting for itself.
+inline thread_local const FutureStateBase* t_future_in_callbacks = nullptr;
 
 class FutureStateBase {
  public:
   enum class Status { pending, running, cancelled, finished };
 
-  // Returns whether the state is done (finished or cancelled) by the deadline.
+  // Returns whether the state is done (finished or cancelled) by the deadline. A wait without one
+  // that only this thread could end throws ProcessError (see t_completing_executor).
   bool wait(const Deadline& deadline) const {
+    if (t_future_in_callbacks == this) return true;
+    if (deadline.is_never() && needs_this_thread()) throw_waits_for_itself("Future");
     std::unique_lock lk(mu_);
     auto is_done = [this] { return done_locked(); };
     if (deadline.is_never()) {
@@ -31,6 +50,26 @@ class FutureStateBase {
       return true;
     }
     return cv_.wait_until(lk, *deadline.at, is_done);
+  }
+  // The executor whose call this is (or, for then(), whose call it follows): see
+  // t_completing_executor. Set before the future is handed out.
+  void set_owner(const void* owner) { owner_ = owner; }
+  const void* owner() const { return owner_; }
+  // Not done, and only this thread could make it done: it completes the owner's calls, or it
+  // hands them to the pool and this one is not handed over yet.
+  bool needs_this_thread() const {
+    if (!owner_ || (owner_ != t_completing_executor && owner_ != t_starting_executor)) return false;
+    std::lock_guard lk(mu_);
+    if (done_locked()) return false;
+    return owner_ == t_completing_executor || status_ == Status::pending;
+  }
+  [[noreturn]] static void throw_waits_for_itself(const char* what) {
+    throw ProcessError(
+        std::string(what) +
+        ": waiting without a timeout, in a done callback of an executor's future (which runs in "
+        "the thread that completes that executor's calls), for a call of that executor that is "
+        "not done: it could not finish while this thread waits. Wait from another thread, with "
+        "a timeout, or chain the work with then()");
   }
   bool done() const {
     std::lock_guard lk(mu_);
@@ -64,6 +103,27 @@ class FutureStateBase {
     complete(lk);
     return true;
   }
+  // ThreadPool (see t_future_in_callbacks): the error set, the state not done until publish().
+  bool stage_error(std::exception_ptr e) {
+    std::lock_guard lk(mu_);
+    if (done_locked()) return false;
+    error_ = std::move(e);
+    return true;
+  }
+  void publish() {
+    std::unique_lock lk(mu_);
+    if (done_locked()) return;
+    status_ = Status::finished;
+    complete(lk);
+  }
+  // Marks this thread as running the state's callbacks (see t_future_in_callbacks) for its scope.
+  struct InCallbacks {
+    const FutureStateBase* saved = t_future_in_callbacks;
+    explicit InCallbacks(const FutureStateBase* st) { t_future_in_callbacks = st; }
+    ~InCallbacks() { t_future_in_callbacks = saved; }
+    InCallbacks(const InCallbacks&) = delete;
+    InCallbacks& operator=(const InCallbacks&) = delete;
+  };
   std::exception_ptr error() const {
     std::lock_guard lk(mu_);
     return error_;
@@ -98,6 +158,7 @@ class FutureStateBase {
 
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
+  const void* owner_ = nullptr;
   Status status_ = Status::pending;
   std::exception_ptr error_;
   std::vector<std::function<void()>> callbacks_;
@@ -112,6 +173,13 @@ class FutureState : public FutureStateBase {
     value_.emplace(std::move(v));
     status_ = Status::finished;
     complete(lk);
+    return true;
+  }
+  // ThreadPool (see t_future_in_callbacks): the value set, the state not done until publish().
+  bool stage_value(V v) {
+    std::lock_guard lk(mu_);
+    if (done_locked()) return false;
+    value_.emplace(std::move(v));
     return true;
   }
   // After done() with no error and not cancelled.

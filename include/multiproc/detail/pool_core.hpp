@@ -64,6 +64,11 @@ class JobBase {
   void (*drop_args)(const char* p, const char* end) = nullptr;
 };
 
+// How many fork()s this process descends from (an atfork handler counts them). An object that
+// records it when made can tell a copy of itself inherited by a forked child, whose threads (and,
+// for a Pool, workers) are the parent's: such a copy must not be used.
+uint32_t fork_generation() noexcept;
+
 struct PoolConfig {
   unsigned processes = 0;
   StartMethod method = StartMethod::fork;
@@ -139,8 +144,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void retract_unsent(const std::string& batch, std::vector<Sent>& sent, std::exception_ptr error,
                       std::vector<FailedChunk>& failed);
   void start_worker_locked(uint32_t index);
-  void monitor_loop();
-  void pump_loop();
+  void monitor_loop(const std::weak_ptr<PoolCore>& weak);
+  void pump_loop(const std::weak_ptr<PoolCore>& weak);
   // Processes what the result queue holds (waiting until the deadline for the first message).
   size_t pump_once(const Deadline& deadline, bool spin, const std::atomic<uint32_t>* interrupt);
   void handle_result(const char* p, size_t n);

@@ -236,6 +236,12 @@ void decode_chunk(const char* p, size_t n, size_t count, std::optional<size_t> f
   }
 }
 
+struct ResultStateBase;
+// The result whose callbacks this thread is running. A result is marked ready only once its
+// callbacks return (as Python's), but its value or error is set before they run: a wait on it
+// from its own callback returns at once instead of waiting for itself.
+inline thread_local const ResultStateBase* t_in_callbacks_of = nullptr;
+
 // What AsyncResult waits on.
 struct ResultStateBase {
   std::atomic<bool> ready{false};
@@ -246,6 +252,7 @@ struct ResultStateBase {
 
   bool wait(const Deadline& deadline) {
     if (ready.load(std::memory_order_acquire)) return true;
+    if (t_in_callbacks_of == this) return true;
     if (auto p = pool.lock())
       return p->wait_until([this] { return ready.load(std::memory_order_acquire); }, deadline);
     return ready.load(std::memory_order_acquire);
@@ -271,6 +278,11 @@ void report_callback_exception(const char* which) noexcept;
 
 template <class V, class OnOk, class OnErr>
 void run_callbacks(ResultState<V>& st, Callbacks<OnOk, OnErr>& cb) noexcept {
+  struct InCallbacks {
+    const ResultStateBase* saved = t_in_callbacks_of;
+    explicit InCallbacks(const ResultStateBase* st) { t_in_callbacks_of = st; }
+    ~InCallbacks() { t_in_callbacks_of = saved; }
+  } in_callbacks(&st);
   if (st.success) {
     if constexpr (std::is_same_v<OnOk, std::nullptr_t>) {
     } else {
