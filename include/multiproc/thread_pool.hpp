@@ -71,6 +71,10 @@ class ThreadPoolCore {
   void submit(Task task, bool internal = false);
   void close();
   void terminate();
+  // terminate() without its check that this process made the pool: for the destructors, which
+  // check that first and must not throw. `warn_if_pending`: say on stderr that calls still
+  // pending in a running pool are cancelled (the ThreadPool's destructor).
+  void end_threads(bool warn_if_pending = false);
   void join();
   bool closed() const;
   bool terminated() const;

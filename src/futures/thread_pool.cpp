@@ -38,7 +38,7 @@ ThreadPoolCore::~ThreadPoolCore() {
     new (&cv_) std::condition_variable();
     return;
   }
-  terminate();
+  end_threads();
 }
 
 void ThreadPoolCore::check_owner(const char* call) const {
@@ -136,9 +136,18 @@ void ThreadPoolCore::close() {
 
 void ThreadPoolCore::terminate() {
   check_owner("ThreadPool::terminate");
+  end_threads();
+}
+
+void ThreadPoolCore::end_threads(bool warn_if_pending) {
   std::deque<Task> dropped;
   {
     std::lock_guard lk(mu_);
+    if (warn_if_pending && state_ == State::running && queue_.size() + running_ > 0)
+      std::fprintf(stderr,
+                   "multiproc: ThreadPool destroyed with %zu call(s) pending: they are cancelled "
+                   "(BrokenPool). Wait for the results, or close() and join(), first.\n",
+                   queue_.size() + running_);
     state_ = State::terminated;
     dropped = std::move(queue_);
     queue_.clear();
@@ -195,12 +204,7 @@ ThreadPool::ThreadPool(ThreadPoolOptions options) {
 ThreadPool::~ThreadPool() {
   if (!core_) return;
   if (core_->inherited()) return;  // a forked child's copy: the core forgets the parent's threads
-  if (!core_->closed() && core_->pending() > 0)
-    std::fprintf(stderr,
-                 "multiproc: ThreadPool destroyed with %zu call(s) pending: they are cancelled "
-                 "(BrokenPool). Wait for the results, or close() and join(), first.\n",
-                 core_->pending());
-  core_->terminate();
+  core_->end_threads(true);
 }
 
 void ThreadPool::close() {
