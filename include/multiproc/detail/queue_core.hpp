@@ -108,30 +108,9 @@ constexpr uint32_t header_size(uint64_t word) {
 constexpr uint32_t header_kind(uint64_t word) {
   return static_cast<uint32_t>(word >> 32) - 1;
 }
-// The header word at `p` (8-byte aligned, in a ring), as an atomic. Not std::atomic_ref: GCC
-// may leave its store() out of line in a large function, and that copy, which takes the order
-// as an argument, is compiled as seq_cst: a locked XCHG for every record stored (a full
-// barrier, what the biased put exists to avoid; it made a leaner put a quarter slower). These
-// always inline, with the caller's constant order.
-struct HeaderRef {
-  uint64_t* word;
-  [[gnu::always_inline]] uint64_t load(std::memory_order order = std::memory_order_seq_cst) const {
-    return order == std::memory_order_relaxed   ? __atomic_load_n(word, __ATOMIC_RELAXED)
-           : order == std::memory_order_acquire ? __atomic_load_n(word, __ATOMIC_ACQUIRE)
-                                                : __atomic_load_n(word, __ATOMIC_SEQ_CST);
-  }
-  [[gnu::always_inline]] void store(uint64_t v,
-                                    std::memory_order order = std::memory_order_seq_cst) const {
-    if (order == std::memory_order_relaxed)
-      __atomic_store_n(word, v, __ATOMIC_RELAXED);
-    else if (order == std::memory_order_release)
-      __atomic_store_n(word, v, __ATOMIC_RELEASE);
-    else
-      __atomic_store_n(word, v, __ATOMIC_SEQ_CST);
-  }
-};
-[[gnu::always_inline]] inline HeaderRef header_at(char* p) {
-  return HeaderRef{reinterpret_cast<uint64_t*>(p)};
+// The header word at `p` (8-byte aligned, in a ring).
+inline std::atomic_ref<uint64_t> header_at(char* p) {
+  return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(p));
 }
 static_assert(std::atomic_ref<uint64_t>::is_always_lock_free);
 
