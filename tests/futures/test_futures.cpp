@@ -66,18 +66,6 @@ std::optional<mp::ThreadPoolExecutor> g_inherited_thread_executor;
 int twice(int x) {
   return 2 * x;
 }
-// 0 if `use` threw the inherited copy's clear ProcessError, 1 otherwise.
-template <class F>
-int refused(F&& use) {
-  try {
-    use();
-    return 1;
-  } catch (const mp::ProcessError& e) {
-    return std::string(e.what()).find("cannot use its copy") == std::string::npos;
-  } catch (...) {
-    return 1;
-  }
-}
 // Exits with 128 + a bit per use that was not refused, else through exit(3) (the copy's
 // destructor runs).
 void use_inherited_thread_executor() {

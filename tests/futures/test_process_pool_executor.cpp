@@ -76,19 +76,6 @@ int take_unsendable(Unsendable u) {
 // An executor a forked child inherits (a global).
 std::optional<mp::ProcessPoolExecutor> g_inherited_executor;
 
-// 0 if `use` threw the inherited copy's clear ProcessError, 1 otherwise (returned, timed out,
-// threw something else).
-template <class F>
-int refused(F&& use) {
-  try {
-    use();
-    return 1;
-  } catch (const mp::ProcessError& e) {
-    return std::string(e.what()).find("cannot use its copy") == std::string::npos;
-  } catch (...) {
-    return 1;
-  }
-}
 // A forked child's uses of the inherited executor: each must throw the clear error (none may hang
 // or reach the parent's pool). Exits with 128 + a bit per use that did not, else through exit(3)
 // (the copy's destructor runs).

@@ -53,18 +53,6 @@ std::optional<mp::Pool> g_inherited_pool;
 int apply_on_inherited_pool(int x) {
   return g_inherited_pool->apply(inc, x);
 }
-// 0 if `use` threw the inherited copy's clear ProcessError, 1 otherwise.
-template <class F>
-int refused(F&& use) {
-  try {
-    use();
-    return 1;
-  } catch (const mp::ProcessError& e) {
-    return std::string(e.what()).find("cannot use its copy") == std::string::npos;
-  } catch (...) {
-    return 1;
-  }
-}
 // A forked child's uses of the inherited Pool: exits with 128 + a bit per use that was not
 // refused, else through exit(3).
 void use_inherited_pool() {

@@ -68,18 +68,6 @@ struct ThrowingRange {
 
 // A ThreadPool a forked child inherits (a global): its threads are not in the child.
 std::optional<mp::ThreadPool> g_inherited_thread_pool;
-// 0 if `use` threw the inherited copy's clear ProcessError, 1 otherwise.
-template <class F>
-int refused(F&& use) {
-  try {
-    use();
-    return 1;
-  } catch (const mp::ProcessError& e) {
-    return std::string(e.what()).find("cannot use its copy") == std::string::npos;
-  } catch (...) {
-    return 1;
-  }
-}
 // Exits with 128 + a bit per use that was not refused, else through exit(3) (the copy's
 // destructor runs).
 void use_inherited_thread_pool() {

@@ -1,9 +1,13 @@
-// A forked child that ends through std::exit(3), so that its static destructors run (the tests of
-// objects a child inherits as globals), and the check of that child's exit code.
+// For the tests of objects a forked child inherits as globals: a child that ends through
+// std::exit(3), so that its static destructors run, the check of that child's exit code, and
+// refused(), whether one use of the inherited copy threw its clear error.
 #pragma once
 
 #include <cstdlib>
 #include <optional>
+#include <string>
+
+#include <multiproc/errors.hpp>
 
 inline void exit_three() {
   std::exit(3);
@@ -16,4 +20,18 @@ inline bool exited_three(std::optional<int> code) {
   if (code == 1) return true;
 #endif
   return code == 3;
+}
+
+// 0 if `use` threw the inherited copy's clear ProcessError, 1 otherwise (returned, timed out,
+// threw something else).
+template <class F>
+int refused(F&& use) {
+  try {
+    use();
+    return 1;
+  } catch (const multiproc::ProcessError& e) {
+    return std::string(e.what()).find("cannot use its copy") == std::string::npos;
+  } catch (...) {
+    return 1;
+  }
 }
