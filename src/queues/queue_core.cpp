@@ -676,12 +676,11 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
 // ---- consumer side ----------------------------------------------------------------------------
 
 // What it needs is read into locals first: the copy is a store through a char pointer, after
-// which members and the queue's fields would otherwise all be loaded again.
+// which members would otherwise all be loaded again.
 [[gnu::always_inline]] inline bool QueueCore::get_one_plain(PlainSink& sink) {
-  QueueData* const q = q_;
   RingData* const r = get_ring_.r;
   char* const data = get_ring_.data;
-  const uint64_t id = get_ring_.id, cap = get_ring_.cap, size = sink.item_size;
+  const uint64_t cap = get_ring_.cap, size = sink.item_size;
   uint64_t pos = r->head.load(std::memory_order_relaxed);
   const uint64_t rec = record_bytes(size);
   uint64_t off = pos & (cap - 1);
@@ -700,14 +699,8 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
   }
   if (word != header_word(size, kRecordItem)) return false;
   __builtin_prefetch(data + ((off + kReadAhead) & (cap - 1)));
-  const uint64_t count = q->get_count.load(std::memory_order_relaxed) + 1;
   copy_item(sink.out + sink.count++ * size, slot + kHeaderSize, size);
-  // publish_get's stores.
-  q->get_intent_ring.store(id, std::memory_order_relaxed);
-  q->get_intent_head.store(pos + rec, std::memory_order_relaxed);
-  q->get_intent_count.store(count, std::memory_order_relaxed);
-  r->head.store(pos + rec, std::memory_order_release);  // the commit
-  q->get_count.store(count, std::memory_order_release);
+  publish_get(pos + rec, 1);
   return true;
 }
 
