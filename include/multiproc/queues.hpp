@@ -98,7 +98,7 @@ class ItemView {
   }
   const std::byte* data() const { return bytes().data(); }
   size_t size() const { return bytes().size(); }
-  // A plain T in place (the queue aligns items to 8 bytes, and items of 512 bytes on to 64).
+  // A plain T in place (the queue aligns items to 8 bytes; big ones to 64, see put_with).
   const T& value() const requires(detail::is_plain_bytes_v<T> && alignof(T) <= 8) {
     return *std::launder(reinterpret_cast<const T*>(held_.data));
   }

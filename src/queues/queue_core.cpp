@@ -332,14 +332,14 @@ bool QueueCore::grow(uint64_t min_record) {
 
 namespace {
 // Bytes of filler record to put at `at` so that a record of `payload` bytes after it has its
-// payload on a 64-byte boundary; 0 for small items, or when it already would.
-uint64_t aligning_gap(const char* at, uint64_t payload) {
-  if (payload < kAlignPayloadFrom) return 0;
+// payload on a 64-byte boundary; 0 for items under `align_from` bytes, or when it already would.
+uint64_t aligning_gap(const char* at, uint64_t payload, uint64_t align_from) {
+  if (payload < align_from) return 0;
   return (64 - ((reinterpret_cast<uintptr_t>(at) + kHeaderSize) & 63)) & 63;
 }
 }  // namespace
 
-char* QueueCore::reserve(size_t payload, uint32_t kind) {
+char* QueueCore::reserve(size_t payload, uint32_t kind, uint64_t align_from) {
   const uint64_t rec = record_bytes(payload);
   for (;;) {
     RingData* r = put_ring_.r;
@@ -350,9 +350,9 @@ char* QueueCore::reserve(size_t payload, uint32_t kind) {
     }
     char* data = put_ring_.data;
     uint64_t off = put_pos_ & (cap - 1);
-    uint64_t gap = aligning_gap(data + off, payload);
+    uint64_t gap = aligning_gap(data + off, payload, align_from);
     const uint64_t pad = off + gap + rec > cap ? cap - off : 0;
-    if (pad) gap = aligning_gap(data, payload);
+    if (pad) gap = aligning_gap(data, payload, align_from);
     // Room for the record and for the header slot after it, which is zeroed before the seal.
     const uint64_t end = put_pos_ + pad + gap + rec + kHeaderSize;
     if (end - r->cached_head > cap) {
@@ -468,9 +468,9 @@ size_t QueueCore::put_run(const char* src, size_t size, size_t max_items) {
   const uint64_t rec = record_bytes(size), cap = put_ring_.cap;
   const uint64_t off = put_pos_ & (cap - 1);
   char* p = put_ring_.data + off;
-  // As reserve(): an item of 512 bytes or more gets a filler record before it that puts its
-  // payload on a cache line.
-  const uint64_t gap = aligning_gap(p, size);
+  // As reserve(): a big item gets a filler record before it that puts its payload on a cache
+  // line (see kAlignPayloadFrom).
+  const uint64_t gap = aligning_gap(p, size, fill ? kAlignWrittenFrom : kAlignPayloadFrom);
   if (size > kMaxInlineItem || rec > cap / 4 || gap + rec > cap - off) return false;
   // Room for the record(s) and the header slot after them.
   RingData* r = put_ring_.r;
@@ -540,7 +540,7 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
       }
       char* dst;
       try {
-        dst = reserve(sizeof(BlobRef), kRecordBlob);
+        dst = reserve(sizeof(BlobRef), kRecordBlob, kAlignPayloadFrom);
       } catch (...) {  // no room for a bigger ring (a full /dev/shm): the blob is nobody's
         blob->unlink();
         throw;
@@ -557,7 +557,7 @@ size_t QueueCore::put_locked(size_t first, size_t count, const size_t* sizes, si
       continue;
     }
     const uint64_t start_ring = put_ring_.id, start = put_pos_;
-    char* dst = reserve(size, kind);
+    char* dst = reserve(size, kind, fill ? kAlignWrittenFrom : kAlignPayloadFrom);
     if (!dst) break;
     try {
       write_item(n, dst, size);
@@ -688,7 +688,8 @@ size_t QueueCore::put_all(size_t count, const size_t* sizes, size_t stride, Fill
   const char* slot = data + off;
   uint64_t word = header_at(const_cast<char*>(slot)).load(std::memory_order_acquire);
   if (word != 0 && header_kind(word) == kRecordSkip) {
-    // The filler that puts an item of 512 bytes or more on a cache line: step over it.
+    // The filler that puts a big item on a cache line: step over
+    // it.
     const uint64_t skip = record_bytes(header_size(word));
     if (skip >= cap - off) return false;
     pos += skip;

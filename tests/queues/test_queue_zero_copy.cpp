@@ -25,8 +25,8 @@ struct Bytes {
   std::array<char, N> b;
 };
 
-// Sizes that cover the ring's paths: small, aligned (>= 512), bigger than a quarter of the first
-// ring (grows it), and out of line (> 2 MiB).
+// Sizes that cover the ring's paths: small, packed (700), aligned (>= 4096), bigger than a quarter
+// of the first ring (grows it), and out of line (> 2 MiB).
 const std::vector<size_t> kSizes = {0, 1, 24, 700, 4096, 100000, (3u << 20) + 5};
 
 char pattern(uint64_t seed, size_t i) {
@@ -175,6 +175,42 @@ TEST(QueueZeroCopy, PutWithThenGetAndGetViewOfPut) {
     auto v = q.get_view();
     EXPECT_TRUE(has_pattern(v.bytes(), k + 50, kSizes[k])) << kSizes[k];
   }
+  EXPECT_TRUE(q.empty());
+}
+
+// put_with's writer gets a cache-aligned buffer from 512 bytes on (its consumer, reading in
+// place, keeps up: no line shared with the next item); put() packs items under 4 KiB (one line
+// fewer to move per 1 KiB item). Both are read back whole, in either layout and by either get.
+TEST(QueueZeroCopy, WrittenItemsAreCacheAlignedCopiedOnesPacked) {
+  mp::Queue<Bytes<1024>> q;
+  std::vector<uintptr_t> written;
+  for (int i = 0; i < 40; ++i) {
+    if (i % 2 == 0) {
+      q.put_with(1024, [&](std::span<std::byte> dst) {
+        written.push_back(reinterpret_cast<uintptr_t>(dst.data()));
+        write_pattern(dst, i);
+      });
+    } else {
+      Bytes<1024> b;
+      write_pattern(std::as_writable_bytes(std::span(b.b)), i);
+      q.put(b);
+    }
+  }
+  for (uintptr_t a : written) EXPECT_EQ(a % 64, 0u);
+  size_t packed = 0;
+  for (int i = 0; i < 40; ++i) {
+    if (i % 4 < 2) {
+      auto v = q.get_view();
+      ASSERT_TRUE(v);
+      EXPECT_TRUE(has_pattern(v.bytes(), i, 1024)) << i;
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(v.data()) % 8, 0u);
+      if (i % 2 == 1 && reinterpret_cast<uintptr_t>(v.data()) % 64 != 0) ++packed;
+    } else {
+      const Bytes<1024> b = q.get();
+      EXPECT_TRUE(has_pattern(std::as_bytes(std::span(b.b)), i, 1024)) << i;
+    }
+  }
+  EXPECT_GT(packed, 0u);  // copied items follow each other without fillers
   EXPECT_TRUE(q.empty());
 }
 
