@@ -256,7 +256,6 @@ class Queue {
   }
 
   // Approximate, as in Python: other processes may change it at any moment.
-  // Approximate, as in Python: other processes may change it at any moment.
   size_t qsize() const { return core().qsize(); }
   bool empty() const { return core().empty(); }
   bool full() const { return core().full(); }
