@@ -517,6 +517,17 @@ void PoolCore::handle_result(const char* p, size_t n) {
       if (size != 0 || h.pid <= 0) throw damaged("malformed worker notice");
       handle_worker_died(h.pid, h.exitcode);
       return;
+    case ResultKind::pool_broken: {
+      if (size != 0) throw damaged("malformed break notice");
+      std::exception_ptr broken;
+      {
+        std::lock_guard lk(mu_);
+        broken = broken_;
+      }
+      if (!broken) throw damaged("a break notice from a pool that is not broken");
+      fail_everything(broken);
+      return;
+    }
     case ResultKind::result:
       break;
     default:
@@ -675,7 +686,7 @@ void PoolCore::monitor_loop(const std::weak_ptr<PoolCore>& weak) {
         pid_t pid = popens[i - 1]->pid();
         bool died = false;
         bool put_sentinel = false;
-        std::exception_ptr broken;
+        bool broke_now = false;  // this death broke the pool
         {
           std::lock_guard lk(mu_);
           auto it = std::find_if(workers_.begin(), workers_.end(),
@@ -685,6 +696,7 @@ void PoolCore::monitor_loop(const std::weak_ptr<PoolCore>& weak) {
           workers_.erase(it);
           WorkerSlot& slot = data_->workers[index];
           auto reason = static_cast<WorkerExit>(slot.exit_reason.load());
+          const bool was_broken = broken_ != nullptr;
           State st = state_.load();
           // A worker killed by terminate() is not a loss to report: terminate fails what is
           // left with BrokenPool.
@@ -726,28 +738,30 @@ void PoolCore::monitor_loop(const std::weak_ptr<PoolCore>& weak) {
                   std::string("Pool is broken: cannot start a replacement worker: ") + e.what()));
             }
           }
-          broken = broken_;
+          broke_now = !was_broken && broken_ != nullptr;
           workers_changed_.notify_all();
         }
         monitor_event_.store(1);
         results_->wake_getters();
-        if (broken) {
-          // Before the worker's notice below: the task it held fails with the pool's cause.
-          fail_everything(broken);
-          continue;
-        }
         if (put_sentinel) {
           std::lock_guard lk(mu_);
           put_stop_sentinels_locked(1);
         }
-        if (died) {
-          ResultHeader h{0, 0, static_cast<uint32_t>(ResultKind::worker_died), pid, *code, 0};
+        auto notice = [&](ResultKind kind) {
+          ResultHeader h{0, 0, static_cast<uint32_t>(kind), pid, *code, 0};
           size_t size = sizeof h;
           results_->put(
               1, &size, 0,
               [](void* c, size_t, char* dst) { std::memcpy(dst, c, sizeof(ResultHeader)); }, &h,
               Deadline::never());
-        }
+        };
+        if (died) notice(ResultKind::worker_died);
+        // The pool's break fails what is left, but through the queue, behind the notices of the
+        // workers that died before it (and their results): a task that killed its worker fails
+        // with WorkerLost even when the respawn storm that followed broke the pool before the
+        // pump got to that worker's notice (it failed with BrokenPool then, now and then under
+        // load). Refused submissions already see broken_.
+        if (broke_now) notice(ResultKind::pool_broken);
       }
     } catch (...) {
       // An exception must not leave this thread (std::terminate, the workers orphaned): the pool

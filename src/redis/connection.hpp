@@ -210,6 +210,45 @@ inline const LuaScript& script(Script s) {
   return all[s];
 }
 
+// ---- redaction
+// ---------------------------------------------------------------------------------------
+// What an error or a log line may show of a URL or a command: never a password. Every message
+// that quotes a URL or a command goes through these two.
+
+// The URL with its password masked: redis://user:***@host:port/db, redis://***@host (a password
+// alone). Made for URLs that do not parse too: the credentials are everything from the scheme's
+// "//" to the last '@' (a host, port or database has no '@'), so a password with an unescaped
+// '/', '?' or '#' is masked whole.
+inline std::string redact_url(std::string_view url) {
+  const auto at = url.rfind('@');
+  if (at == std::string_view::npos) return std::string(url);
+  const auto slashes = url.substr(0, at).find("//");
+  const size_t begin = slashes == std::string_view::npos ? 0 : slashes + 2;
+  const std::string_view cred = url.substr(begin, at - begin);
+  const auto colon = cred.find(':');
+  std::string out(url.substr(0, begin));
+  if (colon != std::string_view::npos) out.append(cred.substr(0, colon + 1));
+  out.append("***");
+  out.append(url.substr(at));
+  return out;
+}
+
+// A command as a message shows it: its name, and its arguments only for the commands whose
+// arguments are never secret (AUTH's and HELLO's are credentials; a script's are the user's data).
+inline std::string command_text(std::span<const std::string_view> argv) {
+  if (argv.empty()) return {};
+  std::string out(argv[0]);
+  std::string upper;
+  for (char c : argv[0]) upper += static_cast<char>(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c);
+  if (upper == "SELECT") {
+    for (size_t i = 1; i < argv.size(); ++i) {
+      out += ' ';
+      out.append(argv[i]);
+    }
+  }
+  return out;
+}
+
 // ---- connection
 // ----------------------------------------------------------------------------------
 
@@ -274,8 +313,8 @@ inline bool auth_error(std::string_view e) {
 
 class Connection {
  public:
-  Connection(Url url, std::string url_text, double unreachable_s)
-      : url_(std::move(url)), url_text_(std::move(url_text)), unreachable_s_(unreachable_s) {}
+  Connection(Url url, std::string_view url_text, double unreachable_s)
+      : url_(std::move(url)), shown_url_(redact_url(url_text)), unreachable_s_(unreachable_s) {}
   ~Connection() { drop(); }
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -336,12 +375,13 @@ class Connection {
             before = {};
             continue;
           }
-          if (auth_error(e)) throw AuthenticationError(auth_message(e));
+          if (auth_error(e)) throw AuthenticationError(auth_message(argv, e));
           if (starts_with(e, "WRONGTYPE"))
-            throw WrongTypeError("multiproc: redis: " + std::string(argv[0]) + " failed: " + e);
+            throw WrongTypeError("multiproc: redis: " + command_text(argv) +
+                                 " failed: " + scrub(e));
           if (!transient_error(e))
-            throw ProcessError("multiproc: redis: " + std::string(argv[0]) + " failed: " + e);
-          last_error = e;
+            throw ProcessError("multiproc: redis: " + command_text(argv) + " failed: " + scrub(e));
+          last_error = scrub(e);
         }
       }
       const auto now = Clock::now();
@@ -406,13 +446,23 @@ class Connection {
     ctx_ = nullptr;
   }
 
-  std::string auth_message(const std::string& e) const {
-    return "multiproc: redis: the server at " + url_.host + ":" + std::to_string(url_.port) +
-           " refused the credentials" +
+  // A server's error text, with the password masked should the server have quoted it back (no
+  // Redis does today: this is for whatever sits in between, a proxy, a future version).
+  std::string scrub(std::string e) const {
+    if (url_.password.empty()) return e;
+    for (size_t at = e.find(url_.password); at != std::string::npos;
+         at = e.find(url_.password, at + 3))
+      e.replace(at, url_.password.size(), "***");
+    return e;
+  }
+
+  std::string auth_message(std::span<const std::string_view> cmd, const std::string& e) const {
+    return "multiproc: redis: " + command_text(cmd) + " failed: the server at " + url_.host + ":" +
+           std::to_string(url_.port) + " refused the credentials" +
            (url_.user.empty() ? std::string() : " of user '" + url_.user + "'") +
            (url_.password.empty() ? " (the URL gives no password: redis://:password@host:port)"
                                   : " given in the URL") +
-           ": " + e;
+           ": " + scrub(e);
   }
 
   // Leaves ctx_ null (and last_error set) when the server cannot be reached or is not ready;
@@ -465,14 +515,14 @@ class Connection {
     if (r->type != REDIS_REPLY_ERROR) return true;
     std::string e(r->str, r->len);
     if (transient_error(e)) {
-      last_error = e;
+      last_error = scrub(e);
       drop();
       return false;
     }
     drop();
-    if (auth_error(e)) throw AuthenticationError(auth_message(e));
-    throw ProcessError("multiproc: redis: " + std::string(cmd[0]) + " failed on " + url_text_ +
-                       ": " + e);
+    if (auth_error(e)) throw AuthenticationError(auth_message(cmd, e));
+    throw ProcessError("multiproc: redis: " + command_text(cmd) + " failed on " + shown_url_ +
+                       ": " + scrub(e));
   }
 
   void encode(std::span<const std::string_view> argv) {
@@ -494,7 +544,7 @@ class Connection {
   }
 
   Url url_;
-  std::string url_text_;
+  std::string shown_url_;  // the URL as messages show it: redact_url()
   std::string cmd_;
   double unreachable_s_;
   redisContext* ctx_ = nullptr;

@@ -47,6 +47,11 @@ int hexval(char c) {
   return -1;
 }
 
+// A URL that does not parse, quoted with its password masked (redact_url()).
+ProcessError url_error(const std::string& url, const std::string& what) {
+  return ProcessError("multiproc: redis URL '" + redact_url(url) + "': " + what);
+}
+
 std::string percent_decode(std::string_view s, const std::string& url) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
@@ -55,7 +60,7 @@ std::string percent_decode(std::string_view s, const std::string& url) {
       continue;
     }
     if (i + 2 >= s.size() + 0 || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0)
-      throw ProcessError("multiproc: redis URL '" + url + "': a bad %-escape in the credentials");
+      throw url_error(url, "a bad %-escape in the credentials");
     out += static_cast<char>(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
     i += 2;
   }
@@ -66,9 +71,8 @@ int parse_number(std::string_view s, int lo, int hi, const char* what, const std
   int v = 0;
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (s.empty() || ec != std::errc() || end != s.data() + s.size() || v < lo || v > hi) {
-    throw ProcessError("multiproc: redis URL '" + url + "': " + what + " '" + std::string(s) +
-                       "' is not a number from " + std::to_string(lo) + " to " +
-                       std::to_string(hi));
+    throw url_error(url, std::string(what) + " '" + std::string(s) + "' is not a number from " +
+                             std::to_string(lo) + " to " + std::to_string(hi));
   }
   return v;
 }
@@ -86,20 +90,23 @@ Url parse_url(const std::string& url) {
   constexpr std::string_view kScheme = "redis://";
   std::string_view s(url);
   if (starts_with(s, "rediss://")) {
-    throw ProcessError("multiproc: redis URL '" + url +
-                       "': rediss:// (TLS) is not available: the hiredis this was built with "
-                       "(Debian's 0.14) has no TLS; use redis:// on a trusted network or through "
-                       "a tunnel (stunnel, ssh -L, WireGuard)");
+    throw url_error(url,
+                    "rediss:// (TLS) is not available: the hiredis this was built with "
+                    "(Debian's 0.14) has no TLS; use redis:// on a trusted network or through "
+                    "a tunnel (stunnel, ssh -L, WireGuard)");
   }
   if (!starts_with(s, kScheme)) {
-    throw ProcessError("multiproc: redis URL '" + url +
-                       "': must start with redis:// (redis://[user:password@]host[:port][/db])");
+    throw url_error(url, "must start with redis:// (redis://[user:password@]host[:port][/db])");
   }
   s.remove_prefix(kScheme.size());
   if (s.find_first_of("?#") != std::string_view::npos)
-    throw ProcessError("multiproc: redis URL '" + url + "': query and fragment are not supported");
+    throw url_error(url, "query and fragment are not supported");
   Url u;
   const auto slash = s.find('/');
+  // An '@' past the first '/': the credentials hold a '/' (as the rest would otherwise be read as
+  // the database, its text would be quoted in the error below).
+  if (slash != std::string_view::npos && s.find('@', slash) != std::string_view::npos)
+    throw url_error(url, "an '@' after a '/': a '/' in the credentials must be written %2F");
   std::string_view authority = s.substr(0, slash);
   if (slash != std::string_view::npos) {
     std::string_view db = s.substr(slash + 1);
@@ -121,22 +128,20 @@ Url parse_url(const std::string& url) {
   std::string_view host = authority, port;
   if (starts_with(authority, "[")) {  // [::1]:6379
     const auto close = authority.find(']');
-    if (close == std::string_view::npos)
-      throw ProcessError("multiproc: redis URL '" + url + "': unclosed '[' in the host");
+    if (close == std::string_view::npos) throw url_error(url, "unclosed '[' in the host");
     host = authority.substr(1, close - 1);
     std::string_view rest = authority.substr(close + 1);
     if (!rest.empty()) {
-      if (rest[0] != ':')
-        throw ProcessError("multiproc: redis URL '" + url + "': junk after the host");
+      if (rest[0] != ':') throw url_error(url, "junk after the host");
       port = rest.substr(1);
-      if (port.empty()) throw ProcessError("multiproc: redis URL '" + url + "': empty port");
+      if (port.empty()) throw url_error(url, "empty port");
     }
   } else if (const auto colon = authority.rfind(':'); colon != std::string_view::npos) {
     host = authority.substr(0, colon);
     port = authority.substr(colon + 1);
-    if (port.empty()) throw ProcessError("multiproc: redis URL '" + url + "': empty port");
+    if (port.empty()) throw url_error(url, "empty port");
   }
-  if (host.empty()) throw ProcessError("multiproc: redis URL '" + url + "': no host");
+  if (host.empty()) throw url_error(url, "no host");
   u.host = std::string(host);
   if (!port.empty()) u.port = parse_number(port, 1, 65535, "port", url);
   return u;

@@ -93,7 +93,11 @@ inline TaskFrame split_task_frame(const char* p, size_t n) {
   return f;
 }
 
-enum class ResultKind : uint32_t { result = 0, worker_died = 1 };
+// What the result queue carries: a task's result (from a worker), and the monitor's notices. The
+// monitor's notices go through the same queue as the results so that the pump sees everything in
+// the order it happened: a worker's last results before its death, its death before the pool's
+// break.
+enum class ResultKind : uint32_t { result = 0, worker_died = 1, pool_broken = 2 };
 
 struct ResultHeader {
   uint32_t slot;
