@@ -1,7 +1,6 @@
 // Manager (the owner of the server process) and the client side of every proxy call.
 #include <multiproc/managers.hpp>
 
-#include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <atomic>
@@ -10,6 +9,8 @@
 #include <map>
 #include <optional>
 #include <stdexcept>
+
+#include <multiproc/detail/fork_generation.hpp>
 
 #include "connection/io.hpp"
 #include "managers/dispatch.hpp"
@@ -21,17 +22,12 @@ namespace multiproc {
 namespace detail {
 namespace {
 
-// Bumped in the child at every fork(), so that a forked child drops the connections it inherited
-// with no getpid() system call on every proxy call to find out.
-std::atomic<uint64_t> g_fork_generation{1};
-[[maybe_unused]] const int g_atfork = pthread_atfork(
-    nullptr, nullptr, [] { g_fork_generation.fetch_add(1, std::memory_order_relaxed); });
-
 // One connection per server, per thread, per process (CPython's BaseProxy._tls): a blocking
 // call (Lock.acquire) in one thread never holds up another's, and no two threads interleave
 // frames on one socket. A forked child starts with none of its parent's.
 struct ClientCache {
-  uint64_t generation = 0;                  // g_fork_generation when conns were made
+  // fork_generation() when conns were made: a forked child drops the connections it inherited.
+  uint32_t generation = 0;
   std::map<std::string, Connection> conns;  // by address + key
 };
 thread_local ClientCache t_cache;
@@ -59,7 +55,7 @@ Connection open_connection(const ProxyRef& ref) {
 Connection& connection_for(const ProxyRef& ref) {
   (void)t_cache.generation;
   thread_local CacheGuard guard;  // constructed after t_cache, so destroyed before it
-  const uint64_t generation = g_fork_generation.load(std::memory_order_relaxed);
+  const uint32_t generation = fork_generation();
   if (t_cache.generation != generation) {
     t_cache.conns.clear();
     t_cache.generation = generation;
@@ -76,7 +72,7 @@ Connection& connection_for(const ProxyRef& ref) {
 // a descriptor for as long as the thread lives. Other threads' connections close at their next
 // call (which fails) or when they end.
 void forget_connections(const std::string& address) {
-  if (t_cache.generation != g_fork_generation.load(std::memory_order_relaxed)) return;
+  if (t_cache.generation != fork_generation()) return;
   for (auto it = t_cache.conns.begin(); it != t_cache.conns.end();) {
     if (it->first.compare(0, address.size() + 1, address + '\0') == 0)
       it = t_cache.conns.erase(it);

@@ -1,7 +1,6 @@
 #include <multiproc/detail/pool_core.hpp>
 
 #include <poll.h>
-#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <algorithm>
@@ -22,13 +21,6 @@ namespace {
 // The pool whose own thread (result pump, worker monitor) this is: pool callbacks run there, and
 // join() from one would wait for itself.
 thread_local const PoolCore* g_own_thread_of = nullptr;
-
-// Counts the fork()s this process descends from: a PoolCore made before the last one is a copy
-// inherited by a forked child (a pool worker, a Process), whose threads, workers and shared
-// memory belong to the parent.
-std::atomic<uint32_t> g_fork_generation{0};
-[[maybe_unused]] const int g_fork_counter = pthread_atfork(
-    nullptr, nullptr, [] { g_fork_generation.fetch_add(1, std::memory_order_relaxed); });
 
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -107,10 +99,6 @@ constexpr int64_t kForegroundGraceNs = 2'000'000;
 constexpr unsigned kRespawnStormMin = 20;
 
 }  // namespace
-
-uint32_t fork_generation() noexcept {
-  return g_fork_generation.load(std::memory_order_relaxed);
-}
 
 void report_callback_exception(const char* which) noexcept {
   try {

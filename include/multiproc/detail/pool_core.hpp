@@ -25,6 +25,7 @@
 #include <vector>
 
 #include <multiproc/context.hpp>
+#include <multiproc/detail/fork_generation.hpp>
 #include <multiproc/detail/pool_protocol.hpp>
 #include <multiproc/detail/popen.hpp>
 #include <multiproc/detail/queue_core.hpp>
@@ -63,11 +64,6 @@ class JobBase {
   // opened and released as a worker would have. Null when the arguments cannot hold a handle.
   void (*drop_args)(const char* p, const char* end) = nullptr;
 };
-
-// How many fork()s this process descends from (an atfork handler counts them). An object that
-// records it when made can tell a copy of itself inherited by a forked child, whose threads (and,
-// for a Pool, workers) are the parent's: such a copy must not be used.
-uint32_t fork_generation() noexcept;
 
 struct PoolConfig {
   unsigned processes = 0;
