@@ -1,6 +1,7 @@
 // concurrent.futures for C++: ProcessPoolExecutor, ThreadPoolExecutor, Future<R>, as_completed()
 // and wait(), plus what a C++ user expects of a future: then(), when_all()/when_any(), share()
-// into a std::shared_future, and co_await from a C++20 coroutine.
+// (a SharedFuture, with std::shared_future's calls, that converts to one), and co_await from a
+// C++20 coroutine.
 //
 //   mp::ProcessPoolExecutor ex(mp::ProcessPoolExecutorOptions{.max_workers = 4});
 //   mp::Future<int> f = ex.submit(square, 7);          // f.result() == 49
@@ -55,6 +56,9 @@ class CancelledError : public ProcessError {
  public:
   using ProcessError::ProcessError;
 };
+
+template <class R>
+class SharedFuture;
 
 template <class R>
 class Future {
@@ -129,8 +133,15 @@ class Future {
     });
     return Future<U>(next);
   }
-  // A std::shared_future with this future's outcome (for code written against the standard).
-  std::shared_future<R> share() const {
+  // A copyable handle with std::shared_future<R>'s calls (get, wait, wait_for, wait_until,
+  // valid) that converts to a std::shared_future<R> (see SharedFuture).
+  SharedFuture<R> share() const {
+    state();  // an empty Future has nothing to share
+    return SharedFuture<R>(*this);
+  }
+  // The standard type itself, for code written against it. Its waits are the standard library's:
+  // unlike share()'s, they cannot tell a done callback that waits for itself (it waits for ever).
+  operator std::shared_future<R>() const {  // NOLINT: implicit on purpose
     auto promise = std::make_shared<std::promise<R>>();
     std::shared_future<R> sf = promise->get_future().share();
     add_done_callback([promise](const Future& f) {
@@ -147,7 +158,6 @@ class Future {
     });
     return sf;
   }
-  operator std::shared_future<R>() const { return share(); }  // NOLINT: implicit on purpose
 
   // co_await future: suspends the coroutine until the future is done, resumes it in the thread
   // that completes the future (or at once), and yields result().
@@ -184,7 +194,47 @@ class Future {
       throw TimeoutError(std::string("Future::") + what + "(): not done within the timeout");
     if (cancelled()) throw CancelledError(std::string("Future::") + what + "(): cancelled");
   }
+  friend class SharedFuture<R>;
   std::shared_ptr<State> st_;
+};
+
+// What Future<R>::share() returns: std::shared_future<R>'s calls on the future's own state, so
+// that get() and wait() recognise what Future::result() does: in a done callback of a
+// ProcessPoolExecutor's future, a wait without a timeout for a call of that executor that only
+// this thread could complete throws ProcessError instead of waiting for ever. A std::shared_future
+// cannot do that (its wait is the standard library's, fed by a promise that the waiting thread
+// itself would have to fulfil): SharedFuture converts to one where the standard type is needed.
+template <class R>
+class SharedFuture {
+ public:
+  SharedFuture() = default;
+  explicit SharedFuture(Future<R> f) : f_(std::move(f)) {}
+
+  // std::shared_future<R>::get(): the value (a const reference to it; void for a void call),
+  // the call's exception, or CancelledError.
+  std::conditional_t<std::is_void_v<R>, void, const detail::value_of<R>&> get() const {
+    f_.wait_or_throw(std::nullopt, "get");
+    if (auto e = f_.state().error()) std::rethrow_exception(e);
+    if constexpr (!std::is_void_v<R>) return f_.st_->value();
+  }
+  void wait() const { (void)f_.wait(); }
+  template <class Rep, class Period>
+  std::future_status wait_for(const std::chrono::duration<Rep, Period>& d) const {
+    return f_.wait(std::chrono::duration<double>(d)) ? std::future_status::ready
+                                                     : std::future_status::timeout;
+  }
+  template <class Clock, class Duration>
+  std::future_status wait_until(const std::chrono::time_point<Clock, Duration>& t) const {
+    auto left = t - Clock::now();
+    return wait_for(left < left.zero() ? left.zero() : left);
+  }
+  bool valid() const { return f_.valid(); }
+
+  operator std::shared_future<R>() const { return f_; }  // NOLINT: implicit on purpose
+  const Future<R>& future() const { return f_; }
+
+ private:
+  Future<R> f_;
 };
 
 // ---- module functions

@@ -417,6 +417,22 @@ TEST(Future, ThenWhenAllWhenAnyShare) {
   EXPECT_EQ(sf.get(), 8);
   std::shared_future<int> sfe = failed().share();
   EXPECT_THROW(sfe.get(), std::runtime_error);
+  // share() itself: std::shared_future's calls on the future's state.
+  mp::SharedFuture<int> shared = ex.submit([] { return 9; }).share();
+  auto copy = shared;
+  EXPECT_EQ(shared.get(), 9);
+  EXPECT_EQ(&copy.get(), &shared.get());  // one value, as a std::shared_future's
+  EXPECT_EQ(copy.wait_for(0s), std::future_status::ready);
+  mp::SharedFuture<void> nothing = ex.submit([] {}).share();
+  nothing.wait();
+  nothing.get();
+  EXPECT_THROW(failed().share().get(), std::runtime_error);
+  EXPECT_THROW(cancelled().share().get(), mp::CancelledError);
+  EXPECT_EQ(pending().share().wait_for(10ms), std::future_status::timeout);
+  EXPECT_EQ(pending().share().wait_until(std::chrono::system_clock::now() - 1s),
+            std::future_status::timeout);
+  EXPECT_FALSE(mp::SharedFuture<int>().valid());
+  EXPECT_THROW((void)mp::Future<int>().share(), mp::ProcessError);
 }
 
 // A minimal coroutine type: runs eagerly, records its result.

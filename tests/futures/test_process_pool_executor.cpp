@@ -509,6 +509,63 @@ TEST_P(ProcessPoolExecutorTest, DestroyedInItsOwnDoneCallbackShutsDown) {
   }
 }
 
+// share()'s handle waited, without a timeout, in a done callback for a call of the same executor
+// that only that callback's thread could complete: a std::shared_future (what share() returned)
+// waited for ever there, where every other wait of the executor's futures throws ProcessError.
+// share() now returns a SharedFuture, whose waits are the Future's; it still converts to the
+// standard type. A wait with a timeout times out; a shared future of the callback's own call,
+// which is done, returns its value.
+TEST_P(ProcessPoolExecutorTest, SharedFutureWaitedInADoneCallbackIsAClearError) {
+  mp::ProcessPoolExecutor ex(opts(2));
+  auto first = ex.submit(sleep_then, 300, 1);
+  auto second = ex.submit(sleep_then, 1500, 2);
+  auto shared = second.share();
+  auto shared_first = first.share();
+  std::promise<std::vector<std::string>> said;
+  first.add_done_callback([&](const mp::Future<int>&) {
+    std::vector<std::string> out;
+    auto note = [&](auto&& wait) {
+      try {
+        wait();
+        out.push_back("returned");
+      } catch (const mp::ProcessError& e) {
+        out.push_back(std::string("threw: ") + e.what());
+      }
+    };
+    note([&] { (void)shared.get(); });
+    note([&] { shared.wait(); });
+    note([&] {
+      auto copy = shared;
+      (void)copy.get();
+    });
+    note([&] { (void)second.share().get(); });  // one shared in the callback
+    // Not waiting for ever: these return.
+    note([&] {
+      if (shared.wait_for(50ms) != std::future_status::timeout) throw mp::ProcessError("ready?");
+    });
+    note([&] {
+      if (shared.wait_until(std::chrono::steady_clock::now() + 50ms) != std::future_status::timeout)
+        throw mp::ProcessError("ready?");
+    });
+    note([&] {
+      if (shared_first.get() != 1) throw mp::ProcessError("not its value");
+    });
+    said.set_value(out);
+  });
+  auto answer = said.get_future();
+  answered_within(answer, 60s, "a shared future waited in a done callback");
+  auto out = answer.get();
+  ASSERT_EQ(out.size(), 7u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_THAT(out[i], ::testing::HasSubstr("done callback")) << i;
+  for (size_t i = 4; i < 7; ++i) EXPECT_EQ(out[i], "returned") << i;
+  EXPECT_EQ(shared.get(), 2);
+  EXPECT_EQ(shared.wait_for(0s), std::future_status::ready);
+  std::shared_future<int> standard = second.share();  // the standard type, where one is needed
+  EXPECT_EQ(standard.get(), 2);
+  std::shared_future<int> converted = second;
+  EXPECT_EQ(converted.get(), 2);
+}
+
 TEST_P(ProcessPoolExecutorTest, CancelAWaitingCall) {
   mp::ProcessPoolExecutor ex(opts(1));
   auto busy = ex.submit(sleep_then, 1000, 0);
