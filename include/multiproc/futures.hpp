@@ -1,6 +1,7 @@
 // concurrent.futures for C++: ProcessPoolExecutor, ThreadPoolExecutor, Future<R>, as_completed()
 // and wait(), plus what a C++ user expects of a future: then(), when_all()/when_any(), share()
-// into a std::shared_future, and co_await from a C++20 coroutine.
+// (a SharedFuture, with std::shared_future's calls, that converts to one), and co_await from a
+// C++20 coroutine.
 //
 //   mp::ProcessPoolExecutor ex(mp::ProcessPoolExecutorOptions{.max_workers = 4});
 //   mp::Future<int> f = ex.submit(square, 7);          // f.result() == 49
@@ -55,6 +56,9 @@ class CancelledError : public ProcessError {
  public:
   using ProcessError::ProcessError;
 };
+
+template <class R>
+class SharedFuture;
 
 template <class R>
 class Future {
@@ -129,8 +133,15 @@ class Future {
     });
     return Future<U>(next);
   }
-  // A std::shared_future with this future's outcome (for code written against the standard).
-  std::shared_future<R> share() const {
+  // A copyable handle with std::shared_future<R>'s calls (get, wait, wait_for, wait_until,
+  // valid) that converts to a std::shared_future<R> (see SharedFuture).
+  SharedFuture<R> share() const {
+    state();  // an empty Future has nothing to share
+    return SharedFuture<R>(*this);
+  }
+  // The standard type itself, for code written against it. Its waits are the standard library's:
+  // unlike share()'s, they cannot tell a done callback that waits for itself (it waits for ever).
+  operator std::shared_future<R>() const {  // NOLINT: implicit on purpose
     auto promise = std::make_shared<std::promise<R>>();
     std::shared_future<R> sf = promise->get_future().share();
     add_done_callback([promise](const Future& f) {
@@ -147,7 +158,6 @@ class Future {
     });
     return sf;
   }
-  operator std::shared_future<R>() const { return share(); }  // NOLINT: implicit on purpose
 
   // co_await future: suspends the coroutine until the future is done, resumes it in the thread
   // that completes the future (or at once), and yields result().
@@ -184,7 +194,47 @@ class Future {
       throw TimeoutError(std::string("Future::") + what + "(): not done within the timeout");
     if (cancelled()) throw CancelledError(std::string("Future::") + what + "(): cancelled");
   }
+  friend class SharedFuture<R>;
   std::shared_ptr<State> st_;
+};
+
+// What Future<R>::share() returns: std::shared_future<R>'s calls on the future's own state, so
+// that get() and wait() recognise what Future::result() does: in a done callback of a
+// ProcessPoolExecutor's future, a wait without a timeout for a call of that executor that only
+// this thread could complete throws ProcessError instead of waiting for ever. A std::shared_future
+// cannot do that (its wait is the standard library's, fed by a promise that the waiting thread
+// itself would have to fulfil): SharedFuture converts to one where the standard type is needed.
+template <class R>
+class SharedFuture {
+ public:
+  SharedFuture() = default;
+  explicit SharedFuture(Future<R> f) : f_(std::move(f)) {}
+
+  // std::shared_future<R>::get(): the value (a const reference to it; void for a void call),
+  // the call's exception, or CancelledError.
+  std::conditional_t<std::is_void_v<R>, void, const detail::value_of<R>&> get() const {
+    f_.wait_or_throw(std::nullopt, "get");
+    if (auto e = f_.state().error()) std::rethrow_exception(e);
+    if constexpr (!std::is_void_v<R>) return f_.st_->value();
+  }
+  void wait() const { (void)f_.wait(); }
+  template <class Rep, class Period>
+  std::future_status wait_for(const std::chrono::duration<Rep, Period>& d) const {
+    return f_.wait(std::chrono::duration<double>(d)) ? std::future_status::ready
+                                                     : std::future_status::timeout;
+  }
+  template <class Clock, class Duration>
+  std::future_status wait_until(const std::chrono::time_point<Clock, Duration>& t) const {
+    auto left = t - Clock::now();
+    return wait_for(left < left.zero() ? left.zero() : left);
+  }
+  bool valid() const { return f_.valid(); }
+
+  operator std::shared_future<R>() const { return f_; }  // NOLINT: implicit on purpose
+  const Future<R>& future() const { return f_; }
+
+ private:
+  Future<R> f_;
 };
 
 // ---- module functions
@@ -608,12 +658,95 @@ struct ProcessPoolExecutorOptions {
   uint64_t max_tasks_per_child = 0;     // 0 = workers live as long as the executor
 };
 
+namespace detail {
+// A ProcessPoolExecutor's engine (src/futures/futures.cpp): its pool, the calls waiting to be
+// handed to it, and the manager thread that hands them over. The executor owns it through a
+// std::shared_ptr, and the code that completes a call holds it while it runs the call's done
+// callbacks: a callback may destroy the executor, and the engine must outlive what that thread
+// still does with it. The executor's destructor run by one of the engine's own threads (a done
+// callback) cannot wait for that thread: it leaves the engine to itself (a reference the engine
+// holds to itself), and the manager thread ends the pool and frees the engine once every call has
+// finished, as Python's manager thread does when its executor is dropped.
+class ProcessExecutorCore : public std::enable_shared_from_this<ProcessExecutorCore> {
+ public:
+  struct Call {
+    std::function<bool(Pool&)> start;  // false: nothing handed to the pool
+    std::function<void(std::exception_ptr)> fail;
+  };
+  ProcessExecutorCore(unsigned max_workers, PoolOptions pool_options);
+  ~ProcessExecutorCore();
+  ProcessExecutorCore(const ProcessExecutorCore&) = delete;
+  ProcessExecutorCore& operator=(const ProcessExecutorCore&) = delete;
+  // Starts the manager thread (once a std::shared_ptr owns the engine).
+  void start();
+
+  void enqueue(Call call);
+  void call_finished();
+  // No more calls (shutdown(), the destructor).
+  void stop_taking();
+  bool taking() const;
+  // shutdown(wait=true) from a thread that is not the engine's: waits for every call, then ends
+  // the manager thread and the pool.
+  void finish();
+  // The destructor in one of the engine's own threads: see the class comment.
+  void leave_to_itself();
+  // terminate_workers()/kill_workers(): the manager stops handing calls to the pool, and once
+  // joined (unless this is its thread) has failed what it had not handed over.
+  void stop_manager();
+  void join_manager();
+  Pool& pool() { return *pool_; }
+  unsigned max_workers() const { return max_workers_; }
+  // This thread completes the engine's calls (running their done callbacks) or hands them to the
+  // pool: a wait here for the executor's calls would wait for itself.
+  bool is_own_thread() const {
+    return t_completing_executor == this || t_starting_executor == this;
+  }
+  // Throws ProcessError in a forked child's copy (the manager thread and the pool's workers are
+  // the parent's: a call handed to it would never complete). Before any lock: a thread of the
+  // parent may have held one when the child was forked.
+  void check_owner(const char* what) const;
+  bool inherited() const { return made_in_ != fork_generation(); }
+
+ private:
+  void manager_loop();
+
+  unsigned max_workers_;
+  std::unique_ptr<Pool> pool_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Call> pending_;
+  size_t in_pool_ = 0;
+  bool shutdown_ = false;
+  bool stop_manager_ = false;
+  bool manager_done_ = false;  // the manager thread has left its loop (set last, under mu_)
+  bool orphaned_ = false;      // leave_to_itself(): the manager thread ends everything
+  std::shared_ptr<ProcessExecutorCore> self_;  // set while orphaned_
+  std::thread manager_;
+  pid_t maker_pid_;   // the process that made it, for check_owner's message
+  uint32_t made_in_;  // the fork generation of that process (see inherited())
+};
+
+// Marks the thread that completes one of an executor's calls (and so runs its futures' done
+// callbacks): shutdown(wait=true) there would wait for the very call being completed.
+struct Completing {
+  explicit Completing(const void* ex) : saved(t_completing_executor) { t_completing_executor = ex; }
+  ~Completing() { t_completing_executor = saved; }
+  Completing(const Completing&) = delete;
+  Completing& operator=(const Completing&) = delete;
+  const void* saved;
+};
+}  // namespace detail
+
 class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
  public:
   ProcessPoolExecutor() : ProcessPoolExecutor(ProcessPoolExecutorOptions{}) {}
   explicit ProcessPoolExecutor(unsigned max_workers)
       : ProcessPoolExecutor(ProcessPoolExecutorOptions{.max_workers = max_workers}) {}
   explicit ProcessPoolExecutor(ProcessPoolExecutorOptions options);
+  // shutdown(wait=true), as leaving Python's `with` block. Run by a done callback of this
+  // executor's futures (the callback drops the last handle), it cannot wait for the thread it
+  // runs on: it returns at once, every call still runs, and the executor's own thread ends the
+  // workers and frees what is left once they have.
   ~ProcessPoolExecutor();
   ProcessPoolExecutor(const ProcessPoolExecutor&) = delete;
   ProcessPoolExecutor& operator=(const ProcessPoolExecutor&) = delete;
@@ -626,24 +759,28 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
     using R = detail::task_result_t<F, ArgsTuple>;
     using V = detail::value_of<R>;
     auto st = std::make_shared<detail::FutureState<V>>();
-    st->set_owner(this);
+    st->set_owner(core_.get());
     // The call is handed to the pool only when a worker is about to be free (start_calls), so
-    // that cancel() still applies until then.
-    auto start = [st, f, args = ArgsTuple(std::forward<A>(args)...),
-                  this](Pool& pool) mutable -> bool {
+    // that cancel() still applies until then. What completes it holds the engine meanwhile (a
+    // done callback may destroy the executor); it is gone only while the pool is being destroyed
+    // with the engine, failing what it still held.
+    std::weak_ptr<detail::ProcessExecutorCore> weak = core_;
+    auto start = [st, f, args = ArgsTuple(std::forward<A>(args)...), weak](Pool& pool) mutable {
       if (!st->set_running()) return false;  // cancelled while it waited
-      auto on_ok = [st, this](auto&... v) {
-        Completing in_callbacks(this);
+      auto on_ok = [st, weak](auto&... v) {
+        auto core = weak.lock();
+        detail::Completing in_callbacks(core.get());
         if constexpr (std::is_void_v<R>)
           st->set_value({});
         else
           st->set_value(std::move(v...));
-        call_finished();
+        if (core) core->call_finished();
       };
-      auto on_err = [st, this](std::exception_ptr e) {
-        Completing in_callbacks(this);
+      auto on_err = [st, weak](std::exception_ptr e) {
+        auto core = weak.lock();
+        detail::Completing in_callbacks(core.get());
         st->set_error(e);
-        call_finished();
+        if (core) core->call_finished();
       };
       try {
         std::apply(
@@ -671,27 +808,12 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
   // calls they were running fail, the calls not started are cancelled.
   void terminate_workers();
   void kill_workers();
-  unsigned max_workers() const { return max_workers_; }
+  unsigned max_workers() const { return core_->max_workers(); }
   // The current workers' pids (they change as workers are replaced).
   std::vector<pid_t> worker_pids() const;
 
  private:
   friend class detail::ExecutorFront<ProcessPoolExecutor>;
-  struct Call {
-    std::function<bool(Pool&)> start;  // false: nothing handed to the pool
-    std::function<void(std::exception_ptr)> fail;
-  };
-  // Marks the thread that completes one of this executor's calls (and so runs its futures' done
-  // callbacks): shutdown(wait=true) there would wait for the very call being completed.
-  struct Completing {
-    explicit Completing(const ProcessPoolExecutor* ex) : saved(detail::t_completing_executor) {
-      detail::t_completing_executor = ex;
-    }
-    ~Completing() { detail::t_completing_executor = saved; }
-    Completing(const Completing&) = delete;
-    Completing& operator=(const Completing&) = delete;
-    const void* saved;
-  };
   template <class F, class... Ranges>
   auto map_impl(F f, const ExecutorMapOptions& options, Ranges&&... ranges) {
     if constexpr (sizeof...(Ranges) == 1) {
@@ -703,9 +825,10 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
           return v;
         }(std::forward<Ranges>(ranges)...);
         check_running();
-        using IR = decltype(pool_->imap(f, std::move(items), options.chunksize));
+        Pool& pool = core_->pool();
+        using IR = decltype(pool.imap(f, std::move(items), options.chunksize));
         using V = typename IR::value_type;
-        auto it = std::make_shared<IR>(pool_->imap(f, std::move(items), options.chunksize));
+        auto it = std::make_shared<IR>(pool.imap(f, std::move(items), options.chunksize));
         return ExecutorMapResult<V>(
             [it](const detail::Deadline& d) { return it->next(detail::remaining(d)); },
             detail::Deadline::after(options.timeout));
@@ -714,26 +837,10 @@ class ProcessPoolExecutor : public detail::ExecutorFront<ProcessPoolExecutor> {
     return this->map_by_submit(f, options, std::forward<Ranges>(ranges)...);
   }
   void check_running() const;
-  // Throws ProcessError in a forked child's copy (the manager thread and the pool's workers are
-  // the parent's: a call handed to it would never complete).
-  void check_owner(const char* what) const;
-  bool inherited() const { return made_in_ != detail::fork_generation(); }
-  void enqueue(Call call);
-  void call_finished();
-  void manager_loop();
+  void enqueue(detail::ProcessExecutorCore::Call call);
   void force_shutdown(int sig);
 
-  unsigned max_workers_;
-  std::unique_ptr<Pool> pool_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Call> pending_;
-  size_t in_pool_ = 0;
-  bool shutdown_ = false;
-  bool stop_manager_ = false;
-  std::thread manager_;
-  pid_t maker_pid_;   // the process that made it, for check_owner's message
-  uint32_t made_in_;  // the fork generation of that process (see inherited())
+  std::shared_ptr<detail::ProcessExecutorCore> core_;
 };
 
 }  // namespace multiproc

@@ -58,7 +58,10 @@ struct ThreadPoolOptions {
 namespace detail {
 
 // The engine: a queue of closures and the threads that run them (src/futures/thread_pool.cpp).
-class ThreadPoolCore {
+// Owned through a std::shared_ptr: a thread that runs a task holds the core until it ends, so
+// a task or callback that drops the last handle (the pool or executor destroyed in its own
+// callback) leaves the core to that thread, which drains what a close() left and ends.
+class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
  public:
   struct Task {
     std::function<void()> run;                     // must not throw (results catch their own)

@@ -54,15 +54,20 @@ PoolOptions pool_options(ProcessPoolExecutorOptions& o) {
 }
 }  // namespace
 
-ProcessPoolExecutor::ProcessPoolExecutor(ProcessPoolExecutorOptions options)
-    : max_workers_(options.max_workers ? options.max_workers : cpu_count()),
-      maker_pid_(::getpid()),
-      made_in_(detail::fork_generation()) {
-  pool_ = std::make_unique<Pool>(pool_options(options));
+namespace detail {
+
+ProcessExecutorCore::ProcessExecutorCore(unsigned max_workers, PoolOptions pool_options)
+    : max_workers_(max_workers), maker_pid_(::getpid()), made_in_(fork_generation()) {
+  pool_ = std::make_unique<Pool>(std::move(pool_options));
+}
+
+void ProcessExecutorCore::start() {
+  // The manager thread works on the engine through `this`: whoever owns the engine joins that
+  // thread before letting it go, or (leave_to_itself) the thread frees the engine itself.
   manager_ = std::thread([this] { manager_loop(); });
 }
 
-ProcessPoolExecutor::~ProcessPoolExecutor() {
+ProcessExecutorCore::~ProcessExecutorCore() {
   if (inherited()) {
     // A forked child's copy (a child that calls exit() runs its globals' destructors): the
     // manager thread and the pool are the parent's; waiting for them would wait for ever, and a
@@ -74,14 +79,18 @@ ProcessPoolExecutor::~ProcessPoolExecutor() {
     new (&cv_) std::condition_variable();
     return;
   }
-  try {
-    shutdown(true, false);
-  } catch (...) {
+  // Here after finish() (joined), after the manager thread ended everything itself (detached),
+  // or after it stopped at terminate_workers() and the executor was destroyed in a done callback
+  // (it has left its loop; the join returns at once).
+  if (manager_.joinable()) {
+    if (manager_.get_id() == std::this_thread::get_id())
+      manager_.detach();
+    else
+      manager_.join();
   }
 }
 
-void ProcessPoolExecutor::check_owner(const char* what) const {
-  // Before any lock: a thread of the parent may have held one when the child was forked.
+void ProcessExecutorCore::check_owner(const char* what) const {
   if (inherited())
     throw ProcessError(std::string("ProcessPoolExecutor::") + what +
                        "(): this executor belongs to process " + std::to_string(maker_pid_) +
@@ -90,17 +99,7 @@ void ProcessPoolExecutor::check_owner(const char* what) const {
                        "child, or send work back to the parent");
 }
 
-void ProcessPoolExecutor::check_running() const {
-  check_owner("map");
-  std::lock_guard lk(mu_);
-  if (shutdown_)
-    throw ProcessError(
-        "ProcessPoolExecutor: cannot schedule new futures after shutdown (or "
-        "terminate_workers/kill_workers)");
-}
-
-void ProcessPoolExecutor::enqueue(Call call) {
-  check_owner("submit");
+void ProcessExecutorCore::enqueue(Call call) {
   {
     std::lock_guard lk(mu_);
     if (shutdown_)
@@ -112,7 +111,7 @@ void ProcessPoolExecutor::enqueue(Call call) {
   cv_.notify_all();
 }
 
-void ProcessPoolExecutor::call_finished() {
+void ProcessExecutorCore::call_finished() {
   {
     std::lock_guard lk(mu_);
     --in_pool_;
@@ -120,17 +119,70 @@ void ProcessPoolExecutor::call_finished() {
   cv_.notify_all();
 }
 
-void ProcessPoolExecutor::manager_loop() {
+void ProcessExecutorCore::stop_taking() {
+  {
+    std::lock_guard lk(mu_);
+    shutdown_ = true;
+  }
+  cv_.notify_all();
+}
+
+bool ProcessExecutorCore::taking() const {
+  std::lock_guard lk(mu_);
+  return !shutdown_;
+}
+
+void ProcessExecutorCore::finish() {
+  {
+    std::unique_lock lk(mu_);
+    shutdown_ = true;
+    cv_.wait(lk, [&] { return stop_manager_ || (pending_.empty() && in_pool_ == 0); });
+    stop_manager_ = true;
+  }
+  cv_.notify_all();
+  if (manager_.joinable()) manager_.join();
+  pool_->close();
+  pool_->join();
+}
+
+void ProcessExecutorCore::leave_to_itself() {
+  std::lock_guard lk(mu_);
+  shutdown_ = true;
+  // A manager thread that has left its loop (terminate_workers() came first) does nothing more:
+  // the engine goes with the last handle, that of the code completing the call being called back.
+  if (manager_done_) return;
+  orphaned_ = true;
+  self_ = shared_from_this();
+  cv_.notify_all();
+}
+
+void ProcessExecutorCore::stop_manager() {
+  std::lock_guard lk(mu_);
+  shutdown_ = true;
+  stop_manager_ = true;
+}
+
+void ProcessExecutorCore::join_manager() {
+  cv_.notify_all();
+  // From a done callback run by the manager thread itself, that thread cannot be joined here: it
+  // leaves its loop once the callback returns, and finish() (the destructor's) joins it, or it
+  // ends everything itself (leave_to_itself).
+  if (manager_.joinable() && manager_.get_id() != std::this_thread::get_id()) manager_.join();
+}
+
+void ProcessExecutorCore::manager_loop() {
   // Python keeps max_workers + 1 calls in its call queue: a worker that finishes finds the next
   // call waiting, and every other call can still be cancelled.
   const size_t limit = static_cast<size_t>(max_workers_) + 1;
   // A call that cannot be handed to the pool fails here, running its done callbacks in this
   // thread: shutdown(wait=true) there would wait for this thread.
-  detail::t_starting_executor = this;
+  t_starting_executor = this;
   std::unique_lock lk(mu_);
+  auto all_done = [&] { return orphaned_ && pending_.empty() && in_pool_ == 0; };
   for (;;) {
-    cv_.wait(lk, [&] { return stop_manager_ || (!pending_.empty() && in_pool_ < limit); });
-    if (stop_manager_) break;
+    cv_.wait(
+        lk, [&] { return stop_manager_ || (!pending_.empty() && in_pool_ < limit) || all_done(); });
+    if (stop_manager_ || all_done()) break;
     Call call = std::move(pending_.front());
     pending_.pop_front();
     ++in_pool_;
@@ -148,48 +200,81 @@ void ProcessPoolExecutor::manager_loop() {
   auto err = std::make_exception_ptr(
       BrokenPool("ProcessPoolExecutor: the executor ended before this call started"));
   for (auto& c : left) c.fail(err);
+  left.clear();
+  lk.lock();
+  manager_done_ = true;
+  if (!orphaned_) return;  // the executor's owner joins this thread
+  // The executor was destroyed in a done callback (leave_to_itself), and every call has finished
+  // (or the executor was ended by force): end the pool, then free the engine, here.
+  std::shared_ptr<ProcessExecutorCore> self = std::move(self_);
+  lk.unlock();
+  try {
+    pool_->close();
+    pool_->join();
+  } catch (...) {
+    // The pool's destructor (with the engine's, below) ends what is left.
+  }
+  // `self` goes here: the engine's destructor lets this thread go (it cannot join itself).
+}
+
+}  // namespace detail
+
+ProcessPoolExecutor::ProcessPoolExecutor(ProcessPoolExecutorOptions options) {
+  unsigned n = options.max_workers ? options.max_workers : cpu_count();
+  core_ = std::make_shared<detail::ProcessExecutorCore>(n, pool_options(options));
+  core_->start();
+}
+
+ProcessPoolExecutor::~ProcessPoolExecutor() {
+  // A forked child's copy: the engine's destructor forgets the parent's thread and pool.
+  if (core_->inherited()) return;
+  try {
+    if (core_->is_own_thread())
+      core_->leave_to_itself();
+    else
+      shutdown(true, false);
+  } catch (...) {
+  }
+}
+
+void ProcessPoolExecutor::check_running() const {
+  core_->check_owner("map");
+  if (!core_->taking())
+    throw ProcessError(
+        "ProcessPoolExecutor: cannot schedule new futures after shutdown (or "
+        "terminate_workers/kill_workers)");
+}
+
+void ProcessPoolExecutor::enqueue(detail::ProcessExecutorCore::Call call) {
+  core_->check_owner("submit");
+  core_->enqueue(std::move(call));
 }
 
 void ProcessPoolExecutor::shutdown(bool wait, bool cancel_futures) {
-  check_owner("shutdown");
-  {
-    std::lock_guard lk(mu_);
-    shutdown_ = true;
-  }
+  // The engine, held here: a done callback that cancel_futures runs may destroy the executor.
+  auto core = core_;
+  core->check_owner("shutdown");
+  core->stop_taking();
   if (cancel_futures) cancel_tracked();
-  cv_.notify_all();
   if (!wait) return;
-  if (detail::t_completing_executor == this || detail::t_starting_executor == this)
+  if (core->is_own_thread())
     throw ProcessError(
         "ProcessPoolExecutor::shutdown(wait=true) called from a done callback of its own future: "
         "the callback's call cannot finish while it waits. The executor takes no more calls; "
         "wait for it from another thread (or let its destructor do so)");
-  {
-    std::unique_lock lk(mu_);
-    cv_.wait(lk, [&] { return stop_manager_ || (pending_.empty() && in_pool_ == 0); });
-    stop_manager_ = true;
-  }
-  cv_.notify_all();
-  if (manager_.joinable()) manager_.join();
-  pool_->close();
-  pool_->join();
+  core->finish();
 }
 
 void ProcessPoolExecutor::force_shutdown(int sig) {
-  check_owner(sig == SIGKILL ? "kill_workers" : "terminate_workers");
-  {
-    std::lock_guard lk(mu_);
-    shutdown_ = true;
-    stop_manager_ = true;
-  }
+  auto core = core_;  // as in shutdown()
+  core->check_owner(sig == SIGKILL ? "kill_workers" : "terminate_workers");
+  core->stop_manager();  // before cancelling: it hands no more calls to the pool
   cancel_tracked();
-  cv_.notify_all();
-  // From a done callback run by the manager thread itself, that thread cannot be joined here: it
-  // leaves its loop once the callback returns, and shutdown() (the destructor's) joins it.
-  if (manager_.joinable() && manager_.get_id() != std::this_thread::get_id()) manager_.join();
-  for (pid_t pid : pool_->worker_pids()) ::kill(pid, sig);
+  core->join_manager();
+  Pool& pool = core->pool();
+  for (pid_t pid : pool.worker_pids()) ::kill(pid, sig);
   // The calls the workers held fail (WorkerLost or BrokenPool); nothing waits for them.
-  pool_->terminate();
+  pool.terminate();
 }
 
 void ProcessPoolExecutor::terminate_workers() {
@@ -200,8 +285,8 @@ void ProcessPoolExecutor::kill_workers() {
 }
 
 std::vector<pid_t> ProcessPoolExecutor::worker_pids() const {
-  check_owner("worker_pids");
-  return pool_->worker_pids();
+  core_->check_owner("worker_pids");
+  return core_->pool().worker_pids();
 }
 
 }  // namespace multiproc

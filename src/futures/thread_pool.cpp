@@ -81,10 +81,16 @@ void ThreadPoolCore::loop() {
       return;
     }
   }
+  // Declared before the lock, so released after it: once this thread has run a task, the core
+  // lives until the thread leaves this loop (see the class comment). Taken at the first task,
+  // not at start: the owner's shared_ptr is made after the constructor starts the threads, and a
+  // task is submitted only after it is. Nothing else costs a task an extra atomic operation.
+  std::shared_ptr<ThreadPoolCore> self;
   std::unique_lock lk(mu_);
   for (;;) {
     cv_.wait(lk, [this] { return !queue_.empty() || state_ != State::running; });
     if (queue_.empty()) return;  // closed (or terminated) and drained
+    if (!self) self = weak_from_this().lock();
     Task t = std::move(queue_.front());
     queue_.pop_front();
     ++running_;

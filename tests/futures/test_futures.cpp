@@ -2,6 +2,8 @@
 // the thread-only parts of CPython's Lib/test/test_concurrent_futures/ (test_future, test_wait,
 // test_as_completed, test_shutdown, executor.map) - no process is started here, but for the forked
 // child that finds a ThreadPoolExecutor it inherited.
+#include <dirent.h>
+
 #include <atomic>
 #include <chrono>
 #include <coroutine>
@@ -19,6 +21,7 @@
 #include <multiproc/process.hpp>
 
 #include "exit_three.hpp"
+#include "start_methods.hpp"
 
 namespace mp = multiproc;
 using namespace std::chrono_literals;
@@ -323,6 +326,71 @@ TEST(ThreadPoolExecutor, Shutdown) {  // test_shutdown
   }
 }
 
+// Threads of this process (/proc/self/task).
+size_t thread_count() {
+  size_t n = 0;
+  if (DIR* d = opendir("/proc/self/task")) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') ++n;
+    closedir(d);
+  }
+  return n;
+}
+
+// An executor destroyed in a done callback of its own future, which runs in one of its threads:
+// the callback holds the last handle (a shared_ptr it captured) or resets the owner's. The
+// destructor shuts it down as shutdown(wait=true) would, except that it cannot wait for the thread
+// it runs on: every call still runs and that thread ends once the queue is drained. The core was
+// destroyed under the running thread: with one thread the calls still queued failed (BrokenPool),
+// and the thread went on in freed memory.
+TEST(ThreadPoolExecutor, DestroyedInItsOwnDoneCallbackShutsDown) {
+  for (unsigned workers : {1u, 3u}) {
+    for (int how = 0; how < 2; ++how) {  // 0: the owner's unique_ptr reset, 1: the last shared_ptr
+      SCOPED_TRACE("workers " + std::to_string(workers) + ", how " + std::to_string(how));
+      const size_t threads_before = thread_count();
+      auto owner = std::make_unique<mp::ThreadPoolExecutor>(workers);
+      std::shared_ptr<mp::ThreadPoolExecutor> shared = std::move(owner);
+      auto gate = std::make_shared<Gate>();
+      auto first = shared->submit([gate] {
+        gate->wait();
+        return 100;
+      });
+      std::vector<mp::Future<int>> rest;
+      for (int i = 0; i < 6; ++i)
+        rest.push_back(shared->submit([gate, i] {
+          gate->wait();
+          std::this_thread::sleep_for(2ms);
+          return i;
+        }));
+      auto said = std::make_shared<std::promise<std::string>>();
+      auto told = said->get_future();
+      std::thread::id ran_in;
+      if (how == 0) {
+        first.add_done_callback([&](const mp::Future<int>&) {
+          ran_in = std::this_thread::get_id();
+          shared.reset();
+          said->set_value("returned");
+        });
+      } else {
+        first.add_done_callback([&ran_in, said, keep = shared](const mp::Future<int>&) mutable {
+          ran_in = std::this_thread::get_id();
+          keep.reset();
+          said->set_value("returned");
+        });
+        shared.reset();  // the callback's copy is the last
+      }
+      gate->release();
+      ASSERT_EQ(told.wait_for(30s), std::future_status::ready);
+      EXPECT_EQ(told.get(), "returned");
+      EXPECT_NE(ran_in, std::this_thread::get_id());
+      EXPECT_EQ(first.result(10s), 100);
+      for (int i = 0; i < 6; ++i) EXPECT_EQ(rest[static_cast<size_t>(i)].result(10s), i) << i;
+      EXPECT_TRUE(eventually([&] { return thread_count() <= threads_before; }))
+          << thread_count() << " threads, " << threads_before << " before";
+    }
+  }
+}
+
 // ---- what C++ adds ----
 
 TEST(Future, ThenWhenAllWhenAnyShare) {
@@ -349,6 +417,22 @@ TEST(Future, ThenWhenAllWhenAnyShare) {
   EXPECT_EQ(sf.get(), 8);
   std::shared_future<int> sfe = failed().share();
   EXPECT_THROW(sfe.get(), std::runtime_error);
+  // share() itself: std::shared_future's calls on the future's state.
+  mp::SharedFuture<int> shared = ex.submit([] { return 9; }).share();
+  auto copy = shared;
+  EXPECT_EQ(shared.get(), 9);
+  EXPECT_EQ(&copy.get(), &shared.get());  // one value, as a std::shared_future's
+  EXPECT_EQ(copy.wait_for(0s), std::future_status::ready);
+  mp::SharedFuture<void> nothing = ex.submit([] {}).share();
+  nothing.wait();
+  nothing.get();
+  EXPECT_THROW(failed().share().get(), std::runtime_error);
+  EXPECT_THROW(cancelled().share().get(), mp::CancelledError);
+  EXPECT_EQ(pending().share().wait_for(10ms), std::future_status::timeout);
+  EXPECT_EQ(pending().share().wait_until(std::chrono::system_clock::now() - 1s),
+            std::future_status::timeout);
+  EXPECT_FALSE(mp::SharedFuture<int>().valid());
+  EXPECT_THROW((void)mp::Future<int>().share(), mp::ProcessError);
 }
 
 // A minimal coroutine type: runs eagerly, records its result.

@@ -2,12 +2,14 @@
 // executor tests (submit, map with timeout and chunksize, shutdown with cancel_futures, the
 // initializer, max_tasks_per_child) and test_deadlock / test_process_pool's worker death - where
 // Python's executor becomes BrokenProcessPool for good, here only the dead worker's futures fail.
+#include <dirent.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <future>
+#include <memory>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -247,8 +249,8 @@ void tell(std::promise<std::string>& said, F&& call) {
 }
 // Ends the test program if `answer` is not ready within `limit` (a call that hangs cannot be
 // interrupted; the resource tracker ends the workers).
-void answered_within(std::future<std::string>& answer, std::chrono::seconds limit,
-                     const char* what) {
+template <class T>
+void answered_within(std::future<T>& answer, std::chrono::seconds limit, const char* what) {
   if (answer.wait_for(limit) != std::future_status::ready) {
     std::fprintf(stderr, "FAILED: still waiting after %llds: %s\n",
                  static_cast<long long>(limit.count()), what);
@@ -413,6 +415,155 @@ TEST_P(ProcessPoolExecutorTest, WaitingInADoneCallbackForAnotherCallIsAClearErro
   for (size_t i = 0; i < 9; ++i) EXPECT_THAT(out[i], ::testing::HasSubstr("done callback")) << i;
   for (size_t i = 9; i < 12; ++i) EXPECT_EQ(out[i], "returned") << i;
   EXPECT_EQ(second.result(30s), 2);
+}
+
+// Threads of this process (/proc/self/task).
+size_t thread_count() {
+  size_t n = 0;
+  if (DIR* d = opendir("/proc/self/task")) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') ++n;
+    closedir(d);
+  }
+  return n;
+}
+// The /dev/shm files this process made (named "<prefix><pid>_...").
+int own_segments() {
+  return count_shm_files(std::to_string(getpid()) + "_");
+}
+
+// The executor destroyed in a done callback of its own future (the callback resets the owner's
+// unique_ptr, holds the last shared_ptr, or resets a std::optional), as Python's executor can be
+// dropped there: its destructor shuts it down as shutdown(wait=true) would, but cannot wait for
+// the thread it runs on (the pool's result thread, or the executor's own for a call that could not
+// start); every call still runs, then the executor's threads, workers and segments go. It used to
+// end the program (std::terminate: the destructor's shutdown threw, then a joinable std::thread
+// was destroyed).
+TEST_P(ProcessPoolExecutorTest, DestroyedInItsOwnDoneCallbackShutsDown) {
+  // 0: the owner's unique_ptr reset by a callback the pool's result thread runs; 1: the callback
+  // holds the last shared_ptr; 2: a std::optional reset by the callback of a call that could not
+  // be handed to the pool (run by the executor's own thread); 3: as 0, after terminate_workers()
+  // in the same callback (the executor's thread has ended already).
+  for (int how = 0; how < 4; ++how) {
+    SCOPED_TRACE(how);
+    const size_t threads_before = thread_count();
+    const int segments_before = own_segments();
+    std::unique_ptr<mp::ProcessPoolExecutor> owner;
+    std::shared_ptr<mp::ProcessPoolExecutor> shared;
+    std::optional<mp::ProcessPoolExecutor> optional;
+    mp::ProcessPoolExecutor* ex = nullptr;
+    if (how == 0 || how == 3)
+      ex = (owner = std::make_unique<mp::ProcessPoolExecutor>(opts(1))).get();
+    if (how == 1) ex = (shared = std::make_shared<mp::ProcessPoolExecutor>(opts(1))).get();
+    if (how == 2) ex = &optional.emplace(opts(1));
+    auto pids = ex->worker_pids();
+    auto first = ex->submit(sleep_then, 500, 1);
+    auto second = ex->submit(sleep_then, 300, 2);  // handed to the pool too (max_workers + 1)
+    std::optional<mp::Future<int>> bad;
+    if (how == 2) bad = ex->submit(take_unsendable, Unsendable{});  // waits in the executor
+    std::vector<mp::Future<int>> waiting;
+    for (int i = 0; i < 4; ++i) waiting.push_back(ex->submit(sleep_then, 10, i));
+    auto said = std::make_shared<std::promise<std::string>>();
+    auto answer = said->get_future();
+    std::thread::id ran_in;
+    auto& watched = how == 2 ? *bad : first;
+    if (how == 1) {
+      watched.add_done_callback([&ran_in, said, keep = shared](const mp::Future<int>&) mutable {
+        ran_in = std::this_thread::get_id();
+        tell(*said, [&] { keep.reset(); });
+      });
+      shared.reset();  // the callback's copy is the last
+    } else {
+      watched.add_done_callback([&](const mp::Future<int>&) {
+        ran_in = std::this_thread::get_id();
+        tell(*said, [&] {
+          if (how == 3) owner->terminate_workers();
+          if (how == 2)
+            optional.reset();
+          else
+            owner.reset();
+        });
+      });
+    }
+    answered_within(answer, 60s, "destroying the executor in its own done callback");
+    EXPECT_EQ(answer.get(), "returned");
+    EXPECT_NE(ran_in, std::this_thread::get_id());  // the executor's thread, not this one
+    EXPECT_EQ(first.result(30s), 1);
+    if (how == 3) {
+      EXPECT_THROW(second.result(30s), mp::ProcessError);
+      for (auto& f : waiting) EXPECT_TRUE(f.cancelled());
+    } else {
+      EXPECT_EQ(second.result(30s), 2);
+      for (int i = 0; i < 4; ++i) EXPECT_EQ(waiting[static_cast<size_t>(i)].result(30s), i) << i;
+    }
+    if (bad) {
+      EXPECT_THROW(bad->result(30s), std::runtime_error);
+    }
+    for (pid_t p : pids)
+      EXPECT_TRUE(eventually([&] { return ::kill(p, 0) != 0; })) << "worker " << p << " lives";
+    EXPECT_TRUE(eventually([] { return mp::active_children().empty(); }));
+    EXPECT_TRUE(eventually([&] { return thread_count() <= threads_before; }))
+        << thread_count() << " threads, " << threads_before << " before";
+    EXPECT_TRUE(eventually([&] { return own_segments() <= segments_before; }))
+        << own_segments() << " segments, " << segments_before << " before";
+  }
+}
+
+// share()'s handle waited, without a timeout, in a done callback for a call of the same executor
+// that only that callback's thread could complete: a std::shared_future (what share() returned)
+// waited for ever there, where every other wait of the executor's futures throws ProcessError.
+// share() now returns a SharedFuture, whose waits are the Future's; it still converts to the
+// standard type. A wait with a timeout times out; a shared future of the callback's own call,
+// which is done, returns its value.
+TEST_P(ProcessPoolExecutorTest, SharedFutureWaitedInADoneCallbackIsAClearError) {
+  mp::ProcessPoolExecutor ex(opts(2));
+  auto first = ex.submit(sleep_then, 300, 1);
+  auto second = ex.submit(sleep_then, 1500, 2);
+  auto shared = second.share();
+  auto shared_first = first.share();
+  std::promise<std::vector<std::string>> said;
+  first.add_done_callback([&](const mp::Future<int>&) {
+    std::vector<std::string> out;
+    auto note = [&](auto&& wait) {
+      try {
+        wait();
+        out.push_back("returned");
+      } catch (const mp::ProcessError& e) {
+        out.push_back(std::string("threw: ") + e.what());
+      }
+    };
+    note([&] { (void)shared.get(); });
+    note([&] { shared.wait(); });
+    note([&] {
+      auto copy = shared;
+      (void)copy.get();
+    });
+    note([&] { (void)second.share().get(); });  // one shared in the callback
+    // Not waiting for ever: these return.
+    note([&] {
+      if (shared.wait_for(50ms) != std::future_status::timeout) throw mp::ProcessError("ready?");
+    });
+    note([&] {
+      if (shared.wait_until(std::chrono::steady_clock::now() + 50ms) != std::future_status::timeout)
+        throw mp::ProcessError("ready?");
+    });
+    note([&] {
+      if (shared_first.get() != 1) throw mp::ProcessError("not its value");
+    });
+    said.set_value(out);
+  });
+  auto answer = said.get_future();
+  answered_within(answer, 60s, "a shared future waited in a done callback");
+  auto out = answer.get();
+  ASSERT_EQ(out.size(), 7u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_THAT(out[i], ::testing::HasSubstr("done callback")) << i;
+  for (size_t i = 4; i < 7; ++i) EXPECT_EQ(out[i], "returned") << i;
+  EXPECT_EQ(shared.get(), 2);
+  EXPECT_EQ(shared.wait_for(0s), std::future_status::ready);
+  std::shared_future<int> standard = second.share();  // the standard type, where one is needed
+  EXPECT_EQ(standard.get(), 2);
+  std::shared_future<int> converted = second;
+  EXPECT_EQ(converted.get(), 2);
 }
 
 TEST_P(ProcessPoolExecutorTest, CancelAWaitingCall) {
