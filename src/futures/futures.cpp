@@ -18,8 +18,45 @@ ThreadPoolExecutor::ThreadPoolExecutor(ThreadPoolExecutorOptions options) {
   core_ = std::make_shared<detail::ThreadPoolCore>(n, std::move(options.initializer));
 }
 
+namespace {
+// The executor whose futures this thread is cancelling in shutdown(cancel_futures=true) or
+// terminate_workers()/kill_workers(): a done callback run there may destroy the executor, and
+// its destructor must leave the ending to the call on the stack (which holds the engine) instead
+// of taking the shutdown lock again, waiting for the calls that call is about to cancel, or (for
+// a terminate) waiting for the running calls the terminate is about to kill.
+struct Cancelling {
+  explicit Cancelling(const void* ex) : ex(ex), saved(t_cancelling) { t_cancelling = this; }
+  ~Cancelling() { t_cancelling = saved; }
+  Cancelling(const Cancelling&) = delete;
+  Cancelling& operator=(const Cancelling&) = delete;
+  // The innermost cancelling of `ex` on this thread, if any.
+  static Cancelling* of(const void* ex) {
+    for (Cancelling* c = t_cancelling; c; c = c->saved)
+      if (c->ex == ex) return c;
+    return nullptr;
+  }
+  const void* ex;
+  Cancelling* saved;
+  // The executor was destroyed by a callback (ex is cleared then: another executor may be made
+  // at its address).
+  bool dropped = false;
+  void drop() {
+    dropped = true;
+    ex = nullptr;
+  }
+  static thread_local Cancelling* t_cancelling;
+};
+thread_local Cancelling* Cancelling::t_cancelling = nullptr;
+}  // namespace
+
 ThreadPoolExecutor::~ThreadPoolExecutor() {
   if (core_->inherited()) return;  // a forked child's copy: the core forgets the parent's threads
+  if (Cancelling* c = Cancelling::of(this)) {
+    // shutdown(cancel_futures=true) is on this thread's stack, holding the core: it waits for
+    // the calls once it has cancelled the rest.
+    c->drop();
+    return;
+  }
   try {
     shutdown(true, false);
   } catch (...) {
@@ -34,11 +71,21 @@ void ThreadPoolExecutor::submit_task(detail::ThreadPoolCore::Task task) {
 }
 
 void ThreadPoolExecutor::shutdown(bool wait, bool cancel_futures) {
-  core_->check_owner("ThreadPoolExecutor::shutdown");  // before shutdown_mu_ (see check_owner)
-  std::lock_guard lk(shutdown_mu_);
-  core_->close();
-  if (cancel_futures) cancel_tracked();
-  if (wait) core_->join();
+  // The core, held here: a done callback that cancel_futures runs may destroy the executor, and
+  // after cancel_tracked() nothing of `this` is touched.
+  auto core = core_;
+  core->check_owner("ThreadPoolExecutor::shutdown");  // before shutdown_mu_ (see check_owner)
+  {
+    std::lock_guard lk(shutdown_mu_);
+    core->close();
+  }
+  if (cancel_futures) {
+    Cancelling cancelling(this);
+    cancel_tracked();
+    // Destroyed there: its destructor left the wait to this call (shutdown(wait=true)).
+    if (cancelling.dropped) wait = true;
+  }
+  if (wait) core->join();
 }
 
 // ---- ProcessPoolExecutor ----
@@ -231,6 +278,11 @@ ProcessPoolExecutor::~ProcessPoolExecutor() {
   try {
     if (core_->is_own_thread())
       core_->leave_to_itself();
+    else if (Cancelling* c = Cancelling::of(this))
+      // terminate_workers()/kill_workers() is on this thread's stack, holding the engine: it
+      // ends the workers and the pool. A graceful shutdown here would wait for the very calls
+      // it is about to kill (for ever, for a call that never ends).
+      c->drop();
     else
       shutdown(true, false);
   } catch (...) {
@@ -269,7 +321,10 @@ void ProcessPoolExecutor::force_shutdown(int sig) {
   auto core = core_;  // as in shutdown()
   core->check_owner(sig == SIGKILL ? "kill_workers" : "terminate_workers");
   core->stop_manager();  // before cancelling: it hands no more calls to the pool
-  cancel_tracked();
+  {
+    Cancelling cancelling(this);
+    cancel_tracked();
+  }
   core->join_manager();
   Pool& pool = core->pool();
   for (pid_t pid : pool.worker_pids()) ::kill(pid, sig);

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <coroutine>
+#include <cstdio>
 #include <future>
 #include <optional>
 #include <set>
@@ -388,6 +389,69 @@ TEST(ThreadPoolExecutor, DestroyedInItsOwnDoneCallbackShutsDown) {
       EXPECT_TRUE(eventually([&] { return thread_count() <= threads_before; }))
           << thread_count() << " threads, " << threads_before << " before";
     }
+  }
+}
+
+// Ends the test program if `answer` is not ready within `limit` (a hung call cannot be
+// interrupted).
+void answered_within(std::future<void>& answer, std::chrono::seconds limit, const char* what) {
+  if (answer.wait_for(limit) != std::future_status::ready) {
+    std::fprintf(stderr, "FAILED: still waiting after %llds: %s\n",
+                 static_cast<long long>(limit.count()), what);
+    std::_Exit(1);
+  }
+}
+
+// shutdown(cancel_futures=true) whose cancelled future's done callback drops the executor: the
+// destructor (run inside that shutdown, on its thread) took the shutdown lock that shutdown held
+// and waited for ever, and shutdown would then have gone on in the freed executor. Called from
+// the owner's thread (wait=true) and from a done callback of the executor's own future, which
+// runs in its thread (wait=false: the combination the README promises works). The call running
+// completes, the waiting one is cancelled, and the executor's threads end.
+TEST(ThreadPoolExecutor, DroppedByACallbackThatShutdownWithCancelRuns) {
+  for (int from_callback = 0; from_callback < 2; ++from_callback) {
+    SCOPED_TRACE(from_callback);
+    const size_t threads_before = thread_count();
+    auto ex = std::make_unique<mp::ThreadPoolExecutor>(1);
+    auto gate = std::make_shared<Gate>();
+    std::promise<void> started;
+    auto first = ex->submit([gate, &started] {
+      started.set_value();
+      gate->wait();
+      return 7;
+    });
+    started.get_future().wait();
+    auto second = ex->submit([] { return 8; });
+    std::promise<void> dropped;
+    second.add_done_callback([&](const mp::Future<int>&) {
+      ex.reset();
+      dropped.set_value();
+    });
+    std::promise<void> shut;
+    std::thread owner;
+    if (from_callback) {
+      first.add_done_callback([&](const mp::Future<int>&) {
+        ex->shutdown(/*wait=*/false, /*cancel_futures=*/true);
+        shut.set_value();
+      });
+      gate->release();
+    } else {
+      owner = std::thread([&] {
+        ex->shutdown(/*wait=*/true, /*cancel_futures=*/true);
+        shut.set_value();
+      });
+      auto d = dropped.get_future();
+      answered_within(d, 30s, "the executor dropped by a cancelled future's callback");
+      gate->release();
+    }
+    auto s = shut.get_future();
+    answered_within(s, 30s, "shutdown(cancel_futures=true) whose callback drops the executor");
+    if (owner.joinable()) owner.join();
+    EXPECT_FALSE(ex);
+    EXPECT_TRUE(second.cancelled());
+    EXPECT_EQ(first.result(10s), 7);
+    EXPECT_TRUE(eventually([&] { return thread_count() <= threads_before; }))
+        << thread_count() << " threads, " << threads_before << " before";
   }
 }
 

@@ -323,6 +323,49 @@ TEST_P(ProcessPoolExecutorTest, TerminateWorkersFromADoneCallback) {
   EXPECT_EQ(gone.get(), "returned");
 }
 
+// terminate_workers()/kill_workers() whose cancelled futures' done callback drops the executor:
+// the destructor (run inside terminate_workers(), on the caller's thread) shut the executor down
+// gracefully, waiting for the running call, before the workers were killed; with a call that
+// never ends, terminate_workers() never returned. It stays a terminate: the call running fails,
+// the waiting ones are cancelled, the workers end.
+TEST_P(ProcessPoolExecutorTest, TerminateWorkersWhoseCancelledCallbackDropsTheExecutor) {
+  for (int sig : {SIGTERM, SIGKILL}) {
+    SCOPED_TRACE(sig);
+    auto ex = std::make_unique<mp::ProcessPoolExecutor>(opts(1));
+    auto pids = ex->worker_pids();
+    auto stuck = ex->submit(hang, 0);
+    ASSERT_TRUE(eventually([&] { return stuck.running(); }));
+    std::vector<mp::Future<int>> waiting;
+    for (int i = 0; i < 4; ++i) waiting.push_back(ex->submit(sqr, i));
+    bool dropped = false;
+    waiting.back().add_done_callback([&](const mp::Future<int>&) {
+      ex.reset();
+      dropped = true;
+    });
+    std::promise<std::string> said;
+    std::thread ender([&] {
+      tell(said, [&] {
+        if (sig == SIGTERM)
+          ex->terminate_workers();
+        else
+          ex->kill_workers();
+      });
+    });
+    auto answer = said.get_future();
+    answered_within(answer, 60s, "terminate_workers() whose cancelled callback drops the executor");
+    ender.join();
+    EXPECT_EQ(answer.get(), "returned");
+    EXPECT_TRUE(dropped);
+    EXPECT_FALSE(ex);
+    EXPECT_THROW(stuck.result(30s), mp::ProcessError);
+    EXPECT_TRUE(waiting.back().cancelled());
+    for (auto& f : waiting) EXPECT_TRUE(f.wait(30s));
+    for (pid_t p : pids)
+      EXPECT_TRUE(eventually([&] { return ::kill(p, 0) != 0; })) << "worker " << p << " lives";
+    EXPECT_TRUE(eventually([] { return mp::active_children().empty(); }));
+  }
+}
+
 // A call that cannot be handed to the pool (its argument fails to encode) fails in the executor's
 // own thread, which then runs its done callbacks. terminate_workers() there joined that very
 // thread (std::system_error "Resource deadlock avoided", the workers left running), and
