@@ -111,7 +111,10 @@ ProcessExecutorCore::ProcessExecutorCore(unsigned max_workers, PoolOptions pool_
 void ProcessExecutorCore::start() {
   // The manager thread works on the engine through `this`: whoever owns the engine joins that
   // thread before letting it go, or (leave_to_itself) the thread frees the engine itself.
-  manager_ = std::thread([this] { manager_loop(); });
+  manager_ = std::thread([this] {
+    // Orphaned (leave_to_itself), the loop freed the engine at its end: nothing of it is touched.
+    if (manager_loop()) orphan_ended();
+  });
 }
 
 ProcessExecutorCore::~ProcessExecutorCore() {
@@ -200,6 +203,7 @@ void ProcessExecutorCore::leave_to_itself() {
   if (manager_done_) return;
   orphaned_ = true;
   self_ = shared_from_this();
+  orphan_begun();  // the process's exit waits for the calls left (ended by manager_loop)
   cv_.notify_all();
 }
 
@@ -217,7 +221,7 @@ void ProcessExecutorCore::join_manager() {
   if (manager_.joinable() && manager_.get_id() != std::this_thread::get_id()) manager_.join();
 }
 
-void ProcessExecutorCore::manager_loop() {
+bool ProcessExecutorCore::manager_loop() {
   // Python keeps max_workers + 1 calls in its call queue: a worker that finishes finds the next
   // call waiting, and every other call can still be cancelled.
   const size_t limit = static_cast<size_t>(max_workers_) + 1;
@@ -250,7 +254,7 @@ void ProcessExecutorCore::manager_loop() {
   left.clear();
   lk.lock();
   manager_done_ = true;
-  if (!orphaned_) return;  // the executor's owner joins this thread
+  if (!orphaned_) return false;  // the executor's owner joins this thread
   // The executor was destroyed in a done callback (leave_to_itself), and every call has finished
   // (or the executor was ended by force): end the pool, then free the engine, here.
   std::shared_ptr<ProcessExecutorCore> self = std::move(self_);
@@ -261,7 +265,9 @@ void ProcessExecutorCore::manager_loop() {
   } catch (...) {
     // The pool's destructor (with the engine's, below) ends what is left.
   }
-  // `self` goes here: the engine's destructor lets this thread go (it cannot join itself).
+  // The engine's destructor lets this thread go (it cannot join itself).
+  self.reset();
+  return true;
 }
 
 }  // namespace detail

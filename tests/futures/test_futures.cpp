@@ -3,7 +3,10 @@
 // test_as_completed, test_shutdown, executor.map) - no process is started here, but for the forked
 // child that finds a ThreadPoolExecutor it inherited.
 #include <dirent.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <coroutine>
@@ -452,6 +455,60 @@ TEST(ThreadPoolExecutor, DroppedByACallbackThatShutdownWithCancelRuns) {
     EXPECT_EQ(first.result(10s), 7);
     EXPECT_TRUE(eventually([&] { return thread_count() <= threads_before; }))
         << thread_count() << " threads, " << threads_before << " before";
+  }
+}
+
+// An executor dropped in a done callback of its own future, with slow calls still queued, in a
+// process that then exits normally (exit(0), as a return from main): the thread left to finish
+// the calls was detached and nothing waited for it, so the process ended with the calls unrun and
+// no word. As Python joins its executors' threads at exit, every submitted call still runs. Each
+// call writes its number to a pipe; the process is a forked child of the test.
+TEST(ThreadPoolExecutor, DroppedInACallbackItsCallsStillRunAtExit) {
+  for (unsigned workers : {1u, 2u}) {
+    SCOPED_TRACE(workers);
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      ::close(fds[0]);
+      auto ex = std::make_unique<mp::ThreadPoolExecutor>(workers);
+      auto gate = std::make_shared<Gate>();
+      auto first = ex->submit([gate] {
+        gate->wait();
+        return 0;
+      });
+      for (int i = 0; i < 6; ++i)
+        (void)ex->submit([fd = fds[1], i] {
+          std::this_thread::sleep_for(100ms);
+          char c = static_cast<char>('0' + i);
+          if (::write(fd, &c, 1) != 1) std::_Exit(2);
+        });
+      std::promise<void> dropped;
+      first.add_done_callback([&](const mp::Future<int>&) {
+        ex.reset();
+        dropped.set_value();
+      });
+      gate->release();
+      dropped.get_future().wait();
+      std::exit(0);
+    }
+    ::close(fds[1]);
+    int status = -1;
+    bool ended = eventually([&] { return ::waitpid(child, &status, WNOHANG) == child; }, 30s);
+    if (!ended) {
+      ::kill(child, SIGKILL);
+      ::waitpid(child, &status, 0);
+    }
+    std::string ran;
+    char buf[64];
+    for (ssize_t n; ended && (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+      ran.append(buf, static_cast<size_t>(n));
+    ::close(fds[0]);
+    ASSERT_TRUE(ended) << "the child did not exit";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    std::sort(ran.begin(), ran.end());
+    EXPECT_EQ(ran, "012345");
   }
 }
 
