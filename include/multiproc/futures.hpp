@@ -708,7 +708,8 @@ class ProcessExecutorCore : public std::enable_shared_from_this<ProcessExecutorC
   bool inherited() const { return made_in_ != fork_generation(); }
 
  private:
-  void manager_loop();
+  // True when the executor was orphaned (leave_to_itself): the engine is freed by then.
+  bool manager_loop();
 
   unsigned max_workers_;
   std::unique_ptr<Pool> pool_;

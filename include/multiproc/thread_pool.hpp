@@ -57,6 +57,16 @@ struct ThreadPoolOptions {
 
 namespace detail {
 
+// Executor threads left to finish the submitted calls on their own (an executor destroyed in a
+// done callback of its own future, or a thread that ended its own pool): the process's normal
+// exit (exit(), a return from main) waits for them before it ends the pool workers, as Python
+// joins its executors' threads at exit, so no submitted call is silently dropped. A thread that
+// completes or starts an executor's calls does not wait (the calls may need it).
+void orphan_begun();
+void orphan_ended();
+// Marks the threads that the exit-time wait must not block (their work is what it waits for).
+inline thread_local bool t_executor_thread = false;
+
 // The engine: a queue of closures and the threads that run them (src/futures/thread_pool.cpp).
 // Owned through a std::shared_ptr: a thread that runs a task holds the core until it ends, so
 // a task or callback that drops the last handle (the pool or executor destroyed in its own

@@ -18,8 +18,45 @@ ThreadPoolExecutor::ThreadPoolExecutor(ThreadPoolExecutorOptions options) {
   core_ = std::make_shared<detail::ThreadPoolCore>(n, std::move(options.initializer));
 }
 
+namespace {
+// The executor whose futures this thread is cancelling in shutdown(cancel_futures=true) or
+// terminate_workers()/kill_workers(): a done callback run there may destroy the executor, and
+// its destructor must leave the ending to the call on the stack (which holds the engine) instead
+// of taking the shutdown lock again, waiting for the calls that call is about to cancel, or (for
+// a terminate) waiting for the running calls the terminate is about to kill.
+struct Cancelling {
+  explicit Cancelling(const void* ex) : ex(ex), saved(t_cancelling) { t_cancelling = this; }
+  ~Cancelling() { t_cancelling = saved; }
+  Cancelling(const Cancelling&) = delete;
+  Cancelling& operator=(const Cancelling&) = delete;
+  // The innermost cancelling of `ex` on this thread, if any.
+  static Cancelling* of(const void* ex) {
+    for (Cancelling* c = t_cancelling; c; c = c->saved)
+      if (c->ex == ex) return c;
+    return nullptr;
+  }
+  const void* ex;
+  Cancelling* saved;
+  // The executor was destroyed by a callback (ex is cleared then: another executor may be made
+  // at its address).
+  bool dropped = false;
+  void drop() {
+    dropped = true;
+    ex = nullptr;
+  }
+  static thread_local Cancelling* t_cancelling;
+};
+thread_local Cancelling* Cancelling::t_cancelling = nullptr;
+}  // namespace
+
 ThreadPoolExecutor::~ThreadPoolExecutor() {
   if (core_->inherited()) return;  // a forked child's copy: the core forgets the parent's threads
+  if (Cancelling* c = Cancelling::of(this)) {
+    // shutdown(cancel_futures=true) is on this thread's stack, holding the core: it waits for
+    // the calls once it has cancelled the rest.
+    c->drop();
+    return;
+  }
   try {
     shutdown(true, false);
   } catch (...) {
@@ -34,11 +71,21 @@ void ThreadPoolExecutor::submit_task(detail::ThreadPoolCore::Task task) {
 }
 
 void ThreadPoolExecutor::shutdown(bool wait, bool cancel_futures) {
-  core_->check_owner("ThreadPoolExecutor::shutdown");  // before shutdown_mu_ (see check_owner)
-  std::lock_guard lk(shutdown_mu_);
-  core_->close();
-  if (cancel_futures) cancel_tracked();
-  if (wait) core_->join();
+  // The core, held here: a done callback that cancel_futures runs may destroy the executor, and
+  // after cancel_tracked() nothing of `this` is touched.
+  auto core = core_;
+  core->check_owner("ThreadPoolExecutor::shutdown");  // before shutdown_mu_ (see check_owner)
+  {
+    std::lock_guard lk(shutdown_mu_);
+    core->close();
+  }
+  if (cancel_futures) {
+    Cancelling cancelling(this);
+    cancel_tracked();
+    // Destroyed there: its destructor left the wait to this call (shutdown(wait=true)).
+    if (cancelling.dropped) wait = true;
+  }
+  if (wait) core->join();
 }
 
 // ---- ProcessPoolExecutor ----
@@ -64,7 +111,10 @@ ProcessExecutorCore::ProcessExecutorCore(unsigned max_workers, PoolOptions pool_
 void ProcessExecutorCore::start() {
   // The manager thread works on the engine through `this`: whoever owns the engine joins that
   // thread before letting it go, or (leave_to_itself) the thread frees the engine itself.
-  manager_ = std::thread([this] { manager_loop(); });
+  manager_ = std::thread([this] {
+    // Orphaned (leave_to_itself), the loop freed the engine at its end: nothing of it is touched.
+    if (manager_loop()) orphan_ended();
+  });
 }
 
 ProcessExecutorCore::~ProcessExecutorCore() {
@@ -153,6 +203,7 @@ void ProcessExecutorCore::leave_to_itself() {
   if (manager_done_) return;
   orphaned_ = true;
   self_ = shared_from_this();
+  orphan_begun();  // the process's exit waits for the calls left (ended by manager_loop)
   cv_.notify_all();
 }
 
@@ -170,7 +221,7 @@ void ProcessExecutorCore::join_manager() {
   if (manager_.joinable() && manager_.get_id() != std::this_thread::get_id()) manager_.join();
 }
 
-void ProcessExecutorCore::manager_loop() {
+bool ProcessExecutorCore::manager_loop() {
   // Python keeps max_workers + 1 calls in its call queue: a worker that finishes finds the next
   // call waiting, and every other call can still be cancelled.
   const size_t limit = static_cast<size_t>(max_workers_) + 1;
@@ -203,7 +254,7 @@ void ProcessExecutorCore::manager_loop() {
   left.clear();
   lk.lock();
   manager_done_ = true;
-  if (!orphaned_) return;  // the executor's owner joins this thread
+  if (!orphaned_) return false;  // the executor's owner joins this thread
   // The executor was destroyed in a done callback (leave_to_itself), and every call has finished
   // (or the executor was ended by force): end the pool, then free the engine, here.
   std::shared_ptr<ProcessExecutorCore> self = std::move(self_);
@@ -214,7 +265,9 @@ void ProcessExecutorCore::manager_loop() {
   } catch (...) {
     // The pool's destructor (with the engine's, below) ends what is left.
   }
-  // `self` goes here: the engine's destructor lets this thread go (it cannot join itself).
+  // The engine's destructor lets this thread go (it cannot join itself).
+  self.reset();
+  return true;
 }
 
 }  // namespace detail
@@ -231,6 +284,11 @@ ProcessPoolExecutor::~ProcessPoolExecutor() {
   try {
     if (core_->is_own_thread())
       core_->leave_to_itself();
+    else if (Cancelling* c = Cancelling::of(this))
+      // terminate_workers()/kill_workers() is on this thread's stack, holding the engine: it
+      // ends the workers and the pool. A graceful shutdown here would wait for the very calls
+      // it is about to kill (for ever, for a call that never ends).
+      c->drop();
     else
       shutdown(true, false);
   } catch (...) {
@@ -269,7 +327,10 @@ void ProcessPoolExecutor::force_shutdown(int sig) {
   auto core = core_;  // as in shutdown()
   core->check_owner(sig == SIGKILL ? "kill_workers" : "terminate_workers");
   core->stop_manager();  // before cancelling: it hands no more calls to the pool
-  cancel_tracked();
+  {
+    Cancelling cancelling(this);
+    cancel_tracked();
+  }
   core->join_manager();
   Pool& pool = core->pool();
   for (pid_t pid : pool.worker_pids()) ::kill(pid, sig);

@@ -3,7 +3,9 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 
@@ -12,6 +14,40 @@
 namespace multiproc {
 namespace detail {
 
+namespace {
+// The orphaned threads of this process (fork generation g_orphans_of): counted without a lock,
+// which a forked child could inherit held by a thread it does not have.
+std::atomic<uint32_t> g_orphans_of{0};
+std::atomic<int> g_orphans{0};
+// This thread let itself go (join_threads): it counts as an orphan until it ends.
+thread_local bool t_orphan = false;
+
+void wait_for_orphans() {
+  // A forked child's count is its parent's threads, which it does not have.
+  if (g_orphans_of.load() != fork_generation()) return;
+  if (t_executor_thread || t_completing_executor || t_starting_executor) return;
+  for (int n = g_orphans.load(); n > 0; n = g_orphans.load()) g_orphans.wait(n);
+}
+}  // namespace
+
+void orphan_begun() {
+  // Registered at the first orphan, so after the handler that ends the pool workers (registered
+  // when the first worker started): atexit handlers run in reverse order, this one first.
+  static bool installed = (std::atexit(wait_for_orphans), true);
+  (void)installed;
+  const uint32_t gen = fork_generation();
+  if (g_orphans_of.load() != gen) {
+    g_orphans.store(0);
+    g_orphans_of.store(gen);
+  }
+  g_orphans.fetch_add(1);
+}
+
+void orphan_ended() {
+  if (g_orphans_of.load() != fork_generation()) return;
+  if (g_orphans.fetch_sub(1) == 1) g_orphans.notify_all();
+}
+
 ThreadPoolCore::ThreadPoolCore(unsigned threads, std::function<void()> initializer)
     : n_(threads),
       initializer_(std::move(initializer)),
@@ -19,7 +55,13 @@ ThreadPoolCore::ThreadPoolCore(unsigned threads, std::function<void()> initializ
       made_in_(fork_generation()) {
   threads_.reserve(n_);
   try {
-    for (unsigned i = 0; i < n_; ++i) threads_.emplace_back([this] { loop(); });
+    for (unsigned i = 0; i < n_; ++i)
+      threads_.emplace_back([this] {
+        t_executor_thread = true;
+        loop();
+        // The core may be gone (loop() held the last reference): nothing of it is touched.
+        if (t_orphan) orphan_ended();
+      });
   } catch (...) {
     terminate();
     throw;
@@ -184,9 +226,11 @@ void ThreadPoolCore::join_threads() {
     if (!t.joinable()) continue;
     // A task that ends its own pool cannot wait for itself: its thread is let go and exits
     // after the task returns (the core lives on in the pool's result states' closures).
-    if (t.get_id() == std::this_thread::get_id())
+    if (t.get_id() == std::this_thread::get_id()) {
       t.detach();
-    else
+      t_orphan = true;
+      orphan_begun();
+    } else
       t.join();
   }
 }

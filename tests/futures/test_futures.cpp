@@ -3,10 +3,14 @@
 // test_as_completed, test_shutdown, executor.map) - no process is started here, but for the forked
 // child that finds a ThreadPoolExecutor it inherited.
 #include <dirent.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <coroutine>
+#include <cstdio>
 #include <future>
 #include <optional>
 #include <set>
@@ -388,6 +392,123 @@ TEST(ThreadPoolExecutor, DestroyedInItsOwnDoneCallbackShutsDown) {
       EXPECT_TRUE(eventually([&] { return thread_count() <= threads_before; }))
           << thread_count() << " threads, " << threads_before << " before";
     }
+  }
+}
+
+// Ends the test program if `answer` is not ready within `limit` (a hung call cannot be
+// interrupted).
+void answered_within(std::future<void>& answer, std::chrono::seconds limit, const char* what) {
+  if (answer.wait_for(limit) != std::future_status::ready) {
+    std::fprintf(stderr, "FAILED: still waiting after %llds: %s\n",
+                 static_cast<long long>(limit.count()), what);
+    std::_Exit(1);
+  }
+}
+
+// shutdown(cancel_futures=true) whose cancelled future's done callback drops the executor: the
+// destructor (run inside that shutdown, on its thread) took the shutdown lock that shutdown held
+// and waited for ever, and shutdown would then have gone on in the freed executor. Called from
+// the owner's thread (wait=true) and from a done callback of the executor's own future, which
+// runs in its thread (wait=false: the combination the README promises works). The call running
+// completes, the waiting one is cancelled, and the executor's threads end.
+TEST(ThreadPoolExecutor, DroppedByACallbackThatShutdownWithCancelRuns) {
+  for (int from_callback = 0; from_callback < 2; ++from_callback) {
+    SCOPED_TRACE(from_callback);
+    const size_t threads_before = thread_count();
+    auto ex = std::make_unique<mp::ThreadPoolExecutor>(1);
+    auto gate = std::make_shared<Gate>();
+    std::promise<void> started;
+    auto first = ex->submit([gate, &started] {
+      started.set_value();
+      gate->wait();
+      return 7;
+    });
+    started.get_future().wait();
+    auto second = ex->submit([] { return 8; });
+    std::promise<void> dropped;
+    second.add_done_callback([&](const mp::Future<int>&) {
+      ex.reset();
+      dropped.set_value();
+    });
+    std::promise<void> shut;
+    std::thread owner;
+    if (from_callback) {
+      first.add_done_callback([&](const mp::Future<int>&) {
+        ex->shutdown(/*wait=*/false, /*cancel_futures=*/true);
+        shut.set_value();
+      });
+      gate->release();
+    } else {
+      owner = std::thread([&] {
+        ex->shutdown(/*wait=*/true, /*cancel_futures=*/true);
+        shut.set_value();
+      });
+      auto d = dropped.get_future();
+      answered_within(d, 30s, "the executor dropped by a cancelled future's callback");
+      gate->release();
+    }
+    auto s = shut.get_future();
+    answered_within(s, 30s, "shutdown(cancel_futures=true) whose callback drops the executor");
+    if (owner.joinable()) owner.join();
+    EXPECT_FALSE(ex);
+    EXPECT_TRUE(second.cancelled());
+    EXPECT_EQ(first.result(10s), 7);
+    EXPECT_TRUE(eventually([&] { return thread_count() <= threads_before; }))
+        << thread_count() << " threads, " << threads_before << " before";
+  }
+}
+
+// An executor dropped in a done callback of its own future, with slow calls still queued, in a
+// process that then exits normally (exit(0), as a return from main): the thread left to finish
+// the calls was detached and nothing waited for it, so the process ended with the calls unrun and
+// no word. As Python joins its executors' threads at exit, every submitted call still runs. Each
+// call writes its number to a pipe; the process is a forked child of the test.
+TEST(ThreadPoolExecutor, DroppedInACallbackItsCallsStillRunAtExit) {
+  for (unsigned workers : {1u, 2u}) {
+    SCOPED_TRACE(workers);
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      ::close(fds[0]);
+      auto ex = std::make_unique<mp::ThreadPoolExecutor>(workers);
+      auto gate = std::make_shared<Gate>();
+      auto first = ex->submit([gate] {
+        gate->wait();
+        return 0;
+      });
+      for (int i = 0; i < 6; ++i)
+        (void)ex->submit([fd = fds[1], i] {
+          std::this_thread::sleep_for(100ms);
+          char c = static_cast<char>('0' + i);
+          if (::write(fd, &c, 1) != 1) std::_Exit(2);
+        });
+      std::promise<void> dropped;
+      first.add_done_callback([&](const mp::Future<int>&) {
+        ex.reset();
+        dropped.set_value();
+      });
+      gate->release();
+      dropped.get_future().wait();
+      std::exit(0);
+    }
+    ::close(fds[1]);
+    int status = -1;
+    bool ended = eventually([&] { return ::waitpid(child, &status, WNOHANG) == child; }, 30s);
+    if (!ended) {
+      ::kill(child, SIGKILL);
+      ::waitpid(child, &status, 0);
+    }
+    std::string ran;
+    char buf[64];
+    for (ssize_t n; ended && (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+      ran.append(buf, static_cast<size_t>(n));
+    ::close(fds[0]);
+    ASSERT_TRUE(ended) << "the child did not exit";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    std::sort(ran.begin(), ran.end());
+    EXPECT_EQ(ran, "012345");
   }
 }
 

@@ -3,8 +3,11 @@
 // initializer, max_tasks_per_child) and test_deadlock / test_process_pool's worker death - where
 // Python's executor becomes BrokenProcessPool for good, here only the dead worker's futures fail.
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -45,6 +48,16 @@ int raise_at_two(int x) {
 int die(int) {
   ::kill(getpid(), SIGKILL);
   return 0;
+}
+// Appends i to the file at `path` after a while (a slow call whose running a test checks).
+int append_later(std::string path, int i) {
+  std::this_thread::sleep_for(150ms);
+  int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT, 0600);
+  if (fd < 0) return -1;
+  char c = static_cast<char>('0' + i);
+  ssize_t n = ::write(fd, &c, 1);
+  ::close(fd);
+  return n == 1 ? i : -1;
 }
 int my_pid(int) {
   return static_cast<int>(getpid());
@@ -321,6 +334,90 @@ TEST_P(ProcessPoolExecutorTest, TerminateWorkersFromADoneCallback) {
   answered_within(gone, 60s, "the executor's destructor after terminate_workers() in a callback");
   destroyer.join();
   EXPECT_EQ(gone.get(), "returned");
+}
+
+// terminate_workers()/kill_workers() whose cancelled futures' done callback drops the executor:
+// the destructor (run inside terminate_workers(), on the caller's thread) shut the executor down
+// gracefully, waiting for the running call, before the workers were killed; with a call that
+// never ends, terminate_workers() never returned. It stays a terminate: the call running fails,
+// the waiting ones are cancelled, the workers end.
+TEST_P(ProcessPoolExecutorTest, TerminateWorkersWhoseCancelledCallbackDropsTheExecutor) {
+  for (int sig : {SIGTERM, SIGKILL}) {
+    SCOPED_TRACE(sig);
+    auto ex = std::make_unique<mp::ProcessPoolExecutor>(opts(1));
+    auto pids = ex->worker_pids();
+    auto stuck = ex->submit(hang, 0);
+    ASSERT_TRUE(eventually([&] { return stuck.running(); }));
+    std::vector<mp::Future<int>> waiting;
+    for (int i = 0; i < 4; ++i) waiting.push_back(ex->submit(sqr, i));
+    bool dropped = false;
+    waiting.back().add_done_callback([&](const mp::Future<int>&) {
+      ex.reset();
+      dropped = true;
+    });
+    std::promise<std::string> said;
+    std::thread ender([&] {
+      tell(said, [&] {
+        if (sig == SIGTERM)
+          ex->terminate_workers();
+        else
+          ex->kill_workers();
+      });
+    });
+    auto answer = said.get_future();
+    answered_within(answer, 60s, "terminate_workers() whose cancelled callback drops the executor");
+    ender.join();
+    EXPECT_EQ(answer.get(), "returned");
+    EXPECT_TRUE(dropped);
+    EXPECT_FALSE(ex);
+    EXPECT_THROW(stuck.result(30s), mp::ProcessError);
+    EXPECT_TRUE(waiting.back().cancelled());
+    for (auto& f : waiting) EXPECT_TRUE(f.wait(30s));
+    for (pid_t p : pids)
+      EXPECT_TRUE(eventually([&] { return ::kill(p, 0) != 0; })) << "worker " << p << " lives";
+    EXPECT_TRUE(eventually([] { return mp::active_children().empty(); }));
+  }
+}
+
+// The executor dropped in a done callback of its own future, with slow calls still waiting, in a
+// process that then exits normally (exit(0), as a return from main): the thread left to finish
+// the calls was detached, nothing waited for it, and exit ended the workers, so none of the calls
+// ran and nothing was said. As Python joins its executors' threads at exit, every submitted call
+// still runs. Each call appends its number to a file; the process is a forked child of the test.
+TEST_P(ProcessPoolExecutorTest, DroppedInACallbackItsCallsStillRunAtExit) {
+  const std::string path = "/tmp/s8fut2_ran_" + std::to_string(::getpid()) + "_" +
+                           std::to_string(static_cast<int>(GetParam()));
+  ::unlink(path.c_str());
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto ex = std::make_unique<mp::ProcessPoolExecutor>(opts(2));
+    auto first = ex->submit(sleep_then, 200, 0);
+    for (int i = 0; i < 6; ++i) (void)ex->submit(append_later, path, i);
+    std::promise<void> dropped;
+    first.add_done_callback([&](const mp::Future<int>&) {
+      ex.reset();
+      dropped.set_value();
+    });
+    if (dropped.get_future().wait_for(30s) != std::future_status::ready) std::_Exit(3);
+    std::exit(0);
+  }
+  int status = -1;
+  bool ended = eventually([&] { return ::waitpid(child, &status, WNOHANG) == child; }, 60s);
+  if (!ended) {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, &status, 0);
+  }
+  std::string ran;
+  if (FILE* f = std::fopen(path.c_str(), "r")) {
+    for (int c; (c = std::fgetc(f)) != EOF;) ran.push_back(static_cast<char>(c));
+    std::fclose(f);
+  }
+  ::unlink(path.c_str());
+  ASSERT_TRUE(ended) << "the child did not exit";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  std::sort(ran.begin(), ran.end());
+  EXPECT_EQ(ran, "012345");
 }
 
 // A call that cannot be handed to the pool (its argument fails to encode) fails in the executor's
