@@ -160,6 +160,9 @@ TEST(Futures, Wait) {  // test_wait
     mp::ThreadPoolExecutor ex(3);
     Gate g;
     auto ok = ex.submit([] { return 1; });
+    // Done before the failure, as CPython's (whose failing call sleeps first): otherwise the
+    // failure may come first and `ok` still be running (seen under TSan).
+    ASSERT_EQ(ok.result(), 1);
     auto bad = ex.submit([]() -> int { throw std::invalid_argument("x"); });
     auto slow = ex.submit([&] {
       g.wait();
