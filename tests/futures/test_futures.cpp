@@ -24,6 +24,7 @@
 #include <multiproc/futures.hpp>
 #include <multiproc/process.hpp>
 
+#include "answered_within.hpp"
 #include "exit_three.hpp"
 #include "start_methods.hpp"
 
@@ -395,16 +396,6 @@ TEST(ThreadPoolExecutor, DestroyedInItsOwnDoneCallbackShutsDown) {
       EXPECT_TRUE(eventually([&] { return thread_count() <= threads_before; }))
           << thread_count() << " threads, " << threads_before << " before";
     }
-  }
-}
-
-// Ends the test program if `answer` is not ready within `limit` (a hung call cannot be
-// interrupted).
-void answered_within(std::future<void>& answer, std::chrono::seconds limit, const char* what) {
-  if (answer.wait_for(limit) != std::future_status::ready) {
-    std::fprintf(stderr, "FAILED: still waiting after %llds: %s\n",
-                 static_cast<long long>(limit.count()), what);
-    std::_Exit(1);
   }
 }
 

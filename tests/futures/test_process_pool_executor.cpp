@@ -22,6 +22,7 @@
 
 #include <gmock/gmock.h>
 
+#include "answered_within.hpp"
 #include "exit_three.hpp"
 #include "start_methods.hpp"
 
@@ -260,16 +261,6 @@ void tell(std::promise<std::string>& said, F&& call) {
     said.set_value(std::string("threw: ") + e.what());
   }
 }
-// Ends the test program if `answer` is not ready within `limit` (a call that hangs cannot be
-// interrupted; the resource tracker ends the workers).
-template <class T>
-void answered_within(std::future<T>& answer, std::chrono::seconds limit, const char* what) {
-  if (answer.wait_for(limit) != std::future_status::ready) {
-    std::fprintf(stderr, "FAILED: still waiting after %llds: %s\n",
-                 static_cast<long long>(limit.count()), what);
-    std::_Exit(1);
-  }
-}
 
 // shutdown(wait=false, cancel_futures=true) from a done callback (run by the pool's result
 // thread): the executor stops taking calls, the calls not started are cancelled, the one running
@@ -464,6 +455,17 @@ TEST_P(ProcessPoolExecutorTest, EndingTheExecutorFromACallbackOfACallThatCouldNo
   }
 }
 
+// What one wait in a done callback did: "returned", or "threw: " and the ProcessError's text.
+template <class Wait>
+std::string outcome_of(Wait&& wait) {
+  try {
+    wait();
+    return "returned";
+  } catch (const mp::ProcessError& e) {
+    return std::string("threw: ") + e.what();
+  }
+}
+
 // A done callback runs in the thread that completes the executor's calls: waiting there, without
 // a timeout, for another call of the same executor waited for ever (that call's result could only
 // be processed once the callback returned). It is a clear error now; a wait with a timeout just
@@ -475,14 +477,7 @@ TEST_P(ProcessPoolExecutorTest, WaitingInADoneCallbackForAnotherCallIsAClearErro
   std::promise<std::vector<std::string>> said;
   first.add_done_callback([&](const mp::Future<int>&) {
     std::vector<std::string> out;
-    auto note = [&](auto&& wait) {
-      try {
-        wait();
-        out.push_back("returned");
-      } catch (const mp::ProcessError& e) {
-        out.push_back(std::string("threw: ") + e.what());
-      }
-    };
+    auto note = [&](auto&& wait) { out.push_back(outcome_of(wait)); };
     note([&] { (void)second.result(); });
     note([&] { (void)second.exception(); });
     note([&] { (void)second.wait(); });
@@ -621,14 +616,7 @@ TEST_P(ProcessPoolExecutorTest, SharedFutureWaitedInADoneCallbackIsAClearError) 
   std::promise<std::vector<std::string>> said;
   first.add_done_callback([&](const mp::Future<int>&) {
     std::vector<std::string> out;
-    auto note = [&](auto&& wait) {
-      try {
-        wait();
-        out.push_back("returned");
-      } catch (const mp::ProcessError& e) {
-        out.push_back(std::string("threw: ") + e.what());
-      }
-    };
+    auto note = [&](auto&& wait) { out.push_back(outcome_of(wait)); };
     note([&] { (void)shared.get(); });
     note([&] { shared.wait(); });
     note([&] {
